@@ -1,0 +1,108 @@
+--- sacm._boot: runs the command line's work as the first task and decides the exit status.
+-- Called by runtime/main.c; not for playbooks.
+local task = require "sacm.task"
+local errors = require "sacm.error"
+local shutdown = require "sacm.shutdown"
+
+local M = {}
+local progname = "sacmrun"
+local main_task
+local status -- nil until something decides it
+
+local function report(msg)
+  io.stderr:write(progname, ": ", msg, "\n")
+  io.stderr:flush()
+end
+
+-- Drop the runtime's own frames from the bottom of a script's traceback: people debug their
+-- script, not the boot code that called it.
+local function trim_traceback(tb)
+  local lines = {}
+  for line in tb:gmatch("[^\n]+") do
+    if line:find("sacm/_boot.lua", 1, true) then break end
+    lines[#lines + 1] = line
+  end
+  return table.concat(lines, "\n")
+end
+
+-- A script that cannot be loaded is reported by its message alone: a traceback of the loader
+-- would only point into the runtime.
+local LoadErrorMT = { __tostring = function(e) return e.message end }
+local function LoadError(message) return setmetatable({ message = message }, LoadErrorMT) end
+
+local function load_script(path)
+  local chunk, err
+  if path == "-" then
+    chunk, err = load(io.read("a"), "=stdin")
+  else
+    chunk, err = loadfile(path)
+  end
+  if not chunk then error(LoadError(err), 0) end
+  return chunk
+end
+
+local function script_args()
+  local args, n = {}, 0
+  if arg then
+    n = #arg
+    for i = 1, n do args[i] = arg[i] end
+  end
+  return args, n
+end
+
+-- Calling through a function result (not a named local) makes tracebacks say "in main chunk",
+-- as lua.c's do.
+local function the(f) return f end
+
+local function run_actions(actions)
+  for _, action in ipairs(actions) do
+    local kind, value = action[1], action[2]
+    if kind == "e" then
+      local chunk, err = load(value, "=(command line)")
+      if not chunk then error(LoadError(err), 0) end
+      the(chunk)()
+    elseif kind == "l" then
+      local global, name = value:match("^([^=]+)=(.+)$")
+      if not global then global, name = value, value end
+      _G[global] = require(name)
+    elseif kind == "script" then
+      local chunk = load_script(value)
+      local args, n = script_args()
+      the(chunk)(table.unpack(args, 1, n))
+    end
+  end
+end
+
+task.on_unhandled_failure = function(t)
+  if t ~= main_task then return false end
+  if getmetatable(t.error) == LoadErrorMT then
+    report(t.error.message)
+  else
+    report(trim_traceback(t.traceback or errors.message(t.error)))
+  end
+  if status == nil then status = 1 end
+  shutdown.begin(status, "the script failed")
+  return true
+end
+
+function M.start(actions, name)
+  progname = name or progname
+  _G.sacm = require "sacm"
+  shutdown.install_signal_handler()
+  main_task = task._spawn("main", false, run_actions, actions)
+end
+
+--- The process's exit status once the loop has stopped.
+function M.exit_status()
+  local requested = shutdown.exit_code()
+  if requested then return requested end
+  if status then return status end
+  if main_task and not main_task:done() then
+    report("the script was still waiting when nothing was left that could wake it (main task " ..
+      main_task.status .. ")")
+    return 1
+  end
+  return 0
+end
+
+return M

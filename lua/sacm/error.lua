@@ -1,0 +1,41 @@
+--- sacm.error: the value expected failures return as `nil, err`.
+-- err.condition is an XMPP defined condition (item-not-found, not-authorized, remote-server-timeout)
+-- or a libuv error name (ECONNREFUSED, ENOENT), or one of the runtime's own (timeout, cancelled,
+-- closed); err.text is for people, and tostring(err) reads "condition: text".
+local core = require "sacm._error"
+
+local Error = core.metatable
+local M = { metatable = Error }
+
+--- new(condition, text [, fields]) -> err. fields are copied onto the error (type, line, ...).
+function M.new(condition, text, fields)
+  assert(type(condition) == "string", "error condition must be a string")
+  local err = { condition = condition, text = text }
+  if fields then
+    for k, v in pairs(fields) do err[k] = v end
+  end
+  return setmetatable(err, Error)
+end
+
+function M.is(v)
+  return getmetatable(v) == Error
+end
+
+--- is_condition(v, condition): true when v is an error with that condition.
+function M.is_condition(v, condition)
+  return getmetatable(v) == Error and v.condition == condition
+end
+
+--- message(v): any error value (string, error object, other) as one line of text.
+function M.message(v)
+  if type(v) == "string" then return v end
+  local mt = getmetatable(v)
+  if type(mt) == "table" and mt.__tostring then
+    local ok, s = pcall(tostring, v)
+    if ok and type(s) == "string" then return s end
+  end
+  if type(v) == "number" then return tostring(v) end
+  return ("(error object is a %s value)"):format(type(v))
+end
+
+return M

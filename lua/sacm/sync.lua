@@ -1,0 +1,167 @@
+--- sacm.sync: events and queues for tasks.
+-- event: one task sets it, any number wait for it. queue: bounded FIFO between producers and
+-- consumers, closable, with timeouts on both ends. Both are for tasks in one runtime; nothing here
+-- blocks the loop.
+local task = require "sacm.task"
+local errors = require "sacm.error"
+local new_timer = require("sacm._timer").new
+
+local M = {}
+
+local TIMEOUT = {}
+
+-- Suspends the running task in `waiters` until woken, or until `timeout` seconds pass.
+-- Returns the wake value, or TIMEOUT.
+local function wait_in(waiters, timeout, what)
+  local me = task._require_task(what, 4)
+  local ms = timeout and task._seconds_to_ms(timeout, what .. " timeout")
+  local entry = { task = me }
+  waiters[#waiters + 1] = entry
+  local timer
+  if ms then
+    timer = new_timer()
+    timer:start(ms, 0, function() task.wake(me, TIMEOUT) end)
+  end
+  local function forget()
+    if timer then timer:close() end
+    for i = #waiters, 1, -1 do
+      if waiters[i] == entry then table.remove(waiters, i) break end
+    end
+  end
+  local value = task.suspend(forget)
+  forget()
+  return value, entry
+end
+
+-- Wakes the first waiter still waiting; returns it, or nil.
+local function wake_first(waiters, value)
+  while #waiters > 0 do
+    local entry = table.remove(waiters, 1)
+    if task.wake(entry.task, value) then return entry end
+  end
+end
+
+---------------------------------------------------------------------------- event
+local Event = {}
+Event.__index = Event
+
+function M.event()
+  return setmetatable({ is_set_ = false, waiters = {} }, Event)
+end
+
+--- event:set(): wakes every waiter; later waits return at once until clear().
+function Event:set()
+  self.is_set_ = true
+  local waiters = self.waiters
+  self.waiters = {}
+  for _, entry in ipairs(waiters) do task.wake(entry.task, true) end
+end
+
+function Event:clear() self.is_set_ = false end
+function Event:is_set() return self.is_set_ end
+
+--- event:wait([timeout]) -> true, or nil, err (timeout).
+function Event:wait(timeout)
+  if self.is_set_ then return true end
+  local value = wait_in(self.waiters, timeout, "event:wait")
+  if value == TIMEOUT then
+    return nil, errors.new("timeout", ("event not set within %gs"):format(timeout))
+  end
+  return true
+end
+
+---------------------------------------------------------------------------- queue
+local Queue = {}
+Queue.__index = Queue
+
+--- queue([maxsize]) -> queue. Without maxsize it is unbounded.
+function M.queue(maxsize)
+  if maxsize ~= nil and (math.type(maxsize) ~= "integer" or maxsize < 1) then
+    error("queue size must be a positive integer", 2)
+  end
+  return setmetatable({
+    items = {}, head = 1, tail = 0, max = maxsize,
+    getters = {}, putters = {}, closed = false,
+  }, Queue)
+end
+
+function Queue:len() return self.tail - self.head + 1 end
+Queue.__len = Queue.len
+
+local function push(self, value)
+  self.tail = self.tail + 1
+  self.items[self.tail] = value
+end
+
+local function pop(self)
+  local value = self.items[self.head]
+  self.items[self.head] = nil
+  self.head = self.head + 1
+  if self.head > self.tail then self.head, self.tail = 1, 0 end
+  return value
+end
+
+--- queue:put(value [, timeout]) -> true, or nil, err (timeout | closed). Waits while full.
+function Queue:put(value, timeout)
+  if value == nil then error("a queue cannot hold nil", 2) end
+  while true do
+    if self.closed then return nil, errors.new("closed", "queue is closed") end
+    if #self.getters > 0 and wake_first(self.getters, { value }) then
+      return true
+    end
+    if not self.max or self:len() < self.max then
+      push(self, value)
+      return true
+    end
+    local woke = wait_in(self.putters, timeout, "queue:put")
+    if woke == TIMEOUT then
+      return nil, errors.new("timeout", ("queue stayed full for %gs"):format(timeout))
+    end
+  end
+end
+
+--- queue:try_put(value) -> true, or false when full or closed. Never waits (usable from any code).
+function Queue:try_put(value)
+  if value == nil then error("a queue cannot hold nil", 2) end
+  if self.closed then return false end
+  if #self.getters > 0 and wake_first(self.getters, { value }) then return true end
+  if self.max and self:len() >= self.max then return false end
+  push(self, value)
+  return true
+end
+
+--- queue:get([timeout]) -> value, or nil, err (timeout | closed once drained).
+function Queue:get(timeout)
+  if self:len() > 0 then
+    local value = pop(self)
+    wake_first(self.putters, true)
+    return value
+  end
+  if self.closed then return nil, errors.new("closed", "queue is closed") end
+  local woke = wait_in(self.getters, timeout, "queue:get")
+  if woke == TIMEOUT then
+    return nil, errors.new("timeout", ("nothing arrived within %gs"):format(timeout))
+  end
+  if type(woke) == "table" then return woke[1] end
+  -- woken by close()
+  return nil, errors.new("closed", "queue is closed")
+end
+
+--- queue:close(): no more puts; getters drain what is left, then get nil, closed.
+function Queue:close()
+  if self.closed then return end
+  self.closed = true
+  for _, entry in ipairs(self.getters) do task.wake(entry.task, false) end
+  for _, entry in ipairs(self.putters) do task.wake(entry.task, false) end
+  self.getters, self.putters = {}, {}
+end
+
+--- for value in queue:iter() do ... end: until the queue is closed and drained.
+function Queue:iter()
+  return function()
+    local value = self:get()
+    return value
+  end
+end
+
+return M

@@ -1,0 +1,373 @@
+--- sacm.task: tasks are coroutines that wait without blocking the loop.
+--
+-- A task runs until it waits (sleep, await, a queue, I/O); the wait registers with libuv and the
+-- task is resumed from the callback. Tasks made ready by a callback run before control returns to
+-- libuv (see dispatch), so a wakeup never waits for another loop iteration.
+--
+-- Outcomes: a task that returns is "done"; one that raises is "failed" and its error propagates to
+-- whoever awaits it (and is logged if nobody is waiting at that moment); one that is cancelled is
+-- "cancelled" and awaiting it returns nil plus a `cancelled` error.
+local loop = require "sacm._loop"
+local new_timer = require("sacm._timer").new
+local errors = require "sacm.error"
+local log = require("sacm.log").new("task")
+
+local M = {}
+
+local Task = {}
+Task.__index = Task
+M.Task = Task
+
+local SUSPENDED = setmetatable({}, { __name = "sacm.task.suspended" })
+local CANCEL = setmetatable({}, { __name = "sacm.task.cancel" })
+
+local current -- the task whose coroutine is running, if any
+local by_coroutine = setmetatable({}, { __mode = "k" })
+local next_id = 0
+
+-- The ready queue: tasks to resume, with the values to resume them with.
+local ready_tasks, ready_values = {}, {}
+local ready_head, ready_tail = 1, 0
+local draining = false
+
+local pack, unpack = table.pack, table.unpack
+
+local function enqueue(task, values)
+  ready_tail = ready_tail + 1
+  ready_tasks[ready_tail] = task
+  ready_values[ready_tail] = values
+end
+
+local function seconds_to_ms(seconds, what)
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 then
+    error(("%s must be a non-negative number of seconds, got %s"):format(what, tostring(seconds)), 3)
+  end
+  if seconds == math.huge then return nil end
+  return math.floor(seconds * 1000 + 0.5)
+end
+M._seconds_to_ms = seconds_to_ms
+
+--- current() -> the running task, or nil outside a task.
+function M.current()
+  return current
+end
+
+local function require_task(what, level)
+  local t = current
+  if t == nil or coroutine.running() ~= t.co then
+    if t ~= nil then
+      error(what .. " was called from a coroutine nested inside a task; call it from the task itself", level or 3)
+    end
+    error(what .. " must be called inside a task (a script, a handler, or a function run with sacm.spawn)", level or 3)
+  end
+  return t
+end
+M._require_task = require_task
+
+local function report_failure(t)
+  log.error("task %s failed: %s", t.name, t.traceback or errors.message(t.error))
+end
+
+local function settle(t)
+  local waiters = t.waiters
+  t.waiters = nil
+  if waiters then
+    for i = 1, #waiters do waiters[i](t) end
+  end
+  if t.status == "failed" and not waiters and not t.silent and not t.observed then
+    if M.on_unhandled_failure and M.on_unhandled_failure(t) then return end
+    report_failure(t)
+  end
+end
+
+local function bare_yield(t)
+  -- A plain coroutine.yield() inside a task: let the loop run once, then continue.
+  local timer = new_timer()
+  t.status = "suspended"
+  t.on_cancel = function() timer:close() end
+  timer:start(0, 0, function()
+    timer:close()
+    if t.status == "suspended" then
+      t.on_cancel = nil
+      t.status = "ready"
+      enqueue(t, pack())
+    end
+  end)
+end
+
+-- The task's traceback without the scheduler's own frame at the bottom.
+local function traceback_of(t, err)
+  local tb = debug.traceback(t.co, errors.message(err))
+  local cut = tb:find("\n[^\n]*sacm/task%.lua:%d+: in function <[^\n]*$")
+  return cut and tb:sub(1, cut - 1) or tb
+end
+
+local function step(t, values)
+  if t.cancel_pending then
+    t.cancel_pending = nil
+    values = pack(CANCEL)
+  end
+  local previous = current
+  current = t
+  t.status = "running"
+  local r = pack(coroutine.resume(t.co, unpack(values, 1, values.n)))
+  current = previous
+  if coroutine.status(t.co) == "dead" then
+    by_coroutine[t.co] = nil
+    if r[1] then
+      t.status = "done"
+      t.results = pack(unpack(r, 2, r.n))
+    elseif errors.is_condition(r[2], "cancelled") and t.cancelled then
+      t.status = "cancelled"
+      t.error = r[2]
+    else
+      t.status = "failed"
+      t.error = r[2]
+      t.traceback = traceback_of(t, r[2])
+    end
+    settle(t)
+  elseif r[2] ~= SUSPENDED then
+    bare_yield(t)
+  end
+end
+
+--- Runs every ready task. Called after each callback from the loop.
+function M.run_ready()
+  if draining then return end
+  draining = true
+  while ready_head <= ready_tail do
+    local t, values = ready_tasks[ready_head], ready_values[ready_head]
+    ready_tasks[ready_head], ready_values[ready_head] = nil, nil
+    ready_head = ready_head + 1
+    if t.status == "ready" then
+      local ok, err = xpcall(step, debug.traceback, t, values)
+      if not ok then log.error("scheduler error: %s", err) end
+    end
+  end
+  ready_head, ready_tail = 1, 0
+  draining = false
+end
+
+local function msgh(err)
+  return debug.traceback(errors.message(err), 2)
+end
+
+--- The entry point for every libuv callback into Lua (installed in the C core).
+local function dispatch(fn, ...)
+  local ok, err = xpcall(fn, msgh, ...)
+  if not ok then log.error("callback failed: %s", err) end
+  M.run_ready()
+end
+require("sacm._dispatch").set_dispatcher(dispatch)
+
+--- spawn(fn, ...) -> task. fn(...) starts running soon (when the caller waits or returns).
+-- opts form: spawn({name = "collect", silent = true}, fn, ...) names the task for logs;
+-- silent tasks do not log an unawaited failure.
+function M.spawn(fn, ...)
+  local name, silent
+  if type(fn) == "table" then
+    local opts = fn
+    name, silent = opts.name, opts.silent
+    fn = ...
+    return M._spawn(name, silent, fn, select(2, ...))
+  end
+  return M._spawn(nil, nil, fn, ...)
+end
+
+function M._spawn(name, silent, fn, ...)
+  if type(fn) ~= "function" then
+    error("spawn expects a function, got " .. type(fn), 3)
+  end
+  next_id = next_id + 1
+  local t = setmetatable({
+    id = next_id,
+    name = name or ("#" .. next_id),
+    silent = silent,
+    status = "ready",
+    started = false,
+  }, Task)
+  local args = pack(...)
+  t.co = coroutine.create(function()
+    t.started = true
+    -- not a tail call, so tracebacks keep the task's own function
+    local r = pack(fn(unpack(args, 1, args.n)))
+    return unpack(r, 1, r.n)
+  end)
+  by_coroutine[t.co] = t
+  enqueue(t, pack())
+  return t
+end
+
+--- suspend(on_cancel) -> values passed to wake. The primitive every waiting call is built on:
+-- the running task sleeps until wake(task, ...) is called. on_cancel() runs if the task is
+-- cancelled while suspended; use it to stop the timer or process the task was waiting for.
+function M.suspend(on_cancel)
+  local t = require_task("suspend")
+  t.status = "suspended"
+  t.on_cancel = on_cancel
+  local r = pack(coroutine.yield(SUSPENDED))
+  t.on_cancel = nil
+  if r[1] == CANCEL then
+    error(t.cancel_error, 0)
+  end
+  return unpack(r, 1, r.n)
+end
+
+--- wake(task, ...) -> true if the task was suspended and is now ready to resume with the values.
+function M.wake(t, ...)
+  if t.status ~= "suspended" then return false end
+  t.status = "ready"
+  t.on_cancel = nil
+  enqueue(t, pack(...))
+  return true
+end
+
+--- sleep(seconds): suspends the running task; other tasks and I/O go on.
+function M.sleep(seconds)
+  local t = require_task("sleep")
+  local ms = seconds_to_ms(seconds or 0, "sleep duration")
+  local timer = new_timer()
+  timer:start(ms or math.maxinteger // 1, 0, function() M.wake(t) end)
+  M.suspend(function() timer:close() end)
+  timer:close()
+end
+
+--- yield(): lets the loop and other tasks run once, then continues.
+function M.yield()
+  M.sleep(0)
+end
+
+local AWAIT_DONE, AWAIT_TIMEOUT = {}, {}
+
+local function outcome(t)
+  if t.status == "done" then
+    return unpack(t.results, 1, t.results.n)
+  elseif t.status == "failed" then
+    error(t.error, 0)
+  else
+    return nil, t.error
+  end
+end
+
+local function finished(t)
+  return t.status == "done" or t.status == "failed" or t.status == "cancelled"
+end
+
+--- task:await([timeout]) -> the task's results.
+-- A failure is raised again here; a cancelled task gives nil, err (cancelled); a timeout gives
+-- nil, err (timeout) and leaves the task running.
+function Task:await(timeout)
+  if not finished(self) then
+    local me = require_task("await")
+    if me == self then error("a task cannot await itself", 2) end
+    local ms = timeout and seconds_to_ms(timeout, "await timeout")
+    local function on_done() M.wake(me, AWAIT_DONE) end
+    self.waiters = self.waiters or {}
+    local waiters = self.waiters
+    waiters[#waiters + 1] = on_done
+    local timer
+    if ms then
+      timer = new_timer()
+      timer:start(ms, 0, function() M.wake(me, AWAIT_TIMEOUT) end)
+    end
+    local function forget()
+      if timer then timer:close() end
+      for i = #waiters, 1, -1 do
+        if waiters[i] == on_done then table.remove(waiters, i) break end
+      end
+    end
+    local why = M.suspend(forget)
+    forget()
+    if why == AWAIT_TIMEOUT and not finished(self) then
+      if #waiters == 0 and self.waiters == waiters then self.waiters = nil end
+      return nil, errors.new("timeout", ("task %s did not finish within %gs"):format(self.name, timeout))
+    end
+  end
+  return outcome(self)
+end
+
+--- task:cancel([reason]) -> true if the task was still running and is now being cancelled.
+-- The task sees a `cancelled` error raised where it waits, so its pcall/<close> cleanup runs.
+function Task:cancel(reason)
+  if finished(self) or self.cancelled then return false end
+  self.cancelled = true
+  self.cancel_error = errors.new("cancelled", reason or ("task " .. self.name .. " was cancelled"))
+  if self == current then
+    error(self.cancel_error, 2)
+  end
+  if not self.started then
+    -- Never ran: it ends here, without running any of its code.
+    self.status = "cancelled"
+    self.error = self.cancel_error
+    by_coroutine[self.co] = nil
+    settle(self)
+  elseif self.status == "suspended" then
+    local on_cancel = self.on_cancel
+    self.on_cancel = nil
+    if on_cancel then
+      local ok, err = pcall(on_cancel)
+      if not ok then log.warn("cleanup of cancelled task %s failed: %s", self.name, errors.message(err)) end
+    end
+    self.status = "ready"
+    enqueue(self, pack(CANCEL))
+  else
+    self.cancel_pending = true
+  end
+  return true
+end
+
+--- task:done() -> true once the task finished (done, failed or cancelled).
+function Task:done()
+  return finished(self)
+end
+
+--- task:result() -> ok, values... or false, err without waiting (nil if not finished).
+function Task:result()
+  if self.status == "done" then return true, unpack(self.results, 1, self.results.n) end
+  if self.status == "failed" or self.status == "cancelled" then return false, self.error end
+  return nil
+end
+
+function Task:__tostring()
+  return ("task %s (%s)"):format(self.name, self.status)
+end
+
+--- all(tasks [, timeout]) -> results. Waits for every task, or until the deadline.
+-- results[i] = {ok = true, value = first, values = {n=..., ...}} or {ok = false, err = err};
+-- tasks still running at the deadline get a `timeout` error and are left running.
+function M.all(tasks, timeout)
+  require_task("all")
+  local deadline = timeout and (loop.hrtime() / 1e9 + timeout)
+  local results = {}
+  -- Their failures are ours to report now, even those that happen before we get to them.
+  for _, t in ipairs(tasks) do t.observed = true end
+  for i, t in ipairs(tasks) do
+    local remaining
+    if deadline then remaining = math.max(0, deadline - loop.hrtime() / 1e9) end
+    local r = pack(pcall(t.await, t, remaining))
+    if not r[1] then
+      results[i] = { ok = false, err = r[2] }
+    elseif r[2] == nil and errors.is(r[3]) and (r[3].condition == "timeout" or r[3].condition == "cancelled")
+        and not (t.status == "done") then
+      results[i] = { ok = false, err = r[3] }
+    else
+      local values = pack(unpack(r, 2, r.n))
+      results[i] = { ok = true, value = values[1], values = values }
+    end
+  end
+  return results
+end
+
+--- with_timeout(seconds, fn, ...) -> fn's results, or nil, err (timeout) after cancelling it.
+function M.with_timeout(seconds, fn, ...)
+  require_task("with_timeout")
+  local t = M._spawn("with_timeout", true, fn, ...)
+  local r = pack(t:await(seconds))
+  if r[1] == nil and errors.is_condition(r[2], "timeout") and not finished(t) then
+    t:cancel("timed out")
+    return nil, errors.new("timeout", ("did not finish within %gs"):format(seconds))
+  end
+  return unpack(r, 1, r.n)
+end
+
+return M

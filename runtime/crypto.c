@@ -1,0 +1,129 @@
+/* sacm._crypto: digests, HMAC, base64 and randomness from OpenSSL. XEP-0115 verification strings
+ * (SHA-1 + base64), content hashes of policies and files, and UUIDs are built on these. */
+#include <string.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include "sacmrun.h"
+
+static const EVP_MD *check_digest(lua_State *L, int idx)
+{
+    const char *name = luaL_checkstring(L, idx);
+    const EVP_MD *md = EVP_get_digestbyname(name);
+    if (md == NULL)
+        luaL_argerror(L, idx, lua_pushfstring(L, "unknown digest '%s'", name));
+    return md;
+}
+
+/* digest(algorithm, data) -> raw digest bytes */
+static int l_digest(lua_State *L)
+{
+    const EVP_MD *md = check_digest(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int out_len = 0;
+    if (!EVP_Digest(data, len, out, &out_len, md, NULL))
+        return luaL_error(L, "digest failed");
+    lua_pushlstring(L, (const char *)out, out_len);
+    return 1;
+}
+
+/* hmac(algorithm, key, data) -> raw MAC bytes */
+static int l_hmac(lua_State *L)
+{
+    const EVP_MD *md = check_digest(L, 1);
+    size_t key_len, len;
+    const char *key = luaL_checklstring(L, 2, &key_len);
+    const char *data = luaL_checklstring(L, 3, &len);
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int out_len = 0;
+    if (key_len > (size_t)0x7fffffff ||
+        !HMAC(md, key, (int)key_len, (const unsigned char *)data, len, out, &out_len))
+        return luaL_error(L, "hmac failed");
+    lua_pushlstring(L, (const char *)out, out_len);
+    return 1;
+}
+
+static int l_base64_encode(lua_State *L)
+{
+    size_t len;
+    const char *data = luaL_checklstring(L, 1, &len);
+    if (len > ((size_t)0x7fffffff / 4) * 3)
+        return luaL_argerror(L, 1, "too long");
+    luaL_Buffer b;
+    size_t cap = 4 * ((len + 2) / 3) + 1;
+    unsigned char *out = (unsigned char *)luaL_buffinitsize(L, &b, cap);
+    int n = EVP_EncodeBlock(out, (const unsigned char *)data, (int)len);
+    luaL_pushresultsize(&b, (size_t)n);
+    return 1;
+}
+
+static int is_b64(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+/* base64_decode(text) -> bytes, or nil, err. Whitespace is ignored (line-wrapped input);
+ * anything else that is not base64 is an error rather than silently skipped. */
+static int l_base64_decode(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    luaL_Buffer clean;
+    luaL_buffinit(L, &clean);
+    size_t pad = 0, kept = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            continue;
+        if (c == '=') {
+            pad++;
+        } else if (!is_b64(c) || pad > 0) {
+            return sacm_fail(L, "bad-format", "invalid base64 at byte %d", (int)i + 1);
+        }
+        luaL_addchar(&clean, (char)c);
+        kept++;
+    }
+    luaL_pushresult(&clean);
+    if (kept % 4 != 0 || pad > 2)
+        return sacm_fail(L, "bad-format", "invalid base64 length");
+    size_t clean_len;
+    const char *s = lua_tolstring(L, -1, &clean_len);
+    if (clean_len > 0x7fffffff)
+        return sacm_fail(L, "bad-format", "base64 input too long");
+    luaL_Buffer b;
+    unsigned char *out = (unsigned char *)luaL_buffinitsize(L, &b, clean_len / 4 * 3 + 1);
+    int n = EVP_DecodeBlock(out, (const unsigned char *)s, (int)clean_len);
+    if (n < 0)
+        return sacm_fail(L, "bad-format", "invalid base64");
+    luaL_pushresultsize(&b, (size_t)n - pad); /* DecodeBlock counts padding as zero bytes */
+    return 1;
+}
+
+/* random(n) -> n bytes from a cryptographically secure generator */
+static int l_random(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 0 && n <= 1024 * 1024, 1, "must be between 0 and 1 MiB");
+    luaL_Buffer b;
+    unsigned char *out = (unsigned char *)luaL_buffinitsize(L, &b, (size_t)n);
+    if (n > 0 && RAND_bytes(out, (int)n) != 1)
+        return luaL_error(L, "random number generator failed");
+    luaL_pushresultsize(&b, (size_t)n);
+    return 1;
+}
+
+int luaopen_sacm__crypto(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"digest", l_digest},
+        {"hmac", l_hmac},
+        {"base64_encode", l_base64_encode},
+        {"base64_decode", l_base64_decode},
+        {"random", l_random},
+        {NULL, NULL},
+    };
+    luaL_newlib(L, fns);
+    return 1;
+}
