@@ -22,7 +22,7 @@ OBJS      = $(SRCS:runtime/%.c=build/obj/%.o)
 ASAN_OBJS = $(SRCS:runtime/%.c=build/asan/%.o)
 SANITIZE  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps test test-unit test-asan demo bench install uninstall clean
+.PHONY: all deps test test-unit test-asan check-install demo bench install uninstall clean FORCE
 
 all: sacmrun
 
@@ -34,6 +34,12 @@ sacmrun: $(OBJS)
 
 build/obj/%.o: runtime/%.c runtime/sacmrun.h | build/obj
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# state.c has the install location compiled in: rebuild it when PREFIX changes.
+build/sharedir: FORCE | build/obj
+	@echo '$(SHAREDIR)' | cmp -s - $@ || echo '$(SHAREDIR)' > $@
+build/obj/state.o build/asan/state.o: build/sharedir
+FORCE:
 
 # The same binary with AddressSanitizer and UBSan. It lives in the source tree's root as
 # sacmrun-asan so it finds lua/ the same way ./sacmrun does.
@@ -52,6 +58,7 @@ test: deps
 	$(MAKE) WERROR=1 sacmrun sacmrun-asan
 	$(MAKE) test-unit
 	$(MAKE) test-asan
+	$(MAKE) check-install
 
 test-unit: sacmrun
 	SACMRUN_STRICT_EXIT=1 ./sacmrun spec/run.lua $(SPEC)
@@ -59,6 +66,19 @@ test-unit: sacmrun
 test-asan: sacmrun-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	SACMRUN_STRICT_EXIT=1 SACMRUN_BIN=./sacmrun-asan ./sacmrun-asan spec/run.lua $(SPEC)
+
+# Installs a copy under a temporary prefix and checks that the installed binary finds its library
+# from anywhere, without the source tree.
+check-install:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir -p "$$tmp/src"; cp -R Makefile runtime lua docs "$$tmp/src/"; \
+	if [ -d policies ]; then cp -R policies "$$tmp/src/"; fi; \
+	$(MAKE) -s -C "$$tmp/src" install PREFIX="$$tmp/prefix" >/dev/null; \
+	rm -rf "$$tmp/src"; \
+	out=$$(cd / && "$$tmp/prefix/bin/sacmrun" -e 'print(require("sacm._build").share_dir, sacm.crypto.uuid() ~= nil)'); \
+	test "$$out" = "$$tmp/prefix/share/sacmrun	true" || { echo "check-install: got '$$out'"; exit 1; }; \
+	test -f "$$tmp/prefix/share/man/man1/sacmrun.1"; \
+	echo "check-install: installed sacmrun runs from its prefix"
 
 demo: deps
 	$(MAKE) sacmrun

@@ -1,0 +1,299 @@
+--- sacm.xml: XML elements as plain Lua tables, a builder and navigation. See docs/api/xml.md.
+-- An element is { name = "local", ns = "uri" or nil, attr = { ... }, child1, child2, ... } with
+-- children that are elements or strings. Parsing and serializing are in C (sacm._xml); XMPP
+-- stanzas arrive as the same tables.
+local core = require "sacm._xml"
+
+local Element = core.metatable
+local methods = Element.__index
+
+local type, pairs, rawequal, setmetatable, getmetatable, tostring, error =
+  type, pairs, rawequal, setmetatable, getmetatable, tostring, error
+local concat = table.concat
+
+local xml = {}
+
+-- The builder's cursor, per element being built: the list of open elements, root first. It is
+-- kept here rather than in the element so elements stay plain data (equal(), serialize() and
+-- clone() never see it). Weak keys: an element no longer used is collected with its cursor.
+local cursors = setmetatable({}, { __mode = "k" })
+
+--- parse(s [, opts]) -> element | nil, err. opts.max_depth (256), opts.max_bytes (16 MiB).
+xml.parse = core.parse
+
+--- serialize(el [, opts]) -> string. opts.indent pretty-prints. Raises on invalid data.
+xml.serialize = core.serialize
+
+--- is_element(v): true for tables made by parse, element, clone or the XMPP code.
+function xml.is_element(v)
+  return type(v) == "table" and getmetatable(v) == Element
+end
+
+local function attr_equal(a, b)
+  a, b = a or {}, b or {}
+  for k, v in pairs(a) do
+    if b[k] ~= v then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
+--- equal(a, b): deep structural equality of name, ns, attr and children.
+local function equal(a, b)
+  if rawequal(a, b) then return true end
+  if type(a) ~= "table" or type(b) ~= "table" then return false end
+  if a.name ~= b.name or a.ns ~= b.ns or not attr_equal(a.attr, b.attr) then return false end
+  local n = #a
+  if n ~= #b then return false end
+  for i = 1, n do
+    local x, y = a[i], b[i]
+    if type(x) == "table" then
+      if not equal(x, y) then return false end
+    elseif x ~= y then
+      return false
+    end
+  end
+  return true
+end
+xml.equal = equal
+
+-- A new element; attr is copied, attr.xmlns (if present) replaces the inherited ns.
+local function new_element(name, attr, ns, level)
+  if type(name) ~= "string" or name == "" then
+    error("element name must be a non-empty string, got " .. tostring(name), level)
+  end
+  local a = {}
+  if attr ~= nil then
+    if type(attr) ~= "table" then error("attr must be a table, got " .. type(attr), level) end
+    for k, v in pairs(attr) do
+      if type(k) ~= "string" then error("attribute names must be strings", level) end
+      local tv = type(v)
+      if tv == "number" then
+        v = tostring(v)
+      elseif tv ~= "string" then
+        error(("attribute '%s' of <%s> must be a string, got %s"):format(k, name, tv), level)
+      end
+      if k == "xmlns" then
+        ns = v
+      else
+        a[k] = v
+      end
+    end
+  end
+  if ns == "" then ns = nil end -- xmlns="" means no namespace
+  return setmetatable({ name = name, ns = ns, attr = a }, Element)
+end
+
+--- element(name [, attr]) -> element. attr.xmlns sets the namespace.
+function xml.element(name, attr)
+  return new_element(name, attr, nil, 3)
+end
+
+local function cursor_of(self)
+  local path = cursors[self]
+  return path and path[#path] or self
+end
+
+local function append_text(el, s)
+  if s == "" then return end
+  local n = #el
+  if type(el[n]) == "string" then
+    el[n] = el[n] .. s -- keep adjacent text in one string, as parse() does
+  else
+    el[n + 1] = s
+  end
+end
+
+--- el:tag(name [, attr]): appends a child at the cursor and moves the cursor into it. The child
+-- inherits the cursor element's ns unless attr.xmlns is given.
+function methods:tag(name, attr)
+  local cur = cursor_of(self)
+  local child = new_element(name, attr, cur.ns, 3)
+  cur[#cur + 1] = child
+  local path = cursors[self]
+  if not path then
+    path = { self }
+    cursors[self] = path
+  end
+  path[#path + 1] = child
+  return self
+end
+
+--- el:text(s): appends text at the cursor.
+function methods:text(s)
+  local ts = type(s)
+  if ts == "number" then
+    s = tostring(s)
+  elseif ts ~= "string" then
+    error("text must be a string, got " .. ts, 2)
+  end
+  append_text(cursor_of(self), s)
+  return self
+end
+
+--- el:up(): moves the cursor to the parent of the cursor element.
+function methods:up()
+  local path = cursors[self]
+  if not path or #path < 2 then
+    error("up() with the cursor already at the root <" .. tostring(self.name) .. ">", 2)
+  end
+  path[#path] = nil
+  return self
+end
+
+--- el:reset(): moves the cursor back to the root.
+function methods:reset()
+  cursors[self] = nil
+  return self
+end
+
+--- el:add(child): appends an existing element or a string at the cursor (the cursor stays).
+function methods:add(child)
+  local tc = type(child)
+  if tc == "string" or tc == "number" then
+    append_text(cursor_of(self), tostring(child))
+  elseif tc == "table" and type(child.name) == "string" then
+    local cur = cursor_of(self)
+    cur[#cur + 1] = child
+  else
+    error("add() takes an element or a string, got " .. tc, 2)
+  end
+  return self
+end
+
+-- ns nil matches any namespace, "" matches no namespace.
+local function matches(c, name, ns)
+  return type(c) == "table" and (name == nil or c.name == name)
+    and (ns == nil or c.ns == ns or (ns == "" and c.ns == nil))
+end
+
+--- el:child([name [, ns]]) -> the first element child matching, or nil.
+function methods:child(name, ns)
+  for i = 1, #self do
+    local c = self[i]
+    if matches(c, name, ns) then return c end
+  end
+  return nil
+end
+
+--- el:children([name [, ns]]) -> iterator over the matching element children.
+function methods:children(name, ns)
+  local i = 0
+  return function()
+    while true do
+      i = i + 1
+      local c = self[i]
+      if c == nil then return nil end
+      if matches(c, name, ns) then return c end
+    end
+  end
+end
+
+local function get_text(el)
+  local parts = {}
+  for i = 1, #el do
+    local c = el[i]
+    if type(c) == "string" then parts[#parts + 1] = c end
+  end
+  return concat(parts)
+end
+
+--- el:get_text() -> the element's direct text children concatenated ("" when none).
+methods.get_text = get_text
+
+-- Splits a find() path into steps { name, ns } and an optional final "@attr" or "#".
+-- Braces are read first because namespace URIs may contain '/', '#' and '@'.
+local function parse_path(path)
+  if type(path) ~= "string" or path == "" then
+    error("find() path must be a non-empty string", 3)
+  end
+  local steps, pos, len = {}, 1, #path
+  while pos <= len do
+    local c = path:sub(pos, pos)
+    if c == "@" then
+      local key = path:sub(pos + 1)
+      local uri, lname = key:match("^{([^}]*)}(.+)$")
+      if uri then key = uri .. " " .. lname end
+      if key == "" then error("find(): empty attribute name in '" .. path .. "'", 3) end
+      return steps, "@", key
+    elseif c == "#" then
+      if pos ~= len then error("find(): '#' must end the path in '" .. path .. "'", 3) end
+      return steps, "#"
+    end
+    local ns
+    if c == "{" then
+      local close = path:find("}", pos + 1, true)
+      if not close then error("find(): unclosed '{' in '" .. path .. "'", 3) end
+      ns = path:sub(pos + 1, close - 1)
+      pos = close + 1
+    end
+    local s, e = path:find("^[^/@#{}]+", pos)
+    if not s then error("find(): missing element name in '" .. path .. "'", 3) end
+    steps[#steps + 1] = { name = path:sub(s, e), ns = ns }
+    pos = e + 1
+    local sep = path:sub(pos, pos)
+    if sep == "/" then
+      pos = pos + 1
+      if pos > len then error("find(): path ends with '/' in '" .. path .. "'", 3) end
+    elseif sep ~= "" and sep ~= "@" and sep ~= "#" then
+      error("find(): unexpected '" .. sep .. "' in '" .. path .. "'", 3)
+    end
+  end
+  return steps
+end
+
+-- Depth-first, so the result is the first match of the whole path in document order.
+local function search(el, steps, i, final, key)
+  if i > #steps then
+    if final == "@" then
+      return el.attr and el.attr[key]
+    elseif final == "#" then
+      return get_text(el)
+    end
+    return el
+  end
+  local step = steps[i]
+  local name = step.name ~= "*" and step.name or nil
+  local ns = step.ns
+  for j = 1, #el do
+    local c = el[j]
+    if matches(c, name, ns) then
+      local r = search(c, steps, i + 1, final, key)
+      if r ~= nil then return r end
+    end
+  end
+  return nil
+end
+
+--- el:find(path) -> element, string or nil. Steps are "name", "{ns}name" or "*" separated by
+-- '/', relative to el's children; a last "@attr" (or "@{ns}attr") gives an attribute, "#" the
+-- text. e.g. iq:find("{http://jabber.org/protocol/disco#info}query/identity@category")
+function methods:find(path)
+  local steps, final, key = parse_path(path)
+  return search(self, steps, 1, final, key)
+end
+
+local function clone(el)
+  local attr = {}
+  if el.attr then
+    for k, v in pairs(el.attr) do attr[k] = v end
+  end
+  local copy = setmetatable({ name = el.name, ns = el.ns, attr = attr }, Element)
+  for i = 1, #el do
+    local c = el[i]
+    copy[i] = type(c) == "table" and clone(c) or c
+  end
+  return copy
+end
+
+--- el:clone() -> a deep copy (the builder cursor is not copied).
+methods.clone = clone
+
+--- el:pretty() -> the element serialized with two-space indentation.
+function methods:pretty()
+  return core.serialize(self, { indent = "  " })
+end
+
+return xml

@@ -1,0 +1,378 @@
+local xml = require "sacm.xml"
+
+local DISCO = "http://jabber.org/protocol/disco#info"
+
+-- parse that must succeed
+local function P(s, opts)
+  local el, err = xml.parse(s, opts)
+  assert(el, err and tostring(err))
+  return el
+end
+
+local function roundtrip(el)
+  local s = xml.serialize(el)
+  local again, err = xml.parse(s)
+  assert.is_nil(err, s)
+  return again, s
+end
+
+local function raises(pattern, fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected an error matching " .. pattern)
+  assert.matches(pattern, tostring(err))
+end
+
+describe("sacm.xml", function()
+  describe("parse", function()
+    local doc = table.concat {
+      '<?xml version="1.0" encoding="UTF-8"?>\n',
+      '<!-- a comment -->\n',
+      '<iq xmlns="jabber:client" xmlns:x="urn:x" type="result" xml:lang="en" x:flag="a&amp;b">',
+      '<query xmlns="', DISCO, '">',
+      '<identity category="client" type="pc" name="&lt;Psi&gt; &quot;0.15&quot;"/>',
+      '<feature var="urn:xmpp:ping"/>',
+      '</query>',
+      '<x:data>caf&#xE9; &#65;&#x42; <![CDATA[<raw> & ]]> tail<?pi ignored?></x:data>',
+      '<plain xmlns="">text</plain>',
+      '</iq>',
+    }
+
+    it("builds elements with effective namespaces, attributes and merged text", function()
+      local iq = P(doc)
+      assert.is_true(xml.is_element(iq))
+      assert.equal("iq", iq.name)
+      assert.equal("jabber:client", iq.ns)
+      assert.same({ type = "result", ["xml:lang"] = "en", ["urn:x flag"] = "a&b" }, iq.attr)
+      assert.equal(3, #iq)
+
+      local query = iq[1]
+      assert.equal("query", query.name)
+      assert.equal(DISCO, query.ns)
+      assert.equal(DISCO, query[1].ns, "ns is stored on every element, not only where declared")
+      assert.equal('<Psi> "0.15"', query[1].attr.name)
+      assert.is_true(xml.is_element(query[2]))
+
+      local data = iq[2]
+      assert.equal("urn:x", data.ns)
+      -- entities, character references and CDATA merge into one string; the PI is dropped
+      assert.same({ "café AB <raw> &  tail" }, { table.unpack(data) })
+
+      assert.is_nil(iq[3].ns)
+      assert.same({ "text" }, { table.unpack(iq[3]) })
+    end)
+
+    it("survives parse -> serialize -> parse unchanged", function()
+      local first = P(doc)
+      local second, s = roundtrip(first)
+      assert.is_true(xml.equal(first, second), s)
+      -- and a third time gives the same text: serialization is deterministic
+      assert.equal(s, xml.serialize(second))
+      assert.matches('xml:lang="en"', s, 1, true)
+    end)
+
+    it("keeps whitespace text and drops comments between text pieces", function()
+      local el = P("<a>\n  x<!-- c -->y\n  <b/> </a>")
+      assert.same({ "\n  xy\n  ", "<b/>", " " },
+        { el[1], xml.serialize(el[2]), el[3] })
+    end)
+
+    it("reports syntax errors as not-well-formed with line and column", function()
+      local el, err = xml.parse("<a>\n<b>\n  </c></a>")
+      assert.is_nil(el)
+      assert.equal("not-well-formed", err.condition)
+      assert.equal(3, err.line)
+      assert.equal(5, err.column) -- 1-based: the 'c' of "</c>"
+      assert.equal("not-well-formed: mismatched tag at line 3, column 5", tostring(err))
+
+      -- columns count characters, not bytes
+      local _, err2 = xml.parse("<a>héllo<b></a>")
+      assert.equal(1, err2.line)
+      assert.equal(14, err2.column)
+
+      for _, bad in ipairs { "", "<a>", "<a></a><b/>", "<a>&nbsp;</a>", "<a x='1' x='2'/>",
+        "<p:a/>", "<a>&#0;</a>", "<a>\1</a>", "<a>\xff</a>", "text" } do
+        local r, e = xml.parse(bad)
+        assert.is_nil(r, bad)
+        assert.equal("not-well-formed", e.condition, bad)
+        assert.is_number(e.line)
+        assert.is_number(e.column)
+      end
+    end)
+
+    it("refuses 10,000 levels of nesting with policy-violation and keeps working", function()
+      local deep = string.rep("<a>", 10000) .. string.rep("</a>", 10000)
+      local el, err = xml.parse(deep)
+      assert.is_nil(el)
+      assert.equal("policy-violation", err.condition)
+      assert.matches("256", err.text)
+      -- the same when the document is not even well-formed past the limit
+      assert.equal("policy-violation", select(2, xml.parse(string.rep("<a>", 10000))).condition)
+      collectgarbage()
+      assert.equal("b", P("<a><b/></a>")[1].name)
+    end)
+
+    it("applies max_depth", function()
+      assert.is_not_nil(xml.parse("<a><b><c/></b></a>", { max_depth = 3 }))
+      local _, err = xml.parse("<a><b><c/></b></a>", { max_depth = 2 })
+      assert.equal("policy-violation", err.condition)
+      assert.has_error(function() xml.parse("<a/>", { max_depth = 0 }) end)
+    end)
+
+    it("applies max_bytes", function()
+      local s = "<a>" .. string.rep("x", 100) .. "</a>"
+      assert.is_not_nil(xml.parse(s, { max_bytes = #s }))
+      local el, err = xml.parse(s, { max_bytes = #s - 1 })
+      assert.is_nil(el)
+      assert.equal("policy-violation", err.condition)
+      -- the default limit is 16 MiB
+      local big = "<a>" .. string.rep("x", 16 * 1024 * 1024) .. "</a>"
+      assert.equal("policy-violation", select(2, xml.parse(big)).condition)
+      assert.is_not_nil(xml.parse(big, { max_bytes = #big }))
+    end)
+
+    it("refuses any DOCTYPE with restricted-xml (billion laughs, XXE)", function()
+      local laughs = [[<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+]>
+<lolz>&lol4;</lolz>]]
+      local xxe = '<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a>&x;</a>'
+      for _, s in ipairs { laughs, xxe, '<!DOCTYPE a SYSTEM "http://example.com/a.dtd"><a/>',
+        "<!DOCTYPE a><a/>" } do
+        local el, err = xml.parse(s)
+        assert.is_nil(el)
+        assert.equal("restricted-xml", err.condition)
+      end
+    end)
+  end)
+
+  describe("serialize", function()
+    it("escapes hostile text and attribute values so they survive a round trip", function()
+      local hostile = "a\"b'c<d>e&f]]>g\r\nh\ti\rj\n  "
+      local el = xml.element("m", { v = hostile, ["xml:lang"] = "de" }):text(hostile)
+      local again, s = roundtrip(el)
+      assert.is_true(xml.equal(el, again), s)
+      assert.equal(hostile, again.attr.v)
+      assert.equal(hostile, again[1])
+      assert.is_nil(s:find("]]>", 1, true))
+      assert.equal(
+        '<m v="a&quot;b\'c&lt;d&gt;e&amp;f]]&gt;g&#13;&#10;h&#9;i&#13;j&#10;  " xml:lang="de">'
+          .. "a\"b'c&lt;d&gt;e&amp;f]]&gt;g&#13;\nh\ti&#13;j\n  </m>", s)
+    end)
+
+    it("declares namespaces where they change and prefixes namespaced attributes", function()
+      local el = xml.element("a", { xmlns = "urn:a", ["urn:p x"] = "1", ["urn:p y"] = "2",
+        ["urn:q z"] = "3", plain = "4" })
+      el:tag("b"):up()
+      el:tag("c", { xmlns = "" }):tag("d"):up():up()
+      el:tag("e", { xmlns = "urn:e" })
+      local s = xml.serialize(el)
+      assert.equal('<a xmlns="urn:a" plain="4" xmlns:ns1="urn:p" ns1:x="1" ns1:y="2"'
+        .. ' xmlns:ns2="urn:q" ns2:z="3"><b/><c xmlns=""><d/></c><e xmlns="urn:e"/></a>', s)
+      local again = P(s)
+      assert.is_true(xml.equal(el, again))
+      assert.is_nil(again[2][1].ns)
+      -- a sub-element serialized alone declares its own namespace
+      assert.equal('<b xmlns="urn:a"/>', xml.serialize(el[1]))
+      assert.equal(s, tostring(el))
+    end)
+
+    it("accepts plain tables and numbers", function()
+      assert.equal('<a n="5">1</a>', xml.serialize { name = "a", attr = { n = 5 }, 1 })
+      assert.equal("<a></a>", xml.serialize { name = "a", "" })
+    end)
+
+    it("raises on invalid names, naming the problem and the element", function()
+      raises("invalid element name 'a b'", xml.serialize, { name = "a b" })
+      raises("invalid element name ''", xml.serialize, { name = "" })
+      raises("invalid element name '1a'", xml.serialize, { name = "1a" })
+      raises("invalid element name 'p:a'", xml.serialize, { name = "p:a" })
+      raises("invalid element name 'x<y'.*child 1 of <root>", xml.serialize,
+        { name = "root", { name = "x<y" } })
+      raises("element without a string name", xml.serialize, { name = "r", { "x" } })
+      for _, bad in ipairs { 'a"b', "a=b", "", "a/", "<a", "a&", "-a" } do
+        raises("invalid name in attribute .* of <e>", xml.serialize, { name = "e", attr = { [bad] = "v" } })
+      end
+      raises("attribute 'xmlns' of <e>", xml.serialize, { name = "e", attr = { xmlns = "urn:x" } })
+      raises("attribute 'p:x'", xml.serialize, { name = "e", attr = { ["p:x"] = "v" } })
+      raises("attribute key of type number", xml.serialize, { name = "e", attr = { [1] = "v" } })
+      raises("value of type boolean in attribute 'x'", xml.serialize,
+        { name = "e", attr = { x = true } })
+    end)
+
+    it("raises on invalid characters and invalid UTF-8", function()
+      raises("U%+0001 not allowed in XML in text of <body>", xml.serialize, { name = "body", "a\1b" })
+      raises("U%+0000 .* in attribute 'to' of <m>", xml.serialize, { name = "m", attr = { to = "a\0" } })
+      raises("invalid UTF%-8 at byte 2 in text of <t>", xml.serialize, { name = "t", "a\xff" })
+      raises("invalid UTF%-8", xml.serialize, { name = "t", "\xC0\xAF" })        -- overlong '/'
+      raises("invalid UTF%-8", xml.serialize, { name = "t", "\xED\xA0\x80" })    -- surrogate
+      raises("invalid UTF%-8", xml.serialize, { name = "t", "\xE2\x82" })        -- truncated
+      raises("U%+FFFE not allowed", xml.serialize, { name = "t", "\xEF\xBF\xBE" })
+      raises("child 1 of <t> is a boolean", xml.serialize, { name = "t", true })
+      raises("namespace of <t>", xml.serialize, { name = "t", ns = "urn:a b" })
+      -- valid multi-byte text passes untouched
+      assert.equal("<t>é€😀</t>", xml.serialize { name = "t", "é€😀" })
+    end)
+
+    it("raises on cyclic or absurdly deep tables instead of overflowing", function()
+      local t = { name = "a" }
+      t[1] = t
+      raises("nesting too deep or cyclic", xml.serialize, t)
+      local root = { name = "a" }
+      local cur = root
+      for _ = 1, 5000 do
+        local c = { name = "a" }
+        cur[1] = c
+        cur = c
+      end
+      raises("nesting too deep or cyclic", xml.serialize, root)
+      assert.equal("<a/>", xml.serialize { name = "a" })
+    end)
+
+    it("pretty-prints element content and leaves mixed content exactly as it is", function()
+      local el = P('<r><a>\n   <b>some <i>mixed</i> text <j><k/></j></b><c><d/></c></a><e>  </e></r>')
+      local s = el:pretty()
+      assert.equal(table.concat({
+        "<r>",
+        "  <a>",
+        "    <b>some <i>mixed</i> text <j><k/></j></b>",
+        "    <c>",
+        "      <d/>",
+        "    </c>",
+        "  </a>",
+        "  <e>  </e>",
+        "</r>" }, "\n"), s)
+      local again = P(s)
+      assert.is_true(xml.equal(el:find("a/b"), again:find("a/b")))
+      assert.equal("  ", again:find("e#"))
+      -- pretty-printing pretty output changes nothing
+      assert.equal(s, again:pretty())
+      assert.equal(s, (xml.serialize(el, { indent = "\t" }):gsub("\t", "  ")))
+      assert.has_error(function() xml.serialize(el, { indent = "x" }) end)
+    end)
+  end)
+
+  describe("builder", function()
+    it("builds with a cursor, inheriting the namespace", function()
+      local msg = xml.element("message", { xmlns = "jabber:client", to = "a@b", type = "chat" })
+        :tag("body"):text("hi "):text("there"):up()
+        :tag("x", { xmlns = "jabber:x:data", type = "form" })
+          :tag("field", { var = "n" }):tag("value"):text(42):up():up()
+        :up()
+        :tag("plain", { xmlns = "" }):tag("inner")
+      assert.same({ to = "a@b", type = "chat" }, msg.attr)
+      assert.equal("jabber:client", msg.ns)
+      assert.equal("jabber:client", msg[1].ns)
+      assert.same({ "hi there" }, { table.unpack(msg[1]) }, "adjacent text merges")
+      assert.equal("jabber:x:data", msg[2].ns)
+      assert.equal("jabber:x:data", msg[2][1][1].ns, "inherited two levels down")
+      assert.equal("42", msg:find("x/field/value#"))
+      assert.is_nil(msg[3].ns)
+      assert.is_nil(msg[3][1].ns)
+
+      msg:reset():tag("thread"):text("t1")
+      assert.equal("thread", msg[4].name)
+      assert.equal("jabber:client", msg[4].ns)
+      msg:reset()
+      assert.has_error(function() msg:up() end)
+
+      local again = roundtrip(msg)
+      assert.is_true(xml.equal(msg, again))
+    end)
+
+    it("keeps elements plain data", function()
+      local el = xml.element("a"):tag("b"):text("x")
+      local keys = {}
+      for k in pairs(el) do keys[#keys + 1] = tostring(k) end
+      table.sort(keys)
+      assert.same({ "1", "attr", "name" }, keys)
+      assert.is_true(xml.equal(el, P("<a><b>x</b></a>")))
+    end)
+
+    it("adds existing elements and strings at the cursor", function()
+      local item = xml.element("item", { jid = "a@b" })
+      local q = xml.element("query", { xmlns = "jabber:iq:roster" }):tag("group")
+        :add("one"):add(" two"):up():add(item)
+      assert.equal("one two", q[1][1])
+      assert.equal(item, q[2])
+      assert.is_nil(item.ns, "add() does not rewrite the added element")
+      assert.has_error(function() q:add(true) end)
+      assert.has_error(function() q:text({}) end)
+      assert.has_error(function() xml.element(1) end)
+      assert.has_error(function() xml.element("a", { x = true }) end)
+    end)
+  end)
+
+  describe("navigation", function()
+    local iq = P(table.concat {
+      '<iq xmlns="jabber:client" type="result" id="1">',
+      '<query xmlns="', DISCO, '" node="n">',
+      '<identity category="pubsub" type="service"/>',
+      '<identity category="client" type="pc" xml:lang="en"/>',
+      '<feature var="a"/><feature var="b"/>',
+      '<x xmlns="jabber:x:data" type="result"><field var="FORM_TYPE"><value>urn:f</value></field></x>',
+      '</query>',
+      '<query xmlns="urn:other"><item>second</item></query>',
+      '</iq>' })
+
+    it("finds children by name and namespace", function()
+      assert.equal(DISCO, iq:child("query").ns)
+      assert.equal(DISCO, iq:child("query", DISCO).ns)
+      assert.equal("urn:other", iq:child("query", "urn:other").ns)
+      assert.is_nil(iq:child("query", "urn:none"))
+      assert.is_nil(iq:child("nothing"))
+      local vars = {}
+      for f in iq:child("query"):children("feature") do vars[#vars + 1] = f.attr.var end
+      assert.same({ "a", "b" }, vars)
+      local n = 0
+      for _ in iq:child("query"):children() do n = n + 1 end
+      assert.equal(5, n)
+      n = 0
+      for _ in iq:child("query"):children(nil, "jabber:x:data") do n = n + 1 end
+      assert.equal(1, n)
+    end)
+
+    it("finds by path with namespaces, attributes and text", function()
+      assert.equal("pubsub", iq:find("{" .. DISCO .. "}query/identity@category"))
+      assert.equal("n", iq:find("query@node"))
+      assert.equal("result", iq:find("@type"))
+      assert.equal("en", iq:find("query/identity@xml:lang"), "the first identity that has one")
+      assert.equal("urn:f", iq:find("query/{jabber:x:data}x/field/value#"))
+      assert.equal("second", iq:find("{urn:other}query/item#"), "backtracks to the second query")
+      assert.equal("second", iq:find("query/item#"))
+      assert.equal("field", iq:find("query/*/field").name)
+      assert.equal("x", iq:find("{" .. DISCO .. "}query/{jabber:x:data}x").name)
+      assert.is_nil(iq:find("{urn:none}query"))
+      assert.is_nil(iq:find("query/nothing"))
+      assert.is_nil(iq:find("query@missing"))
+      assert.is_true(xml.is_element(iq:find("query/feature")))
+      for _, bad in ipairs { "", "a/", "{urn:x", "a/#/b", "a//b" } do
+        assert.has_error(function() iq:find(bad) end, nil, bad)
+      end
+    end)
+
+    it("reads text, clones and compares", function()
+      local el = P("<a>one<b>two</b>three</a>")
+      assert.equal("onethree", el:get_text())
+      assert.equal("", P("<c/>"):get_text())
+
+      local copy = iq:clone()
+      assert.is_true(xml.equal(iq, copy))
+      assert.is_true(xml.is_element(copy[1][1]))
+      copy[1][1].attr.category = "changed"
+      assert.equal("pubsub", iq[1][1].attr.category)
+      assert.is_false(xml.equal(iq, copy))
+
+      assert.is_false(xml.equal(P("<a/>"), P("<a xmlns='x'/>")))
+      assert.is_false(xml.equal(P("<a/>"), P("<a b=''/>")))
+      assert.is_false(xml.equal(P("<a>x</a>"), P("<a>y</a>")))
+      assert.is_false(xml.equal(P("<a>x</a>"), P("<a>x<b/></a>")))
+      assert.is_true(xml.equal(P("<a x='1' y='2'/>"), P("<a y='2' x='1'/>")))
+      assert.is_false(xml.is_element({ name = "a" }))
+      assert.is_false(xml.is_element("a"))
+    end)
+  end)
+end)
