@@ -146,6 +146,8 @@ static void preload(lua_State *L)
         {"sacm._watch", luaopen_sacm__watch},
         {"sacm._xml", luaopen_sacm__xml},
         {"sacm._crypto", luaopen_sacm__crypto},
+        {"sacm._dns", luaopen_sacm__dns},
+        {"sacm._xmpp", luaopen_sacm__xmpp},
         {NULL, NULL},
     };
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);

@@ -1,0 +1,82 @@
+--- sacm.stanza: XMPP stanzas (RFC 6120) as sacm.xml elements: constructors, replies, errors.
+local xml = require "sacm.xml"
+local errors = require "sacm.error"
+
+local M = {}
+
+M.NS_CLIENT = "jabber:client"
+M.NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+local next_id = 0
+local id_prefix = require("sacm.crypto").hex(require("sacm.crypto").random(4))
+
+--- new_id() -> a fresh stanza id, unique within this process and unpredictable across processes.
+function M.new_id()
+  next_id = next_id + 1
+  return id_prefix .. "-" .. next_id
+end
+
+local function stanza(name, attr)
+  local a = {}
+  for k, v in pairs(attr or {}) do a[k] = v end
+  a.xmlns = a.xmlns or M.NS_CLIENT
+  return xml.element(name, a)
+end
+
+function M.iq(attr) return stanza("iq", attr) end
+function M.message(attr) return stanza("message", attr) end
+function M.presence(attr) return stanza("presence", attr) end
+
+--- reply(st) -> a result iq (or message/presence) addressed back to st's sender, same id.
+function M.reply(st)
+  local attr = { id = st.attr.id, to = st.attr.from, from = st.attr.to }
+  if st.name == "iq" then attr.type = "result" else attr.type = st.attr.type end
+  return stanza(st.name, attr)
+end
+
+local DEFAULT_TYPES = {
+  ["bad-request"] = "modify", ["conflict"] = "cancel", ["feature-not-implemented"] = "cancel",
+  ["forbidden"] = "auth", ["internal-server-error"] = "cancel", ["item-not-found"] = "cancel",
+  ["jid-malformed"] = "modify", ["not-acceptable"] = "modify", ["not-allowed"] = "cancel",
+  ["not-authorized"] = "auth", ["policy-violation"] = "modify", ["recipient-unavailable"] = "wait",
+  ["remote-server-not-found"] = "cancel", ["remote-server-timeout"] = "wait",
+  ["resource-constraint"] = "wait", ["service-unavailable"] = "cancel",
+  ["subscription-required"] = "auth", ["undefined-condition"] = "cancel",
+  ["unexpected-request"] = "wait",
+}
+M.ERROR_TYPES = DEFAULT_TYPES
+
+--- error_reply(st, condition [, text [, type [, app_element]]]) -> an error stanza (RFC 6120 8.3).
+function M.error_reply(st, condition, text, etype, app)
+  if not DEFAULT_TYPES[condition] then condition, text = "undefined-condition", text or condition end
+  local attr = { id = st.attr.id, to = st.attr.from, from = st.attr.to, type = "error" }
+  local reply = stanza(st.name, attr)
+  reply:tag("error", { type = etype or DEFAULT_TYPES[condition] })
+    :tag(condition, { xmlns = M.NS_STANZAS }):up()
+  if text then reply:tag("text", { xmlns = M.NS_STANZAS }):text(text):up() end
+  if app then reply:add(app) end
+  reply:reset()
+  return reply
+end
+
+--- to_error(st) -> a sacm.error for an error stanza: condition, type, text, stanza.
+function M.to_error(st)
+  local err = st:child("error")
+  local condition, text = "undefined-condition", nil
+  if err then
+    for child in err:children() do
+      if child.ns == M.NS_STANZAS then
+        if child.name == "text" then text = child:get_text() else condition = child.name end
+      end
+    end
+  end
+  return errors.new(condition, text or ("error reply from " .. tostring(st.attr.from or "the server")),
+    { type = err and err.attr.type, stanza = st })
+end
+
+--- payload(st) -> the first child element (the request or result payload), if any.
+function M.payload(st)
+  for child in st:children() do return child end
+end
+
+return M

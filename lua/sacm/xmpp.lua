@@ -1,0 +1,437 @@
+--- sacm.xmpp: XMPP client connections (RFC 6120/6121) on the runtime's loop.
+--
+--   local conn, err = xmpp.connect{ jid = "collector@grid.example/host1", password = "...",
+--                                   cafile = "/etc/sacm/ca.pem" }
+--   local reply, err = conn:iq(stanza.iq{ type = "get", to = "grid.example" }:tag("ping", { xmlns = "urn:xmpp:ping" }))
+--
+-- TLS is required and verified (CA file or the system store; the name checked is the JID's
+-- domain). Skipping verification takes `insecure = true` and is logged as a warning.
+local core = require "sacm._xmpp"
+local dns = require "sacm._dns"
+local task = require "sacm.task"
+local sync = require "sacm.sync"
+local timer = require "sacm.timer"
+local errors = require "sacm.error"
+local xml = require "sacm.xml"
+local st = require "sacm.stanza"
+local jidlib = require "sacm.jid"
+local log = require("sacm.log").new("xmpp")
+
+local M = {}
+
+local Connection = {}
+Connection.__index = Connection
+M.Connection = Connection
+
+local DEFAULT_TIMEOUT = 30
+local OUTBOX_LIMIT = 10000
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t or {}) do c[k] = v end
+  return c
+end
+
+-- Handlers ----------------------------------------------------------------------------------
+
+local function matches(filter, s)
+  if filter.type and s.attr.type ~= filter.type then return false end
+  if filter.from and not (jidlib.equal(s.attr.from, filter.from) or jidlib.bare(s.attr.from) == filter.from) then
+    return false
+  end
+  if filter.ns or filter.child then
+    for child in s:children() do
+      if (not filter.ns or child.ns == filter.ns) and (not filter.child or child.name == filter.child) then
+        return true
+      end
+    end
+    return false
+  end
+  return true
+end
+
+--- conn:on(kind, [filter,] fn) -> handler with :remove().
+-- kind: "message", "presence", "iq" (requests: type get/set), or "status" (connection events:
+-- fn(event, info) with event "connected", "disconnected", "reconnected").
+-- filter: {type=, ns= (namespace of a child element), child= (its name), from=}.
+-- Each call of fn runs as its own task. For iq requests fn(stanza, conn) returns the reply:
+-- an element (the result's payload), true (an empty result), a full iq stanza, or nil, err
+-- (err.condition becomes the stanza error); an error raised becomes internal-server-error.
+function Connection:on(kind, filter, fn)
+  if fn == nil then fn, filter = filter, {} end
+  if type(fn) ~= "function" then error("handler must be a function", 2) end
+  local list = self.handlers[kind]
+  if not list then error("unknown handler kind '" .. tostring(kind) .. "'", 2) end
+  local h = { filter = filter or {}, fn = fn }
+  list[#list + 1] = h
+  function h.remove()
+    for i = #list, 1, -1 do if list[i] == h then table.remove(list, i) end end
+  end
+  return h
+end
+
+local function emit_status(self, event, info)
+  for _, h in ipairs(self.handlers.status) do
+    task.spawn({ name = "xmpp status handler" }, h.fn, event, info, self)
+  end
+end
+
+-- Sending -----------------------------------------------------------------------------------
+
+--- conn:send(stanza) -> true, or nil, err. While reconnecting, stanzas wait in a bounded outbox
+-- and go out once the stream is back; nothing is silently dropped.
+function Connection:send(s)
+  if self.closed then return nil, errors.new("not-connected", "connection is closed") end
+  local text = type(s) == "string" and s or xml.serialize(s)
+  if self.state == "connected" then
+    local ok, err = self.c:send(text)
+    if ok then return true end
+    if err.condition ~= "not-connected" then return nil, err end
+  end
+  if #self.outbox >= OUTBOX_LIMIT then
+    return nil, errors.new("resource-constraint", "not connected and the outbox is full")
+  end
+  self.outbox[#self.outbox + 1] = text
+  return true
+end
+
+local function flush_outbox(self)
+  local pending = self.outbox
+  self.outbox = {}
+  for i, text in ipairs(pending) do
+    local ok = self.c:send(text)
+    if not ok then
+      for j = i, #pending do self.outbox[#self.outbox + 1] = pending[j] end
+      return
+    end
+  end
+end
+
+--- conn:iq(stanza [, timeout]) -> reply stanza, or nil, err.
+-- err.condition is the stanza error condition of an error reply (item-not-found, forbidden, ...),
+-- remote-server-timeout when no reply came in time, or connection-lost.
+function Connection:iq(s, timeout)
+  if s.name ~= "iq" or (s.attr.type ~= "get" and s.attr.type ~= "set") then
+    error("iq() needs an <iq type='get'|'set'>", 2)
+  end
+  local me = task._require_task("iq")
+  s.attr.id = s.attr.id or st.new_id()
+  local id = s.attr.id
+  if self.pending[id] then error("an iq with id '" .. id .. "' is already pending", 2) end
+  local entry = { task = me, to = s.attr.to }
+  self.pending[id] = entry
+  local ok, err = self:send(s)
+  if not ok then
+    self.pending[id] = nil
+    return nil, err
+  end
+  timeout = timeout or self.options.timeout or DEFAULT_TIMEOUT
+  local t = timer.after(timeout, function() task.wake(me, nil, "timeout") end)
+  local reply, why = task.suspend(function() t:cancel(); self.pending[id] = nil end)
+  t:cancel()
+  self.pending[id] = nil
+  if not reply then
+    if why == "timeout" then
+      return nil, errors.new("remote-server-timeout", ("no reply to iq %s from %s within %gs"):format(
+        id, s.attr.to or "the server", timeout))
+    end
+    return nil, why
+  end
+  if reply.attr.type == "error" then return nil, st.to_error(reply) end
+  return reply
+end
+
+-- Receiving ---------------------------------------------------------------------------------
+
+-- A reply must come from where the request went (RFC 6120 10.1), or from our own server/account
+-- for requests without a 'to', so a third party cannot answer for someone else.
+local function reply_matches(self, entry, reply)
+  local from = reply.attr.from
+  if entry.to == nil then
+    return from == nil or jidlib.equal(from, self.jid) or jidlib.equal(from, jidlib.bare(self.jid))
+      or jidlib.equal(from, self.domain)
+  end
+  if from == nil then
+    return jidlib.equal(entry.to, jidlib.bare(self.jid)) or jidlib.equal(entry.to, self.domain)
+  end
+  return jidlib.equal(from, entry.to)
+end
+
+local function run_iq_handler(self, h, s)
+  local ok, result, err = pcall(h.fn, s, self)
+  local reply
+  if not ok then
+    log.error("iq handler for %s failed: %s", tostring(h.filter.ns), errors.message(result))
+    reply = st.error_reply(s, "internal-server-error")
+  elseif result == nil then
+    local e = err
+    if errors.is(e) then
+      reply = st.error_reply(s, e.condition, e.text, e.type, e.app)
+    else
+      reply = st.error_reply(s, "internal-server-error", e and tostring(e) or nil)
+    end
+  elseif result == true then
+    reply = st.reply(s)
+  elseif xml.is_element(result) and result.name == "iq" then
+    reply = result
+  elseif xml.is_element(result) then
+    reply = st.reply(s):add(result)
+  else
+    reply = st.error_reply(s, "internal-server-error", "handler returned a " .. type(result))
+  end
+  self:send(reply)
+end
+
+local function on_stanza(self, s)
+  self.received = self.received + 1
+  if s.name == "iq" then
+    local kind = s.attr.type
+    if kind == "result" or kind == "error" then
+      local entry = s.attr.id and self.pending[s.attr.id]
+      if entry and reply_matches(self, entry, s) then
+        self.pending[s.attr.id] = nil
+        task.wake(entry.task, s)
+      else
+        log.debug("ignored an iq %s with unknown id %s from %s", kind, tostring(s.attr.id), tostring(s.attr.from))
+      end
+      return
+    end
+    if kind ~= "get" and kind ~= "set" then
+      self:send(st.error_reply(s, "bad-request", "iq type must be get, set, result or error"))
+      return
+    end
+    for _, h in ipairs(self.handlers.iq) do
+      if matches(h.filter, s) then
+        task.spawn({ name = "iq handler" }, run_iq_handler, self, h, s)
+        return
+      end
+    end
+    -- RFC 6120 8.2.3: an iq request nobody handles gets service-unavailable.
+    self:send(st.error_reply(s, "service-unavailable"))
+    return
+  end
+  local list = self.handlers[s.name]
+  if not list then return end
+  for _, h in ipairs(list) do
+    if matches(h.filter, s) then
+      task.spawn({ name = s.name .. " handler" }, h.fn, s, self)
+    end
+  end
+end
+
+-- Connecting --------------------------------------------------------------------------------
+
+local function connect_error(info, self)
+  if info.failure then
+    local condition = "remote-connection-failed"
+    if info.failure:find("certificate", 1, true) then
+      condition = "tls-verification-failed"
+    elseif info.failure:find("authentication failed", 1, true) then
+      condition = "not-authorized"
+    end
+    return errors.new(condition, info.failure)
+  end
+  if info.stream_error then
+    return errors.new(info.stream_error, info.stream_text or ("stream error from " .. self.domain))
+  end
+  if info.errno then
+    return errors.new(info.errno, ("%s port %d: %s"):format(self.address or self.host, self.port,
+      info.errno_text or info.errno))
+  end
+  if self.phase == "connecting" then
+    -- libstrophe reports a failed SASL exchange as a plain disconnect before the session is up.
+    return errors.new("not-authorized", "the server closed the stream during TLS or authentication " ..
+      "(wrong password, or a certificate it does not accept)")
+  end
+  return errors.new("connection-lost", "the server closed the connection")
+end
+
+local function fail_pending(self, err)
+  local pending = self.pending
+  self.pending = {}
+  for _, entry in pairs(pending) do task.wake(entry.task, nil, err) end
+end
+
+local schedule_reconnect
+
+local function on_event(self, event, info)
+  if event == "connected" then
+    self.state = "connected"
+    self.jid = info.jid
+    self.connected_once = true
+    self.attempt = 0
+    flush_outbox(self)
+    if self.phase == "connecting" then
+      self.phase = "up"
+      if self.waiter then task.wake(self.waiter, true) end
+    else
+      log.info("%s reconnected", tostring(self.jid))
+      emit_status(self, "reconnected", info)
+    end
+    return
+  end
+  -- disconnected
+  local was_connected = self.state == "connected"
+  self.state = "disconnected"
+  local err = connect_error(info, self)
+  self.last_error = err
+  if was_connected then fail_pending(self, errors.new("connection-lost", "connection lost: " .. tostring(err))) end
+  if self.phase == "connecting" then
+    if self.waiter then task.wake(self.waiter, nil, err) end
+    return
+  end
+  if self.closed then return end
+  log.warn("%s disconnected: %s", tostring(self.jid), tostring(err))
+  emit_status(self, "disconnected", err)
+  if self.options.reconnect ~= false then schedule_reconnect(self) end
+end
+
+local function resolve(host)
+  if dns.is_ip(host) then return { host } end
+  local me = task._require_task("connect")
+  local ok, err = dns.resolve(host, function(addresses, e) task.wake(me, addresses, e) end)
+  if not ok then return nil, err end
+  return task.suspend()
+end
+
+-- One attempt over every address of the host; returns true or nil, err.
+local function attempt(self, timeout)
+  local addresses, err = resolve(self.host)
+  if not addresses then return nil, err end
+  if #addresses == 0 then return nil, errors.new("remote-server-not-found", "no address for " .. self.host) end
+  local me = task._require_task("connect")
+  for _, address in ipairs(addresses) do
+    self.address = address
+    local ok, e = self.c:connect(address, self.port)
+    if ok then
+      self.waiter = me
+      local t = timer.after(timeout, function()
+        task.wake(me, nil, errors.new("remote-server-timeout",
+          ("no XMPP session with %s port %d within %gs"):format(address, self.port, timeout)))
+      end)
+      local up, e2 = task.suspend(function() t:cancel(); self.waiter = nil end)
+      t:cancel()
+      self.waiter = nil
+      if up then return true end
+      e = e2
+      if self.c:state() ~= "disconnected" then self.c:disconnect() end
+      -- Authentication and certificate failures are about the account, not the address.
+      if e.condition == "not-authorized" or e.condition == "tls-verification-failed" then return nil, e end
+    end
+    err = e
+  end
+  return nil, err
+end
+
+schedule_reconnect = function(self)
+  if self.reconnecting or self.closed then return end
+  self.reconnecting = true
+  task.spawn({ name = "xmpp reconnect" }, function()
+    while not self.closed and self.state ~= "connected" do
+      self.attempt = self.attempt + 1
+      -- exponential backoff with jitter, so a restarted server is not hit by every client at once
+      local base = math.min(self.options.max_backoff or 30, 0.25 * 2 ^ math.min(self.attempt - 1, 10))
+      local delay = base * (0.75 + 0.5 * math.random())
+      task.sleep(delay)
+      if self.closed then break end
+      self.phase = "reconnecting"
+      local ok, err = attempt(self, self.options.connect_timeout or 15)
+      if not ok and not self.closed then
+        log.info("reconnect attempt %d to %s failed: %s", self.attempt, self.host, tostring(err))
+      end
+    end
+    self.reconnecting = false
+  end)
+end
+
+--- connect(options) -> connection, or nil, err. Yields until the session is bound.
+-- options: jid (required unless a client certificate carries one), password, or client_cert +
+-- client_key (SASL EXTERNAL); host (default: the JID's domain), port (5222), resource;
+-- cafile/capath (default: the system store); insecure = true skips certificate verification
+-- (logged as a warning); timeout (default request timeout, 30 s); connect_timeout (15 s);
+-- reconnect (default true), max_backoff (30 s); disable_sm; direct_tls.
+function M.connect(options)
+  if type(options) ~= "table" then error("connect expects an options table", 2) end
+  task._require_task("connect")
+  options = copy(options)
+  local self = setmetatable({
+    options = options,
+    handlers = { message = {}, presence = {}, iq = {}, status = {} },
+    pending = {},
+    outbox = {},
+    received = 0,
+    attempt = 0,
+    state = "disconnected",
+    phase = "connecting",
+  }, Connection)
+
+  local c = core.new({
+    jid = options.jid, password = options.password,
+    cafile = options.cafile, capath = options.capath,
+    client_cert = options.client_cert, client_key = options.client_key,
+    trust_tls = options.insecure and true or false,
+    disable_sm = options.disable_sm, direct_tls = options.direct_tls,
+  }, function(event, info) on_event(self, event, info) end, function(s) on_stanza(self, s) end)
+  self.c = c
+  -- XEP-0199: answer pings, so servers and peers can check we are alive
+  self:on("iq", { type = "get", ns = "urn:xmpp:ping", child = "ping" }, function() return true end)
+
+  local jid = options.jid
+  if not jid and options.client_cert then
+    jid = c:cert_jids()[1]
+    if not jid then
+      c:close()
+      return nil, errors.new("jid-malformed", "no jid given and the client certificate carries no xmppAddr")
+    end
+  end
+  local node, domain, resource = jidlib.split(jid)
+  if not domain then
+    c:close()
+    return nil, errors.new("jid-malformed", "not a valid JID: " .. tostring(jid))
+  end
+  resource = options.resource or resource
+  c:set_jid(jidlib.join(node, domain, resource))
+  if not options.password and not options.client_cert then
+    c:close()
+    error("connect needs a password or a client certificate", 2)
+  end
+  if options.insecure then
+    log.warn("TLS certificate verification is OFF for %s: anyone on the path can impersonate the server", domain)
+  end
+  self.domain = domain
+  self.host = options.host or domain
+  self.port = options.port or 5222
+
+  local ok, err = attempt(self, options.connect_timeout or 15)
+  if not ok then
+    self.closed = true
+    c:close()
+    return nil, err
+  end
+  return self
+end
+
+--- conn:close(): ends the stream (pending requests fail with connection-lost) and frees it.
+function Connection:close()
+  if self.closed then return end
+  self.closed = true
+  fail_pending(self, errors.new("connection-lost", "connection closed"))
+  self.state = "disconnected"
+  self.c:close()
+end
+Connection.__close = Connection.close
+
+--- conn:ping([to [, timeout]]) -> round-trip seconds, or nil, err (XEP-0199).
+function Connection:ping(to, timeout)
+  local start = require("sacm.time").monotonic()
+  local reply, err = self:iq(st.iq({ type = "get", to = to or self.domain }):tag("ping", { xmlns = "urn:xmpp:ping" }):up(),
+    timeout)
+  if not reply then return nil, err end
+  return require("sacm.time").monotonic() - start
+end
+
+function Connection:__tostring()
+  return ("xmpp connection %s (%s)"):format(tostring(self.jid or self.options.jid), self.state)
+end
+
+return M

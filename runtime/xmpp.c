@@ -1,0 +1,757 @@
+/* sacm._xmpp: libstrophe connections driven by the libuv loop.
+ *
+ * libstrophe has no fd getter, only queues in xmpp_send, and does all its I/O inside
+ * xmpp_run_once (../shared/notes/libstrophe-on-libuv.md). So:
+ * - the socket is learned in the sockopt callback, and a duplicate of it is watched with uv_poll
+ *   (a duplicate, so our watcher never outlives or confuses the fd libstrophe closes);
+ * - a readable socket runs xmpp_run_once(ctx, 0) several times, because OpenSSL may hold decrypted
+ *   bytes that no longer make the socket readable, and each call reads at most 4096 bytes;
+ * - what Lua queued is flushed from prepare/check handles, never from inside libstrophe;
+ * - a slow tick runs libstrophe's own timers (connect timeout, stream management).
+ * Stanzas reach Lua as sacm.Element tables built straight from libstrophe's tree. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <strophe.h>
+#include "sacmrun.h"
+
+#define CONN_MT "sacm.XmppConnection"
+#define MODULE_MT "sacm.XmppModule"
+#define MAX_STANZA_DEPTH 128
+#define READ_ROUNDS 4    /* a 16 KiB TLS record is 4 reads of 4096 bytes */
+#define MAX_ROUNDS 64    /* bound the work of one wakeup so timers and other I/O get their turn */
+#define TICK_MS 250
+
+typedef struct link {
+    xmpp_conn_t *conn;
+    uv_poll_t *poll; /* NULL when not watching a socket */
+    int poll_events;
+    int event_ref, stanza_ref, self_ref;
+    int release_when_disconnected;
+    int released;
+    char failure[256]; /* why TLS verification or the socket set-up failed, for the error */
+    struct link *next;
+} link_t;
+
+static xmpp_ctx_t *ctx;
+static link_t *links;
+static int in_run_once;
+static int activity; /* stanzas or connection events seen in the current xmpp_run_once */
+static int dirty;    /* Lua queued something since the last xmpp_run_once */
+/* libstrophe reports why a connection failed only in its log: the socket error of a failed
+ * connect, a certificate verification result, an authentication failure. It processes one
+ * connection at a time, so the reason logged just before a disconnect event belongs to it. */
+static int last_socket_error;
+static char last_reason[256];
+static uv_prepare_t prepare_handle;
+static uv_check_t check_handle;
+static uv_timer_t tick_handle;
+
+/* ---------------------------------------------------------------- logging */
+
+static void note_reason(const char *area, const char *msg)
+{
+    int err;
+    const char *p;
+    if (strncmp(msg, "RECV:", 5) == 0) {
+        activity++;
+    } else if ((p = strstr(msg, "connection failed, error ")) && sscanf(p + 25, "%d", &err) == 1) {
+        last_socket_error = err;
+    } else if ((p = strstr(msg, "Certificate verification FAILED, result=")) != NULL) {
+        snprintf(last_reason, sizeof last_reason, "TLS certificate verification failed: %s", p + 40);
+    } else if (strcmp(area, "auth") == 0 && (strstr(msg, "failed") || strstr(msg, "Cannot authenticate"))) {
+        snprintf(last_reason, sizeof last_reason, "authentication failed: %s", msg);
+    } else if (strstr(msg, "Couldn't start TLS") && last_reason[0] == '\0') {
+        snprintf(last_reason, sizeof last_reason, "TLS negotiation failed: %s", msg);
+    }
+}
+
+static void log_handler(void *userdata, xmpp_log_level_t level, const char *area, const char *msg)
+{
+    (void)userdata;
+    note_reason(area ? area : "", msg);
+    /* libstrophe's errors are expected failures (refused, bad password) that the Lua layer
+     * returns as errors in its own words, so they are info here; its debug output (every
+     * stanza) is trace. */
+    int ours = level == XMPP_LEVEL_ERROR  ? SACM_LOG_INFO
+               : level == XMPP_LEVEL_WARN ? SACM_LOG_INFO
+               : level == XMPP_LEVEL_INFO ? SACM_LOG_DEBUG
+                                          : SACM_LOG_TRACE;
+    if (!sacm_log_enabled(ours))
+        return;
+    char where[48];
+    snprintf(where, sizeof where, "strophe.%s", area ? area : "");
+    sacm_log_write(ours, where, msg, strlen(msg));
+}
+
+static xmpp_log_t logger = {log_handler, NULL};
+
+/* ---------------------------------------------------------------- polling */
+
+static void release_links(void);
+static void on_poll(uv_poll_t *poll, int status, int events);
+
+static void free_on_close(uv_handle_t *handle)
+{
+    free(handle);
+}
+
+static void stop_poll(link_t *l)
+{
+    if (l->poll == NULL)
+        return;
+    int fd = -1;
+    uv_fileno((uv_handle_t *)l->poll, &fd);
+    uv_poll_stop(l->poll);
+    uv_close((uv_handle_t *)l->poll, free_on_close);
+    if (fd >= 0)
+        close(fd);
+    l->poll = NULL;
+    l->poll_events = 0;
+}
+
+static void update_polls(void)
+{
+    for (link_t *l = links; l; l = l->next) {
+        if (l->poll == NULL)
+            continue;
+        int want = UV_READABLE;
+        if (xmpp_conn_is_connecting(l->conn) || xmpp_conn_send_queue_len(l->conn) > 0)
+            want |= UV_WRITABLE;
+        if (want != l->poll_events) {
+            uv_poll_start(l->poll, want, on_poll);
+            l->poll_events = want;
+        }
+    }
+}
+
+/* Runs libstrophe until a round delivers nothing and nothing new was queued. Never re-entered:
+ * Lua code called from a libstrophe handler only queues. */
+static void pump(int min_rounds)
+{
+    if (ctx == NULL || in_run_once)
+        return;
+    /* What one round reads, libstrophe answers in the next (xmpp_send only queues), so keep
+     * going while rounds see activity. */
+    for (int round = 0; round < MAX_ROUNDS; round++) {
+        dirty = 0;
+        activity = 0;
+        in_run_once = 1;
+        xmpp_run_once(ctx, 0);
+        in_run_once = 0;
+        release_links();
+        if (round + 1 >= min_rounds && !activity && !dirty)
+            break;
+    }
+    update_polls();
+}
+
+static void on_poll(uv_poll_t *poll, int status, int events)
+{
+    (void)poll;
+    (void)status;
+    (void)events;
+    pump(READ_ROUNDS);
+}
+
+static void on_prepare(uv_prepare_t *handle)
+{
+    (void)handle;
+    if (dirty)
+        pump(2);
+}
+
+static void on_check(uv_check_t *handle)
+{
+    (void)handle;
+    if (dirty)
+        pump(2);
+}
+
+static void on_tick(uv_timer_t *handle)
+{
+    (void)handle;
+    if (links)
+        pump(1);
+}
+
+static int sockopt_cb(xmpp_conn_t *conn, void *sockp)
+{
+    int fd = *(int *)sockp;
+    link_t *l = NULL;
+    for (link_t *it = links; it; it = it->next)
+        if (it->conn == conn)
+            l = it;
+    if (l == NULL)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    if (fd >= FD_SETSIZE) {
+        /* libstrophe watches sockets with select(): a descriptor past FD_SETSIZE would abort the
+         * process inside FD_SET. Refuse this attempt instead. */
+        snprintf(l->failure, sizeof l->failure,
+                 "socket descriptor %d is beyond select()'s limit of %d: too many files open", fd, FD_SETSIZE);
+        return -1;
+    }
+    stop_poll(l); /* a previous address of the same attempt */
+    int watched = fcntl(fd, F_DUPFD_CLOEXEC, FD_SETSIZE); /* keep low descriptors for libstrophe */
+    if (watched < 0)
+        watched = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (watched < 0) {
+        snprintf(l->failure, sizeof l->failure, "cannot duplicate socket: %s", strerror(errno));
+        return -1;
+    }
+    uv_poll_t *poll = malloc(sizeof *poll);
+    if (poll == NULL || uv_poll_init_socket(sacm_loop(), poll, watched) < 0) {
+        free(poll);
+        close(watched);
+        snprintf(l->failure, sizeof l->failure, "cannot watch socket");
+        return -1;
+    }
+    poll->data = l;
+    l->poll = poll;
+    l->poll_events = UV_READABLE | UV_WRITABLE;
+    uv_poll_start(poll, l->poll_events, on_poll);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- stanzas to Lua */
+
+static void push_stanza(lua_State *L, xmpp_stanza_t *s, const char *parent_ns, int depth)
+{
+    if (depth > MAX_STANZA_DEPTH)
+        luaL_error(L, "stanza nested deeper than %d levels", MAX_STANZA_DEPTH);
+    luaL_checkstack(L, 6, "stanza too deep");
+    const char *ns = xmpp_stanza_get_ns(s);
+    if (ns == NULL)
+        ns = parent_ns;
+    const char *name = xmpp_stanza_get_name(s);
+    sacm_element_push(L, name ? name : "", ns);
+
+    int count = xmpp_stanza_get_attribute_count(s);
+    if (count > 0) {
+        const char *small[32];
+        const char **attrs = small;
+        int size = count * 2;
+        if (size > 32)
+            attrs = lua_newuserdatauv(L, sizeof *attrs * (size_t)size, 0);
+        int filled = xmpp_stanza_get_attributes(s, attrs, size);
+        int userdata_pushed = attrs != small;
+        lua_getfield(L, userdata_pushed ? -2 : -1, "attr");
+        for (int i = 0; i + 1 < filled; i += 2) {
+            const char *key = attrs[i];
+            if (strcmp(key, "xmlns") == 0)
+                continue;
+            /* libstrophe drops attribute namespaces; in XMPP the only one in use is xml:lang */
+            if (strcmp(key, "lang") == 0)
+                key = "xml:lang";
+            lua_pushstring(L, attrs[i + 1]);
+            lua_setfield(L, -2, key);
+        }
+        lua_pop(L, userdata_pushed ? 2 : 1);
+    }
+
+    lua_Integer n = 0;
+    for (xmpp_stanza_t *c = xmpp_stanza_get_children(s); c; c = xmpp_stanza_get_next(c)) {
+        if (xmpp_stanza_is_text(c)) {
+            const char *text = xmpp_stanza_get_text_ptr(c);
+            if (text == NULL)
+                continue;
+            lua_pushstring(L, text);
+        } else if (xmpp_stanza_is_tag(c)) {
+            push_stanza(L, c, ns, depth + 1);
+        } else {
+            continue;
+        }
+        lua_rawseti(L, -2, ++n);
+    }
+}
+
+static int convert_stanza(lua_State *L)
+{
+    push_stanza(L, lua_touserdata(L, 1), NULL, 0);
+    return 1;
+}
+
+static int stanza_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
+{
+    (void)conn;
+    link_t *l = userdata;
+    if (l->stanza_ref == LUA_NOREF || sacm_state_closing())
+        return 1;
+    lua_State *L = sacm_main_state();
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->stanza_ref);
+    /* Converting allocates and may raise: never let a Lua error unwind through libstrophe. */
+    lua_pushcfunction(L, convert_stanza);
+    lua_pushlightuserdata(L, stanza);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        sacm_log(SACM_LOG_WARN, "xmpp", "dropped a stanza: %s", lua_tostring(L, -1));
+        lua_pop(L, 2);
+        return 1;
+    }
+    activity++;
+    sacm_invoke(L, 1);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- connection events */
+
+static const char *stream_condition(xmpp_error_type_t type)
+{
+    static const char *const names[] = {
+        [XMPP_SE_BAD_FORMAT] = "bad-format",
+        [XMPP_SE_BAD_NS_PREFIX] = "bad-namespace-prefix",
+        [XMPP_SE_CONFLICT] = "conflict",
+        [XMPP_SE_CONN_TIMEOUT] = "connection-timeout",
+        [XMPP_SE_HOST_GONE] = "host-gone",
+        [XMPP_SE_HOST_UNKNOWN] = "host-unknown",
+        [XMPP_SE_IMPROPER_ADDR] = "improper-addressing",
+        [XMPP_SE_INTERNAL_SERVER_ERROR] = "internal-server-error",
+        [XMPP_SE_INVALID_FROM] = "invalid-from",
+        [XMPP_SE_INVALID_ID] = "invalid-id",
+        [XMPP_SE_INVALID_NS] = "invalid-namespace",
+        [XMPP_SE_INVALID_XML] = "invalid-xml",
+        [XMPP_SE_NOT_AUTHORIZED] = "not-authorized",
+        [XMPP_SE_POLICY_VIOLATION] = "policy-violation",
+        [XMPP_SE_REMOTE_CONN_FAILED] = "remote-connection-failed",
+        [XMPP_SE_RESOURCE_CONSTRAINT] = "resource-constraint",
+        [XMPP_SE_RESTRICTED_XML] = "restricted-xml",
+        [XMPP_SE_SEE_OTHER_HOST] = "see-other-host",
+        [XMPP_SE_SYSTEM_SHUTDOWN] = "system-shutdown",
+        [XMPP_SE_UNDEFINED_CONDITION] = "undefined-condition",
+        [XMPP_SE_UNSUPPORTED_ENCODING] = "unsupported-encoding",
+        [XMPP_SE_UNSUPPORTED_STANZA_TYPE] = "unsupported-stanza-type",
+        [XMPP_SE_UNSUPPORTED_VERSION] = "unsupported-version",
+        [XMPP_SE_XML_NOT_WELL_FORMED] = "not-well-formed",
+    };
+    if ((int)type >= 0 && (size_t)type < sizeof names / sizeof names[0] && names[type])
+        return names[type];
+    return "undefined-condition";
+}
+
+static void release_link(link_t *l);
+
+static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error, xmpp_stream_error_t *stream_error,
+                         void *userdata)
+{
+    link_t *l = userdata;
+    lua_State *L = sacm_main_state();
+    if (event == XMPP_CONN_RAW_CONNECT)
+        return;
+    activity++;
+    if (event != XMPP_CONN_CONNECT) {
+        stop_poll(l);
+        if (l->release_when_disconnected)
+            l->released = 1; /* released by release_links() once libstrophe returns */
+        if (!sacm_state_closing()) {
+            /* Off the network: the object lives on only if Lua still holds it. */
+            luaL_unref(L, LUA_REGISTRYINDEX, l->self_ref);
+            l->self_ref = LUA_NOREF;
+        }
+    }
+    if (l->event_ref == LUA_NOREF || sacm_state_closing())
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->event_ref);
+    if (event == XMPP_CONN_CONNECT) {
+        lua_pushliteral(L, "connected");
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, xmpp_conn_get_bound_jid(conn));
+        lua_setfield(L, -2, "jid");
+        lua_pushboolean(L, xmpp_conn_is_secured(conn));
+        lua_setfield(L, -2, "secured");
+    } else {
+        lua_pushliteral(L, "disconnected");
+        lua_createtable(L, 0, 4);
+        if (error == 0)
+            error = last_socket_error;
+        if (error != 0) {
+            lua_pushstring(L, uv_err_name(-error));
+            lua_setfield(L, -2, "errno");
+            lua_pushstring(L, strerror(error));
+            lua_setfield(L, -2, "errno_text");
+        }
+        if (stream_error) {
+            lua_pushstring(L, stream_condition(stream_error->type));
+            lua_setfield(L, -2, "stream_error");
+            if (stream_error->text) {
+                lua_pushstring(L, stream_error->text);
+                lua_setfield(L, -2, "stream_text");
+            }
+        }
+        if (l->failure[0] || last_reason[0]) {
+            lua_pushstring(L, l->failure[0] ? l->failure : last_reason);
+            lua_setfield(L, -2, "failure");
+            l->failure[0] = '\0';
+        }
+    }
+    last_socket_error = 0;
+    last_reason[0] = '\0';
+    sacm_invoke(L, 2);
+}
+
+static int certfail_handler(const xmpp_tlscert_t *cert, const char *const errormsg)
+{
+    xmpp_conn_t *conn = xmpp_tlscert_get_conn(cert);
+    for (link_t *l = links; l; l = l->next) {
+        if (l->conn == conn) {
+            const char *subject = xmpp_tlscert_get_string(cert, XMPP_CERT_SUBJECT);
+            snprintf(l->failure, sizeof l->failure, "TLS certificate verification failed: %s (subject %s)",
+                     errormsg ? errormsg : "unknown reason", subject ? subject : "?");
+        }
+    }
+    return 0; /* reject: verification is never skipped silently */
+}
+
+/* ---------------------------------------------------------------- link lifetime */
+
+static void release_link(link_t *l)
+{
+    lua_State *L = sacm_main_state();
+    stop_poll(l);
+    if (!sacm_state_closing()) {
+        luaL_unref(L, LUA_REGISTRYINDEX, l->event_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, l->stanza_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, l->self_ref);
+    }
+    l->event_ref = l->stanza_ref = l->self_ref = LUA_NOREF;
+    for (link_t **p = &links; *p; p = &(*p)->next) {
+        if (*p == l) {
+            *p = l->next;
+            break;
+        }
+    }
+    xmpp_conn_release(l->conn);
+    free(l);
+}
+
+/* Links closed while libstrophe was running are freed here, after xmpp_run_once returned. */
+static void release_links(void)
+{
+    link_t *l = links;
+    while (l) {
+        link_t *next = l->next;
+        if (l->released)
+            release_link(l);
+        l = next;
+    }
+}
+
+static int module_gc(lua_State *L)
+{
+    (void)L;
+    while (links)
+        release_link(links);
+    if (ctx) {
+        uv_close((uv_handle_t *)&prepare_handle, NULL);
+        uv_close((uv_handle_t *)&check_handle, NULL);
+        uv_close((uv_handle_t *)&tick_handle, NULL);
+        xmpp_ctx_free(ctx);
+        xmpp_shutdown();
+        ctx = NULL;
+    }
+    return 0;
+}
+
+static void ensure_ctx(lua_State *L)
+{
+    if (ctx)
+        return;
+    xmpp_initialize();
+    ctx = xmpp_ctx_new(NULL, &logger);
+    if (ctx == NULL)
+        luaL_error(L, "cannot create the libstrophe context");
+    uv_prepare_init(sacm_loop(), &prepare_handle);
+    uv_check_init(sacm_loop(), &check_handle);
+    uv_timer_init(sacm_loop(), &tick_handle);
+    uv_prepare_start(&prepare_handle, on_prepare);
+    uv_check_start(&check_handle, on_check);
+    uv_timer_start(&tick_handle, on_tick, TICK_MS, TICK_MS);
+    /* Only connections keep the program alive, through their sockets. */
+    uv_unref((uv_handle_t *)&prepare_handle);
+    uv_unref((uv_handle_t *)&check_handle);
+    uv_unref((uv_handle_t *)&tick_handle);
+}
+
+/* ---------------------------------------------------------------- Lua API */
+
+typedef struct {
+    link_t *l;
+} conn_box;
+
+static link_t *check_link(lua_State *L, int idx)
+{
+    conn_box *box = luaL_checkudata(L, idx, CONN_MT);
+    if (box->l == NULL || box->l->released)
+        luaL_error(L, "attempt to use a closed XMPP connection");
+    return box->l;
+}
+
+static const char *opt_string(lua_State *L, int idx, const char *field)
+{
+    lua_getfield(L, idx, field);
+    const char *s = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    lua_pop(L, 1); /* the string stays alive: the options table holds it */
+    return s;
+}
+
+static int opt_bool(lua_State *L, int idx, const char *field)
+{
+    lua_getfield(L, idx, field);
+    int b = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return b;
+}
+
+/* new(options, on_event, on_stanza) -> connection
+ * options: jid, password, cafile, capath, client_cert, client_key, trust_tls, disable_sm, direct_tls */
+static int l_new(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    ensure_ctx(L);
+    conn_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+    box->l = NULL;
+    luaL_setmetatable(L, CONN_MT);
+    link_t *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return luaL_error(L, "out of memory");
+    l->conn = xmpp_conn_new(ctx);
+    if (l->conn == NULL) {
+        free(l);
+        return luaL_error(L, "cannot create a libstrophe connection");
+    }
+    l->event_ref = l->stanza_ref = l->self_ref = LUA_NOREF;
+    box->l = l;
+    l->next = links;
+    links = l;
+
+    long flags = XMPP_CONN_FLAG_MANDATORY_TLS;
+    if (opt_bool(L, 1, "trust_tls"))
+        flags |= XMPP_CONN_FLAG_TRUST_TLS;
+    if (opt_bool(L, 1, "disable_sm"))
+        flags |= XMPP_CONN_FLAG_DISABLE_SM;
+    if (opt_bool(L, 1, "direct_tls"))
+        flags |= XMPP_CONN_FLAG_LEGACY_SSL;
+    xmpp_conn_set_flags(l->conn, flags);
+
+    const char *cert = opt_string(L, 1, "client_cert");
+    const char *key = opt_string(L, 1, "client_key");
+    if (cert)
+        xmpp_conn_set_client_cert(l->conn, cert, key ? key : cert);
+    const char *jid = opt_string(L, 1, "jid");
+    if (jid)
+        xmpp_conn_set_jid(l->conn, jid);
+    const char *password = opt_string(L, 1, "password");
+    if (password)
+        xmpp_conn_set_pass(l->conn, password);
+    const char *cafile = opt_string(L, 1, "cafile");
+    if (cafile)
+        xmpp_conn_set_cafile(l->conn, cafile);
+    const char *capath = opt_string(L, 1, "capath");
+    if (capath)
+        xmpp_conn_set_capath(l->conn, capath);
+    xmpp_conn_set_certfail_handler(l->conn, certfail_handler);
+    xmpp_conn_set_sockopt_callback(l->conn, sockopt_cb);
+    xmpp_handler_add(l->conn, stanza_handler, NULL, NULL, NULL, l);
+
+    lua_pushvalue(L, 2);
+    l->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 3);
+    l->stanza_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}
+
+/* conn:connect(host, port) -> true, or nil, err. host should be a numeric address (resolve
+ * first with sacm._dns: libstrophe's own lookup would block the loop). The outcome arrives as
+ * an event: "connected" or "disconnected". */
+static int l_connect(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    const char *host = luaL_checkstring(L, 2);
+    lua_Integer port = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, port > 0 && port < 65536, 3, "port out of range");
+    if (!xmpp_conn_is_disconnected(l->conn))
+        return sacm_fail(L, "conflict", "connection is already %s",
+                         xmpp_conn_is_connected(l->conn) ? "connected" : "connecting");
+    l->failure[0] = '\0';
+    errno = 0;
+    int rc = xmpp_connect_client(l->conn, host, (unsigned short)port, conn_handler, l);
+    if (rc != XMPP_EOK) {
+        int saved = errno;
+        stop_poll(l);
+        if (l->failure[0])
+            return sacm_fail(L, "remote-connection-failed", "%s", l->failure);
+        if (saved != 0)
+            return sacm_fail(L, uv_err_name(-saved), "cannot connect to %s port %d: %s", host, (int)port,
+                             strerror(saved));
+        return sacm_fail(L, "remote-connection-failed", "cannot connect to %s port %d (libstrophe error %d)", host,
+                         (int)port, rc);
+    }
+    /* While the network holds it, the connection object must not be collected. */
+    if (l->self_ref == LUA_NOREF) {
+        lua_pushvalue(L, 1);
+        l->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    dirty = 1;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* conn:send(xml_text) -> true, or nil, err when not connected. Only queues: the loop sends. */
+static int l_send(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    if (!xmpp_conn_is_connected(l->conn))
+        return sacm_fail(L, "not-connected", "connection is not established");
+    xmpp_send_raw(l->conn, data, len);
+    dirty = 1;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_disconnect(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    if (!xmpp_conn_is_disconnected(l->conn)) {
+        xmpp_disconnect(l->conn);
+        dirty = 1;
+    }
+    return 0;
+}
+
+static int l_state(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    lua_pushstring(L, xmpp_conn_is_connected(l->conn)    ? "connected"
+                      : xmpp_conn_is_connecting(l->conn) ? "connecting"
+                                                         : "disconnected");
+    return 1;
+}
+
+static int l_bound_jid(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    lua_pushstring(L, xmpp_conn_get_bound_jid(l->conn));
+    return 1;
+}
+
+static int l_jid(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    lua_pushstring(L, xmpp_conn_get_jid(l->conn));
+    return 1;
+}
+
+static int l_secured(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    lua_pushboolean(L, xmpp_conn_is_secured(l->conn));
+    return 1;
+}
+
+static int l_queue_len(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    lua_pushinteger(L, xmpp_conn_send_queue_len(l->conn));
+    return 1;
+}
+
+/* conn:cert_jids() -> the xmppAddr JIDs of the configured client certificate */
+static int l_cert_jids(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    unsigned int n = xmpp_conn_cert_xmppaddr_num(l->conn);
+    lua_createtable(L, (int)n, 0);
+    for (unsigned int i = 0; i < n; i++) {
+        char *jid = xmpp_conn_cert_xmppaddr(l->conn, i);
+        if (jid) {
+            lua_pushstring(L, jid);
+            xmpp_free(ctx, jid);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+    }
+    return 1;
+}
+
+static int l_set_jid(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    xmpp_conn_set_jid(l->conn, luaL_checkstring(L, 2));
+    return 0;
+}
+
+/* conn:close(): disconnects if needed and frees the connection once libstrophe is done with it. */
+static int l_close(lua_State *L)
+{
+    conn_box *box = luaL_checkudata(L, 1, CONN_MT);
+    link_t *l = box->l;
+    if (l == NULL)
+        return 0;
+    box->l = NULL;
+    if (sacm_state_closing()) {
+        release_link(l);
+        return 0;
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, l->event_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, l->stanza_ref);
+    l->event_ref = l->stanza_ref = LUA_NOREF;
+    if (!xmpp_conn_is_disconnected(l->conn)) {
+        l->release_when_disconnected = 1;
+        xmpp_disconnect(l->conn);
+        dirty = 1;
+    } else if (in_run_once) {
+        l->released = 1;
+    } else {
+        release_link(l);
+    }
+    return 0;
+}
+
+int luaopen_sacm__xmpp(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"connect", l_connect},
+        {"send", l_send},
+        {"disconnect", l_disconnect},
+        {"state", l_state},
+        {"bound_jid", l_bound_jid},
+        {"jid", l_jid},
+        {"set_jid", l_set_jid},
+        {"secured", l_secured},
+        {"queue_len", l_queue_len},
+        {"cert_jids", l_cert_jids},
+        {"close", l_close},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, CONN_MT);
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+
+    /* A module-lifetime userdata whose finalizer frees the context after every connection:
+     * created first, so lua_close finalizes it last. */
+    lua_newuserdatauv(L, 1, 0);
+    luaL_newmetatable(L, MODULE_MT);
+    lua_pushcfunction(L, module_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, MODULE_MT ".instance");
+
+    static const luaL_Reg fns[] = {{"new", l_new}, {NULL, NULL}};
+    luaL_newlib(L, fns);
+    return 1;
+}
