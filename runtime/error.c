@@ -34,10 +34,14 @@ static void push_metatable(lua_State *L)
 
 static void push_error_v(lua_State *L, const char *condition, const char *fmt, va_list ap)
 {
+    /* libc formatting, not lua_pushfstring: the printf attribute on the callers then checks
+     * exactly what runs, and a %zu cannot raise "invalid option" inside a libuv callback. */
+    char text[1024];
+    vsnprintf(text, sizeof text, fmt, ap);
     lua_createtable(L, 0, 3);
     lua_pushstring(L, condition);
     lua_setfield(L, -2, "condition");
-    lua_pushvfstring(L, fmt, ap);
+    lua_pushstring(L, text);
     lua_setfield(L, -2, "text");
     push_metatable(L);
     lua_setmetatable(L, -2);

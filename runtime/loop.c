@@ -75,7 +75,15 @@ int sacm_loop_close(void)
      * callbacks run, then close whatever C still holds. */
     uv_run(&loop, UV_RUN_NOWAIT);
     uv_walk(&loop, count_and_close, &forced);
+    /* Close callbacks run at once; threadpool work (a read stuck on a FIFO or a hung mount)
+     * may never finish, so wait for it a bounded time rather than hang at exit. */
+    uint64_t deadline = uv_hrtime() + 2000000000ULL;
     while (uv_run(&loop, UV_RUN_NOWAIT) != 0) {
+        if (uv_hrtime() > deadline) {
+            sacm_log(SACM_LOG_WARN, "loop", "exiting with work still running in the threadpool");
+            return forced;
+        }
+        uv_sleep(1);
     }
     int rc = uv_loop_close(&loop);
     if (rc != 0)

@@ -160,6 +160,43 @@ describe("sacm.task", function()
     assert.equal("alive", after:await())
   end)
 
+  it("runs <close> cleanup of a task that fails or is cancelled", function()
+    local closed = {}
+    local function closer(name) return setmetatable({}, { __close = function() closed[#closed + 1] = name end }) end
+    local failing = task.spawn({ silent = true }, function()
+      local _ <close> = closer("failed")
+      task.sleep(0.001)
+      error("boom")
+    end)
+    local sleeping = task.spawn(function()
+      local _ <close> = closer("cancelled")
+      task.sleep(10)
+    end)
+    task.sleep(0.005)
+    sleeping:cancel()
+    task.sleep(0.001)
+    assert.equal("failed", failing.status)
+    assert.equal("cancelled", sleeping.status)
+    table.sort(closed)
+    assert.same({ "cancelled", "failed" }, closed)
+  end)
+
+  it("a cancel that lands after a wake still undoes the wait (no stale wakeups later)", function()
+    local e = require("sacm.sync").event()
+    local w = task.spawn(function()
+      local _, err = pcall(e.wait, e, 0.02) -- its timeout timer must not outlive the wait
+      local t0 = loop.hrtime()
+      task.sleep(0.05)
+      return err and err.condition, (loop.hrtime() - t0) / 1e9
+    end)
+    task.sleep(0.001)
+    e:set()     -- w is woken...
+    w:cancel()  -- ...and cancelled before it runs again
+    local condition, slept = w:await()
+    assert.equal("cancelled", condition)
+    assert.is_true(slept >= 0.045, "a stale timer woke the task after " .. slept .. " s")
+  end)
+
   it("schedules 10,000 tasks without trouble", function()
     local done = 0
     local tasks = {}

@@ -114,6 +114,17 @@ local function step(t, values)
   current = previous
   if coroutine.status(t.co) == "dead" then
     by_coroutine[t.co] = nil
+    local traceback
+    if not r[1] then
+      traceback = traceback_of(t, r[2]) -- while the coroutine's stack is still there
+      -- A coroutine that died by an error keeps its pending to-be-closed variables open until
+      -- it is closed: close it now so `local x <close>` cleanup in the task runs.
+      local closed, close_err = coroutine.close(t.co)
+      if not closed and close_err ~= r[2] then
+        r[2] = close_err
+        traceback = errors.message(close_err)
+      end
+    end
     if r[1] then
       t.status = "done"
       t.results = pack(unpack(r, 2, r.n))
@@ -123,7 +134,7 @@ local function step(t, values)
     else
       t.status = "failed"
       t.error = r[2]
-      t.traceback = traceback_of(t, r[2])
+      t.traceback = traceback
     end
     settle(t)
   elseif r[2] ~= SUSPENDED then
@@ -200,14 +211,18 @@ end
 
 --- suspend(on_cancel) -> values passed to wake. The primitive every waiting call is built on:
 -- the running task sleeps until wake(task, ...) is called. on_cancel() runs if the task is
--- cancelled while suspended; use it to stop the timer or process the task was waiting for.
+-- cancelled while suspended (also when the cancel comes after a wake, before the task resumed);
+-- it must undo the wait (stop the timer, forget the waiter) so nothing wakes the task later.
 function M.suspend(on_cancel)
   local t = require_task("suspend")
   t.status = "suspended"
   t.on_cancel = on_cancel
   local r = pack(coroutine.yield(SUSPENDED))
+  local cleanup = t.on_cancel
   t.on_cancel = nil
   if r[1] == CANCEL then
+    -- Cancelled after a wake but before resuming: the wait's cleanup has not run yet.
+    if cleanup then cleanup() end
     error(t.cancel_error, 0)
   end
   return unpack(r, 1, r.n)
@@ -217,7 +232,6 @@ end
 function M.wake(t, ...)
   if t.status ~= "suspended" then return false end
   t.status = "ready"
-  t.on_cancel = nil
   enqueue(t, pack(...))
   return true
 end
