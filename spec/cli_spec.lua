@@ -114,6 +114,14 @@ describe("sacmrun command line", function()
     assert.matches("still waiting", r.stderr)
   end)
 
+  it("the demo collects real posture and ends with the totals line", function()
+    local r = run({ "examples/demo.lua" }, { timeout = 60 })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("posture of .+: %d+ attributes from 5 collectors", r.stdout)
+    local last = r.stdout:match("([^\n]+)\n$")
+    assert.matches("^totals: pass=%d+ fail=%d+ error=0$", last)
+  end)
+
   it("SIGTERM runs shutdown handlers and exits 143", function()
     local path = script("svc.lua", [[
       sacm.on_shutdown(function(reason) print("shutdown: " .. reason) end)
