@@ -2,10 +2,16 @@
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 BINDIR    = $(PREFIX)/bin
+LIBDIR    = $(PREFIX)/lib/sacmrun
 SHAREDIR  = $(PREFIX)/share/sacmrun
 MANDIR    = $(PREFIX)/share/man/man1
 
-PKGS     = lua5.4 libuv openssl expat libstrophe
+# The binary links only what every script needs. OpenSSL and libstrophe cost more at exec than
+# the whole runtime (docs/performance.md), so the modules that use them (crypto.c, xmpp.c) are a
+# shared object loaded on first require.
+CORE_PKGS = lua5.4 libuv expat
+TLS_PKGS  = lua5.4 libuv openssl libstrophe
+PKGS      = $(CORE_PKGS) $(TLS_PKGS)
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARNINGS = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -13,38 +19,51 @@ ifeq ($(WERROR),1)
 WARNINGS += -Werror
 endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) -DSACM_SHAREDIR='"$(SHAREDIR)"'
-LIBS       = $(PKG_LIBS) -lm
+CORE_LIBS  := $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -ldl -lm
+TLS_LIBS   := $(shell pkg-config --libs $(TLS_PKGS) 2>/dev/null)
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
+             -DSACM_SHAREDIR='"$(SHAREDIR)"' -DSACM_LIBDIR='"$(LIBDIR)"'
+# the runtime's sacm_* functions, for the TLS module
+EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 
-SRCS      = $(wildcard runtime/*.c)
+TLS_SRCS  = runtime/crypto.c runtime/xmpp.c
+SRCS      = $(filter-out $(TLS_SRCS),$(wildcard runtime/*.c))
 OBJS      = $(SRCS:runtime/%.c=build/obj/%.o)
+TLS_OBJS  = $(TLS_SRCS:runtime/%.c=build/obj/%.o)
 ASAN_OBJS = $(SRCS:runtime/%.c=build/asan/%.o)
+ASAN_TLS_OBJS = $(TLS_SRCS:runtime/%.c=build/asan/%.o)
 SANITIZE  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 .PHONY: all deps test test-unit test-asan check-install demo bench install uninstall clean FORCE
 
-all: sacmrun
+all: sacmrun sacmrun-tls.so
 
 deps:
 	@tools/install-deps.sh
 
-sacmrun: $(OBJS)
-	$(CC) $(CFLAGS) -o $@ $(OBJS) $(LIBS)
+sacmrun: $(OBJS) runtime/exports.list
+	$(CC) $(CFLAGS) $(EXPORTS) -o $@ $(OBJS) $(CORE_LIBS)
+
+# In the source tree the module sits next to the binary as <binary>-tls.so.
+sacmrun-tls.so: $(TLS_OBJS)
+	$(CC) $(CFLAGS) -shared -o $@ $(TLS_OBJS) $(TLS_LIBS)
 
 build/obj/%.o: runtime/%.c runtime/sacmrun.h | build/obj
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 # state.c has the install location compiled in: rebuild it when PREFIX changes.
 build/sharedir: FORCE | build/obj
-	@echo '$(SHAREDIR)' | cmp -s - $@ || echo '$(SHAREDIR)' > $@
+	@echo '$(SHAREDIR) $(LIBDIR)' | cmp -s - $@ || echo '$(SHAREDIR) $(LIBDIR)' > $@
 build/obj/state.o build/asan/state.o: build/sharedir
 FORCE:
 
 # The same binary with AddressSanitizer and UBSan. It lives in the source tree's root as
 # sacmrun-asan so it finds lua/ the same way ./sacmrun does.
-sacmrun-asan: $(ASAN_OBJS)
-	$(CC) $(CFLAGS) $(SANITIZE) -o $@ $(ASAN_OBJS) $(LIBS)
+sacmrun-asan: $(ASAN_OBJS) runtime/exports.list sacmrun-asan-tls.so
+	$(CC) $(CFLAGS) $(SANITIZE) $(EXPORTS) -o $@ $(ASAN_OBJS) $(CORE_LIBS)
+
+sacmrun-asan-tls.so: $(ASAN_TLS_OBJS)
+	$(CC) $(CFLAGS) $(SANITIZE) -shared -o $@ $(ASAN_TLS_OBJS) $(TLS_LIBS)
 
 build/asan/%.o: runtime/%.c runtime/sacmrun.h | build/asan
 	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -c -o $@ $<
@@ -55,12 +74,12 @@ build/obj build/asan:
 # The README's test command: installs what is missing, builds without warnings, runs the specs in
 # the real binary, then again under AddressSanitizer + UBSan.
 test: deps
-	$(MAKE) WERROR=1 sacmrun sacmrun-asan
+	$(MAKE) WERROR=1 all sacmrun-asan
 	$(MAKE) test-unit
 	$(MAKE) test-asan
 	$(MAKE) check-install
 
-test-unit: sacmrun
+test-unit: all
 	SACMRUN_STRICT_EXIT=1 ./sacmrun spec/run.lua $(SPEC)
 
 test-asan: sacmrun-asan
@@ -75,29 +94,30 @@ check-install:
 	if [ -d policies ]; then cp -R policies "$$tmp/src/"; fi; \
 	$(MAKE) -s -C "$$tmp/src" install PREFIX="$$tmp/prefix" >/dev/null; \
 	rm -rf "$$tmp/src"; \
-	out=$$(cd / && "$$tmp/prefix/bin/sacmrun" -e 'print(require("sacm._build").share_dir, sacm.crypto.uuid() ~= nil)'); \
+	out=$$(cd / && "$$tmp/prefix/bin/sacmrun" -e 'print(require("sacm._build").share_dir, sacm.crypto.uuid() ~= nil and require("sacm._xmpp").new ~= nil)'); \
 	test "$$out" = "$$tmp/prefix/share/sacmrun	true" || { echo "check-install: got '$$out'"; exit 1; }; \
 	test -f "$$tmp/prefix/share/man/man1/sacmrun.1"; \
 	echo "check-install: installed sacmrun runs from its prefix"
 
 demo: deps
-	$(MAKE) sacmrun
+	$(MAKE) all
 	./sacmrun examples/demo.lua
 
 bench: deps
-	$(MAKE) sacmrun
+	$(MAKE) all
 	bench/run.sh
 
-install: sacmrun
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SHAREDIR) $(DESTDIR)$(MANDIR)
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(SHAREDIR) $(DESTDIR)$(MANDIR)
 	install -m 0755 sacmrun $(DESTDIR)$(BINDIR)/sacmrun
+	install -m 0644 sacmrun-tls.so $(DESTDIR)$(LIBDIR)/sacmrun-tls.so
 	cp -R lua $(DESTDIR)$(SHAREDIR)/
 	if [ -d policies ]; then cp -R policies $(DESTDIR)$(SHAREDIR)/; fi
 	install -m 0644 docs/sacmrun.1 $(DESTDIR)$(MANDIR)/sacmrun.1
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sacmrun $(DESTDIR)$(MANDIR)/sacmrun.1
-	rm -rf $(DESTDIR)$(SHAREDIR)
+	rm -rf $(DESTDIR)$(SHAREDIR) $(DESTDIR)$(LIBDIR)
 
 clean:
-	rm -rf build sacmrun sacmrun-asan
+	rm -rf build sacmrun sacmrun-asan *.so

@@ -1,6 +1,14 @@
 /* sacm._crypto: digests, HMAC, base64 and randomness from OpenSSL. XEP-0115 verification strings
  * (SHA-1 + base64), content hashes of policies and files, and UUIDs are built on these. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -114,6 +122,121 @@ static int l_random(lua_State *L)
     return 1;
 }
 
+/* ---- hash_file: a file's digest computed on the threadpool, streamed, never loaded whole ---- */
+
+typedef struct {
+    uv_work_t work;
+    char *path;
+    const EVP_MD *md;
+    int cb_ref;
+    int err;          /* errno of the failure */
+    const char *what; /* the call that failed */
+    char hex[EVP_MAX_MD_SIZE * 2 + 1];
+} hash_req;
+
+static void hash_work(uv_work_t *work)
+{
+    hash_req *r = work->data;
+    /* O_NONBLOCK for the open only: a FIFO without a writer must not hang a worker thread */
+    int fd = open(r->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat st;
+    if (fd < 0) {
+        r->err = errno, r->what = "open";
+        return;
+    }
+    if (fstat(fd, &st) != 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+        r->err = errno, r->what = "stat";
+    } else if (S_ISDIR(st.st_mode)) {
+        r->err = EISDIR, r->what = "read";
+    } else {
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        char *buf = malloc(64 * 1024);
+        if (ctx == NULL || buf == NULL || EVP_DigestInit_ex(ctx, r->md, NULL) != 1) {
+            r->err = ENOMEM, r->what = "hash";
+        } else {
+            for (;;) {
+                ssize_t n = read(fd, buf, 64 * 1024);
+                if (n < 0 && errno == EINTR)
+                    continue;
+                if (n < 0) {
+                    r->err = errno, r->what = "read";
+                    break;
+                }
+                if (n == 0)
+                    break;
+                EVP_DigestUpdate(ctx, buf, (size_t)n);
+            }
+            unsigned char digest[EVP_MAX_MD_SIZE];
+            unsigned int len = 0;
+            if (r->err == 0 && EVP_DigestFinal_ex(ctx, digest, &len) == 1) {
+                static const char hex[] = "0123456789abcdef";
+                for (unsigned int i = 0; i < len; i++) {
+                    r->hex[2 * i] = hex[digest[i] >> 4];
+                    r->hex[2 * i + 1] = hex[digest[i] & 15];
+                }
+                r->hex[2 * len] = '\0';
+            } else if (r->err == 0) {
+                r->err = EIO, r->what = "hash";
+            }
+        }
+        free(buf);
+        EVP_MD_CTX_free(ctx);
+    }
+    close(fd);
+    /* Threadpool threads live until exit: free the per-thread state OpenSSL just made here. */
+    OPENSSL_thread_stop();
+}
+
+static void hash_done(uv_work_t *work, int status)
+{
+    hash_req *r = work->data;
+    if (!sacm_state_closing()) {
+        lua_State *L = sacm_main_state();
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->cb_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, r->cb_ref);
+        if (status < 0) {
+            lua_pushnil(L);
+            sacm_push_uv_error(L, status, r->path);
+        } else if (r->err != 0) {
+            char context[PATH_MAX + 16];
+            snprintf(context, sizeof context, "%s %s", r->what, r->path);
+            lua_pushnil(L);
+            sacm_push_uv_error(L, -r->err, context);
+        } else {
+            lua_pushstring(L, r->hex);
+            lua_pushnil(L);
+        }
+        sacm_invoke(L, 2);
+    }
+    free(r->path);
+    free(r);
+}
+
+/* hash_file(path, algorithm, callback): callback(hex) or callback(nil, err) */
+static int l_hash_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    const EVP_MD *md = check_digest(L, 2);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    hash_req *r = calloc(1, sizeof *r);
+    if (r == NULL || (r->path = strdup(path)) == NULL) {
+        free(r);
+        return luaL_error(L, "out of memory");
+    }
+    r->md = md;
+    r->work.data = r;
+    lua_pushvalue(L, 3);
+    r->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    int rc = uv_queue_work(sacm_loop(), &r->work, hash_work, hash_done);
+    if (rc < 0) {
+        luaL_unref(L, LUA_REGISTRYINDEX, r->cb_ref);
+        free(r->path);
+        free(r);
+        return sacm_fail_uv(L, rc, "hash");
+    }
+    return 0;
+}
+
 int luaopen_sacm__crypto(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -122,6 +245,7 @@ int luaopen_sacm__crypto(lua_State *L)
         {"base64_encode", l_base64_encode},
         {"base64_decode", l_base64_decode},
         {"random", l_random},
+        {"hash_file", l_hash_file},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

@@ -18,10 +18,9 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
-#include <openssl/evp.h>
 #include "sacmrun.h"
 
-enum fs_op { OP_READ, OP_WRITE, OP_STAT, OP_LIST, OP_MKDIR, OP_REMOVE, OP_RENAME, OP_HASH };
+enum fs_op { OP_READ, OP_WRITE, OP_STAT, OP_LIST, OP_MKDIR, OP_REMOVE, OP_RENAME };
 
 typedef struct {
     char *name;
@@ -42,13 +41,12 @@ typedef struct {
     int mode;          /* write, mkdir: -1 when not given */
     int flag;          /* write: atomic; stat: follow links; mkdir: parents */
     int append;        /* write */
-    const EVP_MD *md;  /* hash */
 
     /* outcome */
     int err;           /* errno of the failure, 0 on success */
     const char *what;  /* the call that failed, for the message */
     int too_big;       /* read: larger than max_bytes */
-    char *output;      /* read: contents; hash: hex digest */
+    char *output;      /* read: contents */
     size_t output_len;
     struct stat st;
     dir_entry *entries;
@@ -482,79 +480,6 @@ static void do_rename(fs_req *r)
         fail(r, "rename");
 }
 
-/* ---- hash ---- */
-
-static void do_hash(fs_req *r)
-{
-    int fd = open(r->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) {
-        fail(r, "open");
-        return;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || clear_nonblock(fd) != 0) {
-        fail(r, "stat");
-        close(fd);
-        return;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        errno = EISDIR;
-        fail(r, "read");
-        close(fd);
-        return;
-    }
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (ctx == NULL || EVP_DigestInit_ex(ctx, r->md, NULL) != 1) {
-        errno = ENOMEM;
-        fail(r, "hash");
-        EVP_MD_CTX_free(ctx);
-        close(fd);
-        return;
-    }
-    char *buf = malloc(64 * 1024);
-    if (buf == NULL) {
-        errno = ENOMEM;
-        fail(r, "hash");
-        EVP_MD_CTX_free(ctx);
-        close(fd);
-        return;
-    }
-    for (;;) {
-        ssize_t n = read(fd, buf, 64 * 1024);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            fail(r, "read");
-            break;
-        }
-        if (n == 0)
-            break;
-        EVP_DigestUpdate(ctx, buf, (size_t)n);
-    }
-    free(buf);
-    close(fd);
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int dlen = 0;
-    if (r->err == 0 && EVP_DigestFinal_ex(ctx, digest, &dlen) == 1) {
-        static const char hex[] = "0123456789abcdef";
-        r->output = malloc(dlen * 2 + 1);
-        if (r->output == NULL) {
-            errno = ENOMEM;
-            fail(r, "hash");
-        } else {
-            for (unsigned int i = 0; i < dlen; i++) {
-                r->output[2 * i] = hex[digest[i] >> 4];
-                r->output[2 * i + 1] = hex[digest[i] & 15];
-            }
-            r->output_len = dlen * 2;
-        }
-    } else if (r->err == 0) {
-        errno = EIO;
-        fail(r, "hash");
-    }
-    EVP_MD_CTX_free(ctx);
-}
-
 /* ---- the threadpool ends ---- */
 
 static void work_cb(uv_work_t *work)
@@ -574,7 +499,6 @@ static void work_cb(uv_work_t *work)
     case OP_MKDIR: do_mkdir(r); break;
     case OP_REMOVE: do_remove(r); break;
     case OP_RENAME: do_rename(r); break;
-    case OP_HASH: do_hash(r); break;
     }
 }
 
@@ -632,7 +556,6 @@ static int push_outcome(lua_State *L, fs_req *r)
     }
     switch (r->op) {
     case OP_READ:
-    case OP_HASH:
         lua_pushlstring(L, r->output ? r->output : "", r->output_len);
         return 1;
     case OP_STAT:
@@ -796,28 +719,6 @@ static int l_rename(lua_State *L)
     return submit(L, &proto, 3, from, to, NULL, 0);
 }
 
-static const EVP_MD *digest_by_name(const char *name)
-{
-    if (strcmp(name, "sha256") == 0) return EVP_sha256();
-    if (strcmp(name, "sha1") == 0) return EVP_sha1();
-    if (strcmp(name, "sha512") == 0) return EVP_sha512();
-    if (strcmp(name, "sha384") == 0) return EVP_sha384();
-    if (strcmp(name, "sha224") == 0) return EVP_sha224();
-    return NULL;
-}
-
-/* hash(path, algorithm, cb) */
-static int l_hash(lua_State *L)
-{
-    const char *path = check_path(L, 1);
-    const char *algo = luaL_checkstring(L, 2);
-    const EVP_MD *md = digest_by_name(algo);
-    if (md == NULL)
-        return luaL_argerror(L, 2, lua_pushfstring(L, "unknown hash algorithm '%s' (sha256, sha1, sha512, sha384, sha224)", algo));
-    fs_req proto = {.op = OP_HASH, .mode = -1, .md = md};
-    return submit(L, &proto, 3, path, NULL, NULL, 0);
-}
-
 int luaopen_sacm__fs(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -828,7 +729,6 @@ int luaopen_sacm__fs(lua_State *L)
         {"mkdir", l_mkdir},
         {"remove", l_remove},
         {"rename", l_rename},
-        {"hash", l_hash},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

@@ -5,17 +5,22 @@
 #include <string.h>
 #include <unistd.h>
 #include <limits.h>
+#include <dlfcn.h>
 #include <lualib.h>
 #include "sacmrun.h"
 
 #ifndef SACM_SHAREDIR
 #define SACM_SHAREDIR "/usr/local/share/sacmrun"
 #endif
+#ifndef SACM_LIBDIR
+#define SACM_LIBDIR "/usr/local/lib/sacmrun"
+#endif
 
 #define DISPATCH_KEY "sacm.dispatch"
 
 static lua_State *main_state;
 static int closing;
+static char tls_module_path[PATH_MAX + 16];
 
 lua_State *sacm_main_state(void) { return main_state; }
 int sacm_state_closing(void) { return closing; }
@@ -100,6 +105,16 @@ static void set_paths(lua_State *L)
     char share[PATH_MAX];
     int in_tree;
     find_share_dir(share, sizeof share, &in_tree);
+    /* In the tree the TLS module sits beside the binary as <binary>-tls.so (so ./sacmrun-asan
+     * gets its own instrumented copy); installed, it is in the library directory. */
+    char exe[PATH_MAX];
+    ssize_t n = in_tree ? readlink("/proc/self/exe", exe, sizeof exe - 1) : -1;
+    if (n > 0) {
+        exe[n] = '\0';
+        snprintf(tls_module_path, sizeof tls_module_path, "%s-tls.so", exe);
+    } else {
+        snprintf(tls_module_path, sizeof tls_module_path, "%s/sacmrun-tls.so", SACM_LIBDIR);
+    }
 
     lua_getglobal(L, "package");
     luaL_Buffer b;
@@ -134,6 +149,31 @@ static void set_paths(lua_State *L)
     lua_pop(L, 1);
 }
 
+/* Loader for the modules that live in sacmrun-tls.so: loads the library on first use and calls
+ * luaopen_<name>. The library stays loaded: its code backs userdata until the state closes. */
+static int load_tls_module(lua_State *L)
+{
+    static void *library;
+    const char *name = luaL_checkstring(L, 1);
+    if (library == NULL) {
+        library = dlopen(tls_module_path, RTLD_NOW | RTLD_LOCAL);
+        if (library == NULL)
+            return luaL_error(L, "cannot load %s for module '%s': %s", tls_module_path, name, dlerror());
+    }
+    char symbol[64];
+    snprintf(symbol, sizeof symbol, "luaopen_%s", name);
+    for (char *p = symbol; *p; p++)
+        if (*p == '.')
+            *p = '_';
+    lua_CFunction open = (lua_CFunction)dlsym(library, symbol);
+    if (open == NULL)
+        return luaL_error(L, "%s has no %s", tls_module_path, symbol);
+    lua_pushcfunction(L, open);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
 static void preload(lua_State *L)
 {
     static const luaL_Reg modules[] = {
@@ -145,9 +185,9 @@ static void preload(lua_State *L)
         {"sacm._fs", luaopen_sacm__fs},
         {"sacm._watch", luaopen_sacm__watch},
         {"sacm._xml", luaopen_sacm__xml},
-        {"sacm._crypto", luaopen_sacm__crypto},
+        {"sacm._crypto", load_tls_module},
         {"sacm._dns", luaopen_sacm__dns},
-        {"sacm._xmpp", luaopen_sacm__xmpp},
+        {"sacm._xmpp", load_tls_module},
         {NULL, NULL},
     };
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);

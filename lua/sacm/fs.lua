@@ -162,7 +162,8 @@ function M.hash(path, algorithm)
   if not ALGORITHMS[algorithm] then
     error(("fs.hash: unknown algorithm %q (sha256, sha1, sha512, sha384, sha224)"):format(tostring(algorithm)), 2)
   end
-  local result, err = await("fs.hash", core.hash, path, algorithm)
+  -- in sacm._crypto, so scripts that never hash do not load OpenSSL
+  local result, err = await("fs.hash", require("sacm._crypto").hash_file, path, algorithm)
   return result, err
 end
 
