@@ -26,7 +26,7 @@
 #define MAX_STANZA_DEPTH 128
 #define READ_ROUNDS 4    /* a 16 KiB TLS record is 4 reads of 4096 bytes */
 #define MAX_ROUNDS 64    /* bound the work of one wakeup so timers and other I/O get their turn */
-#define TICK_MS 250
+#define TICK_MS 1000
 
 typedef struct link {
     xmpp_conn_t *conn;

@@ -107,25 +107,29 @@ local function flush_outbox(self)
   end
 end
 
---- conn:iq(stanza [, timeout]) -> reply stanza, or nil, err.
+--- conn:iq(stanza [, timeout | options]) -> reply stanza, or nil, err.
+-- options: timeout (seconds, default the connection's), resend (true: if the connection drops
+-- before the reply, send the request again once it is back, within the same timeout; for
+-- idempotent requests such as publishing an item with an id).
 -- err.condition is the stanza error condition of an error reply (item-not-found, forbidden, ...),
 -- remote-server-timeout when no reply came in time, or connection-lost.
-function Connection:iq(s, timeout)
-  if s.name ~= "iq" or (s.attr.type ~= "get" and s.attr.type ~= "set") then
-    error("iq() needs an <iq type='get'|'set'>", 2)
+function Connection:iq(s, options)
+  if not xml.is_element(s) or s.name ~= "iq" or (s.attr.type ~= "get" and s.attr.type ~= "set") then
+    error("iq() needs an <iq type='get'|'set'> element", 2)
   end
+  if type(options) ~= "table" then options = { timeout = options } end
   local me = task._require_task("iq")
   s.attr.id = s.attr.id or st.new_id()
   local id = s.attr.id
   if self.pending[id] then error("an iq with id '" .. id .. "' is already pending", 2) end
-  local entry = { task = me, to = s.attr.to }
+  local entry = { task = me, to = s.attr.to, resend = options.resend and xml.serialize(s) or nil }
   self.pending[id] = entry
   local ok, err = self:send(s)
   if not ok then
     self.pending[id] = nil
     return nil, err
   end
-  timeout = timeout or self.options.timeout or DEFAULT_TIMEOUT
+  local timeout = options.timeout or self.options.timeout or DEFAULT_TIMEOUT
   local t = timer.after(timeout, function() task.wake(me, nil, "timeout") end)
   local reply, why = task.suspend(function() t:cancel(); self.pending[id] = nil end)
   t:cancel()
@@ -246,10 +250,21 @@ local function connect_error(info, self)
   return errors.new("connection-lost", "the server closed the connection")
 end
 
-local function fail_pending(self, err)
-  local pending = self.pending
-  self.pending = {}
-  for _, entry in pairs(pending) do task.wake(entry.task, nil, err) end
+-- At a drop: requests that may be sent again wait for the reconnect; the others fail now, so
+-- nothing waits for a reply that cannot come.
+local function fail_pending(self, err, keep_resendable)
+  for id, entry in pairs(self.pending) do
+    if not (keep_resendable and entry.resend) then
+      self.pending[id] = nil
+      task.wake(entry.task, nil, err)
+    end
+  end
+end
+
+local function resend_pending(self)
+  for _, entry in pairs(self.pending) do
+    if entry.resend then self.c:send(entry.resend) end
+  end
 end
 
 local schedule_reconnect
@@ -260,11 +275,12 @@ local function on_event(self, event, info)
     self.jid = info.jid
     self.connected_once = true
     self.attempt = 0
+    resend_pending(self)
     flush_outbox(self)
-    if self.phase == "connecting" then
-      self.phase = "up"
-      if self.waiter then task.wake(self.waiter, true) end
-    else
+    local first = self.phase == "connecting"
+    self.phase = "up"
+    if self.waiter then task.wake(self.waiter, true) end
+    if not first then
       log.info("%s reconnected", tostring(self.jid))
       emit_status(self, "reconnected", info)
     end
@@ -275,8 +291,12 @@ local function on_event(self, event, info)
   self.state = "disconnected"
   local err = connect_error(info, self)
   self.last_error = err
-  if was_connected then fail_pending(self, errors.new("connection-lost", "connection lost: " .. tostring(err))) end
-  if self.phase == "connecting" then
+  if was_connected then
+    fail_pending(self, errors.new("connection-lost", "connection lost: " .. tostring(err)),
+      self.options.reconnect ~= false and not self.closed)
+  end
+  if self.phase ~= "up" then
+    -- a failed (re)connect attempt: the attempt reports it; no new "disconnected" event
     if self.waiter then task.wake(self.waiter, nil, err) end
     return
   end
