@@ -399,7 +399,7 @@ function Server:register(user, password)
   local r, err = proc.run({ self.ctl, "--config", self.config_file, "register", user, self.domain, password },
     { env = { LUA_PATH = false, LUA_CPATH = false, LUA_INIT = false }, cwd = self.dir, timeout = 20 })
   if not r then error(("server:register %s: %s"):format(user, tostring(err)), 2) end
-  -- prosodyctl prints "Error: ..." and may still exit 0 (0.12)
+  -- prosodyctl exits 1 and prints "Error: ..." on failure; the text is checked as well
   local out = r.stdout .. r.stderr
   if not r.ok or out:find("\nError:") or out:find("^Error:") then
     error(("server:register %s: prosodyctl failed (%s)\n%s"):format(user, r.signal or r.code, out), 2)
