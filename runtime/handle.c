@@ -86,3 +86,15 @@ int sacm_handle_close_lua(lua_State *L)
         free(h);
     return 0;
 }
+
+void sacm_define_type(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction close)
+{
+    luaL_newmetatable(L, tname);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+}

@@ -588,13 +588,7 @@ int luaopen_sacm__proc(lua_State *L)
         {"close", l_close},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, PROC_MT);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__close");
+    sacm_define_type(L, PROC_MT, methods, l_close);
     lua_pushcfunction(L, l_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);

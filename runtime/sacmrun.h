@@ -92,6 +92,9 @@ void sacm_handle_release(lua_State *L, sacm_handle *h);
 int sacm_handle_close_lua(lua_State *L);
 /* Marks the handle for libuv's closing from C (for handles that failed to initialise). */
 void sacm_handle_discard(sacm_handle *h, int uv_initialised);
+/* Registers a userdata type: metatable tname with the methods as __index and `close` as both
+ * __gc and __close. Leaves the metatable on the stack for further fields (__tostring). */
+void sacm_define_type(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction close);
 
 /* ---- the Lua modules implemented in C (preloaded by state.c) ---- */
 int luaopen_sacm__timer(lua_State *L);

@@ -101,13 +101,7 @@ int luaopen_sacm__timer(lua_State *L)
         {"close", sacm_handle_close_lua},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, TIMER_MT);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, sacm_handle_close_lua);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, sacm_handle_close_lua);
-    lua_setfield(L, -2, "__close");
+    sacm_define_type(L, TIMER_MT, methods, sacm_handle_close_lua);
     lua_pop(L, 1);
 
     static const luaL_Reg fns[] = {{"new", l_new}, {NULL, NULL}};

@@ -106,13 +106,7 @@ int luaopen_sacm__watch(lua_State *L)
         {"close", sacm_handle_close_lua},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, WATCH_MT);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, sacm_handle_close_lua);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, sacm_handle_close_lua);
-    lua_setfield(L, -2, "__close");
+    sacm_define_type(L, WATCH_MT, methods, sacm_handle_close_lua);
     lua_pop(L, 1);
 
     static const luaL_Reg fns[] = {

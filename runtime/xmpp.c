@@ -733,13 +733,7 @@ int luaopen_sacm__xmpp(lua_State *L)
         {"close", l_close},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, CONN_MT);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__close");
+    sacm_define_type(L, CONN_MT, methods, l_close);
     lua_pop(L, 1);
 
     /* A module-lifetime userdata whose finalizer frees the context after every connection:

@@ -4,33 +4,15 @@
 -- blocks the loop.
 local task = require "sacm.task"
 local errors = require "sacm.error"
-local new_timer = require("sacm._timer").new
 
 local M = {}
 
-local TIMEOUT = {}
+local TIMEOUT = task.TIMED_OUT
 
 -- Suspends the running task in `waiters` until woken, or until `timeout` seconds pass.
 -- Returns the wake value, or TIMEOUT.
 local function wait_in(waiters, timeout, what)
-  local me = task._require_task(what, 4)
-  local ms = timeout and task._seconds_to_ms(timeout, what .. " timeout")
-  local entry = { task = me }
-  waiters[#waiters + 1] = entry
-  local timer
-  if ms then
-    timer = new_timer()
-    timer:start(ms, 0, function() task.wake(me, TIMEOUT) end)
-  end
-  local function forget()
-    if timer then timer:close() end
-    for i = #waiters, 1, -1 do
-      if waiters[i] == entry then table.remove(waiters, i) break end
-    end
-  end
-  local value = task.suspend(forget)
-  forget()
-  return value, entry
+  return task.wait_in(waiters, { task = task.current() }, timeout, what)
 end
 
 -- Wakes the first waiter still waiting; returns it, or nil.

@@ -251,7 +251,32 @@ function M.yield()
   M.sleep(0)
 end
 
-local AWAIT_DONE, AWAIT_TIMEOUT = {}, {}
+--- The value wait_in returns when its timeout passed first.
+M.TIMED_OUT = setmetatable({}, { __name = "sacm.task.timed_out" })
+
+--- wait_in(list, entry, timeout, what) -> the first value passed to wake, or task.TIMED_OUT.
+-- Appends entry to list (for whoever will wake the running task), suspends until woken or until
+-- `timeout` seconds pass, and always removes entry and stops its timer again, also when the task
+-- is cancelled. The building block of await, events and queues.
+function M.wait_in(list, entry, timeout, what)
+  local me = require_task(what, 4)
+  local ms = timeout and seconds_to_ms(timeout, what .. " timeout")
+  list[#list + 1] = entry
+  local timer
+  if ms then
+    timer = new_timer()
+    timer:start(ms, 0, function() M.wake(me, M.TIMED_OUT) end)
+  end
+  local function forget()
+    if timer then timer:close() end
+    for i = #list, 1, -1 do
+      if list[i] == entry then table.remove(list, i) break end
+    end
+  end
+  local value = M.suspend(forget)
+  forget()
+  return value
+end
 
 local function outcome(t)
   if t.status == "done" then
@@ -274,25 +299,10 @@ function Task:await(timeout)
   if not finished(self) then
     local me = require_task("await")
     if me == self then error("a task cannot await itself", 2) end
-    local ms = timeout and seconds_to_ms(timeout, "await timeout")
-    local function on_done() M.wake(me, AWAIT_DONE) end
     self.waiters = self.waiters or {}
     local waiters = self.waiters
-    waiters[#waiters + 1] = on_done
-    local timer
-    if ms then
-      timer = new_timer()
-      timer:start(ms, 0, function() M.wake(me, AWAIT_TIMEOUT) end)
-    end
-    local function forget()
-      if timer then timer:close() end
-      for i = #waiters, 1, -1 do
-        if waiters[i] == on_done then table.remove(waiters, i) break end
-      end
-    end
-    local why = M.suspend(forget)
-    forget()
-    if why == AWAIT_TIMEOUT and not finished(self) then
+    local why = M.wait_in(waiters, function() M.wake(me, true) end, timeout, "await")
+    if why == M.TIMED_OUT and not finished(self) then
       if #waiters == 0 and self.waiters == waiters then self.waiters = nil end
       return nil, errors.new("timeout", ("task %s did not finish within %gs"):format(self.name, timeout))
     end
