@@ -35,6 +35,7 @@ typedef struct link {
     int event_ref, stanza_ref, self_ref;
     int release_when_disconnected;
     int released;
+    xmpp_sm_state_t *sm_state; /* XEP-0198 state kept across a drop, to resume the session */
     char failure[256]; /* why TLS verification or the socket set-up failed, for the error */
     struct link *next;
 } link_t;
@@ -48,6 +49,8 @@ static int dirty;    /* Lua queued something since the last xmpp_run_once */
  * connect, a certificate verification result, an authentication failure. It processes one
  * connection at a time, so the reason logged just before a disconnect event belongs to it. */
 static int last_socket_error;
+static int last_error_is_tls; /* the disconnect's error number is an OpenSSL code, not errno */
+static char last_tls_text[160];
 static char last_reason[256];
 static uv_prepare_t prepare_handle;
 static uv_check_t check_handle;
@@ -67,6 +70,13 @@ static void note_reason(const char *area, const char *msg)
         snprintf(last_reason, sizeof last_reason, "TLS certificate verification failed: %s", p + 40);
     } else if (strcmp(area, "auth") == 0 && (strstr(msg, "failed") || strstr(msg, "Cannot authenticate"))) {
         snprintf(last_reason, sizeof last_reason, "authentication failed: %s", msg);
+    } else if (strcmp(area, "tls") == 0 && strncmp(msg, "error:", 6) == 0) {
+        snprintf(last_tls_text, sizeof last_tls_text, "%s", msg);
+    } else if (strstr(msg, "Unrecoverable TLS error")) {
+        last_error_is_tls = 1;
+        if (last_reason[0] == '\0')
+            snprintf(last_reason, sizeof last_reason, "TLS connection ended: %s",
+                     last_tls_text[0] ? last_tls_text : msg);
     } else if (strstr(msg, "Couldn't start TLS") && last_reason[0] == '\0') {
         snprintf(last_reason, sizeof last_reason, "TLS negotiation failed: %s", msg);
     }
@@ -348,6 +358,9 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error, 
     activity++;
     if (event != XMPP_CONN_CONNECT) {
         stop_poll(l);
+        /* Keep stream management state (unacked stanzas, the resumption id) for the next connect. */
+        if (l->sm_state == NULL)
+            l->sm_state = xmpp_conn_get_sm_state(conn);
         if (l->release_when_disconnected)
             l->released = 1; /* released by release_links() once libstrophe returns */
         if (!sacm_state_closing()) {
@@ -369,6 +382,8 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error, 
     } else {
         lua_pushliteral(L, "disconnected");
         lua_createtable(L, 0, 4);
+        if (last_error_is_tls)
+            error = 0;
         if (error == 0)
             error = last_socket_error;
         if (error != 0) {
@@ -392,6 +407,8 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error, 
         }
     }
     last_socket_error = 0;
+    last_error_is_tls = 0;
+    last_tls_text[0] = '\0';
     last_reason[0] = '\0';
     sacm_invoke(L, 2);
 }
@@ -427,6 +444,8 @@ static void release_link(link_t *l)
             break;
         }
     }
+    if (l->sm_state)
+        xmpp_free_sm_state(l->sm_state);
     xmpp_conn_release(l->conn);
     free(l);
 }
@@ -582,6 +601,11 @@ static int l_connect(lua_State *L)
         return sacm_fail(L, "conflict", "connection is already %s",
                          xmpp_conn_is_connected(l->conn) ? "connected" : "connecting");
     l->failure[0] = '\0';
+    if (l->sm_state) {
+        if (xmpp_conn_set_sm_state(l->conn, l->sm_state) != XMPP_EOK)
+            xmpp_free_sm_state(l->sm_state);
+        l->sm_state = NULL;
+    }
     errno = 0;
     int rc = xmpp_connect_client(l->conn, host, (unsigned short)port, conn_handler, l);
     if (rc != XMPP_EOK) {

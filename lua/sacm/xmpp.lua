@@ -226,6 +226,12 @@ end
 -- Connecting --------------------------------------------------------------------------------
 
 local function connect_error(info, self)
+  if self.phase == "up" then
+    -- an established session that dropped
+    local why = info.failure or info.stream_text or info.stream_error or info.errno_text
+    return errors.new("connection-lost", "connection lost" .. (why and (": " .. why) or ""),
+      { stream_error = info.stream_error, errno = info.errno })
+  end
   if info.failure then
     local condition = "remote-connection-failed"
     if info.failure:find("certificate", 1, true) then
@@ -242,12 +248,9 @@ local function connect_error(info, self)
     return errors.new(info.errno, ("%s port %d: %s"):format(self.address or self.host, self.port,
       info.errno_text or info.errno))
   end
-  if self.phase == "connecting" then
-    -- libstrophe reports a failed SASL exchange as a plain disconnect before the session is up.
-    return errors.new("not-authorized", "the server closed the stream during TLS or authentication " ..
-      "(wrong password, or a certificate it does not accept)")
-  end
-  return errors.new("connection-lost", "the server closed the connection")
+  -- libstrophe reports a failed SASL exchange as a plain disconnect before the session is up.
+  return errors.new("not-authorized", "the server closed the stream during TLS or authentication " ..
+    "(wrong password, or a certificate it does not accept)")
 end
 
 -- At a drop: requests that may be sent again wait for the reconnect; the others fail now, so
@@ -346,7 +349,7 @@ end
 schedule_reconnect = function(self)
   if self.reconnecting or self.closed then return end
   self.reconnecting = true
-  task.spawn({ name = "xmpp reconnect" }, function()
+  self.reconnect_task = task.spawn({ name = "xmpp reconnect" }, function()
     while not self.closed and self.state ~= "connected" do
       self.attempt = self.attempt + 1
       -- exponential backoff with jitter, so a restarted server is not hit by every client at once
@@ -435,6 +438,7 @@ end
 function Connection:close()
   if self.closed then return end
   self.closed = true
+  if self.reconnect_task and self.reconnect_task ~= task.current() then self.reconnect_task:cancel("connection closed") end
   fail_pending(self, errors.new("connection-lost", "connection closed"))
   self.state = "disconnected"
   self.c:close()
