@@ -1,0 +1,715 @@
+--- sacm.pubsub: XEP-0060 Publish-Subscribe client for playbooks.
+--
+--   local pubsub = require "sacm.pubsub"
+--   local svc = pubsub.service(conn, "pubsub.grid.example")
+--   assert(svc:create("posture", { access_model = "whitelist", max_items = 10 }))
+--   local id = assert(svc:publish("posture", nil, report))
+--   for ev in svc:events("posture") do print(ev.type, ev.items[1].id) end
+--
+-- Every request waits for the service's answer (it yields the running task) and returns a value,
+-- or nil, err on an expected failure. err.condition is the stanza error condition (RFC 6120:
+-- item-not-found, forbidden, conflict, ...); where the service adds a condition from
+-- http://jabber.org/protocol/pubsub#errors it is err.pubsub_condition (invalid-jid,
+-- precondition-not-met, ...), with err.feature for <unsupported feature='...'/>.
+-- Bad arguments raise. Notifications are only accepted from the service's own JID.
+-- See docs/api/pubsub.md.
+local xml = require "sacm.xml"
+local st = require "sacm.stanza"
+local jidlib = require "sacm.jid"
+local errors = require "sacm.error"
+local task = require "sacm.task"
+local sync = require "sacm.sync"
+local forms = require "sacm.forms"
+
+local M = {}
+
+M.NS = "http://jabber.org/protocol/pubsub"
+M.NS_OWNER = "http://jabber.org/protocol/pubsub#owner"
+M.NS_EVENT = "http://jabber.org/protocol/pubsub#event"
+M.NS_ERRORS = "http://jabber.org/protocol/pubsub#errors"
+M.NS_DATA = "jabber:x:data"
+M.NS_SHIM = "http://jabber.org/protocol/shim"
+M.NS_DELAY = "urn:xmpp:delay"
+M.NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+M.FORM_NODE_CONFIG = "http://jabber.org/protocol/pubsub#node_config"
+M.FORM_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
+M.FORM_SUBSCRIBE_OPTIONS = "http://jabber.org/protocol/pubsub#subscribe_options"
+
+--- The logger this module writes to (area "pubsub"). Rejected notifications are logged as warnings.
+M.log = require("sacm.log").new("pubsub")
+
+M.EVENTS_LIMIT = 10000 -- default bound of service:events() queues
+
+---------------------------------------------------------------------------- data forms (XEP-0004)
+-- Node configuration, subscribe options and publish-options travel as data forms whose fields are
+-- XEP-0060's registered pubsub#... names. Lua callers use the short names ({max_items = 10}).
+
+-- Types of the registered fields, for forms that omit <field type=...> (submit and result forms may).
+local FIELD_HINTS = { fields = {} }
+for _, name in ipairs { "deliver_notifications", "deliver_payloads", "notify_config", "notify_delete",
+  "notify_retract", "notify_sub", "persist_items", "presence_based_delivery", "purge_offline",
+  "subscribe", "include_body", "deliver", "digest" } do
+  FIELD_HINTS.fields[#FIELD_HINTS.fields + 1] = { var = "pubsub#" .. name, type = "boolean" }
+end
+for _, name in ipairs { "max_items", "max_payload_size", "item_expire", "digest_frequency" } do
+  FIELD_HINTS.fields[#FIELD_HINTS.fields + 1] = { var = "pubsub#" .. name, datatype = "pubsub:integer-or-max" }
+end
+
+-- "access_model" -> "pubsub#access_model"; names that already carry a namespace stay as they are.
+local function field_var(key)
+  if type(key) ~= "string" or key == "" then
+    error("form field names must be non-empty strings, got " .. tostring(key), 4)
+  end
+  if key == "FORM_TYPE" or key:find("[#:/]") then return key end
+  return "pubsub#" .. key
+end
+
+local function short_name(var)
+  return var:match("^pubsub#(.+)$") or var
+end
+
+-- submit_form(form_type, values) -> <x xmlns='jabber:x:data' type='submit'> with FORM_TYPE first
+-- and the other fields in sorted order (deterministic output).
+local function submit_form(form_type, values)
+  if values ~= nil and type(values) ~= "table" then error("options must be a table", 3) end
+  local fields, by_var = {}, {}
+  for key, v in pairs(values or {}) do
+    local var = field_var(key)
+    if var ~= "FORM_TYPE" then
+      if by_var[var] ~= nil then error("form field " .. var .. " given twice", 3) end
+      by_var[var] = v
+      fields[#fields + 1] = { var = var }
+    end
+  end
+  table.sort(fields, function(a, b) return a.var < b.var end)
+  local ok, x = pcall(forms.submit, { form_type = form_type, fields = fields }, by_var)
+  if not ok then error(x, 3) end
+  return x
+end
+
+--- parse_form(x) -> the sacm.forms view of a pubsub form, the registered fields typed even when
+-- the element leaves them untyped (booleans as booleans, max_items and friends as integers).
+local function parse_form(x)
+  return forms.parse(x, FIELD_HINTS)
+end
+
+-- A form's values keyed by short name (pubsub#max_items -> max_items).
+local function form_config(form)
+  local config = {}
+  for var, v in pairs(form.values) do config[short_name(var)] = v end
+  return config
+end
+
+M.submit_form = submit_form
+M.parse_form = parse_form
+
+---------------------------------------------------------------------------- errors
+
+-- Adds the pubsub#errors condition (and what was being done) to an error from conn:iq.
+local function request_error(err, what, svc)
+  if not errors.is(err) then
+    return errors.new("undefined-condition", what .. ": " .. errors.message(err))
+  end
+  local text = err.text
+  local e = err.stanza and err.stanza:child("error")
+  if not e then
+    -- not an error reply (timeout, connection lost): say what was being done
+    err.text = ("%s at %s: %s"):format(what, svc.jid, text or "failed")
+    return err
+  end
+  -- stanza.to_error's stand-in when the service sent no <text/>
+  if text == "error reply from " .. tostring(err.stanza.attr.from or "the server") then text = nil end
+  local detail = {}
+  for child in e:children(nil, M.NS_ERRORS) do
+    err.pubsub_condition = child.name
+    err.feature = child.attr.feature
+    detail[#detail + 1] = child.name .. (child.attr.feature and (" " .. child.attr.feature) or "")
+    break
+  end
+  if text then detail[#detail + 1] = text end
+  err.text = ("%s at %s refused%s"):format(what, svc.jid,
+    #detail > 0 and (": " .. table.concat(detail, ": ")) or "")
+  return err
+end
+
+local function malformed(what, svc, text)
+  return errors.new("undefined-condition", ("%s at %s: %s"):format(what, svc.jid, text))
+end
+
+---------------------------------------------------------------------------- the service
+
+local Service = {}
+Service.__index = Service
+M.Service = Service
+
+--- pubsub.service(conn, jid [, opts]) -> service. jid is the pubsub service (e.g. "pubsub.grid.example").
+-- opts.timeout: seconds to wait for each answer (default: the connection's request timeout).
+-- opts.resend: true sends idempotent requests (reads, publish with an id, configure, subscribe,
+-- purge, set_affiliations) again after a reconnect instead of failing with connection-lost.
+function M.service(conn, jid, opts)
+  if type(conn) ~= "table" or type(conn.iq) ~= "function" or type(conn.on) ~= "function" then
+    error("pubsub.service expects an xmpp connection", 2)
+  end
+  local normal = jidlib.normalize(jid)
+  if not normal then error("pubsub.service: not a valid JID: " .. tostring(jid), 2) end
+  if opts ~= nil and type(opts) ~= "table" then error("pubsub.service: opts must be a table", 2) end
+  opts = opts or {}
+  return setmetatable({ conn = conn, jid = normal, timeout = opts.timeout, resend = opts.resend and true or false },
+    Service)
+end
+
+function Service:__tostring()
+  return "pubsub service " .. self.jid
+end
+
+local function check_node(node, level)
+  if type(node) ~= "string" or node == "" then
+    error("node must be a non-empty string, got " .. tostring(node), (level or 2) + 1)
+  end
+end
+
+-- A request skeleton: <iq type to><pubsub xmlns=ns><child attr/></pubsub></iq>, cursor at <pubsub>.
+local function request(self, iqtype, ns, child, attr)
+  return st.iq({ type = iqtype, to = self.jid })
+    :tag("pubsub", { xmlns = ns }):tag(child, attr):up()
+end
+
+-- idempotent: the request may be sent again after a reconnect (when the service allows it)
+local function send(self, iq, what, idempotent)
+  local reply, err = self.conn:iq(iq, { timeout = self.timeout, resend = idempotent and self.resend or nil })
+  if not reply then return nil, request_error(err, what, self) end
+  return reply
+end
+
+-- The reply's <pubsub xmlns=ns><name> element, or nil.
+local function reply_child(reply, ns, name)
+  local ps = reply:child("pubsub", ns)
+  return ps and ps:child(name, ns)
+end
+
+--- svc:create(node [, config]) -> node name, or nil, err. node nil asks for an instant node (the
+-- service picks the name). config: node options {access_model = "whitelist", max_items = 10, ...}.
+function Service:create(node, config)
+  if node ~= nil then check_node(node) end
+  local iq = request(self, "set", M.NS, "create", { node = node })
+  if config ~= nil then
+    if type(config) ~= "table" then error("config must be a table", 2) end
+    iq:tag("configure"):add(submit_form(M.FORM_NODE_CONFIG, config)):up()
+  end
+  local what = ("create node '%s'"):format(node or "(instant)")
+  local reply, err = send(self, iq, what)
+  if not reply then return nil, err end
+  local created = reply_child(reply, M.NS, "create")
+  local name = created and created.attr.node or node
+  if not name then return nil, malformed(what, self, "the service created a node but did not name it") end
+  return name
+end
+
+--- svc:get_config(node) -> config (short names: {access_model = "open", max_items = 10, ...}), form;
+-- or nil, err. form is the parsed XEP-0004 form (fields with labels, types and options).
+function Service:get_config(node)
+  check_node(node)
+  local what = ("get configuration of node '%s'"):format(node)
+  local reply, err = send(self, request(self, "get", M.NS_OWNER, "configure", { node = node }), what, true)
+  if not reply then return nil, err end
+  local configure = reply_child(reply, M.NS_OWNER, "configure")
+  local x = configure and configure:child("x", M.NS_DATA)
+  if not x then return nil, malformed(what, self, "the reply holds no configuration form") end
+  local form = parse_form(x)
+  return form_config(form), form
+end
+
+--- svc:default_config() -> the service's default node configuration (as get_config), or nil, err.
+function Service:default_config()
+  local what = "get the default node configuration"
+  local reply, err = send(self, request(self, "get", M.NS_OWNER, "default", nil), what, true)
+  if not reply then return nil, err end
+  local default = reply_child(reply, M.NS_OWNER, "default")
+  local x = default and default:child("x", M.NS_DATA)
+  if not x then return nil, malformed(what, self, "the reply holds no configuration form") end
+  local form = parse_form(x)
+  return form_config(form), form
+end
+
+--- svc:configure(node, config) -> true, or nil, err. Only the options given change.
+function Service:configure(node, config)
+  check_node(node)
+  if type(config) ~= "table" then error("config must be a table", 2) end
+  local iq = request(self, "set", M.NS_OWNER, "configure", { node = node })
+  iq:child("pubsub"):child("configure"):add(submit_form(M.FORM_NODE_CONFIG, config))
+  local reply, err = send(self, iq, ("configure node '%s'"):format(node), true)
+  if not reply then return nil, err end
+  return true
+end
+
+--- svc:delete(node [, redirect_uri]) -> true, or nil, err. Subscribers are notified.
+function Service:delete(node, redirect)
+  check_node(node)
+  local iq = request(self, "set", M.NS_OWNER, "delete", { node = node })
+  if redirect ~= nil then
+    if type(redirect) ~= "string" then error("redirect must be a URI string", 2) end
+    iq:child("pubsub"):child("delete"):tag("redirect", { uri = redirect }):up()
+  end
+  local reply, err = send(self, iq, ("delete node '%s'"):format(node))
+  if not reply then return nil, err end
+  return true
+end
+
+--- svc:purge(node) -> true, or nil, err. Removes every item; subscribers get a purge notification.
+function Service:purge(node)
+  check_node(node)
+  local reply, err = send(self, request(self, "set", M.NS_OWNER, "purge", { node = node }),
+    ("purge node '%s'"):format(node), true)
+  if not reply then return nil, err end
+  return true
+end
+
+local function subscription_of(el, node, jid)
+  return {
+    node = el.attr.node or node,
+    jid = el.attr.jid or jid,
+    subid = el.attr.subid,
+    state = el.attr.subscription or "subscribed",
+  }
+end
+
+--- svc:subscribe(node [, options [, jid]]) -> subscription {node, jid, subid, state}, or nil, err.
+-- jid defaults to the connection's full JID (notifications reach this connection whether or not it
+-- sent presence). options: subscribe options {deliver = true, include_body = false, ...}.
+-- state is "subscribed", "pending" (the owner must approve) or "unconfigured"; options_required is
+-- true when the service wants options before it delivers.
+function Service:subscribe(node, options, jid)
+  check_node(node)
+  jid = jid or self.conn.jid
+  if type(jid) ~= "string" then error("subscribe needs a jid (the connection has none yet)", 2) end
+  local iq = request(self, "set", M.NS, "subscribe", { node = node, jid = jid })
+  if options ~= nil then
+    if type(options) ~= "table" then error("options must be a table", 2) end
+    iq:tag("options", { node = node, jid = jid }):add(submit_form(M.FORM_SUBSCRIBE_OPTIONS, options)):up()
+  end
+  local reply, err = send(self, iq, ("subscribe %s to node '%s'"):format(jid, node), true)
+  if not reply then return nil, err end
+  local ps = reply:child("pubsub", M.NS)
+  local el = ps and ps:child("subscription", M.NS)
+  local sub = el and subscription_of(el, node, jid) or { node = node, jid = jid, state = "subscribed" }
+  local so = el and el:child("subscribe-options", M.NS)
+  if so and so:child("required", M.NS) then sub.options_required = true end
+  return sub
+end
+
+--- svc:unsubscribe(node [, subid [, jid]]) -> true, or nil, err.
+function Service:unsubscribe(node, subid, jid)
+  check_node(node)
+  jid = jid or self.conn.jid
+  if type(jid) ~= "string" then error("unsubscribe needs a jid (the connection has none yet)", 2) end
+  if subid ~= nil and type(subid) ~= "string" then error("subid must be a string", 2) end
+  local reply, err = send(self, request(self, "set", M.NS, "unsubscribe", { node = node, jid = jid, subid = subid }),
+    ("unsubscribe %s from node '%s'"):format(jid, node))
+  if not reply then return nil, err end
+  return true
+end
+
+--- svc:publish(node, id, payload [, publish_options]) -> item id, or nil, err.
+-- id nil: the service assigns one and it is returned. payload: an element (or nil for an item
+-- without payload). publish_options: node options the node must have ({access_model = "whitelist"}),
+-- else the publish fails with conflict / pubsub_condition precondition-not-met.
+function Service:publish(node, id, payload, publish_options)
+  check_node(node)
+  if id ~= nil and (type(id) ~= "string" or id == "") then error("item id must be a non-empty string or nil", 2) end
+  if payload ~= nil and not xml.is_element(payload) then
+    error("payload must be an element (sacm.xml), got " .. type(payload), 2)
+  end
+  local iq = st.iq({ type = "set", to = self.jid })
+  iq:tag("pubsub", { xmlns = M.NS }):tag("publish", { node = node }):tag("item", { id = id })
+  if payload then iq:add(payload) end
+  iq:up():up()
+  if publish_options ~= nil then
+    if type(publish_options) ~= "table" then error("publish_options must be a table", 2) end
+    iq:tag("publish-options"):add(submit_form(M.FORM_PUBLISH_OPTIONS, publish_options)):up()
+  end
+  local reply, err = send(self, iq, ("publish to node '%s'"):format(node), id ~= nil)
+  if not reply then return nil, err end
+  local published = reply_child(reply, M.NS, "publish")
+  local item = published and published:child("item", M.NS)
+  -- XEP-0060 7.1.2: the result may be empty when the publisher chose the id
+  local got = item and item.attr.id or id
+  if not got then
+    return nil, malformed(("publish to node '%s'"):format(node), self,
+      "the service accepted the item but did not say which id it gave it")
+  end
+  return got
+end
+
+--- svc:retract(node, id [, notify]) -> true, or nil, err. notify = true asks the service to notify
+-- subscribers (Prosody notifies only when asked).
+function Service:retract(node, id, notify)
+  check_node(node)
+  if type(id) ~= "string" or id == "" then error("item id must be a non-empty string", 2) end
+  local iq = request(self, "set", M.NS, "retract", { node = node, notify = notify and "true" or nil })
+  iq:child("pubsub"):child("retract"):tag("item", { id = id }):up()
+  local reply, err = send(self, iq, ("retract item '%s' from node '%s'"):format(id, node))
+  if not reply then return nil, err end
+  return true
+end
+
+local function item_of(el)
+  local payload
+  for child in el:children() do payload = child break end
+  return { id = el.attr.id, payload = payload, publisher = el.attr.publisher }
+end
+
+--- svc:items(node [, {max = N} | {ids = {...}}]) -> list of {id, payload, publisher}, or nil, err.
+-- Without options: every item the node keeps. max: the latest N. ids: those items (missing ones
+-- are left out). The list is in the service's order (Prosody: oldest first).
+function Service:items(node, opts)
+  check_node(node)
+  if opts ~= nil and type(opts) ~= "table" then error("items options must be a table", 2) end
+  opts = opts or {}
+  local max = opts.max
+  if max ~= nil and (math.type(max) ~= "integer" or max < 1) then error("max must be a positive integer", 2) end
+  local iq = request(self, "get", M.NS, "items", { node = node, max_items = max })
+  if opts.ids then
+    if type(opts.ids) ~= "table" then error("ids must be a list of item ids", 2) end
+    local items = iq:child("pubsub"):child("items")
+    for _, id in ipairs(opts.ids) do
+      if type(id) ~= "string" then error("ids must be strings", 2) end
+      items:add(xml.element("item", { xmlns = M.NS, id = id }))
+    end
+  end
+  local reply, err = send(self, iq, ("get items of node '%s'"):format(node), true)
+  if not reply then return nil, err end
+  local list = {}
+  local items = reply_child(reply, M.NS, "items")
+  if items then
+    for el in items:children("item", M.NS) do list[#list + 1] = item_of(el) end
+  end
+  return list
+end
+
+--- svc:subscriptions([node]) -> list of {node, jid, subid, state} for this account, or nil, err.
+function Service:subscriptions(node)
+  if node ~= nil then check_node(node) end
+  local reply, err = send(self, request(self, "get", M.NS, "subscriptions", { node = node }),
+    "list subscriptions", true)
+  if not reply then return nil, err end
+  local list = {}
+  local subs = reply_child(reply, M.NS, "subscriptions")
+  if subs then
+    for el in subs:children("subscription", M.NS) do list[#list + 1] = subscription_of(el, node) end
+  end
+  return list
+end
+
+--- svc:node_subscriptions(node) -> list of {node, jid, subid, state} of every subscriber (owner), or nil, err.
+function Service:node_subscriptions(node)
+  check_node(node)
+  local reply, err = send(self, request(self, "get", M.NS_OWNER, "subscriptions", { node = node }),
+    ("list subscribers of node '%s'"):format(node), true)
+  if not reply then return nil, err end
+  local list = {}
+  local subs = reply_child(reply, M.NS_OWNER, "subscriptions")
+  if subs then
+    for el in subs:children("subscription", M.NS_OWNER) do list[#list + 1] = subscription_of(el, node) end
+  end
+  return list
+end
+
+--- svc:affiliations([node]) -> list of {node, affiliation} for this account (XEP-0060 5.7), or nil, err.
+-- Prosody 0.12 does not implement this request (service-unavailable); node_affiliations does.
+function Service:affiliations(node)
+  if node ~= nil then check_node(node) end
+  local reply, err = send(self, request(self, "get", M.NS, "affiliations", { node = node }),
+    "list affiliations", true)
+  if not reply then return nil, err end
+  local list = {}
+  local affs = reply_child(reply, M.NS, "affiliations")
+  if affs then
+    for el in affs:children("affiliation", M.NS) do
+      list[#list + 1] = { node = el.attr.node or node, affiliation = el.attr.affiliation }
+    end
+  end
+  return list
+end
+
+--- svc:node_affiliations(node) -> list of {jid, affiliation} (owner, XEP-0060 8.9), or nil, err.
+function Service:node_affiliations(node)
+  check_node(node)
+  local reply, err = send(self, request(self, "get", M.NS_OWNER, "affiliations", { node = node }),
+    ("list affiliations of node '%s'"):format(node), true)
+  if not reply then return nil, err end
+  local list = {}
+  local affs = reply_child(reply, M.NS_OWNER, "affiliations")
+  if affs then
+    for el in affs:children("affiliation", M.NS_OWNER) do
+      list[#list + 1] = { jid = el.attr.jid, affiliation = el.attr.affiliation }
+    end
+  end
+  table.sort(list, function(a, b) return (a.jid or "") < (b.jid or "") end)
+  return list
+end
+
+--- svc:set_affiliations(node, {[jid] = affiliation, ...}) -> true, or nil, err (owner).
+-- affiliation: "owner", "publisher", "publish-only", "member", "outcast" or "none" (removes).
+function Service:set_affiliations(node, changes)
+  check_node(node)
+  if type(changes) ~= "table" then error("set_affiliations expects {[jid] = affiliation}", 2) end
+  local iq = request(self, "set", M.NS_OWNER, "affiliations", { node = node })
+  local affs = iq:child("pubsub"):child("affiliations")
+  local jids = {}
+  for jid, aff in pairs(changes) do
+    if type(jid) ~= "string" or type(aff) ~= "string" then
+      error("set_affiliations expects {[jid] = affiliation}", 2)
+    end
+    jids[#jids + 1] = jid
+  end
+  table.sort(jids)
+  for _, jid in ipairs(jids) do
+    affs:add(xml.element("affiliation", { xmlns = M.NS_OWNER, jid = jid, affiliation = changes[jid] }))
+  end
+  local reply, err = send(self, iq, ("set affiliations of node '%s'"):format(node), true)
+  if not reply then return nil, err end
+  return true
+end
+
+--- svc:nodes() -> list of node names the service lists (disco#items), or nil, err.
+function Service:nodes()
+  local iq = st.iq({ type = "get", to = self.jid }):tag("query", { xmlns = M.NS_DISCO_ITEMS }):up()
+  local reply, err = send(self, iq, "list nodes", true)
+  if not reply then return nil, err end
+  local list = {}
+  local q = reply:child("query", M.NS_DISCO_ITEMS)
+  if q then
+    for el in q:children("item", M.NS_DISCO_ITEMS) do
+      if el.attr.node then list[#list + 1] = el.attr.node end
+    end
+  end
+  return list
+end
+
+---------------------------------------------------------------------------- notifications
+
+--- pubsub.parse_event(message) -> event, or nil if the message carries no pubsub event we know.
+-- event: {type = "items"|"retract"|"delete"|"purge"|"configuration"|"subscription", node, from,
+-- items = {{id, payload, publisher}}, retracts = {ids}, subids = {...} (SHIM headers), delay
+-- (XEP-0203 stamp), redirect (delete), config (configuration with a form), jid/state/subid
+-- (subscription), message (the stanza)}.
+function M.parse_event(s)
+  local event_el = s:child("event", M.NS_EVENT)
+  if not event_el then return nil end
+  local what
+  for child in event_el:children() do
+    if child.ns == M.NS_EVENT then what = child break end
+  end
+  if not what then return nil end
+  local ev = { node = what.attr.node, from = s.attr.from, message = s }
+  if what.name == "items" then
+    ev.items, ev.retracts = {}, {}
+    for child in what:children(nil, M.NS_EVENT) do
+      if child.name == "item" then
+        ev.items[#ev.items + 1] = item_of(child)
+      elseif child.name == "retract" and child.attr.id then
+        ev.retracts[#ev.retracts + 1] = child.attr.id
+      end
+    end
+    ev.type = (#ev.items == 0 and #ev.retracts > 0) and "retract" or "items"
+  elseif what.name == "delete" then
+    ev.type = "delete"
+    local r = what:child("redirect", M.NS_EVENT)
+    ev.redirect = r and r.attr.uri
+  elseif what.name == "purge" then
+    ev.type = "purge"
+  elseif what.name == "configuration" then
+    ev.type = "configuration"
+    local x = what:child("x", M.NS_DATA)
+    if x then ev.config = form_config(parse_form(x)) end
+  elseif what.name == "subscription" then
+    ev.type = "subscription"
+    ev.jid, ev.subid, ev.state = what.attr.jid, what.attr.subid, what.attr.subscription
+  else
+    return nil
+  end
+  if ev.node == nil then return nil end
+  local headers = s:child("headers", M.NS_SHIM)
+  if headers then
+    for h in headers:children("header", M.NS_SHIM) do
+      if h.attr.name == "SubID" then
+        ev.subids = ev.subids or {}
+        ev.subids[#ev.subids + 1] = h:get_text()
+      end
+    end
+  end
+  local delay = s:child("delay", M.NS_DELAY)
+  if delay then ev.delay = delay.attr.stamp end
+  return ev
+end
+
+-- One message handler per connection, shared by every registration on it (so a foreign
+-- notification is logged once). Keyed weakly: the table holds no connection alive.
+local dispatchers = setmetatable({}, { __mode = "k" })
+local counters = setmetatable({}, { __mode = "k" }) -- conn -> {accepted, rejected, malformed}
+
+local function stats_of(conn)
+  local c = counters[conn]
+  if not c then
+    c = { accepted = 0, rejected = 0, malformed = 0 }
+    counters[conn] = c
+  end
+  return c
+end
+
+local function dispatch(d, s)
+  if s.attr.type == "error" then return end
+  local from = s.attr.from
+  local regs, accepted, ev = {}, false, nil
+  for i, reg in ipairs(d.regs) do regs[i] = reg end
+  for _, reg in ipairs(regs) do
+    if from and jidlib.equal(from, reg.service) then
+      if not accepted then
+        accepted = true
+        local ok, parsed = pcall(M.parse_event, s)
+        if not ok or not parsed then
+          d.stats.malformed = d.stats.malformed + 1
+          M.log.warn("ignored a pubsub notification from %s that could not be read%s", from,
+            ok and "" or (": " .. errors.message(parsed)))
+          return
+        end
+        ev = parsed
+      end
+      if reg.node == nil or reg.node == ev.node then
+        regs.deliver = regs.deliver or {}
+        regs.deliver[#regs.deliver + 1] = reg
+      end
+    end
+  end
+  if not accepted then
+    d.stats.rejected = d.stats.rejected + 1
+    M.log.warn("ignored a pubsub notification from %s: not a pubsub service this connection listens to",
+      tostring(from))
+    return
+  end
+  d.stats.accepted = d.stats.accepted + 1
+  local deliver = regs.deliver
+  if not deliver then
+    M.log.debug("no listener for the %s event of node '%s' from %s", ev.type, tostring(ev.node), from)
+    return
+  end
+  -- streams first (they never wait), then callbacks: the first runs in this task (conn:on already
+  -- gave each stanza its own), others in tasks of their own, so one slow handler delays no other.
+  local callbacks = {}
+  for _, reg in ipairs(deliver) do
+    if reg.stream then reg.stream:_push(ev) else callbacks[#callbacks + 1] = reg end
+  end
+  for i = 2, #callbacks do
+    task.spawn({ name = "pubsub event handler" }, callbacks[i].fn, ev)
+  end
+  if callbacks[1] then callbacks[1].fn(ev) end
+end
+
+local function register(conn, reg)
+  local d = dispatchers[conn]
+  if not d then
+    d = { regs = {}, stats = stats_of(conn) }
+    d.handler = conn:on("message", { ns = M.NS_EVENT, child = "event" }, function(s) dispatch(d, s) end)
+    dispatchers[conn] = d
+  end
+  d.regs[#d.regs + 1] = reg
+  function reg.remove()
+    for i = #d.regs, 1, -1 do
+      if d.regs[i] == reg then table.remove(d.regs, i) end
+    end
+    if #d.regs == 0 and dispatchers[conn] == d then
+      d.handler.remove()
+      dispatchers[conn] = nil
+    end
+  end
+  return reg
+end
+
+--- pubsub.on_event(conn, {service = jid, node = name or nil}, fn) -> handler with :remove().
+-- fn(event) runs as a task for each notification from that service (for that node, if given).
+-- Notifications from any other JID are dropped and logged.
+function M.on_event(conn, filter, fn)
+  if type(conn) ~= "table" or type(conn.on) ~= "function" then error("on_event expects an xmpp connection", 2) end
+  if type(filter) ~= "table" then error("on_event expects a filter {service = jid [, node = name]}", 2) end
+  if type(fn) ~= "function" then error("on_event expects a function", 2) end
+  local service = jidlib.normalize(filter.service)
+  if not service then error("on_event: filter.service must be the pubsub service JID", 2) end
+  if filter.node ~= nil then check_node(filter.node) end
+  local reg = register(conn, { service = service, node = filter.node, fn = fn })
+  return { remove = reg.remove }
+end
+
+--- pubsub.stats(conn) -> {accepted, rejected, malformed} notification counts of this connection.
+function M.stats(conn)
+  local c = stats_of(conn)
+  return { accepted = c.accepted, rejected = c.rejected, malformed = c.malformed }
+end
+
+--- svc:on_event([node,] fn) -> handler with :remove().
+function Service:on_event(node, fn)
+  if fn == nil then node, fn = nil, node end
+  return M.on_event(self.conn, { service = self.jid, node = node }, fn)
+end
+
+-- Event streams ---------------------------------------------------------------------------
+
+local Stream = {}
+Stream.__index = Stream
+
+function Stream:_push(ev)
+  if self.closed then return end
+  if not self.queue:try_put(ev) then
+    self.dropped = self.dropped + 1
+    if self.dropped == 1 or self.dropped % 1000 == 0 then
+      M.log.warn("events of %s node '%s': the consumer is %d events behind; dropped %d so far",
+        self.service, tostring(self.node), self.limit, self.dropped)
+    end
+    return
+  end
+  -- a node's stream ends after its delete notification
+  if ev.type == "delete" and self.node ~= nil then self:close() end
+end
+
+--- stream:get([timeout]) -> event, or nil, err (timeout; closed once closed and drained).
+function Stream:get(timeout)
+  return self.queue:get(timeout)
+end
+
+--- stream:close(): stops listening; events already queued can still be read.
+function Stream:close()
+  if self.closed then return end
+  self.closed = true
+  self.reg.remove()
+  self.queue:close()
+end
+
+function Stream:__call()
+  local ev = self.queue:get()
+  return ev
+end
+Stream.__close = Stream.close
+Stream.__len = function(self) return #self.queue end
+
+--- svc:events([node [, opts]]) -> stream, usable as `for ev in svc:events(node) do ... end`.
+-- Notifications are queued from the moment of the call (subscribe after it to miss nothing).
+-- opts.limit (default 10000) bounds the queue: XMPP has no flow control toward a slow consumer,
+-- so when it is full new events are dropped, counted in stream.dropped and logged. The stream
+-- of one node ends after that node's delete notification; stream:close() (or leaving the for
+-- loop, which closes it) stops it.
+function Service:events(node, opts)
+  if type(node) == "table" and opts == nil then node, opts = nil, node end
+  if node ~= nil then check_node(node) end
+  if opts ~= nil and type(opts) ~= "table" then error("events options must be a table", 2) end
+  opts = opts or {}
+  local limit = opts.limit or M.EVENTS_LIMIT
+  if math.type(limit) ~= "integer" or limit < 1 then error("limit must be a positive integer", 2) end
+  local stream = setmetatable({
+    service = self.jid, node = node, limit = limit, dropped = 0, closed = false,
+    queue = sync.queue(limit),
+  }, Stream)
+  stream.reg = register(self.conn, { service = self.jid, node = node, stream = stream })
+  -- the 4th value makes a generic for close the stream when the loop ends or breaks
+  return stream, nil, nil, stream
+end
+
+return M
