@@ -760,14 +760,19 @@ int luaopen_sacm__xmpp(lua_State *L)
     sacm_define_type(L, CONN_MT, methods, l_close);
     lua_pop(L, 1);
 
-    /* A module-lifetime userdata whose finalizer frees the context after every connection:
-     * created first, so lua_close finalizes it last. */
-    lua_newuserdatauv(L, 1, 0);
-    luaL_newmetatable(L, MODULE_MT);
-    lua_pushcfunction(L, module_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, MODULE_MT ".instance");
+    /* A state-lifetime userdata whose finalizer frees the context after every connection:
+     * created first, so lua_close finalizes it last. The module may be opened again (busted's
+     * insulation clears package.loaded between spec files): keep the first sentinel, or its
+     * finalizer would free connections that are still in use. */
+    if (lua_getfield(L, LUA_REGISTRYINDEX, MODULE_MT ".instance") == LUA_TNIL) {
+        lua_newuserdatauv(L, 1, 0);
+        luaL_newmetatable(L, MODULE_MT);
+        lua_pushcfunction(L, module_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_setfield(L, LUA_REGISTRYINDEX, MODULE_MT ".instance");
+    }
+    lua_pop(L, 1);
 
     static const luaL_Reg fns[] = {{"new", l_new}, {NULL, NULL}};
     luaL_newlib(L, fns);
