@@ -1,0 +1,226 @@
+--- sacm.grid.member: what every grid role does to take part in the grid.
+--
+-- Connects, describes the role in service discovery (identity, features, an XEP-0128 info form),
+-- advertises entity caps, keeps mutual presence subscriptions with its peers (so orchestrators see
+-- components come and go, and their caps, without asking each one), makes sure the grid's pubsub
+-- nodes exist, and publishes status notifications (online, heartbeat, ...).
+--
+--   local member = require "sacm.grid.member"
+--   local m = assert(member.join{ role = "collector", jid = ..., password = ..., cafile = ...,
+--                                 pubsub = "pubsub.grid.example", peers = { "orchestrator@grid.example" } })
+--   m:publish("posture", id, element)
+local xmpp = require "sacm.xmpp"
+local st = require "sacm.stanza"
+local jidlib = require "sacm.jid"
+local disco = require "sacm.disco"
+local caps = require "sacm.caps"
+local pubsub = require "sacm.pubsub"
+local commands = require "sacm.commands"
+local timer = require "sacm.timer"
+local time = require "sacm.time"
+local errors = require "sacm.error"
+local proto = require "sacm.grid.protocol"
+local payload = require "sacm.grid.payload"
+
+local M = {}
+M.log = require("sacm.log").new("grid")
+
+M.HEARTBEAT = 60 -- seconds between heartbeat status notifications
+
+local Member = {}
+Member.__index = Member
+
+-- Connection options taken from the join options as they are.
+local CONNECT_KEYS = { "jid", "password", "client_cert", "client_key", "host", "port", "resource", "cafile",
+  "capath", "insecure", "timeout", "connect_timeout", "reconnect", "max_backoff", "disable_sm", "direct_tls" }
+
+-- A JID is allowed when it matches a full JID, bare JID or domain of the list.
+local function matches(list, from)
+  local bare, domain = jidlib.bare(from), jidlib.domain(from)
+  for _, j in ipairs(list) do
+    if j == from or j == bare or j == domain then return true end
+  end
+  return false
+end
+
+--- member.allowed(list) -> function(from) for commands.provider's `allowed`: the JIDs of list
+-- (full, bare or domains), and always our own account.
+function M.allowed(list, own)
+  return function(from)
+    if own and jidlib.bare(from) == jidlib.bare(own) then return true end
+    return matches(list, from)
+  end
+end
+
+-- Presence subscriptions: approve requests from peers and the allowed, and ask back, so that both
+-- sides see each other's presence (and caps) for as long as the roster keeps them.
+local function handle_subscriptions(self)
+  self.handlers[#self.handlers + 1] = self.conn:on("presence", { type = "subscribe" }, function(s)
+    local from = s.attr.from
+    if not from then return end
+    if matches(self.accept, from) or matches(self.peers, from) then
+      self.conn:send(st.presence({ to = jidlib.bare(from), type = "subscribed" }))
+      if not self.asked[jidlib.bare(from)] then
+        self.asked[jidlib.bare(from)] = true
+        self.conn:send(st.presence({ to = jidlib.bare(from), type = "subscribe" }))
+      end
+      M.log.info("%s: accepted presence subscription from %s", self.role, from)
+    else
+      self.conn:send(st.presence({ to = jidlib.bare(from), type = "unsubscribed" }))
+      M.log.warn("%s: refused presence subscription from %s (not a grid peer)", self.role, from)
+    end
+  end)
+end
+
+local function describe(self)
+  local id = proto.identity(self.role)
+  self.disco:add_identity(id.category, id.type, id.name)
+  self.disco:add_feature(proto.FEATURE[self.role])
+  self:update_info()
+end
+
+--- m:update_info([fields]): replaces the role's XEP-0128 info fields (var -> string or list; the
+-- role is always there); caps are re-advertised when they change.
+function Member:update_info(fields)
+  if fields then self.info_fields = fields end
+  local all = { role = self.role }
+  for k, v in pairs(self.info_fields or {}) do all[k] = v end
+  self.disco:add_extension({ form_type = proto.INFO_FORM_TYPE, fields = all })
+end
+
+--- m:set_features(key, prefix_fn, names): advertises exactly prefix_fn(name) for each name, withdrawing
+-- ones from an earlier call (kinds a collector collects, policies an evaluator holds).
+function Member:set_features(key, prefix_fn, names)
+  self.feature_sets = self.feature_sets or {}
+  local old = self.feature_sets[key] or {}
+  local new = {}
+  for _, n in ipairs(names) do new[prefix_fn(n)] = true end
+  for f in pairs(old) do
+    if not new[f] then self.disco:remove_feature(f) end
+  end
+  for f in pairs(new) do
+    if not old[f] then self.disco:add_feature(f) end
+  end
+  self.feature_sets[key] = new
+end
+
+-- Creates the grid's nodes when missing; an existing node is left as its owner configured it.
+local function ensure_nodes(self)
+  local existing = {}
+  local nodes, err = self.pubsub:nodes()
+  if not nodes then return nil, err end
+  for _, n in ipairs(nodes) do existing[n] = true end
+  for _, node in pairs(proto.NODE) do
+    if not existing[node] then
+      local ok, cerr = self.pubsub:create(node, self.node_config)
+      if ok then
+        M.log.info("%s: created pubsub node %s", self.role, node)
+      elseif cerr.condition ~= "conflict" then -- another member created it meanwhile: fine
+        return nil, cerr
+      end
+    end
+  end
+  return true
+end
+
+--- m:subscribe(node_key, fn) -> handler: subscribes our bare JID to a grid node (once: an existing
+-- subscription is reused) and calls fn(item, event) for each published item.
+function Member:subscribe(key, fn)
+  local node = assert(proto.NODE[key], "unknown grid node")
+  local bare = jidlib.bare(self.conn.jid)
+  local subs = self.pubsub:subscriptions(node) or {}
+  local have = false
+  for _, s in ipairs(subs) do
+    if jidlib.bare(s.jid) == bare and s.state == "subscribed" then have = true end
+  end
+  if not have then
+    local ok, err = self.pubsub:subscribe(node, nil, bare)
+    if not ok then return nil, err end
+  end
+  local h = self.pubsub:on_event(node, function(ev)
+    if ev.type == "items" then
+      for _, item in ipairs(ev.items) do fn(item, ev) end
+    end
+  end)
+  self.handlers[#self.handlers + 1] = h
+  return h
+end
+
+--- m:publish(node_key, id, element) -> id | nil, err. Re-sent after a reconnect (the id makes it
+-- idempotent), so an item published around a drop is not lost.
+function Member:publish(key, id, el)
+  return self.pubsub:publish(assert(proto.NODE[key], "unknown grid node"), id, el)
+end
+
+--- m:status(type, [fields, text, correlation]): publishes a status notification (best effort:
+-- failures are logged, not raised).
+function Member:status(stype, fields, text, correlation)
+  local el = payload.status({ type = stype, component = self.conn.jid, role = self.role,
+    correlation = correlation, text = text, fields = fields })
+  local ok, err = self:publish("status", nil, el)
+  if not ok then M.log.warn("%s: status '%s' not published: %s", self.role, stype, tostring(err)) end
+  return ok, err
+end
+
+--- member.join(opts) -> member | nil, err. Waits until connected, described and subscribed.
+-- opts: the xmpp.connect options, role, pubsub (service JID; default pubsub.<domain>), peers (JIDs
+-- to keep mutual presence with), accept (more JIDs/domains whose presence subscriptions are
+-- approved; default our domain), node_config (for nodes we create), info (XEP-0128 fields),
+-- heartbeat (seconds; false disables).
+function M.join(opts)
+  assert(type(opts) == "table" and proto.FEATURE[opts.role], "member.join needs a grid role")
+  local copts = {}
+  for _, k in ipairs(CONNECT_KEYS) do copts[k] = opts[k] end
+  local conn, err = xmpp.connect(copts)
+  if not conn then return nil, err end
+  local domain = jidlib.domain(conn.jid)
+  local self = setmetatable({
+    role = opts.role, conn = conn, handlers = {}, asked = {}, started = time.now(),
+    peers = opts.peers or {}, accept = opts.accept or { domain },
+    node_config = opts.node_config or proto.NODE_CONFIG,
+  }, Member)
+  self.disco = disco.provider(conn)
+  self.pubsub = pubsub.service(conn, opts.pubsub or ("pubsub." .. domain))
+  self.commands = commands.provider(conn)
+  self.info_fields = opts.info
+  handle_subscriptions(self)
+  describe(self)
+  self.caps = caps.advertise(conn, { node = proto.CAPS_NODE })
+  for _, peer in ipairs(self.peers) do
+    self.asked[jidlib.bare(peer)] = true
+    conn:send(st.presence({ to = jidlib.bare(peer), type = "subscribe" }))
+  end
+  local ok
+  ok, err = ensure_nodes(self)
+  if not ok then
+    conn:close()
+    return nil, errors.new(err.condition or "internal-server-error",
+      "cannot prepare the grid's pubsub nodes: " .. tostring(err))
+  end
+  self:status("online", { version = proto.VERSION })
+  local beat = opts.heartbeat
+  if beat == nil then beat = M.HEARTBEAT end
+  if beat then
+    self.heartbeat = timer.every(beat, function()
+      self:status("heartbeat", { uptime = math.floor(time.now() - self.started) })
+    end)
+  end
+  M.log.info("%s joined the grid as %s", self.role, conn.jid)
+  return self
+end
+
+--- m:close(): says goodbye (status offline), stops handlers and disconnects.
+function Member:close()
+  if self.closed then return end
+  self.closed = true
+  if self.heartbeat then self.heartbeat:cancel() end
+  if self.conn.state == "connected" then self:status("offline") end
+  for _, h in ipairs(self.handlers) do h.remove() end
+  self.caps:stop()
+  self.commands:close()
+  self.conn:close()
+end
+
+Member.__close = Member.close
+
+return M

@@ -1,0 +1,249 @@
+--- sacm.grid.payload: posture attributes, evaluation results and status notifications as XML.
+--
+-- Encoders take Lua tables and return elements; decoders take elements from the network and return
+-- tables, or nil, err (bad-request) for anything that does not follow docs/protocol.md. Decoders
+-- never raise on hostile input and bound what they accept.
+local xml = require "sacm.xml"
+local errors = require "sacm.error"
+local time = require "sacm.time"
+local proto = require "sacm.grid.protocol"
+
+local M = {}
+
+M.MAX_ITEMS = 100000     -- records in one posture payload
+M.MAX_ATTRS = 10000      -- attributes of the posture or of one record
+M.MAX_EVIDENCE = 64      -- evidence lines in one result
+M.MAX_TEXT = 4096        -- bytes of one evidence line or title
+
+local function bad(fmt, ...)
+  return nil, errors.new("bad-request", fmt:format(...))
+end
+
+-- Scalars travel as text with a type attribute when they are not strings, so they come back as
+-- the Lua type they left as.
+local function encode_value(el, key, v)
+  local t = type(v)
+  local attr = { name = key }
+  local text
+  if t == "string" then
+    text = v
+  elseif t == "boolean" then
+    attr.type, text = "bool", v and "true" or "false"
+  elseif t == "number" then
+    if math.type(v) == "integer" then
+      attr.type, text = "int", tostring(v)
+    else
+      if v ~= v or v == math.huge or v == -math.huge then error(("value of '%s' is not finite"):format(key), 0) end
+      attr.type, text = "float", ("%.17g"):format(v)
+    end
+  else
+    error(("value of '%s' must be a string, number or boolean, got %s"):format(key, t), 0)
+  end
+  el:tag("attr", attr):text(text):up()
+end
+
+local function decode_value(a)
+  local name = a.attr.name
+  if type(name) ~= "string" or name == "" then return nil, nil, "an attr without a name" end
+  local text, ty = a:get_text(), a.attr.type
+  if ty == nil or ty == "string" then return name, text end
+  if ty == "int" then
+    local n = text:match("^%-?%d+$") and math.tointeger(tonumber(text))
+    if not n then return nil, nil, ("attr '%s': not an integer"):format(name) end
+    return name, n
+  elseif ty == "float" then
+    local n = tonumber(text)
+    if not n then return nil, nil, ("attr '%s': not a number"):format(name) end
+    return name, n + 0.0
+  elseif ty == "bool" then
+    if text == "true" then return name, true elseif text == "false" then return name, false end
+    return nil, nil, ("attr '%s': not a boolean"):format(name)
+  end
+  return nil, nil, ("attr '%s': unknown type '%s'"):format(name, tostring(ty))
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do
+    if type(k) ~= "string" then error("posture keys must be strings, got " .. type(k), 0) end
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  return keys
+end
+
+local function encode_map(el, map)
+  for _, k in ipairs(sorted_keys(map)) do encode_value(el, k, map[k]) end
+end
+
+local function decode_map(el, into)
+  local count = 0
+  for a in el:children("attr", el.ns) do
+    count = count + 1
+    if count > M.MAX_ATTRS then return nil, "too many attributes" end
+    local k, v, problem = decode_value(a)
+    if problem then return nil, problem end
+    into[k] = v
+  end
+  return into
+end
+
+------------------------------------------------------------------------------------ posture
+
+--- posture(p) -> <posture xmlns='urn:sacmrun:posture:0'/> element.
+-- p: id, kind, endpoint, hostname, collected (epoch seconds), collector (JID), correlation,
+-- module_version, and either data = {attributes = {...}, items = {{...}}} or error = {condition, text}.
+function M.posture(p)
+  assert(type(p.id) == "string" and type(p.kind) == "string" and type(p.endpoint) == "string",
+    "posture needs id, kind and endpoint")
+  local el = xml.element("posture", {
+    xmlns = proto.NS_POSTURE, id = p.id, kind = p.kind, endpoint = p.endpoint, hostname = p.hostname,
+    collected = time.format(p.collected or time.now(), 3), collector = p.collector,
+    correlation = p.correlation, ["module-version"] = p.module_version and tostring(p.module_version),
+    status = p.error and "error" or "ok",
+  })
+  if p.error then
+    el:tag("error", { condition = p.error.condition or "internal-error" }):text(p.error.text or ""):up()
+    return el
+  end
+  local data = p.data or {}
+  encode_map(el, data.attributes or {})
+  for _, item in ipairs(data.items or {}) do
+    el:tag("item")
+    encode_map(el, item)
+    el:up()
+  end
+  return el
+end
+
+--- parse_posture(el) -> p (the fields of posture(), collected as epoch seconds) | nil, err.
+function M.parse_posture(el)
+  if not xml.is_element(el) or el.name ~= "posture" or el.ns ~= proto.NS_POSTURE then
+    return bad("not a posture payload")
+  end
+  local a = el.attr
+  for _, k in ipairs { "id", "kind", "endpoint", "collected" } do
+    if type(a[k]) ~= "string" or a[k] == "" then return bad("posture without %s", k) end
+  end
+  if not a.kind:match("^[%w_%-]+$") then return bad("posture kind '%s' is not a name", a.kind) end
+  local collected = time.parse(a.collected)
+  if not collected then return bad("posture collected='%s' is not an XEP-0082 date-time", a.collected) end
+  local p = {
+    id = a.id, kind = a.kind, endpoint = a.endpoint, hostname = a.hostname, collected = collected,
+    collector = a.collector, correlation = a.correlation,
+    module_version = a["module-version"] and tonumber(a["module-version"]),
+  }
+  if a.status == "error" then
+    local e = el:child("error", proto.NS_POSTURE)
+    p.error = { condition = e and e.attr.condition or "internal-error", text = e and e:get_text() or "" }
+    return p
+  end
+  local attributes, problem = decode_map(el, {})
+  if not attributes then return bad("posture %s: %s", a.id, problem) end
+  local items = {}
+  for item in el:children("item", proto.NS_POSTURE) do
+    if #items >= M.MAX_ITEMS then return bad("posture %s: more than %d items", a.id, M.MAX_ITEMS) end
+    local rec
+    rec, problem = decode_map(item, {})
+    if not rec then return bad("posture %s: %s", a.id, problem) end
+    items[#items + 1] = rec
+  end
+  p.data = { attributes = attributes, items = items }
+  return p
+end
+
+------------------------------------------------------------------------------------ results
+
+local function clip(s)
+  s = tostring(s)
+  if #s > M.MAX_TEXT then s = s:sub(1, M.MAX_TEXT - 3) .. "..." end
+  return s
+end
+
+--- result(r) -> <result xmlns='urn:sacmrun:result:0'/> element.
+-- r: id, endpoint, hostname, rule_id, policy_id, policy_version, result, severity, title,
+-- evaluated (epoch seconds), evaluator (JID), correlation, posture_ids (list), evidence (list).
+function M.result(r)
+  assert(proto.RESULT_SET[r.result], "result must be an XCCDF result value")
+  local el = xml.element("result", {
+    xmlns = proto.NS_RESULT, id = r.id, endpoint = r.endpoint, hostname = r.hostname,
+    rule = r.rule_id, policy = r.policy_id, ["policy-version"] = r.policy_version,
+    result = r.result, severity = r.severity, evaluated = time.format(r.evaluated or time.now(), 3),
+    evaluator = r.evaluator, correlation = r.correlation,
+    posture = r.posture_ids and #r.posture_ids > 0 and table.concat(r.posture_ids, " ") or nil,
+  })
+  if r.title then el:tag("title"):text(clip(r.title)):up() end
+  for i, line in ipairs(r.evidence or {}) do
+    if i > M.MAX_EVIDENCE then break end
+    el:tag("evidence"):text(clip(line)):up()
+  end
+  return el
+end
+
+--- parse_result(el) -> r (the fields of result()) | nil, err.
+function M.parse_result(el)
+  if not xml.is_element(el) or el.name ~= "result" or el.ns ~= proto.NS_RESULT then
+    return bad("not a result payload")
+  end
+  local a = el.attr
+  for _, k in ipairs { "id", "endpoint", "rule", "policy", "policy-version", "result", "evaluated" } do
+    if type(a[k]) ~= "string" or a[k] == "" then return bad("result without %s", k) end
+  end
+  if not proto.RESULT_SET[a.result] then return bad("result '%s' is not an XCCDF result value", a.result) end
+  if a.severity and not proto.SEVERITY_SET[a.severity] then return bad("unknown severity '%s'", a.severity) end
+  local evaluated = time.parse(a.evaluated)
+  if not evaluated then return bad("result evaluated='%s' is not an XEP-0082 date-time", a.evaluated) end
+  local r = {
+    id = a.id, endpoint = a.endpoint, hostname = a.hostname, rule_id = a.rule, policy_id = a.policy,
+    policy_version = a["policy-version"], result = a.result, severity = a.severity,
+    evaluated = evaluated, evaluator = a.evaluator, correlation = a.correlation,
+    posture_ids = {}, evidence = {},
+  }
+  for id in (a.posture or ""):gmatch("%S+") do r.posture_ids[#r.posture_ids + 1] = id end
+  local title = el:child("title", proto.NS_RESULT)
+  r.title = title and clip(title:get_text())
+  for ev in el:children("evidence", proto.NS_RESULT) do
+    if #r.evidence >= M.MAX_EVIDENCE then break end
+    r.evidence[#r.evidence + 1] = clip(ev:get_text())
+  end
+  return r
+end
+
+------------------------------------------------------------------------------------ status
+
+M.STATUS_TYPES = {
+  ["online"] = true, ["heartbeat"] = true, ["offline"] = true,
+  ["collection-started"] = true, ["collection-done"] = true, ["collection-failed"] = true,
+  ["evaluation-done"] = true, ["policy-loaded"] = true, ["policy-removed"] = true,
+  ["policy-rejected"] = true, ["stored"] = true,
+}
+
+--- status(s) -> <status xmlns='urn:sacmrun:status:0'/>. s: type, component (JID), role, at,
+-- correlation, text, and fields = {name = scalar} for details (counts, policy ids and versions).
+function M.status(s)
+  assert(M.STATUS_TYPES[s.type], "unknown status type")
+  local el = xml.element("status", {
+    xmlns = proto.NS_STATUS, type = s.type, component = s.component, role = s.role,
+    at = time.format(s.at or time.now(), 3), correlation = s.correlation,
+  })
+  if s.text then el:tag("text"):text(clip(s.text)):up() end
+  encode_map(el, s.fields or {})
+  return el
+end
+
+function M.parse_status(el)
+  if not xml.is_element(el) or el.name ~= "status" or el.ns ~= proto.NS_STATUS then
+    return bad("not a status payload")
+  end
+  local a = el.attr
+  if not M.STATUS_TYPES[a.type] then return bad("unknown status type '%s'", tostring(a.type)) end
+  local at = a.at and time.parse(a.at)
+  if not at then return bad("status without a valid 'at'") end
+  local text = el:child("text", proto.NS_STATUS)
+  local fields, problem = decode_map(el, {})
+  if not fields then return bad("status: %s", problem) end
+  return { type = a.type, component = a.component, role = a.role, at = at, correlation = a.correlation,
+    text = text and text:get_text(), fields = fields }
+end
+
+return M

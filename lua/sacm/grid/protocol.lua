@@ -1,0 +1,152 @@
+--- sacm.grid.protocol: the names the SACM grid speaks (docs/protocol.md is the specification).
+--
+-- Namespaces of the payloads, disco features and identities of each role, ad-hoc command nodes
+-- with their forms, and the publish-subscribe nodes with their configuration. Every role takes its
+-- names from here, so a change of wire format is a change of this file and of docs/protocol.md.
+local M = {}
+
+M.VERSION = "0"
+
+-- Payload namespaces (versioned in the last segment).
+M.NS_POSTURE = "urn:sacmrun:posture:0"
+M.NS_RESULT = "urn:sacmrun:result:0"
+M.NS_STATUS = "urn:sacmrun:status:0"
+M.NS_GRID = "urn:sacmrun:grid:0"
+
+-- XEP-0128 extended disco info: every role describes itself in one form of this FORM_TYPE.
+M.INFO_FORM_TYPE = M.NS_GRID .. "#info"
+
+-- Role features (disco#info), what an orchestrator looks for in entity caps.
+M.ROLES = { "collector", "evaluator", "repository", "orchestrator" }
+M.FEATURE = {}
+for _, role in ipairs(M.ROLES) do M.FEATURE[role] = M.NS_GRID .. "#" .. role end
+
+--- feature_collect(kind) -> the feature a collector advertises for each posture kind it collects.
+function M.feature_collect(kind) return M.NS_GRID .. ":collect:" .. kind end
+--- feature_policy(id) -> the feature an evaluator advertises for each policy it holds.
+function M.feature_policy(id) return M.NS_GRID .. ":policy:" .. id end
+
+local COLLECT_PREFIX = M.NS_GRID .. ":collect:"
+local POLICY_PREFIX = M.NS_GRID .. ":policy:"
+
+--- kinds_of(info) / policies_of(info): the posture kinds or policy ids in a parsed disco#info.
+local function suffixes(info, prefix)
+  local out = {}
+  for _, f in ipairs(info and info.features or {}) do
+    if f:sub(1, #prefix) == prefix then out[#out + 1] = f:sub(#prefix + 1) end
+  end
+  table.sort(out)
+  return out
+end
+function M.kinds_of(info) return suffixes(info, COLLECT_PREFIX) end
+function M.policies_of(info) return suffixes(info, POLICY_PREFIX) end
+
+-- The disco identity of every grid role: a client that is an automated agent (XEP-0030 registry
+-- has no SACM category; category 'client' type 'bot' is the closest honest description).
+function M.identity(role)
+  return { category = "client", type = "bot", name = "sacmrun " .. role }
+end
+
+-- Caps node (XEP-0115 'node'): names the software.
+M.CAPS_NODE = "https://sacmrun.example/grid"
+
+-- Ad-hoc command nodes (XEP-0050).
+M.CMD = {
+  collect = M.NS_GRID .. "#collect",
+  evaluate = M.NS_GRID .. "#evaluate",
+  status = M.NS_GRID .. "#status",
+  cancel = M.NS_GRID .. "#cancel",
+  query = M.NS_GRID .. "#query",
+  get = M.NS_GRID .. "#get",
+}
+
+-- Publish-subscribe nodes on the grid's pubsub service.
+M.NODE = {
+  posture = "sacm/posture",
+  results = "sacm/results",
+  status = "sacm/status",
+}
+
+-- Node configuration. Items persist on the service (bounded) so a repository that was down can
+-- catch up from the node when it comes back; whitelist access keeps them inside the grid.
+M.NODE_CONFIG = {
+  access_model = "whitelist",
+  publish_model = "publishers",
+  persist_items = true,
+  max_items = 256,
+  deliver_payloads = true,
+  notify_retract = false,
+  notify_delete = true,
+}
+
+-- Result values (XCCDF 1.2 result types used by the grid).
+M.RESULTS = { "pass", "fail", "error", "notapplicable", "notchecked" }
+M.RESULT_SET = {}
+for _, r in ipairs(M.RESULTS) do M.RESULT_SET[r] = true end
+
+M.SEVERITIES = { "high", "medium", "low", "info" }
+M.SEVERITY_SET = {}
+for _, s in ipairs(M.SEVERITIES) do M.SEVERITY_SET[s] = true end
+
+------------------------------------------------------------------------------ command forms
+
+--- collect_form(kinds) -> the form of the collect command, offering the kinds given.
+function M.collect_form(kinds)
+  local options = {}
+  for i, k in ipairs(kinds) do options[i] = k end
+  return {
+    title = "Collect posture", form_type = M.CMD.collect,
+    instructions = "Collect posture attributes from this collector's endpoint and publish them.",
+    fields = {
+      { var = "kinds", type = "list-multi", label = "Posture kinds (none: all)", options = options },
+      { var = "correlation", type = "text-single", label = "Correlation id" },
+      { var = "timeout", type = "text-single", label = "Time budget per kind (s)", datatype = "xs:integer" },
+    },
+  }
+end
+
+function M.evaluate_form(policies)
+  local options = {}
+  for i, p in ipairs(policies) do options[i] = p end
+  return {
+    title = "Evaluate posture", form_type = M.CMD.evaluate,
+    fields = {
+      { var = "endpoints", type = "text-multi", label = "Endpoints (none: every endpoint with posture)" },
+      { var = "correlation", type = "text-single", label = "Correlation id of the posture to judge" },
+      { var = "policies", type = "list-multi", label = "Policies (none: all)", options = options },
+    },
+  }
+end
+
+M.CANCEL_FORM = {
+  title = "Cancel", form_type = M.CMD.cancel,
+  fields = { { var = "correlation", type = "text-single", label = "Correlation id", required = true } },
+}
+
+M.QUERY_FORM = {
+  title = "Query the repository", form_type = M.CMD.query,
+  fields = {
+    { var = "type", type = "list-single", label = "What", required = true, value = "results",
+      options = { "posture", "results", "history" } },
+    { var = "endpoint", type = "text-single", label = "Endpoint id or hostname" },
+    { var = "kind", type = "text-single", label = "Posture kind" },
+    { var = "attribute", type = "text-single", label = "Posture attribute name" },
+    { var = "rule", type = "text-single", label = "Rule id" },
+    { var = "policy", type = "text-single", label = "Policy id" },
+    { var = "result", type = "list-single", label = "Result", options = M.RESULTS },
+    { var = "correlation", type = "text-single", label = "Correlation id" },
+    { var = "since", type = "text-single", label = "From (XEP-0082 date-time)" },
+    { var = "until", type = "text-single", label = "To (XEP-0082 date-time)" },
+    { var = "max", type = "text-single", label = "Page size", datatype = "xs:integer", value = "50" },
+    { var = "after", type = "text-single", label = "Continue after (cursor from the last page)" },
+  },
+}
+
+M.GET_FORM = {
+  title = "Retrieve an item", form_type = M.CMD.get,
+  fields = { { var = "id", type = "text-single", label = "Posture or result id", required = true } },
+}
+
+M.QUERY_MAX = 500 -- largest page a repository returns
+
+return M
