@@ -186,6 +186,76 @@ function M.run(argv, opts)
   return result, err
 end
 
+local Process = {}
+Process.__index = Process
+
+--- spawn(argv [, opts]) -> process | nil, err. Starts a program that runs alongside the caller
+-- (a service, a grid role) instead of waiting for it. opts as for run, except timeout.
+-- process.pid; process:kill([signal]) signals its process group (default SIGTERM);
+-- process:wait([timeout]) -> the result of run() once it exits, or nil, err (timeout);
+-- process:stop([grace]) -> result: SIGTERM, then SIGKILL after grace seconds (default 5);
+-- process:close() (also <close>): kills the group if it still runs.
+-- Output is captured as for run (opts.max_output per stream, the rest dropped).
+function M.spawn(argv, opts)
+  local level = 3
+  local args = check_argv(argv, level)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("proc.spawn: opts must be a table, got %s"):format(type(opts)), 2)
+  end
+  opts = opts or {}
+  local cwd = check_type(opts, "cwd", "string", level)
+  local stdin = check_type(opts, "stdin", "string", level)
+  local max_output = opts.max_output or M.DEFAULT_MAX_OUTPUT
+  local env = build_env(opts, level)
+  local self = setmetatable({ argv = args, exited = require("sacm.sync").event() }, Process)
+  local started = loop.hrtime()
+  local p, err = core.spawn({
+    file = args[1], args = args, env = env, cwd = cwd, stdin = stdin, max_output = max_output,
+  }, function(raw)
+    self.result = shape_result(raw, started)
+    self:close() -- nothing left to signal; frees the handles
+    self.exited:set()
+  end)
+  if not p then return nil, err end
+  self.handle, self.pid = p, p:pid()
+  return self
+end
+
+function Process:kill(signal)
+  if self.result or not self.handle then return false end
+  return self.handle:kill(signal or "SIGTERM")
+end
+
+function Process:wait(timeout)
+  local ok, err = self.exited:wait(timeout)
+  if not ok then return nil, err end
+  return self.result
+end
+
+function Process:stop(grace)
+  if self.result then return self.result end
+  self:kill("SIGTERM")
+  local r = self:wait(grace or 5)
+  if r then return r end
+  self:kill("SIGKILL")
+  r = self:wait(ABANDON_AFTER + 1)
+  if r then return r end
+  self.handle:abandon()
+  return self:wait()
+end
+
+function Process:close()
+  if self.handle then
+    self.handle:close()
+    self.handle = nil
+  end
+end
+Process.__close = Process.close
+
+function Process:__tostring()
+  return ("process %s (pid %s)"):format(self.argv[1], tostring(self.pid))
+end
+
 --- shell(cmd [, opts]): run({"/bin/sh", "-c", cmd}, opts).
 function M.shell(cmd, opts)
   if type(cmd) ~= "string" then

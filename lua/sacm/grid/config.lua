@@ -1,0 +1,61 @@
+--- sacm.grid.config: the grid configuration file the role scripts share.
+--
+-- A config file is Lua that returns a table of data (it runs with an empty environment: no
+-- functions, no globals), for example:
+--
+--   return {
+--     domain = "grid.example", host = "127.0.0.1", port = 5222, cafile = "/etc/sacm/ca.pem",
+--     pubsub = "pubsub.grid.example",                 -- default pubsub.<domain>
+--     orchestrators = { "orchestrator@grid.example" }, -- peers of every component
+--     collector = { jid = "collector@grid.example/web1", password = "...", interval = 3600,
+--                   options = { files = { paths = { "/etc", "/usr/local/bin" } } } },
+--     evaluator = { jid = "evaluator@grid.example/e1", password = "...", policies = "policies" },
+--     repository = { jid = "repository@grid.example/r1", password = "...", database = "grid.db" },
+--     orchestrator = { jid = "orchestrator@grid.example/main", password = "..." },
+--   }
+--
+-- Secrets live in this file: keep it mode 0600 (load warns otherwise). A role section may use
+-- client_cert/client_key instead of a password.
+local fs = require "sacm.fs"
+local errors = require "sacm.error"
+local proto = require "sacm.grid.protocol"
+
+local M = {}
+local log = require("sacm.log").new("grid")
+
+local SHARED = { "host", "port", "cafile", "capath", "insecure", "pubsub", "timeout", "connect_timeout",
+  "max_backoff", "disable_sm", "direct_tls" }
+
+--- config.load(path) -> config | nil, err
+function M.load(path)
+  local text, err = fs.read(path)
+  if not text then return nil, err end
+  local st = fs.stat(path)
+  if st and st.mode and (st.mode & 0x3f) ~= 0 then -- group/other bits
+    log.warn("%s is readable by others and may hold passwords: chmod 600 it", path)
+  end
+  local chunk, cerr = load(text, "@" .. path, "t", {})
+  if not chunk then return nil, errors.new("bad-config", cerr) end
+  local ok, cfg = pcall(chunk)
+  if not ok then return nil, errors.new("bad-config", tostring(cfg)) end
+  if type(cfg) ~= "table" then return nil, errors.new("bad-config", path .. " must return a table") end
+  if type(cfg.domain) ~= "string" then return nil, errors.new("bad-config", path .. ": domain is missing") end
+  cfg.pubsub = cfg.pubsub or ("pubsub." .. cfg.domain)
+  cfg.orchestrators = cfg.orchestrators or {}
+  return cfg
+end
+
+--- config.role_options(config, role) -> the options of <role>.start: the shared connection settings,
+-- the role's own section, and peers (the orchestrators, for components).
+function M.role_options(cfg, role)
+  assert(proto.FEATURE[role], "unknown role")
+  local section = cfg[role]
+  if type(section) ~= "table" then error(("the grid config has no '%s' section"):format(role), 2) end
+  local opts = {}
+  for _, k in ipairs(SHARED) do opts[k] = cfg[k] end
+  for k, v in pairs(section) do opts[k] = v end
+  if role ~= "orchestrator" and opts.peers == nil then opts.peers = cfg.orchestrators end
+  return opts
+end
+
+return M

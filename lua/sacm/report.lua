@@ -1,0 +1,125 @@
+--- sacm.report: an assessment's results for people (text) and for programs (JSON).
+--
+--   local report = require "sacm.report"
+--   print(report.text(assessment))               -- per endpoint and rule, failures first; totals last
+--   fs.write("report.json", report.json(assessment))
+--
+-- An assessment is what orchestrator:assess() returns, or any table with `results` (parsed result
+-- payloads) and optionally `correlation`, `collection`, `started`, `finished`.
+local json = require "sacm.json"
+local time = require "sacm.time"
+local proto = require "sacm.grid.protocol"
+
+local M = {}
+
+local ORDER = { fail = 1, error = 2, notchecked = 3, pass = 4, notapplicable = 5 }
+local SEVERITY_ORDER = { high = 1, medium = 2, low = 3, info = 4 }
+
+--- report.totals(results) -> {pass = n, fail = n, error = n, notapplicable = n, notchecked = n, total = n}
+function M.totals(results)
+  local t = { total = 0 }
+  for _, r in ipairs(proto.RESULTS) do t[r] = 0 end
+  for _, r in ipairs(results or {}) do
+    t[r.result] = (t[r.result] or 0) + 1
+    t.total = t.total + 1
+  end
+  return t
+end
+
+--- report.totals_line(totals) -> "totals: pass=3 fail=1 error=0 notapplicable=2 notchecked=0"
+function M.totals_line(t)
+  local parts = {}
+  for i, r in ipairs(proto.RESULTS) do parts[i] = ("%s=%d"):format(r, t[r] or 0) end
+  return "totals: " .. table.concat(parts, " ")
+end
+
+-- Results grouped by endpoint (sorted by hostname), each list sorted failures first, then by severity.
+local function by_endpoint(results)
+  local groups, order = {}, {}
+  for _, r in ipairs(results) do
+    local g = groups[r.endpoint]
+    if not g then
+      g = { endpoint = r.endpoint, hostname = r.hostname, results = {} }
+      groups[r.endpoint] = g
+      order[#order + 1] = g
+    end
+    g.results[#g.results + 1] = r
+  end
+  table.sort(order, function(a, b) return (a.hostname or a.endpoint) < (b.hostname or b.endpoint) end)
+  for _, g in ipairs(order) do
+    table.sort(g.results, function(a, b)
+      local oa, ob = ORDER[a.result] or 9, ORDER[b.result] or 9
+      if oa ~= ob then return oa < ob end
+      local sa, sb = SEVERITY_ORDER[a.severity] or 9, SEVERITY_ORDER[b.severity] or 9
+      if sa ~= sb then return sa < sb end
+      return a.rule_id < b.rule_id
+    end)
+  end
+  return order
+end
+
+--- report.text(assessment [, {evidence = true, color = false}]) -> string; the last line is the totals.
+function M.text(a, opts)
+  opts = opts or {}
+  local show_evidence = opts.evidence ~= false
+  local out = {}
+  local function line(fmt, ...) out[#out + 1] = fmt:format(...) end
+  local results = a.results or {}
+  line("SACM assessment %s%s", a.correlation or "", a.finished and ("  (" .. time.format(a.finished) .. ")") or "")
+  if a.collection then
+    local ids = {}
+    for jid in pairs(a.collection.collectors or {}) do ids[#ids + 1] = jid end
+    table.sort(ids)
+    for _, jid in ipairs(ids) do
+      local c = a.collection.collectors[jid]
+      line("  collector %s: %s%s", jid, c.state, c.error and (" (" .. tostring(c.error) .. ")") or "")
+    end
+  end
+  local width = 4
+  for _, r in ipairs(results) do width = math.max(width, #r.rule_id) end
+  for _, g in ipairs(by_endpoint(results)) do
+    local t = M.totals(g.results)
+    line("")
+    line("endpoint %s%s: %d rules, %d fail, %d error", g.hostname or g.endpoint,
+      g.hostname and (" [" .. g.endpoint .. "]") or "", t.total, t.fail, t.error)
+    for _, r in ipairs(g.results) do
+      line("  %-13s %-6s %-" .. width .. "s  %s", r.result:upper(), r.severity or "-", r.rule_id, r.title or "")
+      if show_evidence and r.result ~= "pass" then
+        for i, e in ipairs(r.evidence or {}) do
+          if i > 5 then
+            line("  %-13s %-6s %-" .. width .. "s    ... %d more", "", "", "", #r.evidence - 5)
+            break
+          end
+          line("  %-13s %-6s %-" .. width .. "s    %s", "", "", "", e)
+        end
+      end
+    end
+  end
+  line("")
+  line("%s", M.totals_line(M.totals(results)))
+  return table.concat(out, "\n")
+end
+
+--- report.json(assessment [, {indent = "  "}]) -> JSON text: correlation, times, totals, endpoints
+-- with their results (rule, policy, policy_version, result, severity, title, evidence, ids).
+function M.json(a, opts)
+  local endpoints = {}
+  for _, g in ipairs(by_endpoint(a.results or {})) do
+    local list = {}
+    for i, r in ipairs(g.results) do
+      list[i] = { id = r.id, rule = r.rule_id, policy = r.policy_id, policy_version = r.policy_version,
+        result = r.result, severity = r.severity, title = r.title, evidence = json.as_array(r.evidence or {}),
+        evaluated = r.evaluated and time.format(r.evaluated, 3), evaluator = r.evaluator,
+        posture = json.as_array(r.posture_ids or {}) }
+    end
+    endpoints[#endpoints + 1] = { endpoint = g.endpoint, hostname = g.hostname, totals = M.totals(g.results),
+      results = json.as_array(list) }
+  end
+  return json.encode({
+    correlation = a.correlation,
+    started = a.started and time.format(a.started, 3), finished = a.finished and time.format(a.finished, 3),
+    totals = M.totals(a.results), endpoints = json.as_array(endpoints),
+  }, { indent = opts and opts.indent or "  " })
+end
+
+return M

@@ -1,0 +1,255 @@
+--- sacm.roles.evaluator: judges posture against the policies in a directory and publishes results.
+--
+--   local evaluator = require "sacm.roles.evaluator"
+--   local e = assert(evaluator.start{ jid = ..., password = ..., cafile = ..., policies = "policies",
+--                                     peers = { "orchestrator@grid.example" } })
+--
+-- It subscribes to the grid's posture node and keeps the newest posture of each kind per endpoint
+-- (and the posture of recent correlation ids). Posture from scheduled collections (no correlation
+-- id) is evaluated as it arrives (`auto`, on by default); orchestrated collections are evaluated
+-- when the evaluate command asks. Each rule gives one result per endpoint, published to the
+-- results node with the policy's version (content hash). Policies are hot-reloaded: a file that
+-- fails to load leaves the previous version active and is reported as a status notification.
+local policy = require "sacm.policy"
+local member = require "sacm.grid.member"
+local proto = require "sacm.grid.protocol"
+local payload = require "sacm.grid.payload"
+local task = require "sacm.task"
+local time = require "sacm.time"
+local crypto = require "sacm.crypto"
+local errors = require "sacm.error"
+
+local M = {}
+local log = require("sacm.log").new("evaluator")
+
+M.KEEP_CORRELATIONS = 64 -- correlation ids whose posture is kept for the evaluate command
+M.AUTO_DELAY = 0.3       -- seconds to wait for the other kinds of the same collection
+
+local Evaluator = {}
+Evaluator.__index = Evaluator
+
+local function remember(self, p)
+  local latest = self.latest[p.endpoint]
+  if not latest then
+    latest = {}
+    self.latest[p.endpoint] = latest
+    self.hostnames[p.endpoint] = p.hostname
+  end
+  local have = latest[p.kind]
+  if not have or have.collected <= p.collected then latest[p.kind] = p end
+  if p.correlation then
+    local c = self.by_correlation[p.correlation]
+    if not c then
+      c = {}
+      self.by_correlation[p.correlation] = c
+      self.correlation_order[#self.correlation_order + 1] = p.correlation
+      if #self.correlation_order > M.KEEP_CORRELATIONS then
+        self.by_correlation[table.remove(self.correlation_order, 1)] = nil
+      end
+    end
+    c[p.endpoint] = c[p.endpoint] or {}
+    c[p.endpoint][p.kind] = p
+  end
+end
+
+-- The posture the engine sees: kind -> data, or kind -> {error = ...} for a failed collection.
+local function view(posture_by_kind)
+  local v, ids = {}, {}
+  for kind, p in pairs(posture_by_kind) do
+    v[kind] = p.error and { error = p.error } or p.data
+    ids[#ids + 1] = p.id
+  end
+  table.sort(ids)
+  return v, ids
+end
+
+--- e:evaluate(endpoint, [correlation], [policy_ids]) -> totals {pass = n, ...}, results | nil, err
+-- Evaluates the newest posture of the endpoint (the correlation's posture first, when given) and
+-- publishes every result.
+function Evaluator:evaluate(endpoint, correlation, policy_ids)
+  local merged = {}
+  for kind, p in pairs(self.latest[endpoint] or {}) do merged[kind] = p end
+  local c = correlation and self.by_correlation[correlation]
+  if c and c[endpoint] then
+    for kind, p in pairs(c[endpoint]) do merged[kind] = p end
+  end
+  if next(merged) == nil then
+    return nil, errors.new("item-not-found", ("no posture of endpoint '%s'"):format(endpoint))
+  end
+  local posture, ids = view(merged)
+  local results = self.engine:evaluate(posture, { endpoint = endpoint, hostname = self.hostnames[endpoint],
+    policies = policy_ids })
+  local totals = { total = 0 }
+  for _, r in ipairs(proto.RESULTS) do totals[r] = 0 end
+  local jobs = {}
+  for _, r in ipairs(results) do
+    r.id = crypto.uuid()
+    r.endpoint, r.hostname, r.correlation = endpoint, self.hostnames[endpoint], correlation
+    r.evaluator, r.evaluated, r.posture_ids = self.member.conn.jid, time.now(), ids
+    totals[r.result] = totals[r.result] + 1
+    totals.total = totals.total + 1
+    jobs[#jobs + 1] = task.spawn({ name = "publish result" }, function()
+      local ok, err = self.member:publish("results", r.id, payload.result(r))
+      if not ok then log.error("result %s of %s not published: %s", r.rule_id, endpoint, tostring(err)) end
+      return ok
+    end)
+  end
+  task.all(jobs)
+  self.evaluations = self.evaluations + 1
+  log.info("%s%s: %d results (pass %d, fail %d, error %d)", endpoint,
+    correlation and (" [" .. correlation .. "]") or "", totals.total, totals.pass, totals.fail, totals.error)
+  self.member:status("evaluation-done", { endpoint = endpoint, total = totals.total, pass = totals.pass,
+    fail = totals.fail, error = totals.error }, nil, correlation)
+  return totals, results
+end
+
+-- Scheduled posture: evaluate once the burst of kinds from one collection has arrived.
+local function auto_evaluate(self, endpoint)
+  if self.pending[endpoint] then return end
+  self.pending[endpoint] = task.spawn({ name = "auto evaluation " .. endpoint }, function()
+    task.sleep(M.AUTO_DELAY)
+    self.pending[endpoint] = nil
+    self:evaluate(endpoint)
+  end)
+end
+
+local function on_posture(self, item)
+  local p, err = payload.parse_posture(item.payload)
+  if not p then
+    log.warn("ignored posture item %s: %s", tostring(item.id), tostring(err))
+    return
+  end
+  remember(self, p)
+  if self.auto and not p.correlation then auto_evaluate(self, p.endpoint) end
+end
+
+local function policy_ids(self)
+  local ids = {}
+  for _, pol in ipairs(self.engine:policies()) do ids[#ids + 1] = pol.id end
+  table.sort(ids)
+  return ids
+end
+
+local function advertise_policies(self)
+  local ids = policy_ids(self)
+  self.member:set_features("policies", proto.feature_policy, ids)
+  self.member:update_info({ policies = ids })
+end
+
+local function on_policy_event(self, ev)
+  if ev.type == "rejected" then
+    log.error("policy file %s rejected, previous version stays active: %s", tostring(ev.file), tostring(ev.error))
+    self.member:status("policy-rejected", { file = ev.file }, tostring(ev.error))
+  elseif ev.type == "loaded" or ev.type == "removed" then
+    log.info("policy %s %s%s", tostring(ev.policy_id), ev.type, ev.version and (" (" .. ev.version:sub(1, 12) .. ")") or "")
+    self.member:status(ev.type == "loaded" and "policy-loaded" or "policy-removed",
+      { policy = ev.policy_id, version = ev.version })
+    advertise_policies(self)
+  end
+end
+
+local function lines(v)
+  if type(v) == "table" then return v end
+  local out = {}
+  for line in tostring(v or ""):gmatch("[^\r\n]+") do
+    line = line:match("^%s*(.-)%s*$")
+    if line ~= "" then out[#out + 1] = line end
+  end
+  return out
+end
+
+local function add_commands(self, allowed)
+  local cmds = self.member.commands
+  cmds:add(proto.CMD.evaluate, {
+    name = "Evaluate posture",
+    allowed = allowed,
+    form = function() return proto.evaluate_form(policy_ids(self)) end,
+    run = function(_, values)
+      local correlation = values.correlation ~= "" and values.correlation or nil
+      local endpoints = lines(values.endpoints)
+      if #endpoints == 0 then
+        local from = correlation and self.by_correlation[correlation] or self.latest
+        for e in pairs(from) do endpoints[#endpoints + 1] = e end
+        table.sort(endpoints)
+      end
+      if #endpoints == 0 then return nil, errors.new("item-not-found", "no posture to evaluate") end
+      local policies = values.policies and #values.policies > 0 and values.policies or nil
+      local totals = { total = 0 }
+      for _, r in ipairs(proto.RESULTS) do totals[r] = 0 end
+      local failed = {}
+      for _, e in ipairs(endpoints) do
+        local t, err = self:evaluate(e, correlation, policies)
+        if t then
+          for k, n in pairs(t) do totals[k] = totals[k] + n end
+        else
+          failed[#failed + 1] = e .. ": " .. tostring(err)
+        end
+      end
+      local fields = { { var = "correlation", value = correlation or "" },
+        { var = "endpoints", type = "text-multi", values = endpoints },
+        { var = "total", value = tostring(totals.total) } }
+      for _, r in ipairs(proto.RESULTS) do fields[#fields + 1] = { var = r, value = tostring(totals[r]) } end
+      if #failed > 0 then fields[#fields + 1] = { var = "failed", type = "text-multi", values = failed } end
+      return { title = "Evaluation done", fields = fields }
+    end,
+  })
+  cmds:add(proto.CMD.status, {
+    name = "Evaluator status",
+    allowed = allowed,
+    run = function()
+      local pols, endpoints = {}, {}
+      for _, pol in ipairs(self.engine:policies()) do pols[#pols + 1] = pol.id .. " " .. pol.version end
+      for e in pairs(self.latest) do endpoints[#endpoints + 1] = e end
+      table.sort(endpoints)
+      return { title = "Evaluator status", fields = {
+        { var = "role", value = "evaluator" },
+        { var = "policies", type = "text-multi", values = pols },
+        { var = "rules", value = tostring(#self.engine:rules()) },
+        { var = "endpoints", type = "text-multi", values = endpoints },
+        { var = "evaluations", value = tostring(self.evaluations) },
+        { var = "uptime", value = tostring(math.floor(time.now() - self.member.started)) },
+      } }
+    end,
+  })
+end
+
+--- evaluator.start(opts) -> evaluator | nil, err
+-- opts: the sacm.grid.member options, policies (directory, default "policies"), instructions and
+-- memory (budgets per rule evaluation), auto (evaluate scheduled posture as it arrives; default
+-- true), allowed (who may run commands; default the peers).
+function M.start(opts)
+  local self = setmetatable({ latest = {}, hostnames = {}, by_correlation = {}, correlation_order = {},
+    pending = {}, evaluations = 0, auto = opts.auto ~= false }, Evaluator)
+  self.engine = policy.engine({ dir = opts.policies or "policies", instructions = opts.instructions,
+    memory = opts.memory })
+  local report = self.engine:load_all()
+  for _, rej in ipairs(report and report.rejected or {}) do
+    log.error("policy file %s rejected: %s", tostring(rej.file), tostring(rej.error))
+  end
+  local mopts = {}
+  for k, v in pairs(opts) do mopts[k] = v end
+  mopts.role = "evaluator"
+  local err
+  self.member, err = member.join(mopts)
+  if not self.member then return nil, err end
+  advertise_policies(self)
+  add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid))
+  local ok
+  ok, err = self.member:subscribe("posture", function(item) on_posture(self, item) end)
+  if not ok then
+    self.member:close()
+    return nil, err
+  end
+  self.watch = self.engine:watch(function(ev) on_policy_event(self, ev) end)
+  log.info("evaluating with %d rules from %s", #self.engine:rules(), opts.policies or "policies")
+  return self
+end
+
+function Evaluator:close()
+  if self.watch and self.watch.close then self.watch:close() end
+  for _, t in pairs(self.pending) do t:cancel("evaluator closed") end
+  self.member:close()
+end
+Evaluator.__close = Evaluator.close
+
+return M

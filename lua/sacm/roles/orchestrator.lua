@@ -1,0 +1,271 @@
+--- sacm.roles.orchestrator: finds the grid's components and runs assessments through them.
+--
+--   local orchestrator = require "sacm.roles.orchestrator"
+--   local o = assert(orchestrator.start{ jid = "orchestrator@grid.example/main", password = ..., cafile = ... })
+--   assert(o:discover{ collectors = 1, evaluators = 1, timeout = 10 })
+--   local run = assert(o:assess{ timeout = 60 })
+--   print(require("sacm.report").text(run))
+--
+-- Components are found through entity caps (every component keeps a mutual presence subscription
+-- with the orchestrator, so their caps arrive without asking each one). A collection is started
+-- with the collect command on each chosen collector; its posture arrives over pubsub with the
+-- collection's correlation id, and each collector says when it is done. The evaluation is started
+-- with the evaluate command; results arrive over pubsub with the same correlation id.
+local member = require "sacm.grid.member"
+local proto = require "sacm.grid.protocol"
+local payload = require "sacm.grid.payload"
+local commands = require "sacm.commands"
+local caps = require "sacm.caps"
+local jidlib = require "sacm.jid"
+local sync = require "sacm.sync"
+local task = require "sacm.task"
+local time = require "sacm.time"
+local crypto = require "sacm.crypto"
+local errors = require "sacm.error"
+
+local M = {}
+local log = require("sacm.log").new("orchestrator")
+
+M.COMMAND_TIMEOUT = 30
+
+local Orchestrator = {}
+Orchestrator.__index = Orchestrator
+
+-- A correlation being watched: posture, results and status for it, and an event to wake waiters.
+local function watch(self, correlation)
+  local w = { posture = {}, results = {}, status = {}, changed = sync.event() }
+  self.watches[correlation] = w
+  return w
+end
+
+local function deliver(self, kind, item)
+  local parse = kind == "posture" and payload.parse_posture or kind == "results" and payload.parse_result
+    or payload.parse_status
+  local v, err = parse(item.payload)
+  if not v then
+    log.warn("ignored %s item %s: %s", kind, tostring(item.id), tostring(err))
+    return
+  end
+  if kind == "status" then
+    local handlers = self.status_handlers
+    for i = 1, #handlers do handlers[i](v) end
+  end
+  local w = v.correlation and self.watches[v.correlation]
+  if not w then return end
+  local list = w[kind]
+  list[#list + 1] = v
+  w.changed:set()
+end
+
+-- Waits until pred(w) holds or the deadline (monotonic seconds) passes; returns pred's value.
+local function wait_until(w, deadline, pred)
+  while true do
+    local v = pred(w)
+    if v then return v end
+    local left = deadline - time.monotonic()
+    if left <= 0 then return nil end
+    w.changed:clear()
+    w.changed:wait(left)
+  end
+end
+
+--- o:components(role) -> sorted list of {jid, info, kinds, policies} with that role's feature.
+function Orchestrator:components(role)
+  local out = {}
+  for _, jid in ipairs(self.cache:find(proto.FEATURE[role])) do
+    local info = self.cache:info_for(jid)
+    out[#out + 1] = { jid = jid, info = info, kinds = proto.kinds_of(info), policies = proto.policies_of(info) }
+  end
+  return out
+end
+
+--- o:discover{collectors = n, evaluators = n, repositories = n, timeout = s} -> found | nil, err
+-- Waits until at least the given numbers of each role are known (default: one collector and one
+-- evaluator). found: role -> list of components.
+function Orchestrator:discover(opts)
+  opts = opts or {}
+  local want = { collector = opts.collectors or 1, evaluator = opts.evaluators or 1,
+    repository = opts.repositories or 0 }
+  local ok = self.cache:wait(function()
+    for role, n in pairs(want) do
+      if #self:components(role) < n then return false end
+    end
+    return true
+  end, opts.timeout or 10)
+  local found = {}
+  for _, role in ipairs(proto.ROLES) do found[role] = self:components(role) end
+  if not ok then
+    local have = {}
+    for role, n in pairs(want) do have[#have + 1] = ("%s %d/%d"):format(role, #found[role], n) end
+    table.sort(have)
+    return nil, errors.new("timeout", "grid components not found in time: " .. table.concat(have, ", ")), found
+  end
+  return found
+end
+
+--- o:collect{collectors = {jids} (default: all), kinds = {...}, timeout = s, correlation = id}
+-- -> run {correlation, collectors = {jid -> {state, published, failed, error}}, posture = {...}}
+function Orchestrator:collect(opts)
+  opts = opts or {}
+  local correlation = opts.correlation or crypto.uuid()
+  local deadline = time.monotonic() + (opts.timeout or 60)
+  local targets = opts.collectors
+  if not targets then
+    targets = {}
+    for _, c in ipairs(self:components("collector")) do targets[#targets + 1] = c.jid end
+  end
+  if #targets == 0 then return nil, errors.new("item-not-found", "no collector to ask") end
+  local w = self.watches[correlation] or watch(self, correlation)
+  local run = { correlation = correlation, collectors = {}, started = time.now() }
+  local jobs = {}
+  for _, jid in ipairs(targets) do
+    run.collectors[jid] = { state = "requested" }
+    jobs[#jobs + 1] = task.spawn({ name = "collect on " .. jid }, function()
+      local s, err = commands.execute(self.conn, jid, proto.CMD.collect,
+        { correlation = correlation, kinds = opts.kinds or {}, timeout = opts.kind_timeout and tostring(opts.kind_timeout) },
+        M.COMMAND_TIMEOUT)
+      if not s then
+        run.collectors[jid] = { state = "failed", error = err }
+        log.warn("collect on %s failed: %s", jid, tostring(err))
+      else
+        run.collectors[jid].state = "collecting"
+        run.collectors[jid].endpoint = s.values and s.values.endpoint
+      end
+      w.changed:set()
+    end)
+  end
+  task.all(jobs)
+  -- every collector ends its collection with a status notification for the correlation
+  wait_until(w, deadline, function()
+    for _, st in ipairs(w.status) do
+      local c = run.collectors[st.component]
+      if c and (st.type == "collection-done" or st.type == "collection-failed") and c.state == "collecting" then
+        c.state = st.type == "collection-done" and "done" or "failed"
+        c.published, c.failed = st.fields.published, st.fields.failed
+      end
+    end
+    for _, c in pairs(run.collectors) do
+      if c.state == "collecting" or c.state == "requested" then return false end
+    end
+    return true
+  end)
+  for jid, c in pairs(run.collectors) do
+    if c.state == "collecting" or c.state == "requested" then
+      c.state = "timeout"
+      log.warn("collector %s did not finish collection %s in time", jid, correlation)
+    end
+  end
+  run.posture = w.posture
+  run.finished = time.now()
+  return run
+end
+
+--- o:evaluate{correlation = id, evaluators = {jids} (default all), endpoints = {...}, policies = {...},
+-- timeout = s} -> run {correlation, evaluators = {jid -> {state, totals}}, results = {...}}
+function Orchestrator:evaluate(opts)
+  local correlation = assert(opts and opts.correlation, "evaluate needs the correlation id of the posture")
+  local deadline = time.monotonic() + (opts.timeout or 60)
+  local targets = opts.evaluators
+  if not targets then
+    targets = {}
+    for _, c in ipairs(self:components("evaluator")) do targets[#targets + 1] = c.jid end
+  end
+  if #targets == 0 then return nil, errors.new("item-not-found", "no evaluator to ask") end
+  local w = self.watches[correlation] or watch(self, correlation)
+  local run = { correlation = correlation, evaluators = {}, started = time.now() }
+  local expected = 0
+  local base = #w.results -- results of earlier evaluations of this correlation are not this run's
+  local jobs = {}
+  for _, jid in ipairs(targets) do
+    jobs[#jobs + 1] = task.spawn({ name = "evaluate on " .. jid }, function()
+      local s, err = commands.execute(self.conn, jid, proto.CMD.evaluate,
+        { correlation = correlation, endpoints = opts.endpoints or {}, policies = opts.policies or {} },
+        math.max(1, deadline - time.monotonic()))
+      if not s then
+        run.evaluators[jid] = { state = "failed", error = err }
+        log.warn("evaluate on %s failed: %s", jid, tostring(err))
+        return
+      end
+      local totals = {}
+      for k, v in pairs(s.values or {}) do totals[k] = tonumber(v) or v end
+      run.evaluators[jid] = { state = "done", totals = totals }
+      expected = expected + (totals.total or 0)
+    end)
+  end
+  task.all(jobs)
+  wait_until(w, deadline, function() return #w.results - base >= expected end)
+  run.expected, run.results = expected, { table.unpack(w.results, base + 1) }
+  if #run.results < expected then
+    log.warn("%d of %d results of %s arrived before the deadline", #run.results, expected, correlation)
+  end
+  run.finished = time.now()
+  return run
+end
+
+--- o:assess{kinds, collectors, evaluators, timeout} -> assessment | nil, err
+-- Collects, then evaluates what was collected; the assessment holds both runs and the results.
+function Orchestrator:assess(opts)
+  opts = opts or {}
+  local started = time.monotonic()
+  local timeout = opts.timeout or 120
+  local collection, err = self:collect({ collectors = opts.collectors, kinds = opts.kinds, timeout = timeout,
+    kind_timeout = opts.kind_timeout })
+  if not collection then return nil, err end
+  local endpoints, seen = {}, {}
+  for _, p in ipairs(collection.posture) do
+    if not seen[p.endpoint] then
+      seen[p.endpoint] = true
+      endpoints[#endpoints + 1] = p.endpoint
+    end
+  end
+  if #endpoints == 0 then return nil, errors.new("item-not-found", "the collection brought no posture"), collection end
+  local evaluation
+  evaluation, err = self:evaluate({ correlation = collection.correlation, evaluators = opts.evaluators,
+    endpoints = endpoints, policies = opts.policies, timeout = math.max(5, timeout - (time.monotonic() - started)) })
+  if not evaluation then return nil, err, collection end
+  self.watches[collection.correlation] = nil
+  return { correlation = collection.correlation, collection = collection, evaluation = evaluation,
+    results = evaluation.results, posture = collection.posture, started = collection.started,
+    finished = evaluation.finished }
+end
+
+--- o:on_status(fn): fn(status) for every status notification of the grid (heartbeats, policy
+-- changes, collections...).
+function Orchestrator:on_status(fn)
+  self.status_handlers[#self.status_handlers + 1] = fn
+end
+
+--- o:command(jid, node, values) -> session | nil, err: runs any grid command (status, query, ...).
+function Orchestrator:command(jid, node, values, timeout)
+  return commands.execute(self.conn, jid, proto.CMD[node] or node, values, timeout or M.COMMAND_TIMEOUT)
+end
+
+--- orchestrator.start(opts) -> orchestrator | nil, err
+-- opts: the sacm.grid.member options; accept (JIDs/domains whose presence subscriptions are
+-- approved: the components; default our domain).
+function M.start(opts)
+  local mopts = {}
+  for k, v in pairs(opts) do mopts[k] = v end
+  mopts.role = "orchestrator"
+  local m, err = member.join(mopts)
+  if not m then return nil, err end
+  local self = setmetatable({ member = m, conn = m.conn, watches = {}, status_handlers = {} }, Orchestrator)
+  self.cache = caps.cache(m.conn)
+  for _, kind in ipairs { "posture", "results", "status" } do
+    local ok, serr = m:subscribe(kind, function(item) deliver(self, kind, item) end)
+    if not ok then
+      m:close()
+      return nil, serr
+    end
+  end
+  log.info("orchestrating as %s", jidlib.bare(m.conn.jid))
+  return self
+end
+
+function Orchestrator:close()
+  self.cache:close()
+  self.member:close()
+end
+Orchestrator.__close = Orchestrator.close
+
+return M
