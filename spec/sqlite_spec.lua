@@ -344,6 +344,27 @@ describe("sacm.sqlite", function()
       assert.equal(10, db:first("SELECT count(*) AS c FROM n").c)
     end)
 
+    it("raises, never touches freed memory, when a finalizer closes the database mid-query", function()
+      local other = assert(sqlite.open(path))
+      assert(other:exec([[
+        CREATE TABLE big (s TEXT);
+        WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20000)
+        INSERT INTO big SELECT printf('row %d', i) FROM c;
+      ]]))
+      local closed_by_gc = false
+      setmetatable({}, { __gc = function() other:close(); closed_by_gc = true end })
+      collectgarbage("step", 0) -- start a cycle so the finalizer runs during the query's allocations
+      -- 20000 rows allocate far more than one collection cycle needs
+      local ok, err = pcall(other.query, other, "SELECT s, s AS t FROM big")
+      assert.is_true(closed_by_gc)
+      assert.is_false(ok)
+      -- depending on which allocation ran the finalizer, the database or the statement was gone
+      local msg = tostring(err)
+      assert.truthy(msg:find("attempt to use a finalized sqlite statement", 1, true)
+        or msg:find("attempt to use a closed sqlite database", 1, true), msg)
+      other:close()
+    end)
+
     it("keeps more distinct SQL than the cache holds working", function()
       for round = 1, 2 do
         for i = 1, 150 do
