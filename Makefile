@@ -8,10 +8,11 @@ MANDIR    = $(PREFIX)/share/man/man1
 
 # The binary links only what every script needs. OpenSSL and libstrophe cost more at exec than
 # the whole runtime (docs/performance.md), so the modules that use them (crypto.c, xmpp.c) are a
-# shared object loaded on first require.
+# shared object loaded on first require; so is sqlite.c (libsqlite3 added 11% to start-up).
 CORE_PKGS = lua5.4 libuv expat
 TLS_PKGS  = lua5.4 libuv openssl libstrophe
-PKGS      = $(CORE_PKGS) $(TLS_PKGS)
+SQLITE_PKGS = lua5.4 sqlite3
+PKGS      = $(CORE_PKGS) $(TLS_PKGS) $(SQLITE_PKGS)
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARNINGS = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -21,22 +22,26 @@ endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CORE_LIBS  := $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -ldl -lm
 TLS_LIBS   := $(shell pkg-config --libs $(TLS_PKGS) 2>/dev/null)
+SQLITE_LIBS := $(shell pkg-config --libs $(SQLITE_PKGS) 2>/dev/null)
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
              -DSACM_SHAREDIR='"$(SHAREDIR)"' -DSACM_LIBDIR='"$(LIBDIR)"'
 # the runtime's sacm_* functions, for the TLS module
 EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 
 TLS_SRCS  = runtime/crypto.c runtime/xmpp.c
-SRCS      = $(filter-out $(TLS_SRCS),$(wildcard runtime/*.c))
+SQLITE_SRCS = runtime/sqlite.c
+SRCS      = $(filter-out $(TLS_SRCS) $(SQLITE_SRCS),$(wildcard runtime/*.c))
 OBJS      = $(SRCS:runtime/%.c=build/obj/%.o)
 TLS_OBJS  = $(TLS_SRCS:runtime/%.c=build/obj/%.o)
 ASAN_OBJS = $(SRCS:runtime/%.c=build/asan/%.o)
 ASAN_TLS_OBJS = $(TLS_SRCS:runtime/%.c=build/asan/%.o)
+SQLITE_OBJS = $(SQLITE_SRCS:runtime/%.c=build/obj/%.o)
+ASAN_SQLITE_OBJS = $(SQLITE_SRCS:runtime/%.c=build/asan/%.o)
 SANITIZE  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 .PHONY: all deps test test-unit test-asan check-install demo bench install uninstall clean FORCE
 
-all: sacmrun sacmrun-tls.so
+all: sacmrun sacmrun-tls.so sacmrun-sqlite.so
 
 deps:
 	@tools/install-deps.sh
@@ -47,6 +52,9 @@ sacmrun: $(OBJS) runtime/exports.list
 # In the source tree the module sits next to the binary as <binary>-tls.so.
 sacmrun-tls.so: $(TLS_OBJS)
 	$(CC) $(CFLAGS) -shared -o $@ $(TLS_OBJS) $(TLS_LIBS)
+
+sacmrun-sqlite.so: $(SQLITE_OBJS)
+	$(CC) $(CFLAGS) -shared -o $@ $(SQLITE_OBJS) $(SQLITE_LIBS)
 
 build/obj/%.o: runtime/%.c runtime/sacmrun.h | build/obj
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -59,11 +67,14 @@ FORCE:
 
 # The same binary with AddressSanitizer and UBSan. It lives in the source tree's root as
 # sacmrun-asan so it finds lua/ the same way ./sacmrun does.
-sacmrun-asan: $(ASAN_OBJS) runtime/exports.list sacmrun-asan-tls.so
+sacmrun-asan: $(ASAN_OBJS) runtime/exports.list sacmrun-asan-tls.so sacmrun-asan-sqlite.so
 	$(CC) $(CFLAGS) $(SANITIZE) $(EXPORTS) -o $@ $(ASAN_OBJS) $(CORE_LIBS)
 
 sacmrun-asan-tls.so: $(ASAN_TLS_OBJS)
 	$(CC) $(CFLAGS) $(SANITIZE) -shared -o $@ $(ASAN_TLS_OBJS) $(TLS_LIBS)
+
+sacmrun-asan-sqlite.so: $(ASAN_SQLITE_OBJS)
+	$(CC) $(CFLAGS) $(SANITIZE) -shared -o $@ $(ASAN_SQLITE_OBJS) $(SQLITE_LIBS)
 
 build/asan/%.o: runtime/%.c runtime/sacmrun.h | build/asan
 	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -c -o $@ $<
@@ -94,7 +105,7 @@ check-install:
 	if [ -d policies ]; then cp -R policies "$$tmp/src/"; fi; \
 	$(MAKE) -s -C "$$tmp/src" install PREFIX="$$tmp/prefix" >/dev/null; \
 	rm -rf "$$tmp/src"; \
-	out=$$(cd / && "$$tmp/prefix/bin/sacmrun" -e 'print(require("sacm._build").share_dir, sacm.crypto.uuid() ~= nil and require("sacm._xmpp").new ~= nil)'); \
+	out=$$(cd / && "$$tmp/prefix/bin/sacmrun" -e 'print(require("sacm._build").share_dir, sacm.crypto.uuid() ~= nil and require("sacm._xmpp").new ~= nil and require("sacm._sqlite").open(":memory:") ~= nil)'); \
 	test "$$out" = "$$tmp/prefix/share/sacmrun	true" || { echo "check-install: got '$$out'"; exit 1; }; \
 	test -f "$$tmp/prefix/share/man/man1/sacmrun.1"; \
 	echo "check-install: installed sacmrun runs from its prefix"
@@ -111,6 +122,7 @@ install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(SHAREDIR) $(DESTDIR)$(MANDIR)
 	install -m 0755 sacmrun $(DESTDIR)$(BINDIR)/sacmrun
 	install -m 0644 sacmrun-tls.so $(DESTDIR)$(LIBDIR)/sacmrun-tls.so
+	install -m 0644 sacmrun-sqlite.so $(DESTDIR)$(LIBDIR)/sacmrun-sqlite.so
 	cp -R lua $(DESTDIR)$(SHAREDIR)/
 	if [ -d policies ]; then cp -R policies $(DESTDIR)$(SHAREDIR)/; fi
 	install -m 0644 docs/sacmrun.1 $(DESTDIR)$(MANDIR)/sacmrun.1

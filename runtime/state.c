@@ -20,7 +20,15 @@
 
 static lua_State *main_state;
 static int closing;
-static char tls_module_path[PATH_MAX + 16];
+
+/* A shared object of C modules loaded on first require (see load_lazy_module). */
+typedef struct {
+    const char *name; /* sacmrun-<name>.so */
+    char path[PATH_MAX + 24];
+    void *library;
+} lazy_library;
+static lazy_library tls_library = {.name = "tls"};
+static lazy_library sqlite_library = {.name = "sqlite"};
 
 lua_State *sacm_main_state(void) { return main_state; }
 int sacm_state_closing(void) { return closing; }
@@ -105,15 +113,21 @@ static void set_paths(lua_State *L)
     char share[PATH_MAX];
     int in_tree;
     find_share_dir(share, sizeof share, &in_tree);
-    /* In the tree the TLS module sits beside the binary as <binary>-tls.so (so ./sacmrun-asan
-     * gets its own instrumented copy); installed, it is in the library directory. */
+    /* In the tree the lazily loaded modules sit beside the binary as <binary>-tls.so and
+     * <binary>-sqlite.so (so ./sacmrun-asan gets its own instrumented copies); installed, they
+     * are in the library directory. */
     char exe[PATH_MAX];
     ssize_t n = in_tree ? readlink("/proc/self/exe", exe, sizeof exe - 1) : -1;
-    if (n > 0) {
+    if (n > 0)
         exe[n] = '\0';
-        snprintf(tls_module_path, sizeof tls_module_path, "%s-tls.so", exe);
-    } else {
-        snprintf(tls_module_path, sizeof tls_module_path, "%s/sacmrun-tls.so", SACM_LIBDIR);
+    lazy_library *libs[] = {&tls_library, &sqlite_library};
+    for (size_t i = 0; i < sizeof libs / sizeof *libs; i++) {
+        lazy_library *lib = libs[i];
+        if (n > 0) {
+            snprintf(lib->path, sizeof lib->path, "%s-%s.so", exe, lib->name);
+        } else {
+            snprintf(lib->path, sizeof lib->path, "%s/sacmrun-%s.so", SACM_LIBDIR, lib->name);
+        }
     }
 
     lua_getglobal(L, "package");
@@ -149,30 +163,34 @@ static void set_paths(lua_State *L)
     lua_pop(L, 1);
 }
 
-/* Loader for the modules that live in sacmrun-tls.so: loads the library on first use and calls
- * luaopen_<name>. The library stays loaded: its code backs userdata until the state closes. */
-static int load_tls_module(lua_State *L)
+/* Loader for the modules that live in a lazy library: loads it on first use and calls
+ * luaopen_<name>. The library stays loaded: its code backs userdata until the state closes.
+ * OpenSSL, libstrophe and SQLite cost more at exec than the rest of the runtime, so only
+ * scripts that use them pay for mapping them (docs/design.md). */
+static int load_lazy_module(lua_State *L, lazy_library *lib)
 {
-    static void *library;
     const char *name = luaL_checkstring(L, 1);
-    if (library == NULL) {
-        library = dlopen(tls_module_path, RTLD_NOW | RTLD_LOCAL);
-        if (library == NULL)
-            return luaL_error(L, "cannot load %s for module '%s': %s", tls_module_path, name, dlerror());
+    if (lib->library == NULL) {
+        lib->library = dlopen(lib->path, RTLD_NOW | RTLD_LOCAL);
+        if (lib->library == NULL)
+            return luaL_error(L, "cannot load %s for module '%s': %s", lib->path, name, dlerror());
     }
     char symbol[64];
     snprintf(symbol, sizeof symbol, "luaopen_%s", name);
     for (char *p = symbol; *p; p++)
         if (*p == '.')
             *p = '_';
-    lua_CFunction open = (lua_CFunction)dlsym(library, symbol);
+    lua_CFunction open = (lua_CFunction)dlsym(lib->library, symbol);
     if (open == NULL)
-        return luaL_error(L, "%s has no %s", tls_module_path, symbol);
+        return luaL_error(L, "%s has no %s", lib->path, symbol);
     lua_pushcfunction(L, open);
     lua_pushvalue(L, 1);
     lua_call(L, 1, 1);
     return 1;
 }
+
+static int load_tls_module(lua_State *L) { return load_lazy_module(L, &tls_library); }
+static int load_sqlite_module(lua_State *L) { return load_lazy_module(L, &sqlite_library); }
 
 static void preload(lua_State *L)
 {
@@ -185,6 +203,7 @@ static void preload(lua_State *L)
         {"sacm._fs", luaopen_sacm__fs},
         {"sacm._watch", luaopen_sacm__watch},
         {"sacm._xml", luaopen_sacm__xml},
+        {"sacm._sqlite", load_sqlite_module},
         {"sacm._crypto", load_tls_module},
         {"sacm._dns", luaopen_sacm__dns},
         {"sacm._xmpp", load_tls_module},

@@ -1,6 +1,6 @@
 --- sacm: the runtime's Lua library. Submodules load on first use, so a script pays only for
 -- what it touches: sacm.task, sacm.timer, sacm.sync, sacm.proc, sacm.fs, sacm.xml, sacm.crypto,
--- sacm.time, sacm.log, sacm.error, sacm.shutdown.
+-- sacm.time, sacm.log, sacm.error, sacm.shutdown, sacm.sqlite.
 local build = require "sacm._build"
 local task = require "sacm.task"
 local shutdown = require "sacm.shutdown"
@@ -19,7 +19,7 @@ local sacm = {
 
 local submodules = {
   task = true, timer = true, sync = true, proc = true, fs = true, xml = true, crypto = true,
-  time = true, log = true, error = true, shutdown = true,
+  time = true, log = true, error = true, shutdown = true, sqlite = true,
 }
 
 return setmetatable(sacm, {
