@@ -103,19 +103,24 @@ function Repository:store_posture(el)
   if not p then return nil, err end
   local text = xml.serialize(el)
   local stored = false
-  assert(self.db:transaction(function(db)
+  local ok, terr, terr2 = pcall(self.db.transaction, self.db, function(db)
     local changes, seq = db:run([[INSERT OR IGNORE INTO posture (id, endpoint, hostname, kind, collector, correlation,
       collected, received, status, xml) VALUES (:id, :endpoint, :hostname, :kind, :collector, :correlation,
       :collected, :received, :status, :xml)]], {
       id = p.id, endpoint = p.endpoint, hostname = p.hostname, kind = p.kind, collector = p.collector,
       correlation = p.correlation, collected = p.collected, received = time.now(),
       status = p.error and "error" or "ok", xml = text })
-    if changes == 0 then return end
+    if not changes then return nil, seq end
+    if changes == 0 then return true end
     stored = true
     for name, value in pairs(p.data and p.data.attributes or {}) do
-      db:run("INSERT INTO posture_attribute (posture, name, value) VALUES (?, ?, ?)", { seq, name, tostring(value) })
+      local ok, aerr = db:run("INSERT INTO posture_attribute (posture, name, value) VALUES (?, ?, ?)",
+        { seq, name, tostring(value) })
+      if not ok then return nil, aerr end
     end
-  end))
+    return true
+  end)
+  if not ok or not terr then return nil, errors.new("internal-server-error", "storing posture failed: " .. tostring(ok and terr2 or terr)) end
   if stored then self.counts.posture = self.counts.posture + 1 end
   return stored
 end
@@ -126,27 +131,30 @@ function Repository:store_result(el)
   if not r then return nil, err end
   local text = xml.serialize(el)
   local stored = false
-  assert(self.db:transaction(function(db)
-    local changes = db:run([[INSERT OR IGNORE INTO result (id, endpoint, hostname, rule, policy, policy_version,
+  local ok, terr, terr2 = pcall(self.db.transaction, self.db, function(db)
+    local changes, ierr = db:run([[INSERT OR IGNORE INTO result (id, endpoint, hostname, rule, policy, policy_version,
       result, severity, evaluator, correlation, evaluated, received, xml) VALUES (:id, :endpoint, :hostname, :rule,
       :policy, :policy_version, :result, :severity, :evaluator, :correlation, :evaluated, :received, :xml)]], {
       id = r.id, endpoint = r.endpoint, hostname = r.hostname, rule = r.rule_id, policy = r.policy_id,
       policy_version = r.policy_version, result = r.result, severity = r.severity, evaluator = r.evaluator,
       correlation = r.correlation, evaluated = r.evaluated, received = time.now(), xml = text })
-    if changes == 0 then return end
+    if not changes then return nil, ierr end
+    if changes == 0 then return true end
     stored = true
     local cur = db:first("SELECT result, evaluated FROM current_result WHERE endpoint = ? AND rule = ?",
       { r.endpoint, r.rule_id })
-    if cur and cur.evaluated > r.evaluated then return end -- an older result arriving late
+    if cur and cur.evaluated > r.evaluated then return true end -- an older result arriving late
     if not cur or cur.result ~= r.result then
-      db:run([[INSERT INTO history (endpoint, rule, policy, policy_version, previous, result, result_id, at)
+      assert(db:run([[INSERT INTO history (endpoint, rule, policy, policy_version, previous, result, result_id, at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)]], { r.endpoint, r.rule_id, r.policy_id, r.policy_version,
-        cur and cur.result or nil, r.result, r.id, r.evaluated })
+        cur and cur.result or nil, r.result, r.id, r.evaluated }))
     end
-    db:run([[INSERT INTO current_result (endpoint, rule, result, result_id, evaluated) VALUES (?, ?, ?, ?, ?)
+    assert(db:run([[INSERT INTO current_result (endpoint, rule, result, result_id, evaluated) VALUES (?, ?, ?, ?, ?)
       ON CONFLICT (endpoint, rule) DO UPDATE SET result = excluded.result, result_id = excluded.result_id,
-      evaluated = excluded.evaluated]], { r.endpoint, r.rule_id, r.result, r.id, r.evaluated })
-  end))
+      evaluated = excluded.evaluated]], { r.endpoint, r.rule_id, r.result, r.id, r.evaluated }))
+    return true
+  end)
+  if not ok or not terr then return nil, errors.new("internal-server-error", "storing a result failed: " .. tostring(ok and terr2 or terr)) end
   if stored then self.counts.results = self.counts.results + 1 end
   return stored
 end
@@ -334,7 +342,7 @@ end
 
 --- repository.open(path) -> repository (storage only, no grid connection) | nil, err
 function M.open(path)
-  local db, err = sqlite.open(path, { wal = true, synchronous = "full" })
+  local db, err = sqlite.open(path, { wal = true, synchronous = "FULL" })
   if not db then return nil, err end
   local ok
   ok, err = db:migrate(M.MIGRATIONS)

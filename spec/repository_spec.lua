@@ -1,0 +1,102 @@
+-- sacm.roles.repository's storage: what it keeps, the history of changes, queries with paging,
+-- and that it survives reopening. (The grid flow and a killed repository are in grid_spec.lua.)
+local repository = require "sacm.roles.repository"
+local payload = require "sacm.grid.payload"
+local crypto = require "sacm.crypto"
+local proc = require "sacm.proc"
+local fs = require "sacm.fs"
+
+local function tempdir()
+  local d = (os.getenv("TMPDIR") or "/tmp") .. "/sacmrun-repo-" .. crypto.uuid()
+  assert(fs.mkdir(d, { mode = 448 }))
+  return d
+end
+
+local T0 = 1795000000
+
+local function posture(id, kind, t, attrs, correlation)
+  return payload.posture({ id = id, kind = kind, endpoint = "e1", hostname = "web1", collected = t,
+    collector = "c@grid/x", correlation = correlation, data = { attributes = attrs or {}, items = {} } })
+end
+
+local function result(id, rule, value, t, correlation)
+  return payload.result({ id = id, endpoint = "e1", hostname = "web1", rule_id = rule, policy_id = "p",
+    policy_version = "v", result = value, severity = "high", evaluated = t, correlation = correlation })
+end
+
+describe("repository storage", function()
+  local dir, repo
+  before_each(function()
+    dir = tempdir()
+    repo = assert(repository.open(dir .. "/r.db"))
+  end)
+  after_each(function()
+    repo.db:close()
+    proc.run({ "rm", "-rf", "--", dir })
+  end)
+
+  it("stores posture and results once, whatever arrives twice", function()
+    assert.is_true(repo:store_posture(posture("p1", "sshd", T0, { permitrootlogin = "no" })))
+    assert.is_false(repo:store_posture(posture("p1", "sshd", T0, { permitrootlogin = "no" })))
+    assert.is_true(repo:store_result(result("r1", "ssh-root", "pass", T0)))
+    assert.is_false(repo:store_result(result("r1", "ssh-root", "pass", T0)))
+    local none, err = repo:store_posture(result("r2", "x", "pass", T0))
+    assert.is_nil(none)
+    assert.equal("bad-request", err.condition)
+    local el = assert(repo:get("p1"))
+    assert.equal("no", payload.parse_posture(el).data.attributes.permitrootlogin)
+    assert.equal("item-not-found", select(2, repo:get("nope")).condition)
+  end)
+
+  it("keeps the current result and a history of changes, ignoring late older results", function()
+    repo:store_result(result("r1", "ssh-root", "pass", T0))
+    repo:store_result(result("r2", "ssh-root", "pass", T0 + 10))
+    repo:store_result(result("r3", "ssh-root", "fail", T0 + 20))
+    repo:store_result(result("r0", "ssh-root", "error", T0 - 5)) -- arrives late, is older
+    local h = assert(repo:query({ type = "history" }))
+    local seq = {}
+    for i, row in ipairs(h.rows) do seq[i] = (row.previous or "-") .. ">" .. row.result end
+    assert.same({ "->pass", "pass>fail" }, seq)
+    assert.same({ fail = 1 }, repo:totals())
+  end)
+
+  it("queries by endpoint, kind, attribute, rule, result, correlation and time, with paging", function()
+    for i = 1, 7 do
+      repo:store_posture(posture("p" .. i, i % 2 == 0 and "sysctl" or "sshd", T0 + i,
+        { ["net.ipv4.ip_forward"] = tostring(i % 2) }, i <= 3 and "c1" or nil))
+      repo:store_result(result("r" .. i, "rule" .. (i % 3), i % 2 == 0 and "fail" or "pass", T0 + i, "c1"))
+    end
+    assert.equal(3, #assert(repo:query({ type = "posture", kind = "sysctl" })).rows)
+    assert.equal(3, #assert(repo:query({ type = "posture", correlation = "c1" })).rows)
+    local by_attr = assert(repo:query({ type = "posture", attribute = "net.ipv4.ip_forward" }))
+    assert.equal(7, #by_attr.rows)
+    assert.equal("1", by_attr.rows[1].value)
+    assert.equal(3, #assert(repo:query({ type = "results", result = "fail" })).rows)
+    assert.equal(2, #assert(repo:query({ type = "results", rule = "rule0" })).rows)
+    assert.equal(7, #assert(repo:query({ type = "results", endpoint = "web1" })).rows)
+    local t = require("sacm.time")
+    local window = assert(repo:query({ type = "results", since = t.format(T0 + 2), ["until"] = t.format(T0 + 4) }))
+    assert.equal(3, #window.rows)
+    -- pages of 3 cover everything once, in order
+    local ids, after = {}, nil
+    repeat
+      local page = assert(repo:query({ type = "results", max = 3, after = after }))
+      for _, row in ipairs(page.rows) do ids[#ids + 1] = row.id end
+      after = page.next
+    until not after
+    assert.same({ "r1", "r2", "r3", "r4", "r5", "r6", "r7" }, ids)
+    -- filters that do not apply, and bad input, are errors, not empty pages
+    assert.equal("bad-request", select(2, repo:query({ type = "posture", rule = "x" })).condition)
+    assert.equal("bad-request", select(2, repo:query({ type = "results", since = "yesterday" })).condition)
+    assert.equal("bad-request", select(2, repo:query({ type = "results", max = "0" })).condition)
+    assert.equal("bad-request", select(2, repo:query({ type = "bogus" })).condition)
+  end)
+
+  it("reopens the same database without migrating again", function()
+    repo:store_result(result("r1", "x", "pass", T0))
+    repo.db:close()
+    repo = assert(repository.open(dir .. "/r.db"))
+    assert.equal(1, #assert(repo:query({ type = "results" })).rows)
+    assert.equal(#repository.MIGRATIONS, repo.db:first("PRAGMA user_version").user_version)
+  end)
+end)
