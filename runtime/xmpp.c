@@ -35,6 +35,7 @@ typedef struct link {
     int event_ref, stanza_ref, self_ref;
     int release_when_disconnected;
     int released;
+    uint64_t last_read; /* uv_now() when the socket last became readable, or the attempt began */
     xmpp_sm_state_t *sm_state; /* XEP-0198 state kept across a drop, to resume the session */
     char failure[256]; /* why TLS verification or the socket set-up failed, for the error */
     struct link *next;
@@ -164,9 +165,11 @@ static void pump(int min_rounds)
 
 static void on_poll(uv_poll_t *poll, int status, int events)
 {
-    (void)poll;
     (void)status;
-    (void)events;
+    if (events & UV_READABLE) {
+        link_t *l = poll->data;
+        l->last_read = uv_now(sacm_loop());
+    }
     pump(READ_ROUNDS);
 }
 
@@ -619,6 +622,7 @@ static int l_connect(lua_State *L)
         return sacm_fail(L, "remote-connection-failed", "cannot connect to %s port %d (libstrophe error %d)", host,
                          (int)port, rc);
     }
+    l->last_read = uv_now(sacm_loop());
     /* While the network holds it, the connection object must not be collected. */
     if (l->self_ref == LUA_NOREF) {
         lua_pushvalue(L, 1);
@@ -651,6 +655,37 @@ static int l_disconnect(lua_State *L)
         dirty = 1;
     }
     return 0;
+}
+
+/* conn:abort(): drops the connection at once, without the closing handshake that disconnect()
+ * waits for (up to libstrophe's 2 s), for a peer that no longer answers. Shutting the socket
+ * down makes libstrophe's next read see the end of the stream, so the usual "disconnected"
+ * event follows from the loop. */
+static int l_abort(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    if (xmpp_conn_is_disconnected(l->conn))
+        return 0;
+    int fd = -1;
+    if (l->poll && uv_fileno((uv_handle_t *)l->poll, &fd) == 0 && fd >= 0) {
+        shutdown(fd, SHUT_RDWR); /* the watched descriptor is a duplicate of libstrophe's socket */
+        if (!(l->poll_events & UV_READABLE)) {
+            uv_poll_start(l->poll, UV_READABLE, on_poll);
+            l->poll_events = UV_READABLE;
+        }
+    } else {
+        xmpp_disconnect(l->conn); /* no socket yet: nothing to wait for */
+    }
+    dirty = 1;
+    return 0;
+}
+
+/* conn:idle() -> seconds since data last arrived on this connection (or since it was started) */
+static int l_idle(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    lua_pushnumber(L, (double)(uv_now(sacm_loop()) - l->last_read) / 1000.0);
+    return 1;
 }
 
 static int l_state(lua_State *L)
@@ -747,6 +782,8 @@ int luaopen_sacm__xmpp(lua_State *L)
         {"connect", l_connect},
         {"send", l_send},
         {"disconnect", l_disconnect},
+        {"abort", l_abort},
+        {"idle", l_idle},
         {"state", l_state},
         {"bound_jid", l_bound_jid},
         {"jid", l_jid},
