@@ -107,6 +107,7 @@ static xmpp_log_t logger = {log_handler, NULL};
 
 static void release_links(void);
 static void on_poll(uv_poll_t *poll, int status, int events);
+static void on_tick(uv_timer_t *handle);
 
 static void free_on_close(uv_handle_t *handle)
 {
@@ -142,6 +143,20 @@ static void update_polls(void)
     }
 }
 
+/* libstrophe's timers (connect timeout, stream management, disconnect clean-up) only matter
+ * while a connection is open or opening: the tick runs only then, so an idle runtime has no
+ * active timer of ours. */
+static void update_tick(void)
+{
+    int busy = 0;
+    for (link_t *l = links; l && !busy; l = l->next)
+        busy = !xmpp_conn_is_disconnected(l->conn);
+    if (busy && !uv_is_active((uv_handle_t *)&tick_handle))
+        uv_timer_start(&tick_handle, on_tick, TICK_MS, TICK_MS);
+    else if (!busy && uv_is_active((uv_handle_t *)&tick_handle))
+        uv_timer_stop(&tick_handle);
+}
+
 /* Runs libstrophe until a round delivers nothing and nothing new was queued. Never re-entered:
  * Lua code called from a libstrophe handler only queues. */
 static void pump(int min_rounds)
@@ -161,6 +176,7 @@ static void pump(int min_rounds)
             break;
     }
     update_polls();
+    update_tick();
 }
 
 static void on_poll(uv_poll_t *poll, int status, int events)
@@ -494,7 +510,6 @@ static void ensure_ctx(lua_State *L)
     uv_timer_init(sacm_loop(), &tick_handle);
     uv_prepare_start(&prepare_handle, on_prepare);
     uv_check_start(&check_handle, on_check);
-    uv_timer_start(&tick_handle, on_tick, TICK_MS, TICK_MS);
     /* Only connections keep the program alive, through their sockets. */
     uv_unref((uv_handle_t *)&prepare_handle);
     uv_unref((uv_handle_t *)&check_handle);
