@@ -35,6 +35,7 @@ typedef struct link {
     int event_ref, stanza_ref, self_ref;
     int release_when_disconnected;
     int released;
+    uint64_t last_read; /* uv_now() when the socket last became readable, or the attempt began */
     xmpp_sm_state_t *sm_state; /* XEP-0198 state kept across a drop, to resume the session */
     char failure[256]; /* why TLS verification or the socket set-up failed, for the error */
     struct link *next;
@@ -106,6 +107,7 @@ static xmpp_log_t logger = {log_handler, NULL};
 
 static void release_links(void);
 static void on_poll(uv_poll_t *poll, int status, int events);
+static void on_tick(uv_timer_t *handle);
 
 static void free_on_close(uv_handle_t *handle)
 {
@@ -141,6 +143,20 @@ static void update_polls(void)
     }
 }
 
+/* libstrophe's timers (connect timeout, stream management, disconnect clean-up) only matter
+ * while a connection is open or opening: the tick runs only then, so an idle runtime has no
+ * active timer of ours. */
+static void update_tick(void)
+{
+    int busy = 0;
+    for (link_t *l = links; l && !busy; l = l->next)
+        busy = !xmpp_conn_is_disconnected(l->conn);
+    if (busy && !uv_is_active((uv_handle_t *)&tick_handle))
+        uv_timer_start(&tick_handle, on_tick, TICK_MS, TICK_MS);
+    else if (!busy && uv_is_active((uv_handle_t *)&tick_handle))
+        uv_timer_stop(&tick_handle);
+}
+
 /* Runs libstrophe until a round delivers nothing and nothing new was queued. Never re-entered:
  * Lua code called from a libstrophe handler only queues. */
 static void pump(int min_rounds)
@@ -160,13 +176,16 @@ static void pump(int min_rounds)
             break;
     }
     update_polls();
+    update_tick();
 }
 
 static void on_poll(uv_poll_t *poll, int status, int events)
 {
-    (void)poll;
     (void)status;
-    (void)events;
+    if (events & UV_READABLE) {
+        link_t *l = poll->data;
+        l->last_read = uv_now(sacm_loop());
+    }
     pump(READ_ROUNDS);
 }
 
@@ -491,7 +510,6 @@ static void ensure_ctx(lua_State *L)
     uv_timer_init(sacm_loop(), &tick_handle);
     uv_prepare_start(&prepare_handle, on_prepare);
     uv_check_start(&check_handle, on_check);
-    uv_timer_start(&tick_handle, on_tick, TICK_MS, TICK_MS);
     /* Only connections keep the program alive, through their sockets. */
     uv_unref((uv_handle_t *)&prepare_handle);
     uv_unref((uv_handle_t *)&check_handle);
@@ -619,6 +637,7 @@ static int l_connect(lua_State *L)
         return sacm_fail(L, "remote-connection-failed", "cannot connect to %s port %d (libstrophe error %d)", host,
                          (int)port, rc);
     }
+    l->last_read = uv_now(sacm_loop());
     /* While the network holds it, the connection object must not be collected. */
     if (l->self_ref == LUA_NOREF) {
         lua_pushvalue(L, 1);
@@ -651,6 +670,37 @@ static int l_disconnect(lua_State *L)
         dirty = 1;
     }
     return 0;
+}
+
+/* conn:abort(): drops the connection at once, without the closing handshake that disconnect()
+ * waits for (up to libstrophe's 2 s), for a peer that no longer answers. Shutting the socket
+ * down makes libstrophe's next read see the end of the stream, so the usual "disconnected"
+ * event follows from the loop. */
+static int l_abort(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    if (xmpp_conn_is_disconnected(l->conn))
+        return 0;
+    int fd = -1;
+    if (l->poll && uv_fileno((uv_handle_t *)l->poll, &fd) == 0 && fd >= 0) {
+        shutdown(fd, SHUT_RDWR); /* the watched descriptor is a duplicate of libstrophe's socket */
+        if (!(l->poll_events & UV_READABLE)) {
+            uv_poll_start(l->poll, UV_READABLE, on_poll);
+            l->poll_events = UV_READABLE;
+        }
+    } else {
+        xmpp_disconnect(l->conn); /* no socket yet: nothing to wait for */
+    }
+    dirty = 1;
+    return 0;
+}
+
+/* conn:idle() -> seconds since data last arrived on this connection (or since it was started) */
+static int l_idle(lua_State *L)
+{
+    link_t *l = check_link(L, 1);
+    lua_pushnumber(L, (double)(uv_now(sacm_loop()) - l->last_read) / 1000.0);
+    return 1;
 }
 
 static int l_state(lua_State *L)
@@ -747,6 +797,8 @@ int luaopen_sacm__xmpp(lua_State *L)
         {"connect", l_connect},
         {"send", l_send},
         {"disconnect", l_disconnect},
+        {"abort", l_abort},
+        {"idle", l_idle},
         {"state", l_state},
         {"bound_jid", l_bound_jid},
         {"jid", l_jid},

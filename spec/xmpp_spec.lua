@@ -232,3 +232,76 @@ describe("sacm.xmpp across a server restart", function()
     conn:close()
   end)
 end)
+
+describe("sacm.xmpp liveness (XEP-0199)", function()
+  local server
+  setup(function()
+    server = prosody.start()
+    server:register("alice", "alice-secret")
+  end)
+  teardown(function() server:stop() end)
+
+  local function connect(extra)
+    local opts = {
+      jid = server:jid("alice") .. "/live", password = "alice-secret",
+      host = server.host, port = server.port, cafile = server.ca_file, max_backoff = 0.5,
+    }
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    return xmpp.connect(opts)
+  end
+
+  it("rejects nonsense ping settings", function()
+    assert.has_error(function() connect({ ping_interval = 0 }) end)
+    assert.has_error(function() connect({ ping_interval = "1" }) end)
+    assert.has_error(function() connect({ ping_timeout = -1 }) end)
+  end)
+
+  it("declares a server that stopped answering dead, fails what was pending, and reconnects once it answers again", function()
+    local interval, timeout = 0.5, 0.5
+    local conn = assert(connect({ ping_interval = interval, ping_timeout = timeout }))
+    local events = sync.queue()
+    conn:on("status", function(event, info) events:put({ event = event, info = info }) end)
+    -- an idle stream that answers stays up through several ping rounds
+    task.sleep(3 * interval)
+    assert.equal(0, events:len())
+    assert.equal("connected", conn.state)
+
+    server:pause() -- TCP stays up, nothing answers
+    local frozen_at = loop.hrtime()
+    local pending = task.spawn(function()
+      return conn:iq(st.iq({ type = "get", to = server.domain }):tag("ping", { xmlns = "urn:xmpp:ping" }), 60)
+    end)
+    -- generous bound for a loaded machine; without the pings nothing would notice for hours
+    local dropped = events:get(10 * (interval + timeout))
+    local dead_after = seconds_since(frozen_at)
+    assert.is_not_nil(dropped, "the frozen server was not noticed")
+    assert.equal("disconnected", dropped.event)
+    assert.equal("connection-lost", dropped.info.condition)
+    assert.matches("no reply to a ping", dropped.info.text)
+    local reply, err = pending:await(5)
+    assert.is_nil(reply)
+    assert.equal("connection-lost", err.condition)
+
+    server:resume()
+    local back = events:get(20)
+    assert.is_not_nil(back, "no reconnect after the server resumed")
+    assert.equal("reconnected", back.event)
+    assert(conn:ping(nil, 5))
+    conn:close()
+    io.stderr:write(("[liveness] declared dead %.2f s after the freeze (interval %g s, timeout %g s)\n")
+      :format(dead_after, interval, timeout))
+  end)
+
+  it("leaves a silent server alone with ping_interval = false", function()
+    local conn = assert(connect({ ping_interval = false, ping_timeout = 0.2 }))
+    local events = sync.queue()
+    conn:on("status", function(event) events:put(event) end)
+    server:pause()
+    local event = events:get(1.5)
+    server:resume()
+    assert.is_nil(event)
+    assert.equal("connected", conn.state)
+    assert(conn:ping(nil, 5))
+    conn:close()
+  end)
+end)

@@ -25,6 +25,8 @@ M.Connection = Connection
 
 local DEFAULT_TIMEOUT = 30
 local OUTBOX_LIMIT = 10000
+local DEFAULT_PING_INTERVAL = 60
+local DEFAULT_PING_TIMEOUT = 20
 
 local function copy(t)
   local c = {}
@@ -227,8 +229,8 @@ end
 
 local function connect_error(info, self)
   if self.phase == "up" then
-    -- an established session that dropped
-    local why = info.failure or info.stream_text or info.stream_error or info.errno_text
+    -- an established session that dropped (or that we dropped: it stopped answering pings)
+    local why = self.dead_reason or info.failure or info.stream_text or info.stream_error or info.errno_text
     return errors.new("connection-lost", "connection lost" .. (why and (": " .. why) or ""),
       { stream_error = info.stream_error, errno = info.errno })
   end
@@ -270,6 +272,49 @@ local function resend_pending(self)
   end
 end
 
+-- Liveness (XEP-0199) -----------------------------------------------------------------------
+-- TCP alone does not notice a peer that stopped answering (a frozen or partitioned server keeps
+-- the connection open for hours). So when nothing has arrived for ping_interval seconds, ping
+-- the server; no answer within ping_timeout means the stream is dead: drop it, and the usual
+-- reconnect takes over. Any reply counts, an error reply included: the server is there.
+
+local function stop_liveness(self)
+  if self.liveness then
+    self.liveness:cancel()
+    self.liveness = nil
+  end
+end
+
+local start_liveness
+
+local function check_liveness(self, session)
+  if self.closed or self.session ~= session or self.state ~= "connected" then return end
+  local interval, timeout = self.options.ping_interval, self.options.ping_timeout or DEFAULT_PING_TIMEOUT
+  local idle = self.c:idle()
+  if idle < interval then
+    start_liveness(self, interval - idle)
+    return
+  end
+  local ping = st.iq({ type = "get", to = self.domain }):tag("ping", { xmlns = "urn:xmpp:ping" }):up()
+  local reply, err = self:iq(ping, timeout)
+  if self.closed or self.session ~= session or self.state ~= "connected" then return end
+  if reply or err.condition ~= "remote-server-timeout" then
+    start_liveness(self, interval)
+    return
+  end
+  self.dead_reason = ("no reply to a ping within %gs after %gs without traffic"):format(timeout, idle)
+  log.warn("%s: %s; dropping the connection", tostring(self.jid), self.dead_reason)
+  self.c:abort()
+end
+
+start_liveness = function(self, delay)
+  stop_liveness(self)
+  local session = self.session
+  -- background: the connection's socket, not this timer, keeps the program alive
+  self.liveness = timer.after(delay, function() check_liveness(self, session) end,
+    { name = "xmpp liveness", background = true })
+end
+
 local schedule_reconnect
 
 local function on_event(self, event, info)
@@ -278,6 +323,9 @@ local function on_event(self, event, info)
     self.jid = info.jid
     self.connected_once = true
     self.attempt = 0
+    self.session = (self.session or 0) + 1
+    self.dead_reason = nil
+    if self.options.ping_interval then start_liveness(self, self.options.ping_interval) end
     resend_pending(self)
     flush_outbox(self)
     local first = self.phase == "connecting"
@@ -292,6 +340,7 @@ local function on_event(self, event, info)
   -- disconnected
   local was_connected = self.state == "connected"
   self.state = "disconnected"
+  stop_liveness(self)
   local err = connect_error(info, self)
   self.last_error = err
   if was_connected then
@@ -337,7 +386,9 @@ local function attempt(self, timeout)
       self.waiter = nil
       if up then return true end
       e = e2
-      if self.c:state() ~= "disconnected" then self.c:disconnect() end
+      -- abort, not disconnect: a server that did not answer in time will not answer the
+      -- closing handshake either, and the next attempt must not wait for it
+      if self.c:state() ~= "disconnected" then self.c:abort() end
       -- Authentication and certificate failures are about the account, not the address.
       if e.condition == "not-authorized" or e.condition == "tls-verification-failed" then return nil, e end
     end
@@ -372,11 +423,20 @@ end
 -- client_key (SASL EXTERNAL); host (default: the JID's domain), port (5222), resource;
 -- cafile/capath (default: the system store); insecure = true skips certificate verification
 -- (logged as a warning); timeout (default request timeout, 30 s); connect_timeout (15 s);
--- reconnect (default true), max_backoff (30 s); disable_sm; direct_tls.
+-- reconnect (default true), max_backoff (30 s); disable_sm; direct_tls; ping_interval (60 s
+-- without inbound traffic before a ping; false disables), ping_timeout (20 s).
 function M.connect(options)
   if type(options) ~= "table" then error("connect expects an options table", 2) end
   task._require_task("connect")
   options = copy(options)
+  if options.ping_interval == nil then options.ping_interval = DEFAULT_PING_INTERVAL end
+  for _, name in ipairs({ "ping_interval", "ping_timeout" }) do
+    local v = options[name]
+    if v ~= nil and not (name == "ping_interval" and v == false) and not (type(v) == "number" and v > 0) then
+      error(("%s must be a positive number of seconds%s"):format(name,
+        name == "ping_interval" and " or false" or ""), 2)
+    end
+  end
   local self = setmetatable({
     options = options,
     handlers = { message = {}, presence = {}, iq = {}, status = {} },
@@ -439,6 +499,7 @@ function Connection:close()
   if self.closed then return end
   self.closed = true
   if self.reconnect_task and self.reconnect_task ~= task.current() then self.reconnect_task:cancel("connection closed") end
+  stop_liveness(self)
   fail_pending(self, errors.new("connection-lost", "connection closed"))
   self.state = "disconnected"
   self.c:close()

@@ -357,6 +357,8 @@ function Server:_terminate(signal)
   if not state or state.result then return state and state.result end
   local p = state.p
   p:kill(signal or "SIGTERM")
+  -- a paused server would hold the signal until it runs again
+  if self.paused then p:kill("SIGCONT"); self.paused = false end
   if not state.exited:wait(signal == "SIGKILL" and 5 or M.STOP_GRACE) then
     note("prosody (pid %s) ignored %s for %gs: SIGKILL", tostring(self.pid), signal or "SIGTERM", M.STOP_GRACE)
     if not state.result then p:kill("SIGKILL") end
@@ -504,6 +506,22 @@ function Server:restart()
   self:_terminate()
   self.fixed_port = true -- clients reconnect to the same address
   self:_start_process()
+end
+
+--- server:pause(): SIGSTOP, so its sockets stay open but nothing answers (a hung server, a
+-- partition). server:resume() (SIGCONT) lets it run on; stop() and restart() resume it first.
+function Server:pause()
+  if not self._proc then error("server:pause: the server is not running", 2) end
+  local ok, err = self._proc:kill("SIGSTOP")
+  must(ok, err, "pausing prosody")
+  self.paused = true
+end
+
+function Server:resume()
+  if not self._proc then error("server:resume: the server is not running", 2) end
+  local ok, err = self._proc:kill("SIGCONT")
+  must(ok, err, "resuming prosody")
+  self.paused = false
 end
 
 Server.__close = Server.stop
