@@ -27,6 +27,8 @@
 #define READ_ROUNDS 4    /* a 16 KiB TLS record is 4 reads of 4096 bytes */
 #define MAX_ROUNDS 64    /* bound the work of one wakeup so timers and other I/O get their turn */
 #define TICK_MS 1000
+/* The tick period; tests lengthen it to show that reads never depend on it. */
+static uint64_t tick_ms = TICK_MS;
 
 typedef struct link {
     xmpp_conn_t *conn;
@@ -152,7 +154,7 @@ static void update_tick(void)
     for (link_t *l = links; l && !busy; l = l->next)
         busy = !xmpp_conn_is_disconnected(l->conn);
     if (busy && !uv_is_active((uv_handle_t *)&tick_handle))
-        uv_timer_start(&tick_handle, on_tick, TICK_MS, TICK_MS);
+        uv_timer_start(&tick_handle, on_tick, tick_ms, tick_ms);
     else if (!busy && uv_is_active((uv_handle_t *)&tick_handle))
         uv_timer_stop(&tick_handle);
 }
@@ -791,6 +793,18 @@ static int l_close(lua_State *L)
     return 0;
 }
 
+/* set_tick_interval(ms) -> previous ms: the period of libstrophe's housekeeping tick (tests). */
+static int l_set_tick_interval(lua_State *L)
+{
+    lua_Integer ms = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, ms > 0, 1, "must be positive");
+    lua_pushinteger(L, (lua_Integer)tick_ms);
+    tick_ms = (uint64_t)ms;
+    if (uv_is_active((uv_handle_t *)&tick_handle))
+        uv_timer_start(&tick_handle, on_tick, tick_ms, tick_ms);
+    return 1;
+}
+
 int luaopen_sacm__xmpp(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -826,7 +840,7 @@ int luaopen_sacm__xmpp(lua_State *L)
     }
     lua_pop(L, 1);
 
-    static const luaL_Reg fns[] = {{"new", l_new}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"new", l_new}, {"set_tick_interval", l_set_tick_interval}, {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
 }
