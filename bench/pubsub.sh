@@ -110,7 +110,8 @@ header='| client | in flight | items/s | p50 ms | p99 ms | client CPU s | CPU µ
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |'
 ratio_c=$(get ratio_c) ratio_sli=$(get ratio_sli) ratio_cpu=$(get ratio_cpu)
 rounds_lines=$(sed 's/^/    /' "$raw")
-versions="$(./sacmrun -v 2>/dev/null); libstrophe $(pkg-config --modversion libstrophe); slixmpp $("$PYTHON" -c 'import slixmpp; print(slixmpp.__version__)' 2>/dev/null); $(prosody --version 2>/dev/null | head -n 1 | tr -d '\r' || echo Prosody)"
+# not `prosody --version`: it can hang for minutes (it starts the server's whole environment)
+versions="$(./sacmrun -v 2>/dev/null); libstrophe $(pkg-config --modversion libstrophe); slixmpp $("$PYTHON" -c 'import slixmpp; print(slixmpp.__version__)' 2>/dev/null); Prosody $(dpkg-query -W -f '${Version}' prosody 2>/dev/null || echo '(version unknown)')"
 
 echo
 echo "$header"
