@@ -71,7 +71,7 @@ for name in $names; do
         echo "$rc" >"$rcfile"
     } 2>&1 | tee "$log"
     rc=$(cat "$rcfile")
-    ratio=$(grep '^RATIO ' "$log" | tail -n 1 || true)
+    ratio=$(grep '^RATIO ' "$log" || true)   # a benchmark may print several
     if [ "$rc" -ne 0 ]; then
         echo "run.sh: $name failed (exit $rc); see $log" >&2
         failed="$failed $name"
@@ -121,14 +121,15 @@ bench/run.sh startup        # one benchmark; prints its results, leaves this fil
 bench/startup.sh            # the same, without the wrapper
 \`\`\`
 
-Each benchmark prints a table for people and, as its last line, \`RATIO <name> <value>\` for
+Each benchmark prints a table for people and, as its last lines, \`RATIO <name> <value>\` for
 scripts. Its markdown section is kept in \`bench/out/<name>.md\`.
 
 ## Reading the ratios
 
-A ratio is sacmrun's measurement divided by the reference's: lower is better, 1.0 means as fast
-(or as small) as the reference. Each section says what its ratio divides and which aims it is held
-to; a missed aim is reported, not treated as a failure.
+A ratio is sacmrun's measurement divided by the reference's, 1.0 meaning as good as the reference.
+For times and sizes (startup) lower is better; for throughput (pubsub, items per second) higher is
+better. Each section says what its ratio divides, which direction is better and which aims it is
+held to; a missed aim is reported, not treated as a failure.
 
 ## Machine
 
