@@ -218,7 +218,7 @@ local function attempt(kind, mod, opts, deadline)
   end
 
   if mod.applicable then
-    local ok, yes, reason = xpcall(mod.applicable, handler)
+    local ok, yes, reason = xpcall(mod.applicable, handler, opts)
     if not ok then
       rethrow_if_stopped(yes)
       debug.sethook()

@@ -100,6 +100,7 @@ function M.parse_config(s)
     if key and not line:match("^%s*#") then
       key = key:lower()
       key = M.ALIASES[key] or key
+      value = value:gsub("%s+", " ")
       local unquoted = value:match('^"([^"]*)"$')
       out[#out + 1] = { keyword = key, value = unquoted or value, line = n }
     end
