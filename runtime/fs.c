@@ -20,7 +20,7 @@
 #include <unistd.h>
 #include "sacmrun.h"
 
-enum fs_op { OP_READ, OP_WRITE, OP_STAT, OP_LIST, OP_MKDIR, OP_REMOVE, OP_RENAME };
+enum fs_op { OP_READ, OP_WRITE, OP_STAT, OP_LIST, OP_MKDIR, OP_REMOVE, OP_RENAME, OP_READLINK };
 
 typedef struct {
     char *name;
@@ -46,7 +46,7 @@ typedef struct {
     int err;           /* errno of the failure, 0 on success */
     const char *what;  /* the call that failed, for the message */
     int too_big;       /* read: larger than max_bytes */
-    char *output;      /* read: contents */
+    char *output;      /* read: contents; readlink: the target */
     size_t output_len;
     struct stat st;
     dir_entry *entries;
@@ -480,6 +480,39 @@ static void do_rename(fs_req *r)
         fail(r, "rename");
 }
 
+static void do_readlink(fs_req *r)
+{
+    /* st_size of a link is its target's length, except in /proc, where it is 0 or a guess:
+     * grow the buffer until the target fits. */
+    size_t size = 256;
+    for (;;) {
+        char *buf = malloc(size);
+        if (buf == NULL) {
+            errno = ENOMEM;
+            fail(r, "readlink");
+            return;
+        }
+        ssize_t n = readlink(r->path, buf, size);
+        if (n < 0) {
+            free(buf);
+            fail(r, "readlink");
+            return;
+        }
+        if ((size_t)n < size) {
+            r->output = buf;
+            r->output_len = (size_t)n;
+            return;
+        }
+        free(buf);
+        if (size >= (size_t)1 << 20) {
+            errno = ENAMETOOLONG;
+            fail(r, "readlink");
+            return;
+        }
+        size *= 4;
+    }
+}
+
 /* ---- the threadpool ends ---- */
 
 static void work_cb(uv_work_t *work)
@@ -499,6 +532,7 @@ static void work_cb(uv_work_t *work)
     case OP_MKDIR: do_mkdir(r); break;
     case OP_REMOVE: do_remove(r); break;
     case OP_RENAME: do_rename(r); break;
+    case OP_READLINK: do_readlink(r); break;
     }
 }
 
@@ -556,6 +590,7 @@ static int push_outcome(lua_State *L, fs_req *r)
     }
     switch (r->op) {
     case OP_READ:
+    case OP_READLINK:
         lua_pushlstring(L, r->output ? r->output : "", r->output_len);
         return 1;
     case OP_STAT:
@@ -719,6 +754,14 @@ static int l_rename(lua_State *L)
     return submit(L, &proto, 3, from, to, NULL, 0);
 }
 
+/* readlink(path, cb) */
+static int l_readlink(lua_State *L)
+{
+    const char *path = check_path(L, 1);
+    fs_req proto = {.op = OP_READLINK, .mode = -1};
+    return submit(L, &proto, 2, path, NULL, NULL, 0);
+}
+
 int luaopen_sacm__fs(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -729,6 +772,7 @@ int luaopen_sacm__fs(lua_State *L)
         {"mkdir", l_mkdir},
         {"remove", l_remove},
         {"rename", l_rename},
+        {"readlink", l_readlink},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

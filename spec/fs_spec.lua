@@ -181,6 +181,22 @@ describe("sacm.fs", function()
       assert.same({}, fs.list(dir .. "/m"))
     end)
 
+    it("reads link targets as stored, including long ones and /proc links", function()
+      assert(proc.run({ "ln", "-s", "../somewhere/else", dir .. "/rel" }))
+      assert.equal("../somewhere/else", fs.readlink(dir .. "/rel"))
+      local long = "/" .. ("x"):rep(300) .. "/" .. ("y"):rep(200)   -- past the first buffer
+      assert(proc.run({ "ln", "-s", long, dir .. "/long" }))
+      assert.equal(long, fs.readlink(dir .. "/long"))
+      assert.equal(assert(fs.readlink("/proc/self/exe")),
+        (proc.run({ "readlink", "/proc/" .. assert(fs.read("/proc/self/stat")):match("^(%d+)") .. "/exe" })
+          .stdout:gsub("\n$", "")))
+      assert.is_true(fs.write(dir .. "/plain", "x"))
+      local target, err = fs.readlink(dir .. "/plain")
+      assert.is_nil(target)
+      assert.equal("EINVAL", err.condition)
+      assert.equal("ENOENT", select(2, fs.readlink(dir .. "/missing")).condition)
+    end)
+
     it("tells whether a path exists", function()
       assert.is_true(fs.exists(dir))
       assert.is_false(fs.exists(dir .. "/nothing"))

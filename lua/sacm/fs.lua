@@ -152,6 +152,14 @@ function M.rename(from, to)
   return result, err
 end
 
+--- readlink(path) -> the target of the symbolic link, as stored (not resolved) | nil, err.
+-- EINVAL when path is not a link.
+function M.readlink(path)
+  check_path("fs.readlink", path, 2)
+  local result, err = await("fs.readlink", core.readlink, path)
+  return result, err
+end
+
 local ALGORITHMS = { sha256 = true, sha1 = true, sha512 = true, sha384 = true, sha224 = true }
 
 --- hash(path [, algorithm]) -> lowercase hex digest | nil, err. algorithm: "sha256" (default),

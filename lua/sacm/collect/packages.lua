@@ -1,0 +1,107 @@
+--- Collection kind "packages": installed software packages, from dpkg's database or from rpm.
+-- dpkg: the status file is read directly (what dpkg-query reads, without starting a program).
+-- rpm: `rpm -qa` with a query format, since its database is not a text file.
+local fs = require "sacm.fs"
+local proc = require "sacm.proc"
+local errors = require "sacm.error"
+local text = require("sacm.collect").text
+
+local M = {
+  kind = "packages",
+  description = "installed packages (dpkg or rpm): name, version, architecture, status",
+  version = 1,
+}
+
+local DPKG_STATUS = "/var/lib/dpkg/status"
+local RPM_DBS = { "/var/lib/rpm", "/usr/lib/sysimage/rpm" }
+-- %|EPOCH?{...}:{}| prints the epoch only when there is one, as dpkg versions do
+local RPM_FORMAT = "%{NAME}\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\t%{ARCH}\n"
+
+local function by_name_arch(a, b)
+  if a.name ~= b.name then return a.name < b.name end
+  return (a.arch or "") < (b.arch or "")
+end
+
+--- parse_dpkg_status(text) -> items {name, version, arch, status, manager = "dpkg"} sorted by
+-- name and arch. status is the package state of the Status field ("installed",
+-- "config-files", "half-installed", ...); records whose state is "not-installed" are left out.
+function M.parse_dpkg_status(s)
+  local items = {}
+  -- records are separated by blank lines; continuation lines start with a space or tab
+  for record in (s .. "\n\n"):gmatch("(.-)\n[ \t]*\n") do
+    local fields = {}
+    for line in record:gmatch("[^\n]+") do
+      local key, value = line:match("^([%w%-]+):%s*(.-)%s*$")
+      if key then fields[key:lower()] = value end
+    end
+    local name = fields.package
+    local state = fields.status and fields.status:match("(%S+)$")
+    if name and state and state ~= "not-installed" then
+      items[#items + 1] = {
+        name = text(name),
+        version = text(fields.version or ""),
+        arch = text(fields.architecture or ""),
+        status = state,
+        manager = "dpkg",
+      }
+    end
+  end
+  table.sort(items, by_name_arch)
+  return items
+end
+
+--- parse_rpm_query(text) -> items {name, version, arch, status = "installed", manager = "rpm"}
+-- from `rpm -qa --qf "NAME\tEPOCH:VERSION-RELEASE\tARCH\n"` output, sorted by name and arch.
+function M.parse_rpm_query(s)
+  local items = {}
+  for line in s:gmatch("[^\n]+") do
+    local name, version, arch = line:match("^([^\t]+)\t([^\t]*)\t([^\t]*)$")
+    if name and name ~= "gpg-pubkey" then -- imported signing keys, not software
+      items[#items + 1] = {
+        name = text(name), version = text(version),
+        arch = text(arch == "(none)" and "" or arch), status = "installed", manager = "rpm",
+      }
+    end
+  end
+  table.sort(items, by_name_arch)
+  return items
+end
+
+local function has_rpm_db()
+  for _, dir in ipairs(RPM_DBS) do
+    if fs.exists(dir) then return true end
+  end
+  return false
+end
+
+function M.applicable()
+  if fs.exists(DPKG_STATUS) or has_rpm_db() then return true end
+  return false, "no dpkg status file and no rpm database on this host"
+end
+
+local function summary(items, manager)
+  local installed = 0
+  for _, item in ipairs(items) do
+    if item.status == "installed" then installed = installed + 1 end
+  end
+  return { attributes = { manager = manager, count = #items, installed = installed }, items = items }
+end
+
+--- collect() -> {attributes = {manager, count, installed}, items = {...}}. count is the number of
+-- items; installed the number whose status is "installed".
+function M.collect()
+  if fs.exists(DPKG_STATUS) then
+    local s, err = fs.read(DPKG_STATUS)
+    if not s then return nil, err end
+    return summary(M.parse_dpkg_status(s), "dpkg")
+  end
+  local r, err = proc.run({ "rpm", "-qa", "--qf", RPM_FORMAT }, { max_output = 64 << 20 })
+  if not r then return nil, err end
+  if not r.ok then
+    return nil, errors.new("command-failed", ("rpm -qa exited %s: %s"):format(
+      tostring(r.code or r.signal), r.stderr:sub(1, 500)))
+  end
+  return summary(M.parse_rpm_query(r.stdout), "rpm")
+end
+
+return M
