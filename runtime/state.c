@@ -20,7 +20,16 @@
 
 static lua_State *main_state;
 static int closing;
-static char tls_module_path[PATH_MAX + 16];
+
+/* Modules kept out of the binary because their libraries are costly to map at every start:
+ * OpenSSL and libstrophe (sacmrun-tls.so), readline (sacmrun-repl.so). Loaded on first require. */
+struct lazy_library {
+    const char *suffix; /* the file is <binary>-<suffix>.so in the tree, sacmrun-<suffix>.so installed */
+    char path[PATH_MAX + 16];
+    void *handle;
+};
+static struct lazy_library tls_library = {"tls", "", NULL};
+static struct lazy_library repl_library = {"repl", "", NULL};
 
 lua_State *sacm_main_state(void) { return main_state; }
 int sacm_state_closing(void) { return closing; }
@@ -105,15 +114,16 @@ static void set_paths(lua_State *L)
     char share[PATH_MAX];
     int in_tree;
     find_share_dir(share, sizeof share, &in_tree);
-    /* In the tree the TLS module sits beside the binary as <binary>-tls.so (so ./sacmrun-asan
-     * gets its own instrumented copy); installed, it is in the library directory. */
+    /* In the tree the loadable modules sit beside the binary as <binary>-tls.so (so
+     * ./sacmrun-asan gets its own instrumented copies); installed, in the library directory. */
     char exe[PATH_MAX];
     ssize_t n = in_tree ? readlink("/proc/self/exe", exe, sizeof exe - 1) : -1;
-    if (n > 0) {
-        exe[n] = '\0';
-        snprintf(tls_module_path, sizeof tls_module_path, "%s-tls.so", exe);
-    } else {
-        snprintf(tls_module_path, sizeof tls_module_path, "%s/sacmrun-tls.so", SACM_LIBDIR);
+    struct lazy_library *libs[] = {&tls_library, &repl_library};
+    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
+        if (n > 0)
+            snprintf(libs[i]->path, sizeof libs[i]->path, "%.*s-%s.so", (int)n, exe, libs[i]->suffix);
+        else
+            snprintf(libs[i]->path, sizeof libs[i]->path, "%s/sacmrun-%s.so", SACM_LIBDIR, libs[i]->suffix);
     }
 
     lua_getglobal(L, "package");
@@ -149,25 +159,26 @@ static void set_paths(lua_State *L)
     lua_pop(L, 1);
 }
 
-/* Loader for the modules that live in sacmrun-tls.so: loads the library on first use and calls
- * luaopen_<name>. The library stays loaded: its code backs userdata until the state closes. */
-static int load_tls_module(lua_State *L)
+/* Loader for a module that lives in a lazy library (the upvalue): loads the library on first
+ * use and calls luaopen_<name>. The library stays loaded: its code backs userdata until the
+ * state closes. */
+static int load_lazy_module(lua_State *L)
 {
-    static void *library;
+    struct lazy_library *lib = lua_touserdata(L, lua_upvalueindex(1));
     const char *name = luaL_checkstring(L, 1);
-    if (library == NULL) {
-        library = dlopen(tls_module_path, RTLD_NOW | RTLD_LOCAL);
-        if (library == NULL)
-            return luaL_error(L, "cannot load %s for module '%s': %s", tls_module_path, name, dlerror());
+    if (lib->handle == NULL) {
+        lib->handle = dlopen(lib->path, RTLD_NOW | RTLD_LOCAL);
+        if (lib->handle == NULL)
+            return luaL_error(L, "cannot load %s for module '%s': %s", lib->path, name, dlerror());
     }
     char symbol[64];
     snprintf(symbol, sizeof symbol, "luaopen_%s", name);
     for (char *p = symbol; *p; p++)
         if (*p == '.')
             *p = '_';
-    lua_CFunction open = (lua_CFunction)dlsym(library, symbol);
+    lua_CFunction open = (lua_CFunction)dlsym(lib->handle, symbol);
     if (open == NULL)
-        return luaL_error(L, "%s has no %s", tls_module_path, symbol);
+        return luaL_error(L, "%s has no %s", lib->path, symbol);
     lua_pushcfunction(L, open);
     lua_pushvalue(L, 1);
     lua_call(L, 1, 1);
@@ -185,15 +196,26 @@ static void preload(lua_State *L)
         {"sacm._fs", luaopen_sacm__fs},
         {"sacm._watch", luaopen_sacm__watch},
         {"sacm._xml", luaopen_sacm__xml},
-        {"sacm._crypto", load_tls_module},
         {"sacm._dns", luaopen_sacm__dns},
-        {"sacm._xmpp", load_tls_module},
         {NULL, NULL},
+    };
+    static const struct {
+        const char *name;
+        struct lazy_library *lib;
+    } lazy[] = {
+        {"sacm._crypto", &tls_library},
+        {"sacm._xmpp", &tls_library},
+        {"sacm._repl", &repl_library},
     };
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     for (const luaL_Reg *m = modules; m->name; m++) {
         lua_pushcfunction(L, m->func);
         lua_setfield(L, -2, m->name);
+    }
+    for (size_t i = 0; i < sizeof lazy / sizeof lazy[0]; i++) {
+        lua_pushlightuserdata(L, lazy[i].lib);
+        lua_pushcclosure(L, load_lazy_module, 1);
+        lua_setfield(L, -2, lazy[i].name);
     }
     lua_pop(L, 1);
 }
