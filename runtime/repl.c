@@ -104,6 +104,8 @@ static void set_ready(char *line)
     free(repl.ready);
     repl.ready = line;
     repl.ready_set = 1;
+    if (repl.file_input)
+        return; /* on_file_idle, still running, delivers it */
     uv_poll_stop(&repl.poll);
     uv_idle_start(&repl.idle, deliver_ready);
 }

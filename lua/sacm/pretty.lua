@@ -131,7 +131,7 @@ local function format(v, o, level, path)
   if not multiline then
     -- short entries share lines, up to the width
     local lines, line = {}, nil
-    local room = o.width - #o.indent * (level + 1)
+    local room = o.width - #o.indent * (level + 1) - 1 -- the comma after each line
     for _, p in ipairs(parts) do
       if line and #line + 2 + #p <= room then
         line = line .. ", " .. p

@@ -113,13 +113,14 @@ function M.run(opts)
   local me = task._require_task("repl.run")
   local core = require "sacm._repl"
   local line_task -- the task of the line that is running, if any
+  local interrupted -- Ctrl-C cancelled it
 
   local function on_line(line)
     task.wake(me, line == nil and EOF or line)
   end
   local function on_interrupt()
     if line_task then
-      line_task:cancel("interrupted")
+      interrupted = line_task:cancel("interrupted")
     elseif core.cancel_input() then
       task.wake(me, INTERRUPTED)
     end
@@ -176,13 +177,14 @@ function M.run(opts)
 
   local function run_chunk(chunk)
     local t = task._spawn("repl", true, run_main, chunk)
-    line_task = t
+    line_task, interrupted = t, false
     pcall(t.await, t)
     line_task = nil
     if t.status == "done" then
       if t.results.n > 0 then core.write(1, pretty.format_values(unpack(t.results, 1, t.results.n)) .. "\n") end
     elseif t.status == "cancelled" then
-      core.write(2, errors.message(t.error) .. "\n")
+      -- after the terminal's ^C echo, on a line of its own
+      core.write(2, (tty and interrupted and "\n" or "") .. errors.message(t.error) .. "\n")
     else
       core.write(2, failure_text(t) .. "\n")
     end
