@@ -41,8 +41,9 @@ function M.open(argv, opts)
   local words = {}
   for _, w in ipairs(env) do words[#words + 1] = quote(w) end
   for _, w in ipairs(argv) do words[#words + 1] = quote(w) end
-  -- the shell outlives the program just long enough to write its exit status
-  local command = table.concat(words, " ") .. "; echo $? > " .. quote(self.status_file)
+  -- The shell outlives the program just long enough to write its exit status. Ctrl-C reaches
+  -- the shell too: the trap keeps it alive (and, being a trap, not inherited by the program).
+  local command = "trap : INT; " .. table.concat(words, " ") .. "; echo $? > " .. quote(self.status_file)
   self.shutdown = shutdown.on_shutdown(function() self:close() end)
   local r = tmux(self, "new-session", "-d", "-x", tostring(opts.width or 100), "-y", tostring(opts.height or 30),
     "sh", "-c", command)
