@@ -2,6 +2,7 @@
  * here, so a person sees one ordered stream on stderr. A hook lets the REPL redraw its prompt. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -9,6 +10,7 @@
 #include "sacmrun.h"
 
 static int current_level = SACM_LOG_WARN;
+static sacm_log_sink sink; /* NULL: records go straight to stderr */
 
 static const char *const level_names[] = {"error", "warn", "info", "debug", "trace", NULL};
 static const char *const level_labels[] = {"ERROR", "WARN ", "INFO ", "DEBUG", "TRACE"};
@@ -34,6 +36,11 @@ int sacm_log_enabled(int level)
     return level <= current_level;
 }
 
+void sacm_log_set_sink(sacm_log_sink fn)
+{
+    sink = fn;
+}
+
 void sacm_log_write(int level, const char *area, const char *msg, size_t len)
 {
     if (!sacm_log_enabled(level))
@@ -49,6 +56,25 @@ void sacm_log_write(int level, const char *area, const char *msg, size_t len)
     gmtime_r(&tv.tv_sec, &tm);
     size_t n = strftime(stamp, sizeof stamp, "%H:%M:%S", &tm);
     snprintf(stamp + n, sizeof stamp - n, ".%03ldZ", (long)(tv.tv_usec / 1000));
+    if (sink) {
+        /* The whole record in one piece, so the sink (the REPL) can clear and redraw its prompt
+         * once around it. */
+        char small[1024];
+        int total = snprintf(small, sizeof small, "%s %s [%s] %.*s\n", stamp, level_labels[level],
+                             area ? area : "sacmrun", (int)len, msg);
+        if (total < 0)
+            return;
+        char *record = (size_t)total < sizeof small ? small : malloc((size_t)total + 1);
+        if (record == NULL)
+            return;
+        if (record != small)
+            snprintf(record, (size_t)total + 1, "%s %s [%s] %.*s\n", stamp, level_labels[level],
+                     area ? area : "sacmrun", (int)len, msg);
+        sink(record, (size_t)total);
+        if (record != small)
+            free(record);
+        return;
+    }
     /* One fprintf per record so concurrent writers (child processes sharing stderr) interleave
      * by line, not by fragment. */
     fprintf(stderr, "%s %s [%s] %.*s\n", stamp, level_labels[level], area ? area : "sacmrun", (int)len, msg);

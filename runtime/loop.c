@@ -12,12 +12,17 @@ static uv_loop_t loop;
 static uv_signal_t sigint_watcher, sigterm_watcher;
 static int signal_ref = LUA_NOREF;
 static int sigint_count;
+static void (*interrupt_handler)(void);
 
 uv_loop_t *sacm_loop(void) { return &loop; }
 
 static void on_signal(uv_signal_t *watcher, int signum)
 {
     (void)watcher;
+    if (signum == SIGINT && interrupt_handler) {
+        interrupt_handler();
+        return;
+    }
     if (signum == SIGINT && ++sigint_count > 1) {
         static const char msg[] = "\nsacmrun: second interrupt, exiting now\n";
         if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) { /* nothing left to report to */ }
@@ -32,6 +37,11 @@ static void on_signal(uv_signal_t *watcher, int signum)
     lua_pushstring(L, signum == SIGINT ? "SIGINT" : "SIGTERM");
     lua_pushinteger(L, signum);
     sacm_invoke_ref(L, signal_ref, 2);
+}
+
+void sacm_loop_set_interrupt_handler(void (*fn)(void))
+{
+    interrupt_handler = fn;
 }
 
 int sacm_loop_init(void)

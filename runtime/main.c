@@ -174,27 +174,22 @@ static int pmain(lua_State *L)
         sacm_log_set_level(o.log_level);
     if (o.warnings)
         lua_warning(L, "@on", 0);
-    if (o.version)
+    /* As lua.c: no script, no -e/-l and no -v means the REPL on a terminal, else stdin is the
+     * script; -i enters the REPL after the rest. The REPL shows the version first. */
+    int bare = o.script == 0 && !o.has_exec && !o.version;
+    int repl = o.interactive || (bare && isatty(STDIN_FILENO));
+    if (o.version || repl)
         print_version();
-    if (o.interactive || (o.script == 0 && !o.has_exec && !o.version && isatty(STDIN_FILENO))) {
-        /* The REPL is its own piece of work (issue: interactive REPL); say so plainly. */
-        fprintf(stderr, "%s: the interactive REPL is not available in this build; give a script, '-e stat' or '-'\n",
-                progname);
-        pa->status = EXIT_FAILURE;
-        return 0;
-    }
     create_arg_table(L, pa->argc, pa->argv, o.script);
 
-    /* No script, no -e and stdin not a terminal: run stdin as lua.c does. */
-    int script = o.script;
     lua_getglobal(L, "require");
     lua_pushliteral(L, "sacm._boot");
     lua_call(L, 1, 1);
     lua_getfield(L, -1, "start");
     push_actions(L, pa->argc, pa->argv, &o);
-    if (script == 0 && !o.has_exec && !o.version) {
+    if (bare || repl) {
         lua_createtable(L, 2, 0);
-        lua_pushliteral(L, "script");
+        lua_pushstring(L, repl ? "repl" : "script");
         lua_rawseti(L, -2, 1);
         lua_pushliteral(L, "-");
         lua_rawseti(L, -2, 2);

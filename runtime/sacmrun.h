@@ -26,6 +26,10 @@ enum sacm_log_level {
 };
 void sacm_log(int level, const char *area, const char *fmt, ...) SACM_PRINTF(3, 4);
 void sacm_log_write(int level, const char *area, const char *msg, size_t len);
+/* Where formatted records go instead of stderr (the REPL, to keep its prompt intact); NULL
+ * restores stderr. The record ends with a newline. */
+typedef void (*sacm_log_sink)(const char *record, size_t len);
+void sacm_log_set_sink(sacm_log_sink sink);
 int sacm_log_enabled(int level);
 int sacm_log_level_from_name(const char *name); /* -1 when the name is unknown */
 void sacm_log_set_level(int level);
@@ -61,6 +65,9 @@ int sacm_loop_init(void);
 void sacm_loop_run(void);
 /* Closes every handle still open and the loop itself; returns how many had to be closed forcibly. */
 int sacm_loop_close(void);
+/* While set, SIGINT calls fn instead of starting a shutdown (and a second one does not exit):
+ * the REPL uses Ctrl-C to clear its line or cancel the running one. NULL restores the default. */
+void sacm_loop_set_interrupt_handler(void (*fn)(void));
 int luaopen_sacm__loop(lua_State *L);
 /* True once lua_close has begun: finalizers must not touch the registry or call Lua then. */
 int sacm_state_closing(void);

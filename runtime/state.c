@@ -21,14 +21,17 @@
 static lua_State *main_state;
 static int closing;
 
-/* A shared object of C modules loaded on first require (see load_lazy_module). */
-typedef struct {
-    const char *name; /* sacmrun-<name>.so */
-    char path[PATH_MAX + 24];
-    void *library;
-} lazy_library;
-static lazy_library tls_library = {.name = "tls"};
-static lazy_library sqlite_library = {.name = "sqlite"};
+/* Modules kept out of the binary because their libraries are costly to map at every start:
+ * OpenSSL and libstrophe (sacmrun-tls.so), SQLite (sacmrun-sqlite.so), readline (sacmrun-repl.so).
+ * Loaded on first require. */
+struct lazy_library {
+    const char *suffix; /* the file is <binary>-<suffix>.so in the tree, sacmrun-<suffix>.so installed */
+    char path[PATH_MAX + 16];
+    void *handle;
+};
+static struct lazy_library tls_library = {"tls", "", NULL};
+static struct lazy_library sqlite_library = {"sqlite", "", NULL};
+static struct lazy_library repl_library = {"repl", "", NULL};
 
 lua_State *sacm_main_state(void) { return main_state; }
 int sacm_state_closing(void) { return closing; }
@@ -113,21 +116,16 @@ static void set_paths(lua_State *L)
     char share[PATH_MAX];
     int in_tree;
     find_share_dir(share, sizeof share, &in_tree);
-    /* In the tree the lazily loaded modules sit beside the binary as <binary>-tls.so and
-     * <binary>-sqlite.so (so ./sacmrun-asan gets its own instrumented copies); installed, they
-     * are in the library directory. */
+    /* In the tree the loadable modules sit beside the binary as <binary>-tls.so (so
+     * ./sacmrun-asan gets its own instrumented copies); installed, in the library directory. */
     char exe[PATH_MAX];
     ssize_t n = in_tree ? readlink("/proc/self/exe", exe, sizeof exe - 1) : -1;
-    if (n > 0)
-        exe[n] = '\0';
-    lazy_library *libs[] = {&tls_library, &sqlite_library};
-    for (size_t i = 0; i < sizeof libs / sizeof *libs; i++) {
-        lazy_library *lib = libs[i];
-        if (n > 0) {
-            snprintf(lib->path, sizeof lib->path, "%s-%s.so", exe, lib->name);
-        } else {
-            snprintf(lib->path, sizeof lib->path, "%s/sacmrun-%s.so", SACM_LIBDIR, lib->name);
-        }
+    struct lazy_library *libs[] = {&tls_library, &sqlite_library, &repl_library};
+    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
+        if (n > 0)
+            snprintf(libs[i]->path, sizeof libs[i]->path, "%.*s-%s.so", (int)n, exe, libs[i]->suffix);
+        else
+            snprintf(libs[i]->path, sizeof libs[i]->path, "%s/sacmrun-%s.so", SACM_LIBDIR, libs[i]->suffix);
     }
 
     lua_getglobal(L, "package");
@@ -163,16 +161,16 @@ static void set_paths(lua_State *L)
     lua_pop(L, 1);
 }
 
-/* Loader for the modules that live in a lazy library: loads it on first use and calls
- * luaopen_<name>. The library stays loaded: its code backs userdata until the state closes.
- * OpenSSL, libstrophe and SQLite cost more at exec than the rest of the runtime, so only
- * scripts that use them pay for mapping them (docs/design.md). */
-static int load_lazy_module(lua_State *L, lazy_library *lib)
+/* Loader for a module that lives in a lazy library (the upvalue): loads the library on first
+ * use and calls luaopen_<name>. The library stays loaded: its code backs userdata until the
+ * state closes. */
+static int load_lazy_module(lua_State *L)
 {
+    struct lazy_library *lib = lua_touserdata(L, lua_upvalueindex(1));
     const char *name = luaL_checkstring(L, 1);
-    if (lib->library == NULL) {
-        lib->library = dlopen(lib->path, RTLD_NOW | RTLD_LOCAL);
-        if (lib->library == NULL)
+    if (lib->handle == NULL) {
+        lib->handle = dlopen(lib->path, RTLD_NOW | RTLD_LOCAL);
+        if (lib->handle == NULL)
             return luaL_error(L, "cannot load %s for module '%s': %s", lib->path, name, dlerror());
     }
     char symbol[64];
@@ -180,7 +178,7 @@ static int load_lazy_module(lua_State *L, lazy_library *lib)
     for (char *p = symbol; *p; p++)
         if (*p == '.')
             *p = '_';
-    lua_CFunction open = (lua_CFunction)dlsym(lib->library, symbol);
+    lua_CFunction open = (lua_CFunction)dlsym(lib->handle, symbol);
     if (open == NULL)
         return luaL_error(L, "%s has no %s", lib->path, symbol);
     lua_pushcfunction(L, open);
@@ -188,9 +186,6 @@ static int load_lazy_module(lua_State *L, lazy_library *lib)
     lua_call(L, 1, 1);
     return 1;
 }
-
-static int load_tls_module(lua_State *L) { return load_lazy_module(L, &tls_library); }
-static int load_sqlite_module(lua_State *L) { return load_lazy_module(L, &sqlite_library); }
 
 static void preload(lua_State *L)
 {
@@ -203,16 +198,27 @@ static void preload(lua_State *L)
         {"sacm._fs", luaopen_sacm__fs},
         {"sacm._watch", luaopen_sacm__watch},
         {"sacm._xml", luaopen_sacm__xml},
-        {"sacm._sqlite", load_sqlite_module},
-        {"sacm._crypto", load_tls_module},
         {"sacm._dns", luaopen_sacm__dns},
-        {"sacm._xmpp", load_tls_module},
         {NULL, NULL},
+    };
+    static const struct {
+        const char *name;
+        struct lazy_library *lib;
+    } lazy[] = {
+        {"sacm._crypto", &tls_library},
+        {"sacm._xmpp", &tls_library},
+        {"sacm._sqlite", &sqlite_library},
+        {"sacm._repl", &repl_library},
     };
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     for (const luaL_Reg *m = modules; m->name; m++) {
         lua_pushcfunction(L, m->func);
         lua_setfield(L, -2, m->name);
+    }
+    for (size_t i = 0; i < sizeof lazy / sizeof lazy[0]; i++) {
+        lua_pushlightuserdata(L, lazy[i].lib);
+        lua_pushcclosure(L, load_lazy_module, 1);
+        lua_setfield(L, -2, lazy[i].name);
     }
     lua_pop(L, 1);
 }

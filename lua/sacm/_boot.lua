@@ -65,6 +65,8 @@ local function run_actions(actions)
       local global, name = value:match("^([^=]+)=(.+)$")
       if not global then global, name = value, value end
       _G[global] = require(name)
+    elseif kind == "repl" then
+      require("sacm.repl").run()
     elseif kind == "script" then
       local chunk = load_script(value)
       local args, n = script_args()

@@ -23,6 +23,8 @@ local submodules = {
 }
 
 return setmetatable(sacm, {
+  -- names __index serves, for the REPL's completion (docs/repl.md)
+  __completion = submodules,
   __index = function(t, key)
     if submodules[key] then
       local mod = require("sacm." .. key)
