@@ -187,6 +187,7 @@ static void preload(lua_State *L)
         {"sacm._xml", luaopen_sacm__xml},
         {"sacm._crypto", load_tls_module},
         {"sacm._dns", luaopen_sacm__dns},
+        {"sacm._mem", luaopen_sacm__mem},
         {"sacm._xmpp", load_tls_module},
         {NULL, NULL},
     };
@@ -205,6 +206,7 @@ lua_State *sacm_state_new(const char *argv0)
     if (L == NULL)
         return NULL;
     main_state = L;
+    sacm_memlimit_install(L);
     luaL_openlibs(L);
     set_paths(L);
     preload(L);
