@@ -174,9 +174,11 @@ local function compile(engine, file, text, version)
   local env = sandbox.new_env(policy_globals())
   local chunk, err = load(text, "@" .. file, "t", env)
   if not chunk then return nil, err end
-  local ok, def, kind = engine.runner:run(chunk)
+  local ok, def, problem = engine.runner:run(chunk)
   if not ok then
-    return nil, ("%s: loading %s"):format(file, kind == "error" and def or (kind .. ": " .. def))
+    -- def is the kind of failure; a raised error's text already names the file and line
+    if def == "error" then return nil, problem end
+    return nil, ("%s: the file's top level %s"):format(file, problem)
   end
   local valid, policy = pcall(validate, def, file, version)
   if not valid then return nil, errors.message(policy) end
@@ -229,6 +231,7 @@ function M.engine(opts)
     debounce = opts.debounce or 0.05,
     set = make_set({}),
     dirty = {},
+    clashed = {},
   }, Engine)
   self.runner = sandbox.runner({ instructions = self.instructions, memory = self.memory })
   return self
@@ -257,6 +260,14 @@ end
 -- Applies a batch of changed file names: compile everything first, then build the new set and
 -- swap it in at once. Returns the events.
 function Engine:_apply(names)
+  -- Files rejected only because they clashed with another file are tried again with every
+  -- change: the other file may have given the ids up (a rule moved from one file to another).
+  local wanted = {}
+  for _, name in ipairs(names) do wanted[name] = true end
+  local clashed_before = self.clashed
+  for name in pairs(clashed_before) do wanted[name] = true end
+  self.clashed = {}
+  names = sorted_keys(wanted)
   local staged = {}
   for _, name in ipairs(names) do
     if is_policy_file(name) then
@@ -302,7 +313,12 @@ function Engine:_apply(names)
   end
   for _, name in ipairs(pending) do
     local why = clash(candidate, staged[name].policy, name)
-    events[#events + 1] = { type = "rejected", file = name, error = name .. ": " .. why }
+    local message = name .. ": " .. why
+    -- a retry that fails the same way is not news
+    if clashed_before[name] ~= message then
+      events[#events + 1] = { type = "rejected", file = name, error = message }
+    end
+    self.clashed[name] = message
     if old[name] and not clash(candidate, old[name], name) then candidate[name] = old[name] end
   end
   self.set = make_set(candidate)
