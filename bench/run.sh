@@ -83,6 +83,8 @@ for name in $names; do
         failed="$failed $name"
     else
         echo "$ratio" >>"$ratios"
+        # measurements that are not ratios (a latency, say) go in the summary too
+        grep '^RESULT ' "$log" >>"$ratios" || true
     fi
     rm -f "$rcfile"
     echo

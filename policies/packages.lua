@@ -2,12 +2,13 @@
 
 -- Server packages of protocols that send passwords in clear text or trust the client's word
 -- about who the user is, by their Debian and RPM names.
-local LEGACY_SERVERS = {
+local LEGACY_SERVERS = {}
+for _, name in ipairs({
   "telnetd", "telnetd-ssl", "inetutils-telnetd", "telnet-server",        -- telnet
   "rsh-server", "rsh-redone-server", "rsh-reload-server",                -- rsh, rlogin, rexec
   "ypserv",                                                              -- NIS server
   "tftpd", "tftpd-hpa", "atftpd", "tftp-server",                         -- tftp
-}
+}) do LEGACY_SERVERS[name] = true end
 
 -- dpkg says "install ok installed" and keeps "deinstall ok config-files" for removed packages
 -- whose configuration is left; rpm lists installed packages only.
@@ -36,7 +37,7 @@ return {
       check = function(posture)
         local found = {}
         for _, item in ipairs(posture.packages.items) do
-          if contains(LEGACY_SERVERS, item.name) and installed(item) then
+          if LEGACY_SERVERS[item.name] and installed(item) then
             found[#found + 1] = ("%s %s is installed (%s)"):format(item.name, tostring(item.version or "?"),
               tostring(item.manager or posture.packages.attributes.manager or "package manager"))
           end

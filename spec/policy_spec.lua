@@ -284,6 +284,18 @@ describe("sacm.policy", function()
       assert.equal("error", results[7].result)
     end)
 
+    it("evaluates a prepared posture as it would the original, as often as asked", function()
+      local e = engine_with({ ["p.lua"] = policy_text("p", { 'return "pass", posture.os.attributes.os_id' }) })
+      local prepared = policy.prepare({ os = OS.os, users = sacm.error.new("EACCES", "no shadow") })
+      assert.equal(prepared, policy.prepare(prepared))
+      assert.has_error(function() prepared.os = nil end)
+      assert.equal("no shadow", prepared.users.error:match("no shadow"))
+      for _ = 1, 2 do
+        local r = e:evaluate(prepared)[1]
+        assert.same({ "pass", "debian" }, { r.result, r.evidence[1] })
+      end
+    end)
+
     it("a rule sees only the kinds it requires", function()
       local e = engine_with({ ["p.lua"] = policy_text("p", {
         'return "pass", { tostring(posture.os ~= nil), tostring(posture.users == nil) }' }) })

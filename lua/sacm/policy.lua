@@ -162,6 +162,7 @@ local function validate(def, file, version)
       severity = severity,
       rationale = field(r, "rationale", "string", rwhere),
       requires = requires,
+      requires_key = concat(requires, ","), -- which posture view the rule sees, see evaluate
       check = field(r, "check", "function", rwhere),
     }
   end
@@ -425,14 +426,32 @@ function Engine:rules()
   return out
 end
 
--- A kind's posture as an error text, or nil. The evaluator hands an error value (or a table
--- with an `error` field) where collection failed.
-local function posture_error(data)
+-- A kind's data as an error text, or nil. The evaluator hands an error value (or a table with an
+-- `error` field) where collection failed.
+local function error_text(data)
   if errors.is(data) then return errors.message(data) end
   if type(data) ~= "table" then return "posture is a " .. type(data) .. ", not a table" end
   local e = rawget(data, "error")
   if e ~= nil then return errors.message(e) end
   return nil
+end
+
+--- prepare(posture) -> a read-only posture for evaluate. Each kind's data becomes a read-only
+-- view; a kind whose collection failed becomes {error = text}. evaluate() prepares what it is
+-- given itself; preparing once pays off when one posture is evaluated more than once (after a
+-- reload, or policy by policy). The view reads the scalars of the original items: do not change
+-- posture after preparing it.
+function M.prepare(posture)
+  if sandbox.is_frozen(posture) then return posture end
+  if type(posture) ~= "table" then error("policy.prepare: posture must be a table", 2) end
+  local kinds = {}
+  for kind, data in pairs(posture) do
+    if type(kind) == "string" then
+      local e = error_text(data)
+      kinds[kind] = e and { error = e } or data
+    end
+  end
+  return sandbox.freeze(kinds)
 end
 
 -- The result of a rule whose posture is not all there, or nil to run the check.
@@ -443,15 +462,13 @@ local function precheck(rule, posture)
     if data == nil then
       missing = missing or {}
       missing[#missing + 1] = kind
-    else
-      local e = posture_error(data)
-      if e then return "error", { ("posture %s could not be collected: %s"):format(kind, e) } end
-      if rawget(data, "applicable") == false then
-        not_applicable = not_applicable or {}
-        local reason = rawget(data, "reason")
-        not_applicable[#not_applicable + 1] = type(reason) == "string" and (kind .. ": " .. reason)
-          or (kind .. " is not applicable on this endpoint")
-      end
+    elseif data.error ~= nil then
+      return "error", { ("posture %s could not be collected: %s"):format(kind, tostring(data.error)) }
+    elseif data.applicable == false then
+      not_applicable = not_applicable or {}
+      local reason = data.reason
+      not_applicable[#not_applicable + 1] = type(reason) == "string" and (kind .. ": " .. reason)
+        or (kind .. " is not applicable on this endpoint")
     end
   end
   if missing then
@@ -461,10 +478,12 @@ local function precheck(rule, posture)
   return nil
 end
 
---- engine:evaluate(posture [, endpoint_info [, opts]]) -> results. posture = {[kind] = data};
--- opts.policies, a list of policy ids, evaluates only those. Never yields; one snapshot.
+--- engine:evaluate(posture [, endpoint_info [, opts]]) -> results. posture = {[kind] = data}, or
+-- what policy.prepare made of it; opts.policies, a list of policy ids, evaluates only those.
+-- Never yields, so it sees one snapshot of the policy set.
 function Engine:evaluate(posture, endpoint_info, opts)
   if type(posture) ~= "table" then error("engine:evaluate: posture must be a table", 2) end
+  posture = M.prepare(posture)
   local only
   if opts and opts.policies then
     only = {}
@@ -472,7 +491,6 @@ function Engine:evaluate(posture, endpoint_info, opts)
   end
   local set = self.set
   local runner = self.runner
-  local frozen = {}  -- kind -> read-only view, made on first use
   local views = {}   -- "kind,kind" -> the posture a rule requiring those kinds sees
   local ctx = sandbox.freeze({ endpoint = endpoint_info or {} })
   local results = {}
@@ -482,18 +500,12 @@ function Engine:evaluate(posture, endpoint_info, opts)
         local t0 = hrtime()
         local result, evidence = precheck(rule, posture)
         if not result then
-          local key = concat(rule.requires, ",")
+          -- a rule sees the kinds it requires and nothing else
+          local key = rule.requires_key
           local view = views[key]
           if not view then
             local visible = {}
-            for _, kind in ipairs(rule.requires) do
-              local f = frozen[kind]
-              if not f then
-                f = sandbox.freeze(posture[kind])
-                frozen[kind] = f
-              end
-              visible[kind] = f
-            end
+            for _, kind in ipairs(rule.requires) do visible[kind] = posture[kind] end
             view = sandbox.freeze(visible)
             views[key] = view
           end

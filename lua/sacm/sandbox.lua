@@ -64,13 +64,16 @@ local function is_data(v)
   return t == "string" or t == "number" or t == "boolean"
 end
 
-local function view_of(backing)
-  -- The data lives in the metatable's __index, which sandboxed code cannot reach
-  -- (__metatable hides it), so a read is one table lookup at C speed.
-  return setmetatable({}, {
-    __index = backing, __newindex = deny_write, __len = view_len, __pairs = view_pairs,
-    __metatable = "read-only",
-  })
+-- Metatables hold the data in __index, which sandboxed code cannot reach (__metatable hides
+-- it), so a read is one table lookup at C speed. __len only where there is a sequence: four
+-- fields fit a smaller hash part, and most posture tables are items without one.
+local function view_of(backing, sequence)
+  if not sequence then
+    return setmetatable({}, { __index = backing, __newindex = deny_write, __pairs = view_pairs,
+      __metatable = "read-only" })
+  end
+  return setmetatable({}, { __index = backing, __newindex = deny_write, __pairs = view_pairs,
+    __len = view_len, __metatable = "read-only" })
 end
 
 local function freeze_table(t, seen)
@@ -79,21 +82,31 @@ local function freeze_table(t, seen)
   local mt = dgetmetatable(t)
   if mt and mt.__newindex == deny_write then return t end -- already a view
   -- A table of scalars (a posture item, say) is its own backing: nothing in it leads further.
+  -- This loop runs for every item of every list, so it is written out rather than calling is_data.
   local flat = true
   for k, v in next, t do
-    if not (is_data(k) and is_data(v)) then flat = false break end
+    local tv = type(v)
+    if (tv ~= "string" and tv ~= "number" and tv ~= "boolean") or type(k) == "table" then
+      flat = false
+      break
+    end
   end
   if flat then
-    view = view_of(t)
+    view = view_of(t, rawget(t, 1) ~= nil)
     seen[t] = view
     return view
   end
   local copy = {}
-  view = view_of(copy)
-  seen[t] = view
+  view = view_of(copy, rawget(t, 1) ~= nil)
+  seen[t] = view -- before the recursion, so a cycle ends here
   for k, v in next, t do
-    if type(v) == "table" then v = freeze_table(v, seen) end
-    if is_data(k) and (is_data(v) or (type(v) == "table")) then copy[k] = v end
+    if is_data(k) then
+      if type(v) == "table" then
+        copy[k] = freeze_table(v, seen)
+      elseif is_data(v) then
+        copy[k] = v
+      end
+    end
   end
   return view
 end
@@ -181,16 +194,18 @@ local function backtracking(pattern)
   return n
 end
 
+-- The steps one match may take, about (len + 1)^(backtracking quantifiers, + 1 when the match
+-- may start anywhere) times the pattern's length.
 local function pattern_cost(s, pattern, init, anchored_possible)
-  if type(s) ~= "string" and type(s) ~= "number" then return 0 end -- string.* raises on its own
-  if type(pattern) ~= "string" then return 0 end
-  local len = #tostring(s)
-  if type(init) == "number" and init > 1 then len = len - init + 1 end
+  local ts = type(s)
+  if (ts ~= "string" and ts ~= "number") or type(pattern) ~= "string" then return 0 end -- raises on its own
+  local len = ts == "string" and #s or 24
+  if init and type(init) == "number" and init > 1 then len = len - init + 1 end
   if len < 1 then len = 1 end
   local exponent = backtracking(pattern)
   if not (anchored_possible and s_byte(pattern, 1) == 94) then exponent = exponent + 1 end
-  local cost = (len + 1) ^ exponent * #pattern
-  return cost
+  if exponent == 1 then return (len + 1) * #pattern end
+  return (len + 1) ^ exponent * #pattern
 end
 
 local function safe_find(s, pattern, init, plain)
@@ -229,7 +244,7 @@ end
 
 -- What `("x"):method()` finds while sandboxed code runs: read-only, so no policy can change
 -- string methods for another.
-local string_methods = view_of(safe_string_table())
+local string_methods = view_of(safe_string_table(), false)
 local string_metatable = dgetmetatable("")
 
 local function safe_setmetatable(t, mt)
