@@ -25,7 +25,7 @@ static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         return NULL;
     }
     /* Only growth may be refused: Lua relies on shrinking and freeing never failing. */
-    if (m->limit != 0 && nsize > old && m->in_use + (nsize - old) > m->limit)
+    if (__builtin_expect(m->limit != 0, 0) && nsize > old && m->in_use + (nsize - old) > m->limit)
         return NULL;
     void *block = realloc(ptr, nsize);
     if (block == NULL)
