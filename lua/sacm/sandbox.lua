@@ -246,6 +246,7 @@ end
 -- string methods for another.
 local string_methods = view_of(safe_string_table(), false)
 local string_metatable = dgetmetatable("")
+local string_library = string_metatable.__index -- put back after each run
 
 local function safe_setmetatable(t, mt)
   if type(t) ~= "table" then
@@ -352,7 +353,7 @@ function Runner:run(fn, a, b)
   if self.memory then previous_limit = set_limit(usage() + self.memory) end
   local ok, mark, r1, r2 = co_resume(co, fn, a, b)
   if self.memory then set_limit(previous_limit) end
-  string_metatable.__index = string
+  string_metatable.__index = string_library
   active = nil
   if ok and mark == DONE then return true, r1, r2 end
   -- Failed or suspended mid-way: this coroutine is spent. It is left to the collector unclosed,
