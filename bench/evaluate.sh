@@ -75,8 +75,9 @@ evaluator pays once per posture it receives however many rules it runs.
 
 Where the time goes: the instruction budget is a count hook, and while a Lua 5.4 coroutine has a
 count hook every VM instruction goes through the hook check (\`luaG_traceexec\`), so loop-heavy
-checks run up to about 1.7x slower; the fixed cost per rule (resuming the sandbox coroutine,
-setting the hook and the memory cap, validating the result) is about 0.5 us.
+checks run up to about 1.7x slower. The fixed cost per rule is about 0.5 us for the sandbox run
+(resuming its coroutine, setting the hook and the memory cap) and about 1.5 us with the
+bookkeeping around it (checking the required kinds, validating result and evidence).
 
 Hot reload: $reloads times, a policy file is rewritten with \`fs.write\` (atomic: temporary file,
 fsync, rename) and the time is taken from the start of the write to the end of the first

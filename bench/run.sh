@@ -129,7 +129,7 @@ scripts. Its markdown section is kept in \`bench/out/<name>.md\`.
 ## Reading the ratios
 
 A ratio is sacmrun's measurement divided by the reference's: lower is better, 1.0 means as fast
-(or as small) as the reference. Each section says what its ratio divides and which aims it is held
+(or as small) as the reference; a ratio of rates (evaluate's) is higher-is-better. Each section says what its ratio divides and which aims it is held
 to; a missed aim is reported, not treated as a failure.
 
 ## Machine
