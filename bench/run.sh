@@ -83,6 +83,8 @@ for name in $names; do
         failed="$failed $name"
     else
         echo "$ratio" >>"$ratios"
+        # measurements that are not ratios (a latency, say) go in the summary too
+        grep '^RESULT ' "$log" >>"$ratios" || true
     fi
     rm -f "$rcfile"
     echo
@@ -127,9 +129,9 @@ scripts. Its markdown section is kept in \`bench/out/<name>.md\`.
 ## Reading the ratios
 
 A ratio is sacmrun's measurement divided by the reference's, 1.0 meaning as good as the reference.
-For times and sizes (startup) lower is better; for throughput (pubsub, items per second) higher is
-better. Each section says what its ratio divides, which direction is better and which aims it is
-held to; a missed aim is reported, not treated as a failure.
+For times and sizes (startup) lower is better; for rates (pubsub items per second, evaluate's rule
+evaluations per second) higher is better. Each section says what its ratio divides, which direction
+is better and which aims it is held to; a missed aim is reported, not treated as a failure.
 
 ## Machine
 

@@ -58,6 +58,11 @@ void sacm_invoke(lua_State *L, int nargs);
 /* Pushes the function stored at ref and calls it with nargs arguments already on the stack. */
 void sacm_invoke_ref(lua_State *L, int ref, int nargs);
 
+/* ---- memlimit.c: the state's counting allocator, with a temporary limit (sacm._mem) ---- */
+/* Replaces the allocator of a fresh state; call before anything else uses it. */
+void sacm_memlimit_install(lua_State *L);
+int luaopen_sacm__mem(lua_State *L);
+
 /* ---- loop.c: the libuv loop, signals, shutdown ---- */
 uv_loop_t *sacm_loop(void);
 int sacm_loop_init(void);

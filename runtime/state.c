@@ -199,6 +199,7 @@ static void preload(lua_State *L)
         {"sacm._watch", luaopen_sacm__watch},
         {"sacm._xml", luaopen_sacm__xml},
         {"sacm._dns", luaopen_sacm__dns},
+        {"sacm._mem", luaopen_sacm__mem},
         {NULL, NULL},
     };
     static const struct {
@@ -230,6 +231,7 @@ lua_State *sacm_state_new(const char *argv0)
     if (L == NULL)
         return NULL;
     main_state = L;
+    sacm_memlimit_install(L);
     luaL_openlibs(L);
     set_paths(L);
     preload(L);
