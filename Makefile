@@ -20,13 +20,13 @@ WARNINGS += -Werror
 endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CORE_LIBS  := $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -ldl -lm
-TLS_LIBS   := $(shell pkg-config --libs $(TLS_PKGS) 2>/dev/null)
+TLS_LIBS   := $(shell pkg-config --libs $(TLS_PKGS) 2>/dev/null) -lhttp_parser
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
              -DSACM_SHAREDIR='"$(SHAREDIR)"' -DSACM_LIBDIR='"$(LIBDIR)"'
 # the runtime's sacm_* functions, for the TLS module
 EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 
-TLS_SRCS  = runtime/crypto.c runtime/xmpp.c
+TLS_SRCS  = runtime/crypto.c runtime/xmpp.c runtime/http.c
 SRCS      = $(filter-out $(TLS_SRCS),$(wildcard runtime/*.c))
 OBJS      = $(SRCS:runtime/%.c=build/obj/%.o)
 TLS_OBJS  = $(TLS_SRCS:runtime/%.c=build/obj/%.o)

@@ -188,6 +188,7 @@ static void preload(lua_State *L)
         {"sacm._crypto", load_tls_module},
         {"sacm._dns", luaopen_sacm__dns},
         {"sacm._xmpp", load_tls_module},
+        {"sacm._http", load_tls_module},
         {NULL, NULL},
     };
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
