@@ -565,6 +565,10 @@ static int on_headers_complete(http_parser *p)
         c->query_off = c->has_query ? u.field_data[UF_QUERY].off : 0;
         c->query_len = c->has_query ? u.field_data[UF_QUERY].len : 0;
     }
+    /* a NUL in the decoded path would cut it short in C code and file names further on */
+    for (size_t i = c->path_off; i + 2 < c->path_off + c->path_len; i++)
+        if (url[i] == '%' && url[i + 1] == '0' && url[i + 2] == '0')
+            return fail_request(c, 400);
     /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host header */
     int hosts;
     find_header(c, "host", &hosts);
