@@ -30,6 +30,9 @@
 #define CONN_MT "sacm.HttpConnection"
 #define READ_CHUNK 65536
 #define PLAIN_CHUNK 16384
+/* Responses not yet taken by the kernel above which no further request is read: a client that
+ * pipelines requests but never reads the answers must not make us buffer them all. */
+#define WRITE_HIGH_WATER (256 * 1024)
 
 enum conn_state {
     ST_HANDSHAKE, /* TLS handshake, then the first request's headers */
@@ -68,6 +71,7 @@ typedef struct conn {
     http_parser parser;
     enum conn_state state;
     int reading, in_process, busy, closing, closed, delivered, close_after;
+    int write_blocked; /* reading paused until the kernel takes what we wrote */
     int error_status; /* a status the server answers by itself, then closes */
     int request_ready;
     unsigned writes_pending;
@@ -187,6 +191,7 @@ static const char *ssl_error_text(char *out, size_t size)
 /* ---------------------------------------------------------------- lifetime */
 
 static void process(conn_t *c);
+static void schedule(conn_t *c);
 static void conn_close(conn_t *c);
 static void arm_timer(conn_t *c);
 
@@ -264,6 +269,10 @@ static void on_write(uv_write_t *req, int status)
     }
     if (c->writes_pending == 0 && c->state == ST_IDLE)
         arm_timer(c); /* the slow-reader deadline becomes the idle deadline */
+    if (c->write_blocked && c->tcp.write_queue_size <= WRITE_HIGH_WATER) {
+        c->write_blocked = 0;
+        schedule(c);
+    }
 }
 
 /* Sends whatever OpenSSL produced. */
@@ -863,6 +872,10 @@ static void process(conn_t *c)
             break;
         if (c->busy)
             break;
+        if (c->tcp.write_queue_size > WRITE_HIGH_WATER) {
+            c->write_blocked = 1;
+            break;
+        }
         if (c->pending.len > 0) {
             feed(c, c->pending.p, c->pending.len);
         } else {
@@ -932,7 +945,7 @@ static void update_reading(conn_t *c)
 {
     if (c->closed)
         return;
-    int want = !c->busy;
+    int want = !c->busy && !c->write_blocked;
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->reading = 1;
@@ -953,6 +966,18 @@ static void on_idle(uv_idle_t *idle)
             process(c);
     }
     uv_idle_stop(idle);
+}
+
+/* Processes the connection soon, from the loop: never from inside Lua, never re-entering. */
+static void schedule(conn_t *c)
+{
+    if (c->queued || c->closed)
+        return;
+    c->queued = 1;
+    c->ready_next = c->srv->ready;
+    c->srv->ready = c;
+    if (!c->srv->closed)
+        uv_idle_start(&c->srv->idle, on_idle);
 }
 
 /* ---------------------------------------------------------------- accepting */
@@ -1083,12 +1108,7 @@ static int l_respond(lua_State *L)
         if (!c->in_process) {
             if (c->pending.len > 0 || BIO_ctrl_pending(c->rbio) > 0 || SSL_pending(c->ssl) > 0) {
                 /* a pipelined request is buffered: parse it from the loop, not from this task */
-                if (!c->queued) {
-                    c->queued = 1;
-                    c->ready_next = c->srv->ready;
-                    c->srv->ready = c;
-                    uv_idle_start(&c->srv->idle, on_idle);
-                }
+                schedule(c);
             } else {
                 update_reading(c);
             }

@@ -121,6 +121,41 @@ describe("sacm.http", function()
     assert.equal(1, srv:stats().accepted)
   end)
 
+  it("stops reading pipelined requests while the client does not read the responses", function()
+    local big = ("z"):rep(1024 * 1024)
+    local srv <close> = listen(nil, function() return 200, nil, big end)
+    local go = dir .. "/go"
+    -- a real TLS client (Python's ssl) that sends 40 pipelined requests, reads nothing until the
+    -- file `go` exists, then counts the answers
+    local script = [[
+import os, socket, ssl, sys, time
+port, ca, go, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], 40
+ctx = ssl.create_default_context(cafile=ca)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * (n - 1)
+          + b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+while not os.path.exists(go):
+    time.sleep(0.01)
+data = bytearray()
+while True:
+    chunk = s.recv(1 << 20)
+    if not chunk:
+        break
+    data += chunk
+print(data.count(b"HTTP/1.1 200 OK"), len(data))
+]]
+    local client = task.spawn(proc.run, { "python3", "-c", script, tostring(srv.port), ca.cert, go }, { timeout = 60 })
+    while srv:stats().requests < 1 do task.sleep(0.01) end
+    task.sleep(0.5) -- time to (wrongly) answer them all
+    local handled = srv:stats().requests
+    assert(require("sacm.fs").write(go, ""))
+    local r = assert(client:await())
+    assert.equal(0, r.code, r.stderr)
+    local count = tonumber(r.stdout:match("^(%d+)"))
+    assert.equal(40, count)
+    assert.is_true(handled < 40, "answered " .. handled .. " requests nobody was reading")
+  end)
+
   it("runs each request as a task: one handler waits while another request is served", function()
     local ready = sync.event()
     local srv <close> = listen(nil, function(req)
