@@ -207,6 +207,8 @@ end
 
 ---------------------------------------------------------------------------- servers
 
+local OPTIONS = { host = true, port = true, backlog = true, cert = true, key = true, ca = true,
+                  verify_client = true, limits = true, timeouts = true }
 local LIMITS = { connections = "max_connections", header_size = "max_header_size", headers = "max_headers",
                  url = "max_url", body = "max_body" }
 local TIMEOUTS = { headers = "headers_ms", body = "body_ms", idle = "idle_ms", write = "write_ms",
@@ -222,6 +224,9 @@ local TIMEOUTS = { headers = "headers_ms", body = "body_ms", idle = "idle_ms", w
 function M.listen(opts, handler)
   if type(opts) ~= "table" then error("http.listen: opts must be a table", 2) end
   if type(handler) ~= "function" then error("http.listen: handler must be a function", 2) end
+  for name in pairs(opts) do
+    if not OPTIONS[name] then error("http.listen: unknown option " .. tostring(name), 2) end
+  end
   local c = {
     host = opts.host, port = opts.port, backlog = opts.backlog, cert = opts.cert, key = opts.key,
     ca = opts.ca, verify_client = opts.verify_client,

@@ -5,9 +5,10 @@
 --   local srv = certs.server(ca, dir .. "/server", { dns = { "localhost" }, ips = { "127.0.0.1" } })
 --   local cli = certs.client(ca, dir .. "/alice", { cn = "alice", xmpp = { "alice@localhost" } })
 --
--- Keys are P-256; certificates are valid for opts.days (default certs.DAYS) days. Every file is written into
--- directories the caller made (and removes). Each openssl run gets a complete config of its own,
--- so a system-wide OPENSSL_CONF cannot change the certificates. Waiting calls: run in a task.
+-- Keys are P-256; certificates are valid for opts.days (default certs.DAYS) days. Every file is
+-- written into directories the caller made (and removes). Each openssl run gets a complete
+-- config of its own, so a system-wide OPENSSL_CONF cannot change the certificates. Waiting
+-- calls: run in a task.
 local proc = require "sacm.proc"
 local fs = require "sacm.fs"
 local crypto = require "sacm.crypto"
