@@ -6,7 +6,8 @@
 # writes bench/out/http.md and ends with
 # `RATIO http-vs-nginx <nginx requests/s / sacmrun requests/s>` (lower is better; 1.0 = as fast).
 #
-#   bench/http.sh                                   3 rounds of 5 s per server, 10 connections
+#   bench/http.sh                                   5 rounds of 5 s per server, 10 connections
+#                                                   (about a minute)
 #   ROUNDS=5 DURATION=10 CONNS=50 bench/http.sh
 #
 # nginx runs privately: its own config, prefix and pid file in a temporary directory, a loopback
@@ -14,7 +15,7 @@
 set -eu
 
 cd "$(dirname "$0")/.."
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-5}
 duration=${DURATION:-5}
 conns=${CONNS:-10}
 out=bench/out
@@ -35,11 +36,12 @@ tmp=$(mktemp -d /tmp/sacmrun-bench-http-XXXXXXXXXX)
 sacm_pid=""
 nginx_pid=""
 cleanup() {
+    set +e # a server that ended by our SIGTERM reports 143: not a failure of the benchmark
     [ -n "$sacm_pid" ] && kill "$sacm_pid" 2>/dev/null && wait "$sacm_pid" 2>/dev/null
     [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null && wait "$nginx_pid" 2>/dev/null
     rm -rf "$tmp"
 }
-trap 'cleanup' EXIT
+trap 'rc=$?; cleanup; exit $rc' EXIT
 trap 'exit 130' INT TERM
 
 # One self-signed P-256 certificate for both (wrk does not verify; the spec does that).
