@@ -169,6 +169,8 @@ n_rps=$(median nginx)
 s_all=$(awk '$1 == "sacmrun" { printf "%s%.0f", s, $2; s = " " }' "$raw")
 n_all=$(awk '$1 == "nginx" { printf "%s%.0f", s, $2; s = " " }' "$raw")
 ratio=$(awk -v s="$s_rps" -v n="$n_rps" 'BEGIN { printf "%.2f", n / s }')
+# the ratio within each round (its two lines), to show how much the machine's noise moves it
+round_ratios=$(awk '{ v[$1] = $2 } NR % 2 == 0 { printf "%s%.2f", sep, v["nginx"] / v["sacmrun"]; sep = " " }' "$raw")
 version=$(./sacmrun -v 2>/dev/null || echo "sacmrun (version unknown)")
 nginx_version=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
 openssl_version=$(openssl version | cut -d " " -f 1-2)
@@ -201,9 +203,11 @@ serving process (nginx: its worker) at the end.
 | nginx (static file, 1 worker) | $(printf '%.0f' "$n_rps") | $n_all | $nginx_rss |
 
 **RATIO http-vs-nginx $ratio** (nginx's requests/s divided by sacmrun's, so that, as everywhere
-in this file, lower is better and 1.0 means as fast as the reference). Load average (1, 5, 15
-min) was $load_before before and $load_after after, on $(nproc) cores; wrk and the server share
-them. Versions: $version.
+in this file, lower is better and 1.0 means as fast as the reference). The ratio of each round:
+$round_ratios. Load average (1, 5, 15 min) was $load_before before and $load_after after, on
+$(nproc) cores; wrk and the server share them, so on a busy machine the rounds differ a lot:
+compare ratios from runs on a quiet one. Versions: $version.
 MD
 
+echo "round ratios: $round_ratios"
 echo "RATIO http-vs-nginx $ratio"
