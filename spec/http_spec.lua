@@ -233,8 +233,8 @@ print(data.count(b"HTTP/1.1 200 OK"), len(data))
     assert.equal(4, srv:stats().bad_requests)
   end)
 
-  it("closes a slow client that stops halfway through its headers (408), and an idle one", function()
-    local srv <close> = listen({ timeouts = { headers = 0.5, idle = 0.5 } }, echo)
+  it("closes slow clients: headers or body stopping halfway (408), idle, never starting TLS", function()
+    local srv <close> = listen({ timeouts = { headers = 0.5, body = 0.5, idle = 0.5 } }, echo)
     -- s_client keeps the connection open after its input: only the server can end it
     local r = s_client(srv, "GET /half HTTP/1.1\r\nHost: x\r\nX-Partial: ")
     assert.equal(408, status_of(r.stdout), r.stdout .. r.stderr)
@@ -243,7 +243,18 @@ print(data.count(b"HTTP/1.1 200 OK"), len(data))
     assert.equal("GET|/whole|-|-|", r.stdout:match("\r\n\r\n(.*)$"))
     r = s_client(srv, "") -- handshake, then nothing
     assert.equal("", r.stdout)
-    assert.equal(3, srv:stats().timeouts)
+    -- the body is promised but only part of it comes
+    r = s_client(srv, "POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly this")
+    assert.equal(408, status_of(r.stdout), r.stdout .. r.stderr)
+    -- a TCP client that never starts the TLS handshake
+    r = assert(proc.run({ "python3", "-c", [[
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(20)
+print(repr(s.recv(100)))
+]], tostring(srv.port) }, { timeout = 30 }))
+    assert.equal("b''\n", r.stdout, r.stderr)
+    assert.equal(5, srv:stats().timeouts)
     r = curl(srv, { url(srv, "/after") })
     assert.equal("GET|/after|-|-|", r.stdout)
   end)
@@ -351,6 +362,31 @@ print(data.count(b"HTTP/1.1 200 OK"), len(data))
     holder:await() -- closed by the headers deadline
     r = curl(srv, { url(srv, "/served") })
     assert.equal("GET|/served|-|-|", r.stdout)
+  end)
+
+  it("survives plain HTTP sent to its TLS port", function()
+    local srv <close> = listen(nil, echo)
+    local r = assert(proc.run({ "curl", "-sS", "--max-time", "10", ("http://127.0.0.1:%d/"):format(srv.port) }))
+    assert.not_equal(0, r.code)
+    assert.equal(1, srv:stats().tls_failures)
+    r = curl(srv, { url(srv, "/tls") })
+    assert.equal("GET|/tls|-|-|", r.stdout)
+  end)
+
+  it("lets a busy handler answer when closed, with Connection: close", function()
+    local release = sync.event()
+    local srv = listen(nil, function()
+      release:wait(10)
+      return 200, nil, "last words"
+    end)
+    local pending = task.spawn(curl, srv, { "-i", url(srv, "/busy") })
+    while srv:stats().requests < 1 do task.sleep(0.01) end
+    srv:close()
+    release:set()
+    local r = pending:await()
+    assert.equal(0, r.code, r.stderr)
+    assert.equal(200, status_of(r.stdout))
+    assert.matches("\r\nConnection: close\r\n\r\nlast words$", r.stdout)
   end)
 
   it("stops listening on close", function()

@@ -182,15 +182,16 @@ local function serve(server, conn, req)
     ok, status = false, "handler returned a body that is not a string"
   end
   local head, close
+  local closing = not req.keep_alive or server.closed
   if ok then
     body = body or ""
-    ok, head, close = pcall(response_head, status, headers, #body, not req.keep_alive)
+    ok, head, close = pcall(response_head, status, headers, #body, closing)
     if not ok then status = head end
   end
   if not ok then
     log.error("%s %s from %s: %s", req.method, req.target, req.remote, errors.message(status))
     status, headers, body = error_response(500)
-    head, close = response_head(status, headers, #body, not req.keep_alive)
+    head, close = response_head(status, headers, #body, closing)
   end
   if req.method == "HEAD" or status == 204 or status == 304 then body = nil end
   conn:respond(head, body, close) -- nil, closed when the client left: nothing to do then
@@ -259,7 +260,8 @@ end
 
 --- server:close(): stops listening; idle connections close now, busy ones after their response.
 function Server:close()
-  if self._core then
+  if self._core and not self.closed then
+    self.closed = true
     self._last_stats = self._core:stats()
     self._core:close()
   end
