@@ -1137,19 +1137,6 @@ static int l_conn_gc(lua_State *L)
     return 0;
 }
 
-static int l_conn_info(lua_State *L)
-{
-    conn_t *c = check_conn(L, 1);
-    if (c == NULL || c->closing)
-        return sacm_fail(L, "closed", "the client connection is closed");
-    lua_createtable(L, 0, 2);
-    lua_pushstring(L, c->remote);
-    lua_setfield(L, -2, "remote");
-    lua_pushinteger(L, c->remote_port);
-    lua_setfield(L, -2, "remote_port");
-    return 1;
-}
-
 /* ---------------------------------------------------------------- Lua: servers */
 
 static server_t *check_server(lua_State *L, int idx)
@@ -1426,7 +1413,6 @@ int luaopen_sacm__http(lua_State *L)
     static const luaL_Reg conn_methods[] = {
         {"respond", l_respond},
         {"close", l_conn_close},
-        {"info", l_conn_info},
         {NULL, NULL},
     };
     sacm_define_type(L, CONN_MT, conn_methods, l_conn_gc);
