@@ -21,7 +21,7 @@ WARNINGS += -Werror
 endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CORE_LIBS  := $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -ldl -lm
-TLS_LIBS   := $(shell pkg-config --libs $(TLS_PKGS) 2>/dev/null)
+TLS_LIBS   := $(shell pkg-config --libs $(TLS_PKGS) 2>/dev/null) -lhttp_parser
 SQLITE_LIBS := $(shell pkg-config --libs $(SQLITE_PKGS) 2>/dev/null)
 # readline also costs every start (about 0.5 ms and 300 KB): the REPL is a module of its own too.
 REPL_LIBS  := $(shell pkg-config --libs readline 2>/dev/null || echo -lreadline)
@@ -30,7 +30,7 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
 # the runtime's sacm_* functions, for the TLS module
 EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 
-TLS_SRCS  = runtime/crypto.c runtime/xmpp.c
+TLS_SRCS  = runtime/crypto.c runtime/xmpp.c runtime/http.c
 SQLITE_SRCS = runtime/sqlite.c
 REPL_SRCS = runtime/repl.c
 SRCS      = $(filter-out $(TLS_SRCS) $(SQLITE_SRCS) $(REPL_SRCS),$(wildcard runtime/*.c))

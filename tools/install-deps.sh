@@ -14,7 +14,7 @@ here=$(dirname "$0")
 policy=/usr/sbin/policy-rc.d
 
 # server packages: package name, service name, the system user its daemon runs as
-servers="prosody:prosody:prosody ejabberd:ejabberd:ejabberd"
+servers="prosody:prosody:prosody ejabberd:ejabberd:ejabberd nginx-light:nginx:www-data"
 
 missing=""
 # one package per line; "#" starts a comment, also after a name (names never hold spaces)

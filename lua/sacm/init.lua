@@ -19,7 +19,7 @@ local sacm = {
 
 local submodules = {
   task = true, timer = true, sync = true, proc = true, fs = true, xml = true, crypto = true,
-  time = true, log = true, error = true, shutdown = true, sqlite = true,
+  time = true, log = true, error = true, shutdown = true, sqlite = true, http = true,
 }
 
 return setmetatable(sacm, {

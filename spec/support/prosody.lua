@@ -30,6 +30,7 @@ local sync = require "sacm.sync"
 local crypto = require "sacm.crypto"
 local time = require "sacm.time"
 local shutdown = require "sacm.shutdown"
+local certs = require "support.certs"
 
 local M = {}
 
@@ -123,51 +124,8 @@ local function pick_port(avoid)
 end
 
 ---------------------------------------------------------------------------- certificates
--- OpenSSL config values: # starts a comment and $ a variable unless escaped.
-local function cnf_escape(s, what)
-  if s:find("[%c]") then error(("%s must not contain control characters: %q"):format(what, s), 4) end
-  return (s:gsub("[\\#$\"']", "\\%0"))
-end
-
-local function subj_escape(s)
-  return (s:gsub("[/=+,\\]", "\\%0"))
-end
-
-local CNF_HEAD = [[
-# written by spec/support/prosody.lua
-[req]
-distinguished_name = dn
-[dn]
-[ca_ext]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-]]
-
-local function serial()
-  return "0x1" .. random_hex(8) -- positive, 68 bits, distinct per certificate
-end
-
--- openssl req: a new P-256 key and a certificate; signed by ca (a {cert, key} pair) or self-signed.
-local function issue(cnf, section, subject, cert, key, ca)
-  local argv = {
-    "openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-    "-nodes", "-keyout", key, "-out", cert, "-days", tostring(M.CERT_DAYS), "-set_serial", serial(),
-    "-subj", subject, "-config", cnf, "-extensions", section,
-  }
-  if ca then
-    argv[#argv + 1] = "-CA"; argv[#argv + 1] = ca.cert
-    argv[#argv + 1] = "-CAkey"; argv[#argv + 1] = ca.key
-  end
-  -- the config given is complete: a system-wide OPENSSL_CONF must not change the certificates
-  run(argv, "issuing " .. cert, { env = { OPENSSL_CONF = cnf } })
-end
-
 local function make_ca(dir, name, cn)
-  local ca = { cert = dir .. "/" .. name .. ".crt", key = dir .. "/" .. name .. ".key", cnf = dir .. "/" .. name .. ".cnf" }
-  must(fs.write(ca.cnf, CNF_HEAD), nil, "writing " .. ca.cnf)
-  issue(ca.cnf, "ca_ext", "/CN=" .. subj_escape(cn), ca.cert, ca.key, nil)
-  return ca
+  return certs.ca(dir, name, cn, M.CERT_DAYS)
 end
 
 ---------------------------------------------------------------------------- config
@@ -448,23 +406,8 @@ function Server:client_cert(jid, opts)
   end
   self._client_seq = self._client_seq + 1
   local safe = jids[1]:gsub("[^%w@.-]", "_")
-  local base = ("%s/clients/%d-%s"):format(self.dir, self._client_seq, safe)
-  local lines = {
-    CNF_HEAD,
-    "[client_ext]",
-    "basicConstraints = critical,CA:FALSE",
-    "keyUsage = critical,digitalSignature,keyAgreement",
-    "extendedKeyUsage = clientAuth",
-    "subjectAltName = @client_san",
-    "[client_san]",
-  }
-  for i, j in ipairs(jids) do
-    lines[#lines + 1] = ("otherName.%d = 1.3.6.1.5.5.7.8.5;UTF8:%s"):format(i, cnf_escape(j, "a JID"))
-  end
-  local cnf = base .. ".cnf"
-  must(fs.write(cnf, table.concat(lines, "\n") .. "\n"), nil, "writing " .. cnf)
-  local pair = { cert = base .. ".crt", key = base .. ".key" }
-  issue(cnf, "client_ext", "/CN=" .. subj_escape(jids[1]), pair.cert, pair.key, ca)
+  local pair = certs.client(ca, ("%s/clients/%d-%s"):format(self.dir, self._client_seq, safe),
+    { cn = jids[1], xmpp = jids, days = M.CERT_DAYS })
   return pair
 end
 
@@ -594,17 +537,8 @@ function M.start(opts)
     end
     local t0 = time.monotonic()
     self._ca = make_ca(dir .. "/certs", "ca", "sacmrun test CA")
-    local cnf = dir .. "/certs/server.cnf"
-    must(fs.write(cnf, CNF_HEAD .. table.concat({
-      "[server_ext]",
-      "basicConstraints = critical,CA:FALSE",
-      "keyUsage = critical,digitalSignature,keyAgreement",
-      "extendedKeyUsage = serverAuth",
-      "subjectKeyIdentifier = hash",
-      "authorityKeyIdentifier = keyid",
-      ("subjectAltName = DNS:%s,DNS:%s"):format(cnf_escape(domain, "domain"), cnf_escape(self.pubsub, "domain")),
-    }, "\n") .. "\n"), nil, "writing " .. cnf)
-    issue(cnf, "server_ext", "/CN=" .. subj_escape(domain), self.cert_file, self.key_file, self._ca)
+    local pair = certs.server(self._ca, dir .. "/certs/server", { cn = domain, dns = { domain, self.pubsub }, days = M.CERT_DAYS })
+    assert(pair.cert == self.cert_file and pair.key == self.key_file)
     self.timings.certificates = time.monotonic() - t0
 
     self.port = opts.port or pick_port({})

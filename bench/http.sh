@@ -1,0 +1,213 @@
+#!/bin/sh
+# Bench `http`: requests per second of sacmrun's HTTPS server (sacm.http with a handler that
+# returns a fixed body) next to nginx serving the same bytes as a static file, measured with wrk
+# in the same run. Both serve over TLS on loopback from one process (nginx: one worker), with
+# keep-alive; they take turns round by round, and which goes first alternates. Prints a table,
+# writes bench/out/http.md and ends with
+# `RATIO http-vs-nginx <nginx requests/s / sacmrun requests/s>` (lower is better; 1.0 = as fast).
+#
+#   bench/http.sh                                   5 rounds of 5 s per server, 10 connections
+#                                                   (about a minute)
+#   ROUNDS=5 DURATION=10 CONNS=50 bench/http.sh
+#
+# nginx runs privately: its own config, prefix and pid file in a temporary directory, a loopback
+# port, `daemon off`, stopped by pid when the benchmark ends (also on failure or Ctrl-C).
+set -eu
+
+cd "$(dirname "$0")/.."
+rounds=${ROUNDS:-5}
+duration=${DURATION:-5}
+conns=${CONNS:-10}
+out=bench/out
+mkdir -p "$out"
+for tool in wrk nginx openssl curl; do
+    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
+        echo "http.sh: $tool is missing (Debian packages wrk, nginx-light, openssl, curl)" >&2
+        exit 1
+    fi
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ ! -x ./sacmrun ]; then
+    echo "http.sh: ./sacmrun is missing; run 'make' first" >&2
+    exit 1
+fi
+
+tmp=$(mktemp -d /tmp/sacmrun-bench-http-XXXXXXXXXX)
+sacm_pid=""
+nginx_pid=""
+cleanup() {
+    set +e # a server that ended by our SIGTERM reports 143: not a failure of the benchmark
+    [ -n "$sacm_pid" ] && kill "$sacm_pid" 2>/dev/null && wait "$sacm_pid" 2>/dev/null
+    [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null && wait "$nginx_pid" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap 'rc=$?; cleanup; exit $rc' EXIT
+trap 'exit 130' INT TERM
+
+# One self-signed P-256 certificate for both (wrk does not verify; the spec does that).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+mkdir -p "$tmp/www" "$tmp/logs"
+printf 'hello, world\n' >"$tmp/www/x"
+# Run as root, nginx's worker drops to nobody: it must be able to read the file it serves (the
+# key stays 0600; the master reads it before dropping privileges).
+chmod 0755 "$tmp" "$tmp/www"
+chmod 0644 "$tmp/www/x"
+
+# A free port for nginx: random in 20000-32767 (below Linux's ephemeral range), not in use.
+port_in_use() {
+    hex=$(printf ':%04X ' "$1")
+    grep -q "$hex" /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+nginx_port=""
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+    p=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 12768))
+    if ! port_in_use "$p"; then nginx_port=$p; break; fi
+done
+[ -n "$nginx_port" ] || { echo "http.sh: no free port for nginx" >&2; exit 1; }
+
+cat >"$tmp/nginx.conf" <<CONF
+# written by bench/http.sh
+daemon off;
+master_process on;
+worker_processes 1;
+pid $tmp/nginx.pid;
+error_log $tmp/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/client_body;
+    proxy_temp_path $tmp/proxy;
+    fastcgi_temp_path $tmp/fastcgi;
+    uwsgi_temp_path $tmp/uwsgi;
+    scgi_temp_path $tmp/scgi;
+    default_type text/plain;
+    keepalive_requests 1000000;
+    keepalive_timeout 30s;
+    server {
+        listen 127.0.0.1:$nginx_port ssl;
+        ssl_certificate $tmp/cert.pem;
+        ssl_certificate_key $tmp/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        root $tmp/www;
+    }
+}
+CONF
+"$NGINX" -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/logs/error.log" >"$tmp/nginx.out" 2>&1 &
+nginx_pid=$!
+
+./sacmrun bench/http_server.lua "$tmp/cert.pem" "$tmp/key.pem" "$tmp/www/x" >"$tmp/sacmrun.port" 2>"$tmp/sacmrun.err" &
+sacm_pid=$!
+
+# Both must answer the same bytes before anything is measured.
+wait_up() { # url
+    i=0
+    while [ "$i" -lt 100 ]; do
+        if body=$(curl -sk --max-time 2 "$1" 2>/dev/null) && [ "$body" = "hello, world" ]; then return 0; fi
+        sleep 0.05
+        i=$((i + 1))
+    done
+    return 1
+}
+i=0
+while [ ! -s "$tmp/sacmrun.port" ] && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+sacm_port=$(head -n 1 "$tmp/sacmrun.port" 2>/dev/null || true)
+if [ -z "$sacm_port" ] || ! wait_up "https://127.0.0.1:$sacm_port/x"; then
+    echo "http.sh: the sacmrun server did not come up:" >&2
+    cat "$tmp/sacmrun.err" >&2
+    exit 1
+fi
+if ! wait_up "https://127.0.0.1:$nginx_port/x"; then
+    echo "http.sh: nginx did not come up:" >&2
+    tail -n 5 "$tmp/nginx.out" "$tmp/logs/error.log" >&2 2>/dev/null || true
+    exit 1
+fi
+
+# wrk prints "Requests/sec: N" and, on trouble, "Non-2xx or 3xx responses" / "Socket errors".
+measure() { # who port seconds
+    res=$(wrk -t1 -c"$conns" -d"$3"s "https://127.0.0.1:$2/x" 2>&1) || { echo "$res" >&2; return 1; }
+    rps=$(echo "$res" | awk '/^Requests\/sec:/ { print $2 }')
+    lat=$(echo "$res" | awk '$1 == "Latency" { print $2 }')
+    errs=$(echo "$res" | awk '/Non-2xx|Socket errors/ { e = e $0 "; " } END { print e }')
+    [ -n "$rps" ] || { echo "http.sh: wrk printed no rate for $1:" >&2; echo "$res" >&2; return 1; }
+    if [ -n "$errs" ]; then echo "http.sh: $1: $errs" >&2; return 1; fi
+    echo "$1 $rps $lat"
+}
+
+load_before=$(cut -d " " -f 1-3 /proc/loadavg 2>/dev/null || echo unknown)
+echo "http: $rounds rounds of ${duration}s per server, wrk -t1 -c$conns, taking turns (after a 1 s warm-up each)"
+measure sacmrun "$sacm_port" 1 >/dev/null
+measure nginx "$nginx_port" 1 >/dev/null
+raw=$out/http.raw
+: >"$raw"
+r=1
+while [ "$r" -le "$rounds" ]; do
+    if [ $((r % 2)) -eq 1 ]; then
+        measure sacmrun "$sacm_port" "$duration" >>"$raw"
+        measure nginx "$nginx_port" "$duration" >>"$raw"
+    else
+        measure nginx "$nginx_port" "$duration" >>"$raw"
+        measure sacmrun "$sacm_port" "$duration" >>"$raw"
+    fi
+    printf '  round %d/%d done\n' "$r" "$rounds"
+    r=$((r + 1))
+done
+load_after=$(cut -d " " -f 1-3 /proc/loadavg 2>/dev/null || echo unknown)
+
+# Peak resident memory of the serving processes (nginx: its worker).
+hwm() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
+sacm_rss=$(hwm "$sacm_pid")
+worker=$(cat "/proc/$nginx_pid/task/$nginx_pid/children" 2>/dev/null | awk '{ print $1 }')
+nginx_rss=$( [ -n "$worker" ] && hwm "$worker" || echo "?")
+
+median() { # who
+    awk -v w="$1" '$1 == w { print $2 }' "$raw" | sort -n |
+        awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+s_rps=$(median sacmrun)
+n_rps=$(median nginx)
+s_all=$(awk '$1 == "sacmrun" { printf "%s%.0f", s, $2; s = " " }' "$raw")
+n_all=$(awk '$1 == "nginx" { printf "%s%.0f", s, $2; s = " " }' "$raw")
+ratio=$(awk -v s="$s_rps" -v n="$n_rps" 'BEGIN { printf "%.2f", n / s }')
+# the ratio within each round (its two lines), to show how much the machine's noise moves it
+round_ratios=$(awk '{ v[$1] = $2 } NR % 2 == 0 { printf "%s%.2f", sep, v["nginx"] / v["sacmrun"]; sep = " " }' "$raw")
+version=$(./sacmrun -v 2>/dev/null || echo "sacmrun (version unknown)")
+nginx_version=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
+openssl_version=$(openssl version | cut -d " " -f 1-2)
+
+echo
+printf '%-34s %14s %14s %12s\n' "server" "median req/s" "rounds" "peak RSS MB"
+printf '%-34s %14.0f %14s %12s\n' "sacmrun (sacm.http, Lua handler)" "$s_rps" "$s_all" "$sacm_rss"
+printf '%-34s %14.0f %14s %12s\n' "nginx (static file, 1 worker)" "$n_rps" "$n_all" "$nginx_rss"
+echo
+
+cat >"$out/http.md" <<MD
+## http
+
+Requests per second of sacmrun's HTTPS server against nginx, both over TLS on loopback, measured
+by \`wrk -t1 -c$conns -d${duration}s https://127.0.0.1:PORT/x\` in the same run. sacmrun runs
+\`bench/http_server.lua\`: \`sacm.http.listen\` with a Lua handler that returns the 13-byte body
+\`hello, world\\n\` with a Content-Type; every request is parsed by http-parser, becomes a Lua
+table, runs its handler as a task and gets a response head built in Lua. nginx ($nginx_version,
+one worker process, access log off, keep-alive without a request limit) serves the same bytes
+from a static file. One self-signed P-256 certificate for both; $openssl_version. wrk keeps its
+connections open, so this measures requests, not TLS handshakes.
+
+$rounds rounds of ${duration} s per server after a 1 s warm-up each; the two take turns and which
+goes first alternates. Requests/s are the median over the rounds; peak RSS is \`VmHWM\` of the
+serving process (nginx: its worker) at the end.
+
+| server | median requests/s | each round | peak RSS MB |
+| --- | ---: | --- | ---: |
+| sacmrun (\`sacm.http\`, Lua handler) | $(printf '%.0f' "$s_rps") | $s_all | $sacm_rss |
+| nginx (static file, 1 worker) | $(printf '%.0f' "$n_rps") | $n_all | $nginx_rss |
+
+**RATIO http-vs-nginx $ratio** (nginx's requests/s divided by sacmrun's, so that, as everywhere
+in this file, lower is better and 1.0 means as fast as the reference). The ratio of each round:
+$round_ratios. Load average (1, 5, 15 min) was $load_before before and $load_after after, on
+$(nproc) cores; wrk and the server share them, so on a busy machine the rounds differ a lot:
+compare ratios from runs on a quiet one. Versions: $version.
+MD
+
+echo "round ratios: $round_ratios"
+echo "RATIO http-vs-nginx $ratio"
