@@ -35,10 +35,10 @@ for _, role in ipairs({ "orchestrator", "repository", "evaluator", "collector" }
   users[role] = accounts[role]
 end
 
-io.stderr:write("demo: starting a private Prosody on 127.0.0.1 ...\n")
 -- The grid's service accounts administer the pubsub service (docs/protocol.md, "Node layout").
 local server = prosody.start({ users = users, admins = { "orchestrator", "repository", "evaluator", "collector" } })
 local dir = server.dir
+io.stderr:write(("demo: private Prosody on %s:%d, files in %s\n"):format(server.host, server.port, dir))
 local processes = {}
 
 local failed = false

@@ -123,7 +123,9 @@ describe("the SACM grid over Prosody", function()
     end
     local text = report.text(a)
     assert.matches("totals: pass=2 fail=0 error=0 notapplicable=0 notchecked=0$", text)
-    assert.matches("v1 " .. hostname:gsub("%p", "%%%0"), text, 1, false)
+    for _, r in ipairs(a.results) do
+      if r.rule_id == "grid-test-hostname" then assert.equal("v1 " .. hostname, r.evidence[1]) end
+    end
 
     -- the repository stored all of it, and serves it back
     local page = wait_until(function()
@@ -232,7 +234,8 @@ return {
     local found = assert(orch:discover({ collectors = 2, timeout = 10 }))
     local jids = {}
     for _, c in ipairs(found.collector) do jids[#jids + 1] = c.jid end
-    assert.same({ server:jid("collector") .. "/spec", server:jid("collector2") .. "/spec" }, jids)
+    table.sort(jids)
+    assert.same({ server:jid("collector2") .. "/spec", server:jid("collector") .. "/spec" }, jids)
     local a = assert(orch:assess({ kinds = { "os" }, timeout = 30 }))
     local endpoints = {}
     for _, p in ipairs(a.posture) do endpoints[p.endpoint] = true end

@@ -166,6 +166,7 @@ end
 -- opts: the xmpp.connect options, role, pubsub (service JID; default pubsub.<domain>), peers (JIDs
 -- to keep mutual presence with), accept (more JIDs/domains whose presence subscriptions are
 -- approved; default our domain), node_config (for nodes we create), info (XEP-0128 fields),
+-- features ({key = {prefix = fn, names = {...}}}: as set_features, before the first presence),
 -- heartbeat (seconds; false disables).
 function M.join(opts)
   assert(type(opts) == "table" and proto.FEATURE[opts.role], "member.join needs a grid role")
@@ -185,6 +186,8 @@ function M.join(opts)
   self.info_fields = opts.info
   handle_subscriptions(self)
   describe(self)
+  -- the role's own features before the first presence, so the first caps are the right ones
+  for key, set in pairs(opts.features or {}) do self:set_features(key, set.prefix, set.names) end
   self.caps = caps.advertise(conn, { node = proto.CAPS_NODE })
   for _, peer in ipairs(self.peers) do
     self.asked[jidlib.bare(peer)] = true

@@ -36,24 +36,33 @@ local function identify(opts)
   return endpoint, attrs.hostname
 end
 
--- Kinds that apply here (a kind whose module says not applicable is not advertised).
-local function applicable_kinds(wanted)
-  local kinds = {}
+-- Kinds that apply here, and the others with the reason (they are not advertised, but a full
+-- collection reports them as not applicable, so the rules that need them say notapplicable).
+local function applicable_kinds(wanted, options)
+  local kinds, inapplicable = {}, {}
   for _, kind in ipairs(wanted or collect.kinds()) do
     local mod = collect.module(kind)
     if mod then
-      local ok, yes = pcall(mod.applicable)
-      if ok and yes then kinds[#kinds + 1] = kind end
+      local ok, yes, reason = pcall(mod.applicable, options[kind] or {})
+      if ok and yes then
+        kinds[#kinds + 1] = kind
+      else
+        inapplicable[kind] = ok and (reason or "not applicable on this endpoint") or tostring(yes)
+      end
     end
   end
-  return kinds
+  return kinds, inapplicable
 end
 
 --- c:collect(kinds, correlation, timeout) -> summary {collection, published, failed, kinds}.
 -- Collects the kinds concurrently and publishes each as it finishes.
 function Collector:collect(kinds, correlation, budget)
   local collection = crypto.uuid()
-  kinds = (kinds and #kinds > 0) and kinds or self.kinds
+  if not kinds or #kinds == 0 then
+    kinds = { table.unpack(self.kinds) }
+    for kind in pairs(self.inapplicable) do kinds[#kinds + 1] = kind end
+    table.sort(kinds)
+  end
   local summary = { collection = collection, correlation = correlation, published = 0, failed = 0, kinds = kinds }
   local entry = { correlation = correlation, started = time.now(), jobs = {} }
   self.running[collection] = entry
@@ -77,6 +86,8 @@ function Collector:collect(kinds, correlation, budget)
         else
           err = errors.new("internal-error", tostring(a))
         end
+      elseif self.inapplicable[kind] then
+        err = errors.new("not-applicable", self.inapplicable[kind])
       else
         err = errors.new("not-applicable", ("this collector does not collect '%s'"):format(kind))
       end
@@ -87,8 +98,10 @@ function Collector:collect(kinds, correlation, budget)
         p.data = data
       else
         p.error = { condition = err.condition, text = err.text }
-        summary.failed = summary.failed + 1
-        log.warn("%s: %s", kind, tostring(err))
+        if err.condition ~= "not-applicable" then
+          summary.failed = summary.failed + 1
+          log.warn("%s: %s", kind, tostring(err))
+        end
       end
       local ok, perr = self.member:publish("posture", p.id, payload.posture(p))
       if ok then
@@ -186,16 +199,16 @@ function M.start(opts)
   local err
   self.endpoint, self.hostname = identify(opts)
   if not self.endpoint then return nil, self.hostname end
-  self.kinds = applicable_kinds(opts.kinds)
+  self.kinds, self.inapplicable = applicable_kinds(opts.kinds, self.options)
   self.kind_set = {}
   for _, k in ipairs(self.kinds) do self.kind_set[k] = true end
   local mopts = {}
   for k, v in pairs(opts) do mopts[k] = v end
   mopts.role = "collector"
   mopts.info = { endpoint = self.endpoint, hostname = self.hostname, kinds = self.kinds }
+  mopts.features = { kinds = { prefix = proto.feature_collect, names = self.kinds } }
   self.member, err = member.join(mopts)
   if not self.member then return nil, err end
-  self.member:set_features("kinds", proto.feature_collect, self.kinds)
   add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid))
   if opts.interval then
     self.schedule = timer.every(opts.interval, function() self:collect(nil, nil) end)

@@ -52,11 +52,18 @@ local function remember(self, p)
   end
 end
 
--- The posture the engine sees: kind -> data, or kind -> {error = ...} for a failed collection.
+-- The posture the engine sees: kind -> data; a kind the collector found not applicable here ->
+-- {applicable = false, reason}; a failed collection -> {error = text}.
 local function view(posture_by_kind)
   local v, ids = {}, {}
   for kind, p in pairs(posture_by_kind) do
-    v[kind] = p.error and { error = p.error } or p.data
+    if p.error and p.error.condition == "not-applicable" then
+      v[kind] = { applicable = false, reason = p.error.text }
+    elseif p.error then
+      v[kind] = { error = ("%s: %s"):format(p.error.condition, p.error.text) }
+    else
+      v[kind] = p.data
+    end
     ids[#ids + 1] = p.id
   end
   table.sort(ids)
@@ -77,8 +84,8 @@ function Evaluator:evaluate(endpoint, correlation, policy_ids)
     return nil, errors.new("item-not-found", ("no posture of endpoint '%s'"):format(endpoint))
   end
   local posture, ids = view(merged)
-  local results = self.engine:evaluate(posture, { endpoint = endpoint, hostname = self.hostnames[endpoint],
-    policies = policy_ids })
+  local results = self.engine:evaluate(posture, { endpoint = endpoint, hostname = self.hostnames[endpoint] },
+    { policies = policy_ids })
   local totals = { total = 0 }
   for _, r in ipairs(proto.RESULTS) do totals[r] = 0 end
   local jobs = {}
@@ -222,13 +229,16 @@ function M.start(opts)
     pending = {}, evaluations = 0, auto = opts.auto ~= false }, Evaluator)
   self.engine = policy.engine({ dir = opts.policies or "policies", instructions = opts.instructions,
     memory = opts.memory })
-  local report = self.engine:load_all()
-  for _, rej in ipairs(report and report.rejected or {}) do
+  local report, lerr = self.engine:load_all()
+  if not report then return nil, lerr end
+  for _, rej in ipairs(report.rejected) do
     log.error("policy file %s rejected: %s", tostring(rej.file), tostring(rej.error))
   end
   local mopts = {}
   for k, v in pairs(opts) do mopts[k] = v end
   mopts.role = "evaluator"
+  mopts.info = { policies = policy_ids(self) }
+  mopts.features = { policies = { prefix = proto.feature_policy, names = policy_ids(self) } }
   local err
   self.member, err = member.join(mopts)
   if not self.member then return nil, err end
@@ -240,13 +250,17 @@ function M.start(opts)
     self.member:close()
     return nil, err
   end
-  self.watch = self.engine:watch(function(ev) on_policy_event(self, ev) end)
+  -- each event is published from its own task: a reload never waits on the network
+  local watching, werr = self.engine:watch(function(ev)
+    task.spawn({ name = "policy event" }, on_policy_event, self, ev)
+  end)
+  if not watching then log.warn("policies will not be reloaded: %s", tostring(werr)) end
   log.info("evaluating with %d rules from %s", #self.engine:rules(), opts.policies or "policies")
   return self
 end
 
 function Evaluator:close()
-  if self.watch and self.watch.close then self.watch:close() end
+  self.engine:close()
   for _, t in pairs(self.pending) do t:cancel("evaluator closed") end
   self.member:close()
 end

@@ -109,20 +109,42 @@ function Orchestrator:collect(opts)
   opts = opts or {}
   local correlation = opts.correlation or crypto.uuid()
   local deadline = time.monotonic() + (opts.timeout or 60)
+  -- ask each collector only for the kinds it advertises
+  local advertised = {}
+  for _, c in ipairs(self:components("collector")) do advertised[c.jid] = c.kinds end
   local targets = opts.collectors
   if not targets then
     targets = {}
-    for _, c in ipairs(self:components("collector")) do targets[#targets + 1] = c.jid end
+    for jid in pairs(advertised) do targets[#targets + 1] = jid end
+    table.sort(targets)
   end
-  if #targets == 0 then return nil, errors.new("item-not-found", "no collector to ask") end
-  local w = self.watches[correlation] or watch(self, correlation)
   local run = { correlation = correlation, collectors = {}, started = time.now() }
-  local jobs = {}
+  local asks = {}
   for _, jid in ipairs(targets) do
+    local kinds = opts.kinds
+    if kinds and advertised[jid] then
+      local has, both = {}, {}
+      for _, k in ipairs(advertised[jid]) do has[k] = true end
+      for _, k in ipairs(kinds) do
+        if has[k] then both[#both + 1] = k end
+      end
+      kinds = both
+    end
+    if kinds and #kinds == 0 then
+      run.collectors[jid] = { state = "skipped" } -- collects none of the kinds asked for
+    else
+      asks[#asks + 1] = { jid = jid, kinds = kinds or {} }
+    end
+  end
+  if #asks == 0 then return nil, errors.new("item-not-found", "no collector collects what was asked for") end
+  local w = self.watches[correlation] or watch(self, correlation)
+  local jobs = {}
+  for _, ask in ipairs(asks) do
+    local jid = ask.jid
     run.collectors[jid] = { state = "requested" }
     jobs[#jobs + 1] = task.spawn({ name = "collect on " .. jid }, function()
       local s, err = commands.execute(self.conn, jid, proto.CMD.collect,
-        { correlation = correlation, kinds = opts.kinds or {}, timeout = opts.kind_timeout and tostring(opts.kind_timeout) },
+        { correlation = correlation, kinds = ask.kinds, timeout = opts.kind_timeout and tostring(opts.kind_timeout) },
         M.COMMAND_TIMEOUT)
       if not s then
         run.collectors[jid] = { state = "failed", error = err }
