@@ -112,29 +112,36 @@ end
 
 -- Errors raised by the helpers below name the caller of run/shell: helper (1), run (2),
 -- M.run or M.shell (3), the user's code (4). run is never tail-called, so these levels hold.
-local function run(argv, opts)
-  local level = 4
-  local args = check_argv(argv, level)
+-- The options run and spawn share, checked, as core.spawn's table. level: of the caller's caller.
+local function spawn_options(what, argv, opts, level)
+  local args = check_argv(argv, level + 1)
   if opts ~= nil and type(opts) ~= "table" then
-    error(("proc.run: opts must be a table, got %s"):format(type(opts)), 3)
+    error(("%s: opts must be a table, got %s"):format(what, type(opts)), level)
   end
   opts = opts or {}
-  local cwd = check_type(opts, "cwd", "string", level)
-  local stdin = check_type(opts, "stdin", "string", level)
-  local timeout = check_seconds(opts, "timeout", level)
-  local grace = check_seconds(opts, "kill_grace", level) or M.DEFAULT_KILL_GRACE
   local max_output = opts.max_output or M.DEFAULT_MAX_OUTPUT
   if math.type(max_output) ~= "integer" or max_output < 0 then
-    error(("proc.run: opts.max_output must be a non-negative integer, got %s"):format(tostring(opts.max_output)), 3)
+    error(("%s: opts.max_output must be a non-negative integer, got %s"):format(what, tostring(opts.max_output)),
+      level)
   end
-  local env = build_env(opts, level)
+  return {
+    file = args[1], args = args, env = build_env(opts, level + 1), max_output = max_output,
+    cwd = check_type(opts, "cwd", "string", level + 1), stdin = check_type(opts, "stdin", "string", level + 1),
+  }, opts
+end
+
+local function run(argv, opts)
+  local level = 4
+  local spawn_opts
+  spawn_opts, opts = spawn_options("proc.run", argv, opts, 4)
+  local args = spawn_opts.args
+  local timeout = check_seconds(opts, "timeout", level)
+  local grace = check_seconds(opts, "kill_grace", level) or M.DEFAULT_KILL_GRACE
   local me = task._require_task("proc.run", level)
 
   local waiting = true
   local started = loop.hrtime()
-  local p, err = core.spawn({
-    file = args[1], args = args, env = env, cwd = cwd, stdin = stdin, max_output = max_output,
-  }, function(raw)
+  local p, err = core.spawn(spawn_opts, function(raw)
     if waiting then task.wake(me, raw) end
   end)
   if not p then return nil, err end
@@ -197,21 +204,10 @@ Process.__index = Process
 -- process:close() (also <close>): kills the group if it still runs.
 -- Output is captured as for run (opts.max_output per stream, the rest dropped).
 function M.spawn(argv, opts)
-  local level = 3
-  local args = check_argv(argv, level)
-  if opts ~= nil and type(opts) ~= "table" then
-    error(("proc.spawn: opts must be a table, got %s"):format(type(opts)), 2)
-  end
-  opts = opts or {}
-  local cwd = check_type(opts, "cwd", "string", level)
-  local stdin = check_type(opts, "stdin", "string", level)
-  local max_output = opts.max_output or M.DEFAULT_MAX_OUTPUT
-  local env = build_env(opts, level)
-  local self = setmetatable({ argv = args, exited = require("sacm.sync").event() }, Process)
+  local spawn_opts = spawn_options("proc.spawn", argv, opts, 3)
+  local self = setmetatable({ argv = spawn_opts.args, exited = require("sacm.sync").event() }, Process)
   local started = loop.hrtime()
-  local p, err = core.spawn({
-    file = args[1], args = args, env = env, cwd = cwd, stdin = stdin, max_output = max_output,
-  }, function(raw)
+  local p, err = core.spawn(spawn_opts, function(raw)
     self.result = shape_result(raw, started)
     self:close() -- nothing left to signal; frees the handles
     self.exited:set()
