@@ -103,7 +103,8 @@ test-unit: all
 	SACMRUN_STRICT_EXIT=1 ./sacmrun spec/run.lua $(SPEC)
 
 test-asan: sacmrun-asan
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp \
+	UBSAN_OPTIONS=print_stacktrace=1 \
 	SACMRUN_STRICT_EXIT=1 SACMRUN_BIN=./sacmrun-asan ./sacmrun-asan spec/run.lua $(SPEC)
 
 # Installs a copy under a temporary prefix and checks that the installed binary finds its library
