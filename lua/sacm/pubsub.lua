@@ -557,12 +557,20 @@ local function stats_of(conn)
   return c
 end
 
+local function deliver_to(reg, ev)
+  if reg.stream then reg.stream:_push(ev) else reg.fn(ev) end
+end
+
 local function dispatch(d, s)
   if s.attr.type == "error" then return end
   local from = s.attr.from
-  local regs, accepted, ev = {}, false, nil
-  for i, reg in ipairs(d.regs) do regs[i] = reg end
-  for _, reg in ipairs(regs) do
+  -- Who receives the event is settled before anything is delivered: a stream that closes itself
+  -- (after its node's delete) changes d.regs. Nearly always one registration matches, so the
+  -- list of them is only made when there is a second.
+  local regs = d.regs
+  local accepted, ev, first, deliver = false, nil, nil, nil
+  for i = 1, #regs do
+    local reg = regs[i]
     if from and jidlib.equal(from, reg.service) then
       if not accepted then
         accepted = true
@@ -576,8 +584,13 @@ local function dispatch(d, s)
         ev = parsed
       end
       if reg.node == nil or reg.node == ev.node then
-        regs.deliver = regs.deliver or {}
-        regs.deliver[#regs.deliver + 1] = reg
+        if not first then
+          first = reg
+        elseif not deliver then
+          deliver = { first, reg }
+        else
+          deliver[#deliver + 1] = reg
+        end
       end
     end
   end
@@ -588,11 +601,11 @@ local function dispatch(d, s)
     return
   end
   d.stats.accepted = d.stats.accepted + 1
-  local deliver = regs.deliver
-  if not deliver then
+  if not first then
     M.log.debug("no listener for the %s event of node '%s' from %s", ev.type, tostring(ev.node), from)
     return
   end
+  if not deliver then return deliver_to(first, ev) end
   -- streams first (they never wait), then callbacks: the first runs in this task (conn:on already
   -- gave each stanza its own), others in tasks of their own, so one slow handler delays no other.
   local callbacks = {}

@@ -19,10 +19,10 @@ Task.__index = Task
 M.Task = Task
 
 local SUSPENDED = setmetatable({}, { __name = "sacm.task.suspended" })
+local FINISHED = setmetatable({}, { __name = "sacm.task.finished" })
 local CANCEL = setmetatable({}, { __name = "sacm.task.cancel" })
 
 local current -- the task whose coroutine is running, if any
-local by_coroutine = setmetatable({}, { __mode = "k" })
 local next_id = 0
 
 -- The ready queue: tasks to resume, with the values to resume them with.
@@ -31,6 +31,9 @@ local ready_head, ready_tail = 1, 0
 local draining = false
 
 local pack, unpack = table.pack, table.unpack
+local resume, yield, create, close = coroutine.resume, coroutine.yield, coroutine.create, coroutine.close
+local NO_VALUES = pack()
+local CANCEL_VALUES = pack(CANCEL)
 
 local function enqueue(task, values)
   ready_tail = ready_tail + 1
@@ -90,56 +93,95 @@ local function bare_yield(t)
     if t.status == "suspended" then
       t.on_cancel = nil
       t.status = "ready"
-      enqueue(t, pack())
+      enqueue(t, NO_VALUES)
     end
   end)
 end
 
--- The task's traceback without the scheduler's own frame at the bottom.
+-- The task's traceback without the scheduler's own frames at the bottom.
 local function traceback_of(t, err)
   local tb = debug.traceback(t.co, errors.message(err))
-  local cut = tb:find("\n[^\n]*sacm/task%.lua:%d+: in function <[^\n]*$")
-  return cut and tb:sub(1, cut - 1) or tb
+  while true do
+    local cut = tb:find("\n[^\n]*sacm/task%.lua:%d+: in [^\n]*$")
+    if not cut then return tb end
+    tb = tb:sub(1, cut - 1)
+  end
+end
+
+-- Task coroutines are pooled: a short task (a stanza handler, a timer callback) reuses the
+-- coroutine and stack of one that finished, instead of creating and collecting its own. A
+-- coroutine that died by an error is not reused.
+local POOL_LIMIT = 32
+local pool, pooled = {}, 0
+
+-- Runs the current task's function and keeps its results. A function of its own, so that
+-- nothing of the task stays referenced from the pooled coroutine's stack afterwards.
+local function run_current()
+  local t = current
+  local fn, args = t.fn, t.args
+  t.fn, t.args = nil, nil
+  t.started = true
+  -- not a tail call, so tracebacks keep the task's own function
+  t.results = pack(fn(unpack(args, 1, args.n)))
+end
+
+local function worker()
+  while true do
+    run_current()
+    yield(FINISHED)
+  end
 end
 
 local function step(t, values)
   if t.cancel_pending then
     t.cancel_pending = nil
-    values = pack(CANCEL)
+    values = CANCEL_VALUES
+  end
+  local co = t.co
+  if co == nil then
+    if pooled > 0 then
+      co = pool[pooled]
+      pool[pooled] = nil
+      pooled = pooled - 1
+    else
+      co = create(worker)
+    end
+    t.co = co
   end
   local previous = current
   current = t
   t.status = "running"
-  local r = pack(coroutine.resume(t.co, unpack(values, 1, values.n)))
+  local ok, what = resume(co, unpack(values, 1, values.n))
   current = previous
-  if coroutine.status(t.co) == "dead" then
-    by_coroutine[t.co] = nil
-    local traceback
-    if not r[1] then
-      traceback = traceback_of(t, r[2]) -- while the coroutine's stack is still there
-      -- A coroutine that died by an error keeps its pending to-be-closed variables open until
-      -- it is closed: close it now so `local x <close>` cleanup in the task runs.
-      local closed, close_err = coroutine.close(t.co)
-      if not closed and close_err ~= r[2] then
-        r[2] = close_err
-        traceback = errors.message(close_err)
-      end
+  if ok then
+    if what == SUSPENDED then return end
+    if what ~= FINISHED then return bare_yield(t) end
+    t.status = "done"
+    t.co = nil
+    if pooled < POOL_LIMIT then
+      pooled = pooled + 1
+      pool[pooled] = co
     end
-    if r[1] then
-      t.status = "done"
-      t.results = pack(unpack(r, 2, r.n))
-    elseif errors.is_condition(r[2], "cancelled") and t.cancelled then
-      t.status = "cancelled"
-      t.error = r[2]
-    else
-      t.status = "failed"
-      t.error = r[2]
-      t.traceback = traceback
-    end
-    settle(t)
-  elseif r[2] ~= SUSPENDED then
-    bare_yield(t)
+    return settle(t)
   end
+  local err = what
+  local traceback = traceback_of(t, err) -- while the coroutine's stack is still there
+  -- A coroutine that died by an error keeps its pending to-be-closed variables open until
+  -- it is closed: close it now so `local x <close>` cleanup in the task runs.
+  local closed, close_err = close(co)
+  if not closed and close_err ~= err then
+    err = close_err
+    traceback = errors.message(close_err)
+  end
+  if errors.is_condition(err, "cancelled") and t.cancelled then
+    t.status = "cancelled"
+    t.error = err
+  else
+    t.status = "failed"
+    t.error = err
+    t.traceback = traceback
+  end
+  settle(t)
 end
 
 --- Runs every ready task. Called after each callback from the loop.
@@ -190,22 +232,18 @@ function M._spawn(name, silent, fn, ...)
     error("spawn expects a function, got " .. type(fn), 3)
   end
   next_id = next_id + 1
+  -- the coroutine is taken when the task first runs (step), so a task cancelled before it
+  -- started never needs one
   local t = setmetatable({
     id = next_id,
     name = name or ("#" .. next_id),
     silent = silent,
     status = "ready",
     started = false,
+    fn = fn,
+    args = select("#", ...) == 0 and NO_VALUES or pack(...),
   }, Task)
-  local args = pack(...)
-  t.co = coroutine.create(function()
-    t.started = true
-    -- not a tail call, so tracebacks keep the task's own function
-    local r = pack(fn(unpack(args, 1, args.n)))
-    return unpack(r, 1, r.n)
-  end)
-  by_coroutine[t.co] = t
-  enqueue(t, pack())
+  enqueue(t, NO_VALUES)
   return t
 end
 
@@ -213,19 +251,22 @@ end
 -- the running task sleeps until wake(task, ...) is called. on_cancel() runs if the task is
 -- cancelled while suspended (also when the cancel comes after a wake, before the task resumed);
 -- it must undo the wait (stop the timer, forget the waiter) so nothing wakes the task later.
-function M.suspend(on_cancel)
-  local t = require_task("suspend")
-  t.status = "suspended"
-  t.on_cancel = on_cancel
-  local r = pack(coroutine.yield(SUSPENDED))
+local function resumed(t, first, ...)
   local cleanup = t.on_cancel
   t.on_cancel = nil
-  if r[1] == CANCEL then
+  if first == CANCEL then
     -- Cancelled after a wake but before resuming: the wait's cleanup has not run yet.
     if cleanup then cleanup() end
     error(t.cancel_error, 0)
   end
-  return unpack(r, 1, r.n)
+  return first, ...
+end
+
+function M.suspend(on_cancel)
+  local t = require_task("suspend")
+  t.status = "suspended"
+  t.on_cancel = on_cancel
+  return resumed(t, yield(SUSPENDED))
 end
 
 --- wake(task, ...) -> true if the task was suspended and is now ready to resume with the values.
@@ -323,7 +364,7 @@ function Task:cancel(reason)
     -- Never ran: it ends here, without running any of its code.
     self.status = "cancelled"
     self.error = self.cancel_error
-    by_coroutine[self.co] = nil
+    self.fn, self.args = nil, nil
     settle(self)
   elseif self.status == "suspended" then
     local on_cancel = self.on_cancel
@@ -333,7 +374,7 @@ function Task:cancel(reason)
       if not ok then log.warn("cleanup of cancelled task %s failed: %s", self.name, errors.message(err)) end
     end
     self.status = "ready"
-    enqueue(self, pack(CANCEL))
+    enqueue(self, CANCEL_VALUES)
   else
     self.cancel_pending = true
   end

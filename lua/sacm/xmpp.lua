@@ -36,14 +36,17 @@ end
 
 -- Handlers ----------------------------------------------------------------------------------
 
+-- Runs for every handler on every incoming stanza: plain loops, no iterator closures.
 local function matches(filter, s)
   if filter.type and s.attr.type ~= filter.type then return false end
   if filter.from and not (jidlib.equal(s.attr.from, filter.from) or jidlib.bare(s.attr.from) == filter.from) then
     return false
   end
-  if filter.ns or filter.child then
-    for child in s:children() do
-      if (not filter.ns or child.ns == filter.ns) and (not filter.child or child.name == filter.child) then
+  local ns, name = filter.ns, filter.child
+  if ns or name then
+    for i = 1, #s do
+      local child = s[i]
+      if type(child) == "table" and (not ns or child.ns == ns) and (not name or child.name == name) then
         return true
       end
     end
@@ -51,6 +54,8 @@ local function matches(filter, s)
   end
   return true
 end
+
+local HANDLER_TASK_NAMES = { message = "message handler", presence = "presence handler" }
 
 --- conn:on(kind, [filter,] fn) -> handler with :remove().
 -- kind: "message", "presence", "iq" (requests: type get/set), or "status" (connection events:
@@ -208,7 +213,7 @@ local function on_stanza(self, s)
     end
     for _, h in ipairs(self.handlers.iq) do
       if matches(h.filter, s) then
-        task.spawn({ name = "iq handler" }, run_iq_handler, self, h, s)
+        task._spawn("iq handler", nil, run_iq_handler, self, h, s)
         return
       end
     end
@@ -216,11 +221,12 @@ local function on_stanza(self, s)
     self:send(st.error_reply(s, "service-unavailable"))
     return
   end
+  local task_name = HANDLER_TASK_NAMES[s.name]
+  if not task_name then return end -- only message and presence have handlers here (not "status")
   local list = self.handlers[s.name]
-  if not list then return end
   for _, h in ipairs(list) do
     if matches(h.filter, s) then
-      task.spawn({ name = s.name .. " handler" }, h.fn, s, self)
+      task._spawn(task_name, nil, h.fn, s, self)
     end
   end
 end
