@@ -16,6 +16,8 @@ local xml = require "sacm.xml"
 local st = require "sacm.stanza"
 local jidlib = require "sacm.jid"
 local log = require("sacm.log").new("xmpp")
+local hrtime = require("sacm._loop").hrtime
+local new_timer = require("sacm._timer").new
 
 local M = {}
 
@@ -114,6 +116,77 @@ local function flush_outbox(self)
   end
 end
 
+-- Request timeouts ---------------------------------------------------------------------------
+-- A timer per request would cost a libuv handle for every iq. Requests with the same timeout
+-- expire in the order they were sent, so they wait in one FIFO per connection (self.expiry)
+-- with one timer, set for the oldest. Answered requests leave the FIFO once they reach its
+-- head (replies mostly come in order, so it stays about as long as the requests in flight). A
+-- request that would expire before the newest one in the FIFO (a shorter timeout than theirs)
+-- gets a timer of its own.
+
+local function expire_requests(self)
+  local q = self.expiry
+  local now = hrtime()
+  while q.head <= q.tail do
+    local entry = q[q.head]
+    if not entry.expired and not entry.finished then
+      if entry.deadline > now then
+        -- the timer has millisecond resolution: round up, never fire early
+        self.expiry_timer:start((entry.deadline - now + 999999) // 1000000, 0, self.on_expiry)
+        return
+      end
+      entry.expired = true
+      task.wake(entry.task, nil, "timeout")
+    end
+    q[q.head] = nil
+    q.head = q.head + 1
+  end
+  q.head, q.tail = 1, 0
+end
+
+local function start_expiry(self, entry, ms)
+  local me = entry.task
+  entry.deadline = hrtime() + ms * 1000000
+  local q = self.expiry
+  if q.head <= q.tail and entry.deadline < q[q.tail].deadline then
+    entry.timer = new_timer()
+    entry.timer:start(ms, 0, function()
+      entry.expired = true
+      task.wake(me, nil, "timeout")
+    end)
+    return
+  end
+  q.tail = q.tail + 1
+  q[q.tail] = entry
+  if q.head == q.tail then
+    if not self.expiry_timer then
+      self.expiry_timer = new_timer()
+      self.on_expiry = function() expire_requests(self) end
+    end
+    self.expiry_timer:start(ms, 0, self.on_expiry)
+  end
+  -- otherwise the timer is already set for an older request, and moves on from there
+end
+
+local function finish_expiry(self, entry)
+  if entry.finished then return end
+  entry.finished = true
+  if entry.timer then
+    entry.timer:close()
+    entry.timer = nil
+    return
+  end
+  local q = self.expiry
+  while q.head <= q.tail and (q[q.head].finished or q[q.head].expired) do
+    q[q.head] = nil
+    q.head = q.head + 1
+  end
+  if q.head > q.tail then
+    q.head, q.tail = 1, 0
+    if self.expiry_timer then self.expiry_timer:stop() end -- nothing left to wait for
+  end
+end
+
 --- conn:iq(stanza [, timeout | options]) -> reply stanza, or nil, err.
 -- options: timeout (seconds, default the connection's), resend (true: if the connection drops
 -- before the reply, send the request again once it is back, within the same timeout; for
@@ -124,22 +197,28 @@ function Connection:iq(s, options)
   if not xml.is_element(s) or s.name ~= "iq" or (s.attr.type ~= "get" and s.attr.type ~= "set") then
     error("iq() needs an <iq type='get'|'set'> element", 2)
   end
-  if type(options) ~= "table" then options = { timeout = options } end
+  local timeout, resend
+  if type(options) == "table" then
+    timeout, resend = options.timeout, options.resend
+  else
+    timeout = options
+  end
+  timeout = timeout or self.options.timeout or DEFAULT_TIMEOUT
+  local ms = task._seconds_to_ms(timeout, "iq timeout") -- nil: no timeout
   local me = task._require_task("iq")
   s.attr.id = s.attr.id or st.new_id()
   local id = s.attr.id
   if self.pending[id] then error("an iq with id '" .. id .. "' is already pending", 2) end
-  local entry = { task = me, to = s.attr.to, resend = options.resend and xml.serialize(s) or nil }
+  local entry = { task = me, to = s.attr.to, resend = resend and xml.serialize(s) or nil }
   self.pending[id] = entry
-  local ok, err = self:send(s)
+  local ok, err = self:send(entry.resend or s)
   if not ok then
     self.pending[id] = nil
     return nil, err
   end
-  local timeout = options.timeout or self.options.timeout or DEFAULT_TIMEOUT
-  local t = timer.after(timeout, function() task.wake(me, nil, "timeout") end)
-  local reply, why = task.suspend(function() t:cancel(); self.pending[id] = nil end)
-  t:cancel()
+  if ms then start_expiry(self, entry, ms) end
+  local reply, why = task.suspend(function() self.pending[id] = nil; finish_expiry(self, entry) end)
+  finish_expiry(self, entry)
   self.pending[id] = nil
   if not reply then
     if why == "timeout" then
@@ -447,6 +526,7 @@ function M.connect(options)
     options = options,
     handlers = { message = {}, presence = {}, iq = {}, status = {} },
     pending = {},
+    expiry = { head = 1, tail = 0 },
     outbox = {},
     received = 0,
     attempt = 0,
@@ -507,6 +587,10 @@ function Connection:close()
   if self.reconnect_task and self.reconnect_task ~= task.current() then self.reconnect_task:cancel("connection closed") end
   stop_liveness(self)
   fail_pending(self, errors.new("connection-lost", "connection closed"))
+  if self.expiry_timer then
+    self.expiry_timer:close()
+    self.expiry_timer = nil
+  end
   self.state = "disconnected"
   self.c:close()
 end
