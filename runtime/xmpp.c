@@ -65,8 +65,12 @@ static void note_reason(const char *area, const char *msg)
 {
     int err;
     const char *p;
+    /* Every stanza in and out comes by as "RECV: <text>" / "SENT: <text>": settle those first,
+     * and never search stanza text for failure messages (a message body could forge one). */
     if (strncmp(msg, "RECV:", 5) == 0) {
         activity++;
+    } else if (strncmp(msg, "SENT:", 5) == 0) {
+        return;
     } else if ((p = strstr(msg, "connection failed, error ")) && sscanf(p + 25, "%d", &err) == 1) {
         last_socket_error = err;
     } else if ((p = strstr(msg, "Certificate verification FAILED, result=")) != NULL) {

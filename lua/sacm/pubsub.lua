@@ -174,10 +174,15 @@ local function request(self, iqtype, ns, child, attr)
     :tag("pubsub", { xmlns = ns }):tag(child, attr):up()
 end
 
--- idempotent: the request may be sent again after a reconnect (when the service allows it)
-local function send(self, iq, what, idempotent)
+-- idempotent: the request may be sent again after a reconnect (when the service allows it).
+-- what says what was being done, for the error; with further arguments it is a format for them,
+-- applied only when there is an error (publish is on the hot path).
+local function send(self, iq, what, idempotent, ...)
   local reply, err = self.conn:iq(iq, { timeout = self.timeout, resend = idempotent and self.resend or nil })
-  if not reply then return nil, request_error(err, what, self) end
+  if not reply then
+    if select("#", ...) > 0 then what = what:format(...) end
+    return nil, request_error(err, what, self)
+  end
   return reply
 end
 
@@ -327,7 +332,7 @@ function Service:publish(node, id, payload, publish_options)
     if type(publish_options) ~= "table" then error("publish_options must be a table", 2) end
     iq:tag("publish-options"):add(submit_form(M.FORM_PUBLISH_OPTIONS, publish_options)):up()
   end
-  local reply, err = send(self, iq, ("publish to node '%s'"):format(node), id ~= nil)
+  local reply, err = send(self, iq, "publish to node '%s'", id ~= nil, node)
   if not reply then return nil, err end
   local published = reply_child(reply, M.NS, "publish")
   local item = published and published:child("item", M.NS)
@@ -557,8 +562,14 @@ local function stats_of(conn)
   return c
 end
 
+-- dispatch runs inside the delivery of the stanza (a direct handler of the connection): streams
+-- are fed there, and each callback gets a task of its own, so one slow handler delays no other.
 local function deliver_to(reg, ev)
-  if reg.stream then reg.stream:_push(ev) else reg.fn(ev) end
+  if reg.stream then
+    reg.stream:_push(ev)
+  else
+    task._spawn("pubsub event handler", nil, reg.fn, ev)
+  end
 end
 
 local function dispatch(d, s)
@@ -606,23 +617,23 @@ local function dispatch(d, s)
     return
   end
   if not deliver then return deliver_to(first, ev) end
-  -- streams first (they never wait), then callbacks: the first runs in this task (conn:on already
-  -- gave each stanza its own), others in tasks of their own, so one slow handler delays no other.
-  local callbacks = {}
+  -- callbacks first: their tasks then start before the readers of the streams resume
   for _, reg in ipairs(deliver) do
-    if reg.stream then reg.stream:_push(ev) else callbacks[#callbacks + 1] = reg end
+    if not reg.stream then deliver_to(reg, ev) end
   end
-  for i = 2, #callbacks do
-    task.spawn({ name = "pubsub event handler" }, callbacks[i].fn, ev)
+  for _, reg in ipairs(deliver) do
+    if reg.stream then reg.stream:_push(ev) end
   end
-  if callbacks[1] then callbacks[1].fn(ev) end
 end
 
 local function register(conn, reg)
   local d = dispatchers[conn]
   if not d then
     d = { regs = {}, stats = stats_of(conn) }
-    d.handler = conn:on("message", { ns = M.NS_EVENT, child = "event" }, function(s) dispatch(d, s) end)
+    -- direct where the connection offers it: nothing here waits, and a task per notification
+    -- would cost more than the rest of the dispatch
+    local on = conn._on_direct or conn.on
+    d.handler = on(conn, "message", { ns = M.NS_EVENT, child = "event" }, function(s) dispatch(d, s) end)
     dispatchers[conn] = d
   end
   d.regs[#d.regs + 1] = reg

@@ -25,20 +25,20 @@ local CANCEL = setmetatable({}, { __name = "sacm.task.cancel" })
 local current -- the task whose coroutine is running, if any
 local next_id = 0
 
--- The ready queue: tasks to resume, with the values to resume them with.
-local ready_tasks, ready_values = {}, {}
+-- The ready queue: tasks to resume, with the values to resume them with. Nearly every wake
+-- passes one or two values: those are kept in ready_a/ready_b (ready_n says how many) rather
+-- than packed in a table per wake; more are packed (ready_n is then -1).
+local ready_tasks, ready_n, ready_a, ready_b = {}, {}, {}, {}
 local ready_head, ready_tail = 1, 0
 local draining = false
 
 local pack, unpack = table.pack, table.unpack
 local resume, yield, create, close = coroutine.resume, coroutine.yield, coroutine.create, coroutine.close
-local NO_VALUES = pack()
-local CANCEL_VALUES = pack(CANCEL)
 
-local function enqueue(task, values)
-  ready_tail = ready_tail + 1
-  ready_tasks[ready_tail] = task
-  ready_values[ready_tail] = values
+local function enqueue(task, n, a, b)
+  local i = ready_tail + 1
+  ready_tail = i
+  ready_tasks[i], ready_n[i], ready_a[i], ready_b[i] = task, n, a, b
 end
 
 local function seconds_to_ms(seconds, what)
@@ -93,7 +93,7 @@ local function bare_yield(t)
     if t.status == "suspended" then
       t.on_cancel = nil
       t.status = "ready"
-      enqueue(t, NO_VALUES)
+      enqueue(t, 0)
     end
   end)
 end
@@ -132,10 +132,11 @@ local function worker()
   end
 end
 
-local function step(t, values)
+-- Resumes t with n values a, b (n == -1: a is a table.pack of them).
+local function step(t, n, a, b)
   if t.cancel_pending then
     t.cancel_pending = nil
-    values = CANCEL_VALUES
+    n, a = 1, CANCEL
   end
   local co = t.co
   if co == nil then
@@ -151,7 +152,16 @@ local function step(t, values)
   local previous = current
   current = t
   t.status = "running"
-  local ok, what = resume(co, unpack(values, 1, values.n))
+  local ok, what
+  if n == 0 then
+    ok, what = resume(co)
+  elseif n == 1 then
+    ok, what = resume(co, a)
+  elseif n == 2 then
+    ok, what = resume(co, a, b)
+  else
+    ok, what = resume(co, unpack(a, 1, a.n))
+  end
   current = previous
   if ok then
     if what == SUSPENDED then return end
@@ -189,11 +199,12 @@ function M.run_ready()
   if draining then return end
   draining = true
   while ready_head <= ready_tail do
-    local t, values = ready_tasks[ready_head], ready_values[ready_head]
-    ready_tasks[ready_head], ready_values[ready_head] = nil, nil
-    ready_head = ready_head + 1
+    local i = ready_head
+    local t, n, a, b = ready_tasks[i], ready_n[i], ready_a[i], ready_b[i]
+    ready_tasks[i], ready_a[i], ready_b[i] = nil, nil, nil
+    ready_head = i + 1
     if t.status == "ready" then
-      local ok, err = xpcall(step, debug.traceback, t, values)
+      local ok, err = xpcall(step, debug.traceback, t, n, a, b)
       if not ok then log.error("scheduler error: %s", err) end
     end
   end
@@ -241,31 +252,32 @@ function M._spawn(name, silent, fn, ...)
     status = "ready",
     started = false,
     fn = fn,
-    args = select("#", ...) == 0 and NO_VALUES or pack(...),
+    args = pack(...),
   }, Task)
-  enqueue(t, NO_VALUES)
+  enqueue(t, 0)
   return t
 end
 
---- suspend(on_cancel) -> values passed to wake. The primitive every waiting call is built on:
--- the running task sleeps until wake(task, ...) is called. on_cancel() runs if the task is
+--- suspend([on_cancel [, arg]]) -> values passed to wake. The primitive every waiting call is built
+-- on: the running task sleeps until wake(task, ...) is called. on_cancel(arg) runs if the task is
 -- cancelled while suspended (also when the cancel comes after a wake, before the task resumed);
--- it must undo the wait (stop the timer, forget the waiter) so nothing wakes the task later.
+-- it must undo the wait (stop the timer, forget the waiter) so nothing wakes the task later. arg
+-- lets hot paths pass one shared function instead of making a closure per wait.
 local function resumed(t, first, ...)
-  local cleanup = t.on_cancel
-  t.on_cancel = nil
+  local cleanup, arg = t.on_cancel, t.on_cancel_arg
+  t.on_cancel, t.on_cancel_arg = nil, nil
   if first == CANCEL then
     -- Cancelled after a wake but before resuming: the wait's cleanup has not run yet.
-    if cleanup then cleanup() end
+    if cleanup then cleanup(arg) end
     error(t.cancel_error, 0)
   end
   return first, ...
 end
 
-function M.suspend(on_cancel)
+function M.suspend(on_cancel, arg)
   local t = require_task("suspend")
   t.status = "suspended"
-  t.on_cancel = on_cancel
+  t.on_cancel, t.on_cancel_arg = on_cancel, arg
   return resumed(t, yield(SUSPENDED))
 end
 
@@ -273,7 +285,12 @@ end
 function M.wake(t, ...)
   if t.status ~= "suspended" then return false end
   t.status = "ready"
-  enqueue(t, pack(...))
+  local n = select("#", ...)
+  if n <= 2 then
+    enqueue(t, n, ...)
+  else
+    enqueue(t, -1, pack(...))
+  end
   return true
 end
 
@@ -299,23 +316,32 @@ M.TIMED_OUT = setmetatable({}, { __name = "sacm.task.timed_out" })
 -- Appends entry to list (for whoever will wake the running task), suspends until woken or until
 -- `timeout` seconds pass, and always removes entry and stops its timer again, also when the task
 -- is cancelled. The building block of await, events and queues.
+-- Ends a wait of wait_in (woken, timed out or cancelled): stops its timer, removes its entry.
+local function forget(w)
+  if w.timer then
+    w.timer:close()
+    w.timer = nil
+  end
+  local list, entry = w.list, w.entry
+  for i = #list, 1, -1 do
+    if list[i] == entry then
+      table.remove(list, i)
+      break
+    end
+  end
+end
+
 function M.wait_in(list, entry, timeout, what)
   local me = require_task(what, 4)
   local ms = timeout and seconds_to_ms(timeout, what .. " timeout")
   list[#list + 1] = entry
-  local timer
+  local w = { list = list, entry = entry }
   if ms then
-    timer = new_timer()
-    timer:start(ms, 0, function() M.wake(me, M.TIMED_OUT) end)
+    w.timer = new_timer()
+    w.timer:start(ms, 0, function() M.wake(me, M.TIMED_OUT) end)
   end
-  local function forget()
-    if timer then timer:close() end
-    for i = #list, 1, -1 do
-      if list[i] == entry then table.remove(list, i) break end
-    end
-  end
-  local value = M.suspend(forget)
-  forget()
+  local value = M.suspend(forget, w)
+  forget(w)
   return value
 end
 
@@ -367,14 +393,14 @@ function Task:cancel(reason)
     self.fn, self.args = nil, nil
     settle(self)
   elseif self.status == "suspended" then
-    local on_cancel = self.on_cancel
-    self.on_cancel = nil
+    local on_cancel, arg = self.on_cancel, self.on_cancel_arg
+    self.on_cancel, self.on_cancel_arg = nil, nil
     if on_cancel then
-      local ok, err = pcall(on_cancel)
+      local ok, err = pcall(on_cancel, arg)
       if not ok then log.warn("cleanup of cancelled task %s failed: %s", self.name, errors.message(err)) end
     end
     self.status = "ready"
-    enqueue(self, CANCEL_VALUES)
+    enqueue(self, 1, CANCEL)
   else
     self.cancel_pending = true
   end

@@ -91,6 +91,12 @@ function xml.element(name, attr)
   return new_element(name, attr, nil, 3)
 end
 
+-- element_in(name, attr, ns): element() with a default namespace that attr.xmlns overrides
+-- (sacm.stanza: jabber:client without copying attr twice).
+function xml._element_in(name, attr, ns)
+  return new_element(name, attr, ns, 2) -- tail calls all the way: level 2 is the user's code
+end
+
 local function cursor_of(self)
   local path = cursors[self]
   return path and path[#path] or self

@@ -79,6 +79,17 @@ function Connection:on(kind, filter, fn)
   return h
 end
 
+-- conn:_on_direct(kind, filter, fn): for library modules (sacm.pubsub), a message or presence
+-- handler that runs at once, inside the delivery of the stanza, rather than as a task of its
+-- own: for work that never waits (queueing an event), where a task per stanza is most of the
+-- cost. fn(stanza, conn) must not yield; an error it raises is logged.
+function Connection:_on_direct(kind, filter, fn)
+  if kind ~= "message" and kind ~= "presence" then error("direct handlers are for message or presence", 2) end
+  local h = self:on(kind, filter, fn)
+  h.direct = true
+  return h
+end
+
 local function emit_status(self, event, info)
   for _, h in ipairs(self.handlers.status) do
     task.spawn({ name = "xmpp status handler" }, h.fn, event, info, self)
@@ -187,6 +198,13 @@ local function finish_expiry(self, entry)
   end
 end
 
+-- The request's task was cancelled while waiting for the reply.
+local function forget_request(entry)
+  local self = entry.conn
+  if self.pending[entry.id] == entry then self.pending[entry.id] = nil end
+  finish_expiry(self, entry)
+end
+
 --- conn:iq(stanza [, timeout | options]) -> reply stanza, or nil, err.
 -- options: timeout (seconds, default the connection's), resend (true: if the connection drops
 -- before the reply, send the request again once it is back, within the same timeout; for
@@ -209,7 +227,7 @@ function Connection:iq(s, options)
   s.attr.id = s.attr.id or st.new_id()
   local id = s.attr.id
   if self.pending[id] then error("an iq with id '" .. id .. "' is already pending", 2) end
-  local entry = { task = me, to = s.attr.to, resend = resend and xml.serialize(s) or nil }
+  local entry = { task = me, conn = self, id = id, to = s.attr.to, resend = resend and xml.serialize(s) or nil }
   self.pending[id] = entry
   local ok, err = self:send(entry.resend or s)
   if not ok then
@@ -217,7 +235,7 @@ function Connection:iq(s, options)
     return nil, err
   end
   if ms then start_expiry(self, entry, ms) end
-  local reply, why = task.suspend(function() self.pending[id] = nil; finish_expiry(self, entry) end)
+  local reply, why = task.suspend(forget_request, entry)
   finish_expiry(self, entry)
   self.pending[id] = nil
   if not reply then
@@ -272,6 +290,11 @@ local function run_iq_handler(self, h, s)
   self:send(reply)
 end
 
+local function run_direct(self, h, s)
+  local ok, err = pcall(h.fn, s, self)
+  if not ok then log.error("%s handler failed: %s", s.name, errors.message(err)) end
+end
+
 local function on_stanza(self, s)
   self.received = self.received + 1
   if s.name == "iq" then
@@ -303,10 +326,23 @@ local function on_stanza(self, s)
   local task_name = HANDLER_TASK_NAMES[s.name]
   if not task_name then return end -- only message and presence have handlers here (not "status")
   local list = self.handlers[s.name]
-  for _, h in ipairs(list) do
+  local direct, more -- run after the loop: a direct handler may add or remove handlers
+  for i = 1, #list do
+    local h = list[i]
     if matches(h.filter, s) then
-      task._spawn(task_name, nil, h.fn, s, self)
+      if not h.direct then
+        task._spawn(task_name, nil, h.fn, s, self)
+      elseif not direct then
+        direct = h
+      else
+        more = more or {}
+        more[#more + 1] = h
+      end
     end
+  end
+  if direct then
+    run_direct(self, direct, s)
+    for i = 1, more and #more or 0 do run_direct(self, more[i], s) end
   end
 end
 
