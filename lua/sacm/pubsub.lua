@@ -21,6 +21,8 @@ local task = require "sacm.task"
 local sync = require "sacm.sync"
 local forms = require "sacm.forms"
 
+local element_in = xml._element_in
+
 local M = {}
 
 M.NS = "http://jabber.org/protocol/pubsub"
@@ -324,14 +326,19 @@ function Service:publish(node, id, payload, publish_options)
   if payload ~= nil and not xml.is_element(payload) then
     error("payload must be an element (sacm.xml), got " .. type(payload), 2)
   end
-  local iq = st.iq({ type = "set", to = self.jid })
-  iq:tag("pubsub", { xmlns = M.NS }):tag("publish", { node = node }):tag("item", { id = id })
-  if payload then iq:add(payload) end
-  iq:up():up()
+  -- built from elements rather than with tag()/up(): this runs for every item published
+  local item = element_in("item", { id = id }, M.NS)
+  item[1] = payload
+  local publish = element_in("publish", { node = node }, M.NS)
+  publish[1] = item
+  local ps = element_in("pubsub", nil, M.NS)
+  ps[1] = publish
   if publish_options ~= nil then
     if type(publish_options) ~= "table" then error("publish_options must be a table", 2) end
-    iq:tag("publish-options"):add(submit_form(M.FORM_PUBLISH_OPTIONS, publish_options)):up()
+    ps[2] = element_in("publish-options", nil, M.NS):add(submit_form(M.FORM_PUBLISH_OPTIONS, publish_options))
   end
+  local iq = st.iq({ type = "set", to = self.jid })
+  iq[1] = ps
   local reply, err = send(self, iq, "publish to node '%s'", id ~= nil, node)
   if not reply then return nil, err end
   local published = reply_child(reply, M.NS, "publish")
@@ -357,9 +364,13 @@ function Service:retract(node, id, notify)
   return true
 end
 
+-- (index loops rather than el:children(): this runs for every notification)
 local function item_of(el)
   local payload
-  for child in el:children() do payload = child break end
+  for i = 1, #el do
+    local c = el[i]
+    if type(c) == "table" then payload = c break end
+  end
   return { id = el.attr.id, payload = payload, publisher = el.attr.publisher }
 end
 
@@ -502,18 +513,23 @@ function M.parse_event(s)
   local event_el = s:child("event", M.NS_EVENT)
   if not event_el then return nil end
   local what
-  for child in event_el:children() do
-    if child.ns == M.NS_EVENT then what = child break end
+  for i = 1, #event_el do
+    local c = event_el[i]
+    if c.ns == M.NS_EVENT then what = c break end -- (text children are strings: no ns)
   end
   if not what then return nil end
   local ev = { node = what.attr.node, from = s.attr.from, message = s }
   if what.name == "items" then
-    ev.items, ev.retracts = {}, {}
-    for child in what:children(nil, M.NS_EVENT) do
-      if child.name == "item" then
-        ev.items[#ev.items + 1] = item_of(child)
-      elseif child.name == "retract" and child.attr.id then
-        ev.retracts[#ev.retracts + 1] = child.attr.id
+    local items, retracts = {}, {}
+    ev.items, ev.retracts = items, retracts
+    for i = 1, #what do
+      local c = what[i]
+      if c.ns == M.NS_EVENT then
+        if c.name == "item" then
+          items[#items + 1] = item_of(c)
+        elseif c.name == "retract" and c.attr.id then
+          retracts[#retracts + 1] = c.attr.id
+        end
       end
     end
     ev.type = (#ev.items == 0 and #ev.retracts > 0) and "retract" or "items"

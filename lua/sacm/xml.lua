@@ -169,10 +169,17 @@ function methods:add(child)
   return self
 end
 
--- ns nil matches any namespace, "" matches no namespace.
+-- ns nil matches any namespace, "" matches no namespace. Every stanza handler and pubsub event
+-- goes through here, so the name is compared first: a text child is a string, and indexing a
+-- string gives nil for "name" and "ns" (the string library has no such fields), so only
+-- name == nil needs the type() call.
 local function matches(c, name, ns)
-  return type(c) == "table" and (name == nil or c.name == name)
-    and (ns == nil or c.ns == ns or (ns == "" and c.ns == nil))
+  if name == nil then
+    if type(c) ~= "table" then return false end
+  elseif c.name ~= name then
+    return false
+  end
+  return ns == nil or c.ns == ns or (ns == "" and c.ns == nil)
 end
 
 --- el:child([name [, ns]]) -> the first element child matching, or nil.
