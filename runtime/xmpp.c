@@ -195,20 +195,18 @@ static void on_poll(uv_poll_t *poll, int status, int events)
     pump(READ_ROUNDS);
 }
 
-/* Lua queued something: one round writes it (and reads what is there); pump() goes on while
- * rounds keep finding work. */
 static void on_prepare(uv_prepare_t *handle)
 {
     (void)handle;
     if (dirty)
-        pump(1);
+        pump(2);
 }
 
 static void on_check(uv_check_t *handle)
 {
     (void)handle;
     if (dirty)
-        pump(1);
+        pump(2);
 }
 
 static void on_tick(uv_timer_t *handle)
