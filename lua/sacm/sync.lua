@@ -11,17 +11,17 @@ local TIMEOUT = task.TIMED_OUT
 -- What a waiting getter is woken with when the queue closes (a value itself may be false).
 local CLOSED = setmetatable({}, { __name = "sacm.sync.closed" })
 
--- Suspends the running task in `waiters` until woken, or until `timeout` seconds pass.
--- Returns the wake value, or TIMEOUT.
+-- Suspends the running task in `waiters` (a list of tasks) until woken, or until `timeout`
+-- seconds pass. Returns the wake value, or TIMEOUT.
 local function wait_in(waiters, timeout, what)
-  return task.wait_in(waiters, { task = task.current() }, timeout, what)
+  return task.wait_in(waiters, task.current(), timeout, what)
 end
 
 -- Wakes the first waiter still waiting; returns it, or nil.
 local function wake_first(waiters, value)
   while #waiters > 0 do
-    local entry = table.remove(waiters, 1)
-    if task.wake(entry.task, value) then return entry end
+    local waiter = table.remove(waiters, 1)
+    if task.wake(waiter, value) then return waiter end
   end
 end
 
@@ -38,7 +38,7 @@ function Event:set()
   self.is_set_ = true
   local waiters = self.waiters
   self.waiters = {}
-  for _, entry in ipairs(waiters) do task.wake(entry.task, true) end
+  for _, waiter in ipairs(waiters) do task.wake(waiter, true) end
 end
 
 function Event:clear() self.is_set_ = false end
@@ -134,8 +134,8 @@ end
 function Queue:close()
   if self.closed then return end
   self.closed = true
-  for _, entry in ipairs(self.getters) do task.wake(entry.task, CLOSED) end
-  for _, entry in ipairs(self.putters) do task.wake(entry.task, false) end
+  for _, waiter in ipairs(self.getters) do task.wake(waiter, CLOSED) end
+  for _, waiter in ipairs(self.putters) do task.wake(waiter, false) end
   self.getters, self.putters = {}, {}
 end
 

@@ -316,13 +316,18 @@ M.TIMED_OUT = setmetatable({}, { __name = "sacm.task.timed_out" })
 -- Appends entry to list (for whoever will wake the running task), suspends until woken or until
 -- `timeout` seconds pass, and always removes entry and stops its timer again, also when the task
 -- is cancelled. The building block of await, events and queues.
--- Ends a wait of wait_in (woken, timed out or cancelled): stops its timer, removes its entry.
-local function forget(w)
-  if w.timer then
-    w.timer:close()
-    w.timer = nil
+-- A task is in at most one wait_in at a time, so the wait's state lives on the task (no table
+-- or closure per wait: queues and events wait through here for every item).
+-- Ends the wait (woken, timed out or cancelled): stops its timer, removes its entry.
+local function forget(t)
+  local timer = t.wait_timer
+  if timer then
+    timer:close()
+    t.wait_timer = nil
   end
-  local list, entry = w.list, w.entry
+  local list, entry = t.wait_list, t.wait_entry
+  t.wait_list, t.wait_entry = nil, nil
+  if list == nil then return end
   for i = #list, 1, -1 do
     if list[i] == entry then
       table.remove(list, i)
@@ -335,13 +340,14 @@ function M.wait_in(list, entry, timeout, what)
   local me = require_task(what, 4)
   local ms = timeout and seconds_to_ms(timeout, what .. " timeout")
   list[#list + 1] = entry
-  local w = { list = list, entry = entry }
+  me.wait_list, me.wait_entry = list, entry
   if ms then
-    w.timer = new_timer()
-    w.timer:start(ms, 0, function() M.wake(me, M.TIMED_OUT) end)
+    local timer = new_timer()
+    me.wait_timer = timer
+    timer:start(ms, 0, function() M.wake(me, M.TIMED_OUT) end)
   end
-  local value = M.suspend(forget, w)
-  forget(w)
+  local value = M.suspend(forget, me)
+  forget(me)
   return value
 end
 

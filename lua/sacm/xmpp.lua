@@ -47,10 +47,9 @@ local function matches(filter, s)
   local ns, name = filter.ns, filter.child
   if ns or name then
     for i = 1, #s do
+      -- a text child is a string: its .ns and .name are nil (see sacm.xml's matches)
       local child = s[i]
-      if type(child) == "table" and (not ns or child.ns == ns) and (not name or child.name == name) then
-        return true
-      end
+      if (not ns or child.ns == ns) and (not name or child.name == name) then return true end
     end
     return false
   end
