@@ -113,6 +113,11 @@ rounds_lines=$(sed 's/^/    /' "$raw")
 # not `prosody --version`: it can hang for minutes (it starts the server's whole environment)
 versions="$(./sacmrun -v 2>/dev/null); libstrophe $(pkg-config --modversion libstrophe); slixmpp $("$PYTHON" -c 'import slixmpp; print(slixmpp.__version__)' 2>/dev/null); Prosody $(dpkg-query -W -f '${Version}' prosody 2>/dev/null || echo '(version unknown)')"
 
+# Other work on the machine before the run (the run itself loads it with Prosody and a client):
+# say so, since it moves every absolute number (the clients take turns, so the ratios less).
+busy=$(echo "$load_before" | awk -v cores="$(nproc)" '$1 + 0 >= cores / 4 {
+    printf " The machine had other work when the run began (1-minute load %s on %d cores): absolute numbers are lower than on a quiet machine; the clients took turns, so the ratios hold up better.", $1, cores }')
+
 echo
 echo "$header"
 rows
@@ -159,7 +164,7 @@ Every run (the client's own line, then the round, its place in the round and Pro
 
 $rounds_lines
 
-Load average (1, 5, 15 min) was $load_before before and $load_after after, on $(nproc) cores.
+Load average (1, 5, 15 min) was $load_before before and $load_after after, on $(nproc) cores.$busy
 Versions: $versions.
 EOF
 echo "wrote $out/pubsub.md"

@@ -127,5 +127,7 @@ int luaopen_sacm__http(lua_State *L);
 #define SACM_ELEMENT_MT "sacm.Element"
 /* Pushes a new element with an empty attr table and the element metatable; ns may be NULL. */
 void sacm_element_push(lua_State *L, const char *name, const char *ns);
+/* Pushes the metatable of elements (for C code that builds many, see xmpp.c). */
+void sacm_element_mt_push(lua_State *L);
 
 #endif

@@ -68,6 +68,11 @@ static void element_push(lua_State *L, int mt_idx, const char *name, size_t name
     lua_setmetatable(L, -2);
 }
 
+void sacm_element_mt_push(lua_State *L)
+{
+    push_element_mt(L);
+}
+
 void sacm_element_push(lua_State *L, const char *name, const char *ns)
 {
     luaL_checkstack(L, 4, "sacm_element_push");

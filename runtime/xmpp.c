@@ -65,8 +65,12 @@ static void note_reason(const char *area, const char *msg)
 {
     int err;
     const char *p;
+    /* Every stanza in and out comes by as "RECV: <text>" / "SENT: <text>": settle those first,
+     * and never search stanza text for failure messages (a message body could forge one). */
     if (strncmp(msg, "RECV:", 5) == 0) {
         activity++;
+    } else if (strncmp(msg, "SENT:", 5) == 0) {
+        return;
     } else if ((p = strstr(msg, "connection failed, error ")) && sscanf(p + 25, "%d", &err) == 1) {
         last_socket_error = err;
     } else if ((p = strstr(msg, "Certificate verification FAILED, result=")) != NULL) {
@@ -255,18 +259,45 @@ static int sockopt_cb(xmpp_conn_t *conn, void *sockp)
 
 /* ---------------------------------------------------------------- stanzas to Lua */
 
-static void push_stanza(lua_State *L, xmpp_stanza_t *s, const char *parent_ns, int depth)
+/* Every incoming stanza becomes a tree of element tables, so this is on the hot path of every
+ * notification: tables are created at their final size, and the metatable and the field names
+ * sit in stack slots for the whole tree (no registry or string-table lookups per element). */
+enum { SLOT_MT = 2, SLOT_NAME, SLOT_NS, SLOT_ATTR, SLOT_FIRST_FREE };
+
+/* Pushes the element for s. parent_ns: stack index of the inherited namespace string, or 0. */
+static void push_stanza(lua_State *L, xmpp_stanza_t *s, int parent_ns, int depth)
 {
     if (depth > MAX_STANZA_DEPTH)
         luaL_error(L, "stanza nested deeper than %d levels", MAX_STANZA_DEPTH);
-    luaL_checkstack(L, 6, "stanza too deep");
-    const char *ns = xmpp_stanza_get_ns(s);
-    if (ns == NULL)
-        ns = parent_ns;
-    const char *name = xmpp_stanza_get_name(s);
-    sacm_element_push(L, name ? name : "", ns);
-
+    luaL_checkstack(L, 8, "stanza too deep");
+    int nchildren = 0;
+    for (xmpp_stanza_t *c = xmpp_stanza_get_children(s); c; c = xmpp_stanza_get_next(c))
+        nchildren++;
     int count = xmpp_stanza_get_attribute_count(s);
+    lua_createtable(L, nchildren, 3);
+    int el = lua_gettop(L);
+    const char *name = xmpp_stanza_get_name(s);
+    lua_pushvalue(L, SLOT_NAME);
+    lua_pushstring(L, name ? name : "");
+    lua_rawset(L, el);
+
+    const char *own_ns = xmpp_stanza_get_ns(s);
+    int ns = 0; /* stack index of this element's namespace, children inherit it */
+    if (own_ns) {
+        lua_pushstring(L, own_ns);
+        ns = lua_gettop(L);
+    } else if (parent_ns) {
+        lua_pushvalue(L, parent_ns);
+        ns = lua_gettop(L);
+    }
+    if (ns) {
+        lua_pushvalue(L, SLOT_NS);
+        lua_pushvalue(L, ns);
+        lua_rawset(L, el);
+    }
+
+    lua_pushvalue(L, SLOT_ATTR);
+    lua_createtable(L, 0, count);
     if (count > 0) {
         const char *small[32];
         const char **attrs = small;
@@ -274,8 +305,7 @@ static void push_stanza(lua_State *L, xmpp_stanza_t *s, const char *parent_ns, i
         if (size > 32)
             attrs = lua_newuserdatauv(L, sizeof *attrs * (size_t)size, 0);
         int filled = xmpp_stanza_get_attributes(s, attrs, size);
-        int userdata_pushed = attrs != small;
-        lua_getfield(L, userdata_pushed ? -2 : -1, "attr");
+        int attr = attrs != small ? -2 : -1;
         for (int i = 0; i + 1 < filled; i += 2) {
             const char *key = attrs[i];
             if (strcmp(key, "xmlns") == 0)
@@ -283,11 +313,16 @@ static void push_stanza(lua_State *L, xmpp_stanza_t *s, const char *parent_ns, i
             /* libstrophe drops attribute namespaces; in XMPP the only one in use is xml:lang */
             if (strcmp(key, "lang") == 0)
                 key = "xml:lang";
+            lua_pushstring(L, key);
             lua_pushstring(L, attrs[i + 1]);
-            lua_setfield(L, -2, key);
+            lua_rawset(L, attr - 2);
         }
-        lua_pop(L, userdata_pushed ? 2 : 1);
+        if (attrs != small)
+            lua_pop(L, 1);
     }
+    lua_rawset(L, el);
+    lua_pushvalue(L, SLOT_MT);
+    lua_setmetatable(L, el);
 
     lua_Integer n = 0;
     for (xmpp_stanza_t *c = xmpp_stanza_get_children(s); c; c = xmpp_stanza_get_next(c)) {
@@ -301,13 +336,19 @@ static void push_stanza(lua_State *L, xmpp_stanza_t *s, const char *parent_ns, i
         } else {
             continue;
         }
-        lua_rawseti(L, -2, ++n);
+        lua_rawseti(L, el, ++n);
     }
+    lua_settop(L, el);
 }
 
 static int convert_stanza(lua_State *L)
 {
-    push_stanza(L, lua_touserdata(L, 1), NULL, 0);
+    xmpp_stanza_t *s = lua_touserdata(L, 1);
+    sacm_element_mt_push(L); /* SLOT_MT */
+    lua_pushliteral(L, "name");
+    lua_pushliteral(L, "ns");
+    lua_pushliteral(L, "attr");
+    push_stanza(L, s, 0, 0);
     return 1;
 }
 

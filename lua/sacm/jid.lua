@@ -37,15 +37,32 @@ function M.resource(jid)
   return resource
 end
 
+-- Every incoming stanza compares a few JIDs (iq replies, pubsub notifications), and they are
+-- nearly always the same few: remember what normalize() made of them. Bounded, since the
+-- strings come from the network; false marks a malformed JID.
+local CACHE_LIMIT = 512
+local cache, cached = {}, 0
+
 --- normalize(jid): the domain lowercased; nil if malformed
 function M.normalize(jid)
+  local hit = cache[jid]
+  if hit ~= nil then return hit or nil end
   local node, domain, resource = M.split(jid)
-  if not domain then return nil end
-  return M.join(node, domain, resource)
+  local normal = domain and M.join(node, domain, resource) or false
+  if type(jid) == "string" then
+    if cached >= CACHE_LIMIT then cache, cached = {}, 0 end
+    cache[jid] = normal
+    cached = cached + 1
+  end
+  return normal or nil
 end
 
+--- equal(a, b): true if both are the same JID once normalized; a malformed JID equals only
+-- the identical string.
 function M.equal(a, b)
-  return a ~= nil and b ~= nil and M.normalize(a) == M.normalize(b)
+  if a == b then return type(a) == "string" end
+  local na = M.normalize(a)
+  return na ~= nil and na == M.normalize(b)
 end
 
 return M

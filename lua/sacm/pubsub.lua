@@ -21,6 +21,8 @@ local task = require "sacm.task"
 local sync = require "sacm.sync"
 local forms = require "sacm.forms"
 
+local element_in = xml._element_in
+
 local M = {}
 
 M.NS = "http://jabber.org/protocol/pubsub"
@@ -174,10 +176,15 @@ local function request(self, iqtype, ns, child, attr)
     :tag("pubsub", { xmlns = ns }):tag(child, attr):up()
 end
 
--- idempotent: the request may be sent again after a reconnect (when the service allows it)
-local function send(self, iq, what, idempotent)
+-- idempotent: the request may be sent again after a reconnect (when the service allows it).
+-- what says what was being done, for the error; with further arguments it is a format for them,
+-- applied only when there is an error (publish is on the hot path).
+local function send(self, iq, what, idempotent, ...)
   local reply, err = self.conn:iq(iq, { timeout = self.timeout, resend = idempotent and self.resend or nil })
-  if not reply then return nil, request_error(err, what, self) end
+  if not reply then
+    if select("#", ...) > 0 then what = what:format(...) end
+    return nil, request_error(err, what, self)
+  end
   return reply
 end
 
@@ -319,15 +326,20 @@ function Service:publish(node, id, payload, publish_options)
   if payload ~= nil and not xml.is_element(payload) then
     error("payload must be an element (sacm.xml), got " .. type(payload), 2)
   end
-  local iq = st.iq({ type = "set", to = self.jid })
-  iq:tag("pubsub", { xmlns = M.NS }):tag("publish", { node = node }):tag("item", { id = id })
-  if payload then iq:add(payload) end
-  iq:up():up()
+  -- built from elements rather than with tag()/up(): this runs for every item published
+  local item = element_in("item", { id = id }, M.NS)
+  item[1] = payload
+  local publish = element_in("publish", { node = node }, M.NS)
+  publish[1] = item
+  local ps = element_in("pubsub", nil, M.NS)
+  ps[1] = publish
   if publish_options ~= nil then
     if type(publish_options) ~= "table" then error("publish_options must be a table", 2) end
-    iq:tag("publish-options"):add(submit_form(M.FORM_PUBLISH_OPTIONS, publish_options)):up()
+    ps[2] = element_in("publish-options", nil, M.NS):add(submit_form(M.FORM_PUBLISH_OPTIONS, publish_options))
   end
-  local reply, err = send(self, iq, ("publish to node '%s'"):format(node), id ~= nil)
+  local iq = st.iq({ type = "set", to = self.jid })
+  iq[1] = ps
+  local reply, err = send(self, iq, "publish to node '%s'", id ~= nil, node)
   if not reply then return nil, err end
   local published = reply_child(reply, M.NS, "publish")
   local item = published and published:child("item", M.NS)
@@ -352,9 +364,13 @@ function Service:retract(node, id, notify)
   return true
 end
 
+-- (index loops rather than el:children(): this runs for every notification)
 local function item_of(el)
   local payload
-  for child in el:children() do payload = child break end
+  for i = 1, #el do
+    local c = el[i]
+    if type(c) == "table" then payload = c break end
+  end
   return { id = el.attr.id, payload = payload, publisher = el.attr.publisher }
 end
 
@@ -497,18 +513,23 @@ function M.parse_event(s)
   local event_el = s:child("event", M.NS_EVENT)
   if not event_el then return nil end
   local what
-  for child in event_el:children() do
-    if child.ns == M.NS_EVENT then what = child break end
+  for i = 1, #event_el do
+    local c = event_el[i]
+    if c.ns == M.NS_EVENT then what = c break end -- (text children are strings: no ns)
   end
   if not what then return nil end
   local ev = { node = what.attr.node, from = s.attr.from, message = s }
   if what.name == "items" then
-    ev.items, ev.retracts = {}, {}
-    for child in what:children(nil, M.NS_EVENT) do
-      if child.name == "item" then
-        ev.items[#ev.items + 1] = item_of(child)
-      elseif child.name == "retract" and child.attr.id then
-        ev.retracts[#ev.retracts + 1] = child.attr.id
+    local items, retracts = {}, {}
+    ev.items, ev.retracts = items, retracts
+    for i = 1, #what do
+      local c = what[i]
+      if c.ns == M.NS_EVENT then
+        if c.name == "item" then
+          items[#items + 1] = item_of(c)
+        elseif c.name == "retract" and c.attr.id then
+          retracts[#retracts + 1] = c.attr.id
+        end
       end
     end
     ev.type = (#ev.items == 0 and #ev.retracts > 0) and "retract" or "items"
@@ -557,12 +578,26 @@ local function stats_of(conn)
   return c
 end
 
+-- dispatch runs inside the delivery of the stanza (a direct handler of the connection): streams
+-- are fed there, and each callback gets a task of its own, so one slow handler delays no other.
+local function deliver_to(reg, ev)
+  if reg.stream then
+    reg.stream:_push(ev)
+  else
+    task._spawn("pubsub event handler", nil, reg.fn, ev)
+  end
+end
+
 local function dispatch(d, s)
   if s.attr.type == "error" then return end
   local from = s.attr.from
-  local regs, accepted, ev = {}, false, nil
-  for i, reg in ipairs(d.regs) do regs[i] = reg end
-  for _, reg in ipairs(regs) do
+  -- Who receives the event is settled before anything is delivered: a stream that closes itself
+  -- (after its node's delete) changes d.regs. Nearly always one registration matches, so the
+  -- list of them is only made when there is a second.
+  local regs = d.regs
+  local accepted, ev, first, deliver = false, nil, nil, nil
+  for i = 1, #regs do
+    local reg = regs[i]
     if from and jidlib.equal(from, reg.service) then
       if not accepted then
         accepted = true
@@ -576,8 +611,13 @@ local function dispatch(d, s)
         ev = parsed
       end
       if reg.node == nil or reg.node == ev.node then
-        regs.deliver = regs.deliver or {}
-        regs.deliver[#regs.deliver + 1] = reg
+        if not first then
+          first = reg
+        elseif not deliver then
+          deliver = { first, reg }
+        else
+          deliver[#deliver + 1] = reg
+        end
       end
     end
   end
@@ -588,28 +628,28 @@ local function dispatch(d, s)
     return
   end
   d.stats.accepted = d.stats.accepted + 1
-  local deliver = regs.deliver
-  if not deliver then
+  if not first then
     M.log.debug("no listener for the %s event of node '%s' from %s", ev.type, tostring(ev.node), from)
     return
   end
-  -- streams first (they never wait), then callbacks: the first runs in this task (conn:on already
-  -- gave each stanza its own), others in tasks of their own, so one slow handler delays no other.
-  local callbacks = {}
+  if not deliver then return deliver_to(first, ev) end
+  -- callbacks first: their tasks then start before the readers of the streams resume
   for _, reg in ipairs(deliver) do
-    if reg.stream then reg.stream:_push(ev) else callbacks[#callbacks + 1] = reg end
+    if not reg.stream then deliver_to(reg, ev) end
   end
-  for i = 2, #callbacks do
-    task.spawn({ name = "pubsub event handler" }, callbacks[i].fn, ev)
+  for _, reg in ipairs(deliver) do
+    if reg.stream then reg.stream:_push(ev) end
   end
-  if callbacks[1] then callbacks[1].fn(ev) end
 end
 
 local function register(conn, reg)
   local d = dispatchers[conn]
   if not d then
     d = { regs = {}, stats = stats_of(conn) }
-    d.handler = conn:on("message", { ns = M.NS_EVENT, child = "event" }, function(s) dispatch(d, s) end)
+    -- direct where the connection offers it: nothing here waits, and a task per notification
+    -- would cost more than the rest of the dispatch
+    local on = conn._on_direct or conn.on
+    d.handler = on(conn, "message", { ns = M.NS_EVENT, child = "event" }, function(s) dispatch(d, s) end)
     dispatchers[conn] = d
   end
   d.regs[#d.regs + 1] = reg

@@ -16,11 +16,10 @@ function M.new_id()
   return id_prefix .. "-" .. next_id
 end
 
+local element_in = xml._element_in
+
 local function stanza(name, attr)
-  local a = {}
-  for k, v in pairs(attr or {}) do a[k] = v end
-  a.xmlns = a.xmlns or M.NS_CLIENT
-  return xml.element(name, a)
+  return element_in(name, attr, M.NS_CLIENT)
 end
 
 function M.iq(attr) return stanza("iq", attr) end

@@ -8,18 +8,20 @@ local errors = require "sacm.error"
 local M = {}
 
 local TIMEOUT = task.TIMED_OUT
+-- What a waiting getter is woken with when the queue closes (a value itself may be false).
+local CLOSED = setmetatable({}, { __name = "sacm.sync.closed" })
 
--- Suspends the running task in `waiters` until woken, or until `timeout` seconds pass.
--- Returns the wake value, or TIMEOUT.
+-- Suspends the running task in `waiters` (a list of tasks) until woken, or until `timeout`
+-- seconds pass. Returns the wake value, or TIMEOUT.
 local function wait_in(waiters, timeout, what)
-  return task.wait_in(waiters, { task = task.current() }, timeout, what)
+  return task.wait_in(waiters, task.current(), timeout, what)
 end
 
 -- Wakes the first waiter still waiting; returns it, or nil.
 local function wake_first(waiters, value)
   while #waiters > 0 do
-    local entry = table.remove(waiters, 1)
-    if task.wake(entry.task, value) then return entry end
+    local waiter = table.remove(waiters, 1)
+    if task.wake(waiter, value) then return waiter end
   end
 end
 
@@ -36,7 +38,7 @@ function Event:set()
   self.is_set_ = true
   local waiters = self.waiters
   self.waiters = {}
-  for _, entry in ipairs(waiters) do task.wake(entry.task, true) end
+  for _, waiter in ipairs(waiters) do task.wake(waiter, true) end
 end
 
 function Event:clear() self.is_set_ = false end
@@ -88,7 +90,7 @@ function Queue:put(value, timeout)
   if value == nil then error("a queue cannot hold nil", 2) end
   while true do
     if self.closed then return nil, errors.new("closed", "queue is closed") end
-    if #self.getters > 0 and wake_first(self.getters, { value }) then
+    if #self.getters > 0 and wake_first(self.getters, value) then
       return true
     end
     if not self.max or self:len() < self.max then
@@ -106,7 +108,7 @@ end
 function Queue:try_put(value)
   if value == nil then error("a queue cannot hold nil", 2) end
   if self.closed then return false end
-  if #self.getters > 0 and wake_first(self.getters, { value }) then return true end
+  if #self.getters > 0 and wake_first(self.getters, value) then return true end
   if self.max and self:len() >= self.max then return false end
   push(self, value)
   return true
@@ -124,17 +126,16 @@ function Queue:get(timeout)
   if woke == TIMEOUT then
     return nil, errors.new("timeout", ("nothing arrived within %gs"):format(timeout))
   end
-  if type(woke) == "table" then return woke[1] end
-  -- woken by close()
-  return nil, errors.new("closed", "queue is closed")
+  if woke == CLOSED then return nil, errors.new("closed", "queue is closed") end
+  return woke
 end
 
 --- queue:close(): no more puts; getters drain what is left, then get nil, closed.
 function Queue:close()
   if self.closed then return end
   self.closed = true
-  for _, entry in ipairs(self.getters) do task.wake(entry.task, false) end
-  for _, entry in ipairs(self.putters) do task.wake(entry.task, false) end
+  for _, waiter in ipairs(self.getters) do task.wake(waiter, CLOSED) end
+  for _, waiter in ipairs(self.putters) do task.wake(waiter, false) end
   self.getters, self.putters = {}, {}
 end
 

@@ -19,23 +19,26 @@ Task.__index = Task
 M.Task = Task
 
 local SUSPENDED = setmetatable({}, { __name = "sacm.task.suspended" })
+local FINISHED = setmetatable({}, { __name = "sacm.task.finished" })
 local CANCEL = setmetatable({}, { __name = "sacm.task.cancel" })
 
 local current -- the task whose coroutine is running, if any
-local by_coroutine = setmetatable({}, { __mode = "k" })
 local next_id = 0
 
--- The ready queue: tasks to resume, with the values to resume them with.
-local ready_tasks, ready_values = {}, {}
+-- The ready queue: tasks to resume, with the values to resume them with. Nearly every wake
+-- passes one or two values: those are kept in ready_a/ready_b (ready_n says how many) rather
+-- than packed in a table per wake; more are packed (ready_n is then -1).
+local ready_tasks, ready_n, ready_a, ready_b = {}, {}, {}, {}
 local ready_head, ready_tail = 1, 0
 local draining = false
 
 local pack, unpack = table.pack, table.unpack
+local resume, yield, create, close = coroutine.resume, coroutine.yield, coroutine.create, coroutine.close
 
-local function enqueue(task, values)
-  ready_tail = ready_tail + 1
-  ready_tasks[ready_tail] = task
-  ready_values[ready_tail] = values
+local function enqueue(task, n, a, b)
+  local i = ready_tail + 1
+  ready_tail = i
+  ready_tasks[i], ready_n[i], ready_a[i], ready_b[i] = task, n, a, b
 end
 
 local function seconds_to_ms(seconds, what)
@@ -90,56 +93,105 @@ local function bare_yield(t)
     if t.status == "suspended" then
       t.on_cancel = nil
       t.status = "ready"
-      enqueue(t, pack())
+      enqueue(t, 0)
     end
   end)
 end
 
--- The task's traceback without the scheduler's own frame at the bottom.
+-- The task's traceback without the scheduler's own frames at the bottom.
 local function traceback_of(t, err)
   local tb = debug.traceback(t.co, errors.message(err))
-  local cut = tb:find("\n[^\n]*sacm/task%.lua:%d+: in function <[^\n]*$")
-  return cut and tb:sub(1, cut - 1) or tb
+  while true do
+    local cut = tb:find("\n[^\n]*sacm/task%.lua:%d+: in [^\n]*$")
+    if not cut then return tb end
+    tb = tb:sub(1, cut - 1)
+  end
 end
 
-local function step(t, values)
+-- Task coroutines are pooled: a short task (a stanza handler, a timer callback) reuses the
+-- coroutine and stack of one that finished, instead of creating and collecting its own. A
+-- coroutine that died by an error is not reused.
+local POOL_LIMIT = 32
+local pool, pooled = {}, 0
+
+-- Runs the current task's function and keeps its results. A function of its own, so that
+-- nothing of the task stays referenced from the pooled coroutine's stack afterwards.
+local function run_current()
+  local t = current
+  local fn, args = t.fn, t.args
+  t.fn, t.args = nil, nil
+  t.started = true
+  -- not a tail call, so tracebacks keep the task's own function
+  t.results = pack(fn(unpack(args, 1, args.n)))
+end
+
+local function worker()
+  while true do
+    run_current()
+    yield(FINISHED)
+  end
+end
+
+-- Resumes t with n values a, b (n == -1: a is a table.pack of them).
+local function step(t, n, a, b)
   if t.cancel_pending then
     t.cancel_pending = nil
-    values = pack(CANCEL)
+    n, a = 1, CANCEL
+  end
+  local co = t.co
+  if co == nil then
+    if pooled > 0 then
+      co = pool[pooled]
+      pool[pooled] = nil
+      pooled = pooled - 1
+    else
+      co = create(worker)
+    end
+    t.co = co
   end
   local previous = current
   current = t
   t.status = "running"
-  local r = pack(coroutine.resume(t.co, unpack(values, 1, values.n)))
-  current = previous
-  if coroutine.status(t.co) == "dead" then
-    by_coroutine[t.co] = nil
-    local traceback
-    if not r[1] then
-      traceback = traceback_of(t, r[2]) -- while the coroutine's stack is still there
-      -- A coroutine that died by an error keeps its pending to-be-closed variables open until
-      -- it is closed: close it now so `local x <close>` cleanup in the task runs.
-      local closed, close_err = coroutine.close(t.co)
-      if not closed and close_err ~= r[2] then
-        r[2] = close_err
-        traceback = errors.message(close_err)
-      end
-    end
-    if r[1] then
-      t.status = "done"
-      t.results = pack(unpack(r, 2, r.n))
-    elseif errors.is_condition(r[2], "cancelled") and t.cancelled then
-      t.status = "cancelled"
-      t.error = r[2]
-    else
-      t.status = "failed"
-      t.error = r[2]
-      t.traceback = traceback
-    end
-    settle(t)
-  elseif r[2] ~= SUSPENDED then
-    bare_yield(t)
+  local ok, what
+  if n == 0 then
+    ok, what = resume(co)
+  elseif n == 1 then
+    ok, what = resume(co, a)
+  elseif n == 2 then
+    ok, what = resume(co, a, b)
+  else
+    ok, what = resume(co, unpack(a, 1, a.n))
   end
+  current = previous
+  if ok then
+    if what == SUSPENDED then return end
+    if what ~= FINISHED then return bare_yield(t) end
+    t.status = "done"
+    t.co = nil
+    if pooled < POOL_LIMIT then
+      pooled = pooled + 1
+      pool[pooled] = co
+    end
+    return settle(t)
+  end
+  local err = what
+  local traceback = traceback_of(t, err) -- while the coroutine's stack is still there
+  -- A coroutine that died by an error keeps its pending to-be-closed variables open until
+  -- it is closed: close it now so `local x <close>` cleanup in the task runs.
+  local closed, close_err = close(co)
+  if not closed and close_err ~= err then
+    err = close_err
+    traceback = errors.message(close_err)
+  end
+  if errors.is_condition(err, "cancelled") and t.cancelled then
+    t.status = "cancelled"
+    t.error = err
+  else
+    t.status = "failed"
+    t.error = err
+    t.traceback = traceback
+  end
+  settle(t)
 end
 
 --- Runs every ready task. Called after each callback from the loop.
@@ -147,11 +199,12 @@ function M.run_ready()
   if draining then return end
   draining = true
   while ready_head <= ready_tail do
-    local t, values = ready_tasks[ready_head], ready_values[ready_head]
-    ready_tasks[ready_head], ready_values[ready_head] = nil, nil
-    ready_head = ready_head + 1
+    local i = ready_head
+    local t, n, a, b = ready_tasks[i], ready_n[i], ready_a[i], ready_b[i]
+    ready_tasks[i], ready_a[i], ready_b[i] = nil, nil, nil
+    ready_head = i + 1
     if t.status == "ready" then
-      local ok, err = xpcall(step, debug.traceback, t, values)
+      local ok, err = xpcall(step, debug.traceback, t, n, a, b)
       if not ok then log.error("scheduler error: %s", err) end
     end
   end
@@ -190,49 +243,54 @@ function M._spawn(name, silent, fn, ...)
     error("spawn expects a function, got " .. type(fn), 3)
   end
   next_id = next_id + 1
+  -- the coroutine is taken when the task first runs (step), so a task cancelled before it
+  -- started never needs one
   local t = setmetatable({
     id = next_id,
     name = name or ("#" .. next_id),
     silent = silent,
     status = "ready",
     started = false,
+    fn = fn,
+    args = pack(...),
   }, Task)
-  local args = pack(...)
-  t.co = coroutine.create(function()
-    t.started = true
-    -- not a tail call, so tracebacks keep the task's own function
-    local r = pack(fn(unpack(args, 1, args.n)))
-    return unpack(r, 1, r.n)
-  end)
-  by_coroutine[t.co] = t
-  enqueue(t, pack())
+  enqueue(t, 0)
   return t
 end
 
---- suspend(on_cancel) -> values passed to wake. The primitive every waiting call is built on:
--- the running task sleeps until wake(task, ...) is called. on_cancel() runs if the task is
+--- suspend([on_cancel [, arg]]) -> values passed to wake. The primitive every waiting call is built
+-- on: the running task sleeps until wake(task, ...) is called. on_cancel(arg) runs if the task is
 -- cancelled while suspended (also when the cancel comes after a wake, before the task resumed);
--- it must undo the wait (stop the timer, forget the waiter) so nothing wakes the task later.
-function M.suspend(on_cancel)
-  local t = require_task("suspend")
-  t.status = "suspended"
-  t.on_cancel = on_cancel
-  local r = pack(coroutine.yield(SUSPENDED))
-  local cleanup = t.on_cancel
-  t.on_cancel = nil
-  if r[1] == CANCEL then
+-- it must undo the wait (stop the timer, forget the waiter) so nothing wakes the task later. arg
+-- lets hot paths pass one shared function instead of making a closure per wait.
+local function resumed(t, first, ...)
+  local cleanup, arg = t.on_cancel, t.on_cancel_arg
+  t.on_cancel, t.on_cancel_arg = nil, nil
+  if first == CANCEL then
     -- Cancelled after a wake but before resuming: the wait's cleanup has not run yet.
-    if cleanup then cleanup() end
+    if cleanup then cleanup(arg) end
     error(t.cancel_error, 0)
   end
-  return unpack(r, 1, r.n)
+  return first, ...
+end
+
+function M.suspend(on_cancel, arg)
+  local t = require_task("suspend")
+  t.status = "suspended"
+  t.on_cancel, t.on_cancel_arg = on_cancel, arg
+  return resumed(t, yield(SUSPENDED))
 end
 
 --- wake(task, ...) -> true if the task was suspended and is now ready to resume with the values.
 function M.wake(t, ...)
   if t.status ~= "suspended" then return false end
   t.status = "ready"
-  enqueue(t, pack(...))
+  local n = select("#", ...)
+  if n <= 2 then
+    enqueue(t, n, ...)
+  else
+    enqueue(t, -1, pack(...))
+  end
   return true
 end
 
@@ -258,23 +316,38 @@ M.TIMED_OUT = setmetatable({}, { __name = "sacm.task.timed_out" })
 -- Appends entry to list (for whoever will wake the running task), suspends until woken or until
 -- `timeout` seconds pass, and always removes entry and stops its timer again, also when the task
 -- is cancelled. The building block of await, events and queues.
+-- A task is in at most one wait_in at a time, so the wait's state lives on the task (no table
+-- or closure per wait: queues and events wait through here for every item).
+-- Ends the wait (woken, timed out or cancelled): stops its timer, removes its entry.
+local function forget(t)
+  local timer = t.wait_timer
+  if timer then
+    timer:close()
+    t.wait_timer = nil
+  end
+  local list, entry = t.wait_list, t.wait_entry
+  t.wait_list, t.wait_entry = nil, nil
+  if list == nil then return end
+  for i = #list, 1, -1 do
+    if list[i] == entry then
+      table.remove(list, i)
+      break
+    end
+  end
+end
+
 function M.wait_in(list, entry, timeout, what)
   local me = require_task(what, 4)
   local ms = timeout and seconds_to_ms(timeout, what .. " timeout")
   list[#list + 1] = entry
-  local timer
+  me.wait_list, me.wait_entry = list, entry
   if ms then
-    timer = new_timer()
+    local timer = new_timer()
+    me.wait_timer = timer
     timer:start(ms, 0, function() M.wake(me, M.TIMED_OUT) end)
   end
-  local function forget()
-    if timer then timer:close() end
-    for i = #list, 1, -1 do
-      if list[i] == entry then table.remove(list, i) break end
-    end
-  end
-  local value = M.suspend(forget)
-  forget()
+  local value = M.suspend(forget, me)
+  forget(me)
   return value
 end
 
@@ -323,17 +396,17 @@ function Task:cancel(reason)
     -- Never ran: it ends here, without running any of its code.
     self.status = "cancelled"
     self.error = self.cancel_error
-    by_coroutine[self.co] = nil
+    self.fn, self.args = nil, nil
     settle(self)
   elseif self.status == "suspended" then
-    local on_cancel = self.on_cancel
-    self.on_cancel = nil
+    local on_cancel, arg = self.on_cancel, self.on_cancel_arg
+    self.on_cancel, self.on_cancel_arg = nil, nil
     if on_cancel then
-      local ok, err = pcall(on_cancel)
+      local ok, err = pcall(on_cancel, arg)
       if not ok then log.warn("cleanup of cancelled task %s failed: %s", self.name, errors.message(err)) end
     end
     self.status = "ready"
-    enqueue(self, pack(CANCEL))
+    enqueue(self, 1, CANCEL)
   else
     self.cancel_pending = true
   end

@@ -91,6 +91,12 @@ function xml.element(name, attr)
   return new_element(name, attr, nil, 3)
 end
 
+-- element_in(name, attr, ns): element() with a default namespace that attr.xmlns overrides
+-- (sacm.stanza: jabber:client without copying attr twice).
+function xml._element_in(name, attr, ns)
+  return new_element(name, attr, ns, 2) -- tail calls all the way: level 2 is the user's code
+end
+
 local function cursor_of(self)
   local path = cursors[self]
   return path and path[#path] or self
@@ -163,10 +169,17 @@ function methods:add(child)
   return self
 end
 
--- ns nil matches any namespace, "" matches no namespace.
+-- ns nil matches any namespace, "" matches no namespace. Every stanza handler and pubsub event
+-- goes through here, so the name is compared first: a text child is a string, and indexing a
+-- string gives nil for "name" and "ns" (the string library has no such fields), so only
+-- name == nil needs the type() call.
 local function matches(c, name, ns)
-  return type(c) == "table" and (name == nil or c.name == name)
-    and (ns == nil or c.ns == ns or (ns == "" and c.ns == nil))
+  if name == nil then
+    if type(c) ~= "table" then return false end
+  elseif c.name ~= name then
+    return false
+  end
+  return ns == nil or c.ns == ns or (ns == "" and c.ns == nil)
 end
 
 --- el:child([name [, ns]]) -> the first element child matching, or nil.

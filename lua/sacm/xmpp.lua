@@ -16,6 +16,8 @@ local xml = require "sacm.xml"
 local st = require "sacm.stanza"
 local jidlib = require "sacm.jid"
 local log = require("sacm.log").new("xmpp")
+local hrtime = require("sacm._loop").hrtime
+local new_timer = require("sacm._timer").new
 
 local M = {}
 
@@ -36,21 +38,25 @@ end
 
 -- Handlers ----------------------------------------------------------------------------------
 
+-- Runs for every handler on every incoming stanza: plain loops, no iterator closures.
 local function matches(filter, s)
   if filter.type and s.attr.type ~= filter.type then return false end
   if filter.from and not (jidlib.equal(s.attr.from, filter.from) or jidlib.bare(s.attr.from) == filter.from) then
     return false
   end
-  if filter.ns or filter.child then
-    for child in s:children() do
-      if (not filter.ns or child.ns == filter.ns) and (not filter.child or child.name == filter.child) then
-        return true
-      end
+  local ns, name = filter.ns, filter.child
+  if ns or name then
+    for i = 1, #s do
+      -- a text child is a string: its .ns and .name are nil (see sacm.xml's matches)
+      local child = s[i]
+      if (not ns or child.ns == ns) and (not name or child.name == name) then return true end
     end
     return false
   end
   return true
 end
+
+local HANDLER_TASK_NAMES = { message = "message handler", presence = "presence handler" }
 
 --- conn:on(kind, [filter,] fn) -> handler with :remove().
 -- kind: "message", "presence", "iq" (requests: type get/set), or "status" (connection events:
@@ -69,6 +75,17 @@ function Connection:on(kind, filter, fn)
   function h.remove()
     for i = #list, 1, -1 do if list[i] == h then table.remove(list, i) end end
   end
+  return h
+end
+
+-- conn:_on_direct(kind, filter, fn): for library modules (sacm.pubsub), a message or presence
+-- handler that runs at once, inside the delivery of the stanza, rather than as a task of its
+-- own: for work that never waits (queueing an event), where a task per stanza is most of the
+-- cost. fn(stanza, conn) must not yield; an error it raises is logged.
+function Connection:_on_direct(kind, filter, fn)
+  if kind ~= "message" and kind ~= "presence" then error("direct handlers are for message or presence", 2) end
+  local h = self:on(kind, filter, fn)
+  h.direct = true
   return h
 end
 
@@ -109,6 +126,84 @@ local function flush_outbox(self)
   end
 end
 
+-- Request timeouts ---------------------------------------------------------------------------
+-- A timer per request would cost a libuv handle for every iq. Requests with the same timeout
+-- expire in the order they were sent, so they wait in one FIFO per connection (self.expiry)
+-- with one timer, set for the oldest. Answered requests leave the FIFO once they reach its
+-- head (replies mostly come in order, so it stays about as long as the requests in flight). A
+-- request that would expire before the newest one in the FIFO (a shorter timeout than theirs)
+-- gets a timer of its own.
+
+local function expire_requests(self)
+  local q = self.expiry
+  local now = hrtime()
+  while q.head <= q.tail do
+    local entry = q[q.head]
+    if not entry.expired and not entry.finished then
+      if entry.deadline > now then
+        -- the timer has millisecond resolution: round up, never fire early
+        self.expiry_timer:start((entry.deadline - now + 999999) // 1000000, 0, self.on_expiry)
+        return
+      end
+      entry.expired = true
+      task.wake(entry.task, nil, "timeout")
+    end
+    q[q.head] = nil
+    q.head = q.head + 1
+  end
+  q.head, q.tail = 1, 0
+end
+
+local function start_expiry(self, entry, ms)
+  local me = entry.task
+  entry.deadline = hrtime() + ms * 1000000
+  local q = self.expiry
+  if q.head <= q.tail and entry.deadline < q[q.tail].deadline then
+    entry.timer = new_timer()
+    entry.timer:start(ms, 0, function()
+      entry.expired = true
+      task.wake(me, nil, "timeout")
+    end)
+    return
+  end
+  q.tail = q.tail + 1
+  q[q.tail] = entry
+  if q.head == q.tail then
+    if not self.expiry_timer then
+      self.expiry_timer = new_timer()
+      self.on_expiry = function() expire_requests(self) end
+    end
+    self.expiry_timer:start(ms, 0, self.on_expiry)
+  end
+  -- otherwise the timer is already set for an older request, and moves on from there
+end
+
+local function finish_expiry(self, entry)
+  if entry.finished then return end
+  entry.finished = true
+  if entry.timer then
+    entry.timer:close()
+    entry.timer = nil
+    return
+  end
+  local q = self.expiry
+  while q.head <= q.tail and (q[q.head].finished or q[q.head].expired) do
+    q[q.head] = nil
+    q.head = q.head + 1
+  end
+  if q.head > q.tail then
+    q.head, q.tail = 1, 0
+    if self.expiry_timer then self.expiry_timer:stop() end -- nothing left to wait for
+  end
+end
+
+-- The request's task was cancelled while waiting for the reply.
+local function forget_request(entry)
+  local self = entry.conn
+  if self.pending[entry.id] == entry then self.pending[entry.id] = nil end
+  finish_expiry(self, entry)
+end
+
 --- conn:iq(stanza [, timeout | options]) -> reply stanza, or nil, err.
 -- options: timeout (seconds, default the connection's), resend (true: if the connection drops
 -- before the reply, send the request again once it is back, within the same timeout; for
@@ -119,22 +214,28 @@ function Connection:iq(s, options)
   if not xml.is_element(s) or s.name ~= "iq" or (s.attr.type ~= "get" and s.attr.type ~= "set") then
     error("iq() needs an <iq type='get'|'set'> element", 2)
   end
-  if type(options) ~= "table" then options = { timeout = options } end
+  local timeout, resend
+  if type(options) == "table" then
+    timeout, resend = options.timeout, options.resend
+  else
+    timeout = options
+  end
+  timeout = timeout or self.options.timeout or DEFAULT_TIMEOUT
+  local ms = task._seconds_to_ms(timeout, "iq timeout") -- nil: no timeout
   local me = task._require_task("iq")
   s.attr.id = s.attr.id or st.new_id()
   local id = s.attr.id
   if self.pending[id] then error("an iq with id '" .. id .. "' is already pending", 2) end
-  local entry = { task = me, to = s.attr.to, resend = options.resend and xml.serialize(s) or nil }
+  local entry = { task = me, conn = self, id = id, to = s.attr.to, resend = resend and xml.serialize(s) or nil }
   self.pending[id] = entry
-  local ok, err = self:send(s)
+  local ok, err = self:send(entry.resend or s)
   if not ok then
     self.pending[id] = nil
     return nil, err
   end
-  local timeout = options.timeout or self.options.timeout or DEFAULT_TIMEOUT
-  local t = timer.after(timeout, function() task.wake(me, nil, "timeout") end)
-  local reply, why = task.suspend(function() t:cancel(); self.pending[id] = nil end)
-  t:cancel()
+  if ms then start_expiry(self, entry, ms) end
+  local reply, why = task.suspend(forget_request, entry)
+  finish_expiry(self, entry)
   self.pending[id] = nil
   if not reply then
     if why == "timeout" then
@@ -188,6 +289,11 @@ local function run_iq_handler(self, h, s)
   self:send(reply)
 end
 
+local function run_direct(self, h, s)
+  local ok, err = pcall(h.fn, s, self)
+  if not ok then log.error("%s handler failed: %s", s.name, errors.message(err)) end
+end
+
 local function on_stanza(self, s)
   self.received = self.received + 1
   if s.name == "iq" then
@@ -208,7 +314,7 @@ local function on_stanza(self, s)
     end
     for _, h in ipairs(self.handlers.iq) do
       if matches(h.filter, s) then
-        task.spawn({ name = "iq handler" }, run_iq_handler, self, h, s)
+        task._spawn("iq handler", nil, run_iq_handler, self, h, s)
         return
       end
     end
@@ -216,12 +322,26 @@ local function on_stanza(self, s)
     self:send(st.error_reply(s, "service-unavailable"))
     return
   end
+  local task_name = HANDLER_TASK_NAMES[s.name]
+  if not task_name then return end -- only message and presence have handlers here (not "status")
   local list = self.handlers[s.name]
-  if not list then return end
-  for _, h in ipairs(list) do
+  local direct, more -- run after the loop: a direct handler may add or remove handlers
+  for i = 1, #list do
+    local h = list[i]
     if matches(h.filter, s) then
-      task.spawn({ name = s.name .. " handler" }, h.fn, s, self)
+      if not h.direct then
+        task._spawn(task_name, nil, h.fn, s, self)
+      elseif not direct then
+        direct = h
+      else
+        more = more or {}
+        more[#more + 1] = h
+      end
     end
+  end
+  if direct then
+    run_direct(self, direct, s)
+    for i = 1, more and #more or 0 do run_direct(self, more[i], s) end
   end
 end
 
@@ -441,6 +561,7 @@ function M.connect(options)
     options = options,
     handlers = { message = {}, presence = {}, iq = {}, status = {} },
     pending = {},
+    expiry = { head = 1, tail = 0 },
     outbox = {},
     received = 0,
     attempt = 0,
@@ -501,6 +622,10 @@ function Connection:close()
   if self.reconnect_task and self.reconnect_task ~= task.current() then self.reconnect_task:cancel("connection closed") end
   stop_liveness(self)
   fail_pending(self, errors.new("connection-lost", "connection closed"))
+  if self.expiry_timer then
+    self.expiry_timer:close()
+    self.expiry_timer = nil
+  end
   self.state = "disconnected"
   self.c:close()
 end
