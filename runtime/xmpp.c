@@ -24,7 +24,7 @@
 #define CONN_MT "sacm.XmppConnection"
 #define MODULE_MT "sacm.XmppModule"
 #define MAX_STANZA_DEPTH 128
-#define READ_ROUNDS 4    /* a 16 KiB TLS record is 4 reads of 4096 bytes */
+#define READ_ROUNDS 4    /* a 16 KiB TLS record is 4 reads of 4096 bytes (see pump) */
 #define MAX_ROUNDS 64    /* bound the work of one wakeup so timers and other I/O get their turn */
 #define TICK_MS 1000
 /* The tick period; tests lengthen it to show that reads never depend on it. */
@@ -163,14 +163,24 @@ static void update_tick(void)
         uv_timer_stop(&tick_handle);
 }
 
-/* Runs libstrophe until a round delivers nothing and nothing new was queued. Never re-entered:
- * Lua code called from a libstrophe handler only queues. */
-static void pump(int min_rounds)
+/* Runs libstrophe until `quiet` rounds in a row deliver nothing and queue nothing. Never
+ * re-entered: Lua code called from a libstrophe handler only queues.
+ *
+ * Why several quiet rounds: each round reads at most 4096 bytes, and OpenSSL decrypts a whole
+ * record (up to 16 KiB) from the socket at once. A record whose first bytes were read in a round
+ * that completed no stanza may still hold up to 12 KiB inside OpenSSL while the socket is empty,
+ * and no poll event will say so. SSL_read never spans records, so READ_ROUNDS quiet rounds in a
+ * row drain any record begun in the first of them. */
+static int more_to_read; /* the last pump stopped at MAX_ROUNDS while still busy */
+
+static void pump(int quiet)
 {
     if (ctx == NULL || in_run_once)
         return;
     /* What one round reads, libstrophe answers in the next (xmpp_send only queues), so keep
      * going while rounds see activity. */
+    int quiet_rounds = 0;
+    more_to_read = 1;
     for (int round = 0; round < MAX_ROUNDS; round++) {
         dirty = 0;
         activity = 0;
@@ -178,8 +188,11 @@ static void pump(int min_rounds)
         xmpp_run_once(ctx, 0);
         in_run_once = 0;
         release_links();
-        if (round + 1 >= min_rounds && !activity && !dirty)
+        quiet_rounds = (activity || dirty) ? 0 : quiet_rounds + 1;
+        if (quiet_rounds >= quiet) {
+            more_to_read = 0;
             break;
+        }
     }
     update_polls();
     update_tick();
@@ -195,18 +208,20 @@ static void on_poll(uv_poll_t *poll, int status, int events)
     pump(READ_ROUNDS);
 }
 
+/* After Lua queued stanzas: send them, and a pump cut short at MAX_ROUNDS goes on. Any round
+ * may read (the socket may be readable when we send), so every pump drains fully. */
 static void on_prepare(uv_prepare_t *handle)
 {
     (void)handle;
-    if (dirty)
-        pump(2);
+    if (dirty || more_to_read)
+        pump(READ_ROUNDS);
 }
 
 static void on_check(uv_check_t *handle)
 {
     (void)handle;
-    if (dirty)
-        pump(2);
+    if (dirty || more_to_read)
+        pump(READ_ROUNDS);
 }
 
 static void on_tick(uv_timer_t *handle)
