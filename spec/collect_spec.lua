@@ -6,6 +6,7 @@ local fs = require "sacm.fs"
 local proc = require "sacm.proc"
 local task = require "sacm.task"
 local procfs = require "sacm.procfs"
+local tmp = require "support.tmp"
 
 local FIXTURES = "spec/fixtures/collect/"
 
@@ -17,13 +18,6 @@ local function sh(cmd, env)
   local r = assert(proc.shell(cmd, { env = env, timeout = 30 }))
   assert(r.ok, ("%s exited %s: %s"):format(cmd, tostring(r.code), r.stderr))
   return (r.stdout:gsub("\n$", ""))
-end
-
-local function make_temp_dir()
-  local name = os.tmpname()
-  os.remove(name)
-  assert(fs.mkdir(name, { mode = tonumber("755", 8) }))
-  return name
 end
 
 local function by(items, key)
@@ -169,7 +163,7 @@ describe("sacm.collect", function()
     end)
 
     it("finds sockets a listener process opened, with its pid and name", function()
-      local dir = make_temp_dir()
+      local dir = tmp.dir("collect")
       local ready = dir .. "/ports"
       -- a real listener: TCP on IPv4 and IPv6 loopback, a bound UDP socket; ports chosen by the kernel
       local script = [[
@@ -186,7 +180,7 @@ time.sleep(60)
         { timeout = 60 })
       finally(function()
         listener:cancel()
-        assert(proc.run({ "rm", "-rf", "--", dir }))
+        tmp.remove(dir)
       end)
       assert.is_true(eventually(function() return fs.exists(ready) end))
       local pid, tcp4, tcp6, udp4 = fs.read(ready):match("(%d+) (%d+) (%d+) (%d+)")
@@ -329,9 +323,9 @@ time.sleep(60)
 
   describe("files", function()
     local dir
-    before_each(function() dir = make_temp_dir() end)
+    before_each(function() dir = tmp.dir("collect") end)
     after_each(function()
-      assert(proc.run({ "rm", "-rf", "--", dir }))
+      tmp.remove(dir)
     end)
 
     it("reports mode, owner, type, hash and the special bits of real files", function()
@@ -485,8 +479,8 @@ time.sleep(60)
       assert.equal("no", data.attributes.permitrootlogin)
       assert.equal("3", data.attributes.maxauthtries)
 
-      local dir = make_temp_dir()
-      finally(function() assert(proc.run({ "rm", "-rf", "--", dir })) end)
+      local dir = tmp.dir("collect")
+      finally(function() tmp.remove(dir) end)
       assert(fs.write(dir .. "/sshd", "#!/bin/sh\necho 'sshd: no hostkeys available -- exiting.' >&2\nexit 1\n",
         { mode = tonumber("755", 8) }))
       local fallback = run_ok("sshd", { sshd_path = dir .. "/sshd", config_path = fixture_dir .. "sshd_config",
@@ -598,8 +592,8 @@ time.sleep(60)
     end)
 
     it("cuts off a collection that hangs and kills the process it started", function()
-      local dir = make_temp_dir()
-      finally(function() assert(proc.run({ "rm", "-rf", "--", dir })) end)
+      local dir = tmp.dir("collect")
+      finally(function() tmp.remove(dir) end)
       local pid_file = dir .. "/pid"
       local data, err = collect.run("zz_hang", { timeout = 0.5, pid_file = pid_file })
       assert.is_nil(data)
@@ -648,8 +642,8 @@ time.sleep(60)
     end)
 
     it("runs several kinds at once, each under its own budget", function()
-      local dir = make_temp_dir()
-      finally(function() assert(proc.run({ "rm", "-rf", "--", dir })) end)
+      local dir = tmp.dir("collect")
+      finally(function() tmp.remove(dir) end)
       local all = collect.run_all({ "os", "zz_hang", "zz_raise", "zz_unavailable", "sysctl", "nope" },
         { timeout = 0.5, pid_file = dir .. "/pid", options = { sysctl = { keys = { "net.ipv4.ip_forward" } } } })
       assert.equal(sh("hostname"), all.os.data.attributes.hostname)
