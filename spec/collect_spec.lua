@@ -20,6 +20,14 @@ local function sh(cmd, env)
   return (r.stdout:gsub("\n$", ""))
 end
 
+-- Runs a kind that must fail with `condition`; returns the error.
+local function run_fails(kind, opts, condition, what)
+  local data, err = collect.run(kind, opts)
+  assert.is_nil(data, what)
+  assert.equal(condition, err.condition, what)
+  return err
+end
+
 local function by(items, key)
   local out = {}
   for _, item in ipairs(items) do out[item[key]] = item end
@@ -314,9 +322,7 @@ time.sleep(60)
     end)
 
     it("reports an invalid key as the module's error", function()
-      local data, err = collect.run("sysctl", { keys = { "../etc/passwd" } })
-      assert.is_nil(data)
-      assert.equal("internal-error", err.condition)
+      local err = run_fails("sysctl", { keys = { "../etc/passwd" } }, "internal-error")
       assert.matches("not a sysctl name", err.text)
     end)
   end)
@@ -595,25 +601,19 @@ time.sleep(60)
       local dir = tmp.dir("collect")
       finally(function() tmp.remove(dir) end)
       local pid_file = dir .. "/pid"
-      local data, err = collect.run("zz_hang", { timeout = 0.5, pid_file = pid_file })
-      assert.is_nil(data)
-      assert.equal("timeout", err.condition)
+      local err = run_fails("zz_hang", { timeout = 0.5, pid_file = pid_file }, "timeout")
       assert.equal("collection zz_hang did not finish within 0.5s", err.text)
       local pid = tonumber(assert(fs.read(pid_file)):match("%d+"))
       assert.is_true(eventually(function() return pid_is_gone(pid) end), "sleep process still running")
     end)
 
     it("cuts off a collection that loops without waiting", function()
-      local data, err = collect.run("zz_spin", { timeout = 0.2 })
-      assert.is_nil(data)
-      assert.equal("timeout", err.condition)
+      local err = run_fails("zz_spin", { timeout = 0.2 }, "timeout")
       assert.equal("collection zz_spin did not finish within 0.2s", err.text)
     end)
 
     it("turns a raising module into internal-error with its message", function()
-      local data, err = collect.run("zz_raise")
-      assert.is_nil(data)
-      assert.equal("internal-error", err.condition)
+      local err = run_fails("zz_raise", nil, "internal-error")
       assert.matches("^collection zz_raise failed: .*zz_raise%.lua:%d+: attempt to index a nil value", err.text)
       assert.matches("zz_raise%.lua", err.traceback)
     end)
@@ -621,9 +621,7 @@ time.sleep(60)
     it("rejects data outside the contract", function()
       for _, variant in ipairs({ "nested", "number_key", "bad_key", "holes", "nan", "bad_utf8", "extra", "no_items",
         "function_value" }) do
-        local data, err = collect.run("zz_malformed", { variant = variant })
-        assert.is_nil(data, variant)
-        assert.equal("internal-error", err.condition, variant)
+        local err = run_fails("zz_malformed", { variant = variant }, "internal-error", variant)
         assert.matches("returned malformed data", err.text, 1, true)
       end
       local _, err = collect.run("zz_malformed", { variant = "nothing" })
@@ -635,9 +633,7 @@ time.sleep(60)
     end)
 
     it("says not-applicable with the module's reason, without collecting", function()
-      local data, err = collect.run("zz_unavailable")
-      assert.is_nil(data)
-      assert.equal("not-applicable", err.condition)
+      local err = run_fails("zz_unavailable", nil, "not-applicable")
       assert.equal("nothing to collect here", err.text)
     end)
 
