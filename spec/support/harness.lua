@@ -12,7 +12,6 @@ local sync = require "sacm.sync"
 local crypto = require "sacm.crypto"
 local time = require "sacm.time"
 local shutdown = require "sacm.shutdown"
-local proc = require "sacm.proc"
 local certs = require "support.certs"
 local tmp = require "support.tmp"
 
@@ -93,14 +92,14 @@ end
 --- listeners(pid) -> list of {address = "127.0.0.1" | hex, port = n} the process listens on
 -- (its socket descriptors matched against /proc/net/tcp and tcp6 by inode).
 function M.listeners(pid)
+  local fd_dir = "/proc/" .. pid .. "/fd"
   local inodes = {}
-  -- find(1) (findutils is Essential) reads the descriptor links; sacm.fs has no readlink
-  local r, err = proc.run({ "find", "/proc/" .. pid .. "/fd", "-lname", "socket:*", "-printf", "%l\\n" },
-    { timeout = 20 })
-  if not (r and r.ok) then
-    error(("listing the sockets of pid %s: %s"):format(pid, r and r.stderr or tostring(err)), 2)
+  for _, e in ipairs(M.must(fs.list(fd_dir), nil, "listing " .. fd_dir)) do
+    -- a descriptor may close between the listing and the readlink
+    local target = fs.readlink(fd_dir .. "/" .. e.name)
+    local inode = target and target:match("^socket:%[(%d+)%]$")
+    if inode then inodes[inode] = true end
   end
-  for inode in r.stdout:gmatch("socket:%[(%d+)%]") do inodes[inode] = true end
   local found = {}
   for _, file in ipairs({ "/proc/net/tcp", "/proc/net/tcp6" }) do
     local text = fs.read(file) or ""
@@ -318,17 +317,19 @@ end
 
 --- server:pause() / server:resume(): SIGSTOP / SIGCONT. While paused its sockets stay open and
 -- nothing answers (a hung server, a partition). stop(), kill() and restart() resume it first.
+local function send_signal(self, signal, what)
+  if not self._proc then error(("server:%s: the server is not running"):format(what), 3) end
+  local ok, err = self._proc:kill(signal)
+  M.must(ok, err, ("%s: %s"):format(what, self.NAME))
+end
+
 function Server:pause()
-  if not self._proc then error("server:pause: the server is not running", 2) end
-  local ok, err = self._proc:kill("SIGSTOP")
-  M.must(ok, err, "pausing " .. self.NAME)
+  send_signal(self, "SIGSTOP", "pause")
   self.paused = true
 end
 
 function Server:resume()
-  if not self._proc then error("server:resume: the server is not running", 2) end
-  local ok, err = self._proc:kill("SIGCONT")
-  M.must(ok, err, "resuming " .. self.NAME)
+  send_signal(self, "SIGCONT", "resume")
   self.paused = false
 end
 
