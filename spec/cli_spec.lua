@@ -3,6 +3,7 @@ local proc = require "sacm.proc"
 local fs = require "sacm.fs"
 local task = require "sacm.task"
 local loop = require "sacm._loop"
+local tmp = require "support.tmp"
 
 local BIN = os.getenv("SACMRUN_BIN") or "./sacmrun"
 
@@ -25,13 +26,10 @@ end
 
 describe("sacmrun command line", function()
   before_each(function()
-    tmpdir = os.tmpname()
-    os.remove(tmpdir)
-    assert(fs.mkdir(tmpdir))
+    tmpdir = tmp.dir("cli")
   end)
   after_each(function()
-    for _, e in ipairs(fs.list(tmpdir) or {}) do fs.remove(tmpdir .. "/" .. e.name) end
-    fs.remove(tmpdir)
+    tmp.remove(tmpdir)
   end)
 
   it("-e runs a statement", function()

@@ -6,6 +6,7 @@ local fs = require "sacm.fs"
 local proc = require "sacm.proc"
 local task = require "sacm.task"
 local procfs = require "sacm.procfs"
+local tmp = require "support.tmp"
 
 local FIXTURES = "spec/fixtures/collect/"
 
@@ -19,11 +20,12 @@ local function sh(cmd, env)
   return (r.stdout:gsub("\n$", ""))
 end
 
-local function make_temp_dir()
-  local name = os.tmpname()
-  os.remove(name)
-  assert(fs.mkdir(name, { mode = tonumber("755", 8) }))
-  return name
+-- Runs a kind that must fail with `condition`; returns the error.
+local function run_fails(kind, opts, condition, what)
+  local data, err = collect.run(kind, opts)
+  assert.is_nil(data, what)
+  assert.equal(condition, err.condition, what)
+  return err
 end
 
 local function by(items, key)
@@ -169,7 +171,7 @@ describe("sacm.collect", function()
     end)
 
     it("finds sockets a listener process opened, with its pid and name", function()
-      local dir = make_temp_dir()
+      local dir = tmp.dir("collect")
       local ready = dir .. "/ports"
       -- a real listener: TCP on IPv4 and IPv6 loopback, a bound UDP socket; ports chosen by the kernel
       local script = [[
@@ -186,7 +188,7 @@ time.sleep(60)
         { timeout = 60 })
       finally(function()
         listener:cancel()
-        assert(proc.run({ "rm", "-rf", "--", dir }))
+        tmp.remove(dir)
       end)
       assert.is_true(eventually(function() return fs.exists(ready) end))
       local pid, tcp4, tcp6, udp4 = fs.read(ready):match("(%d+) (%d+) (%d+) (%d+)")
@@ -320,18 +322,16 @@ time.sleep(60)
     end)
 
     it("reports an invalid key as the module's error", function()
-      local data, err = collect.run("sysctl", { keys = { "../etc/passwd" } })
-      assert.is_nil(data)
-      assert.equal("internal-error", err.condition)
+      local err = run_fails("sysctl", { keys = { "../etc/passwd" } }, "internal-error")
       assert.matches("not a sysctl name", err.text)
     end)
   end)
 
   describe("files", function()
     local dir
-    before_each(function() dir = make_temp_dir() end)
+    before_each(function() dir = tmp.dir("collect") end)
     after_each(function()
-      assert(proc.run({ "rm", "-rf", "--", dir }))
+      tmp.remove(dir)
     end)
 
     it("reports mode, owner, type, hash and the special bits of real files", function()
@@ -485,8 +485,8 @@ time.sleep(60)
       assert.equal("no", data.attributes.permitrootlogin)
       assert.equal("3", data.attributes.maxauthtries)
 
-      local dir = make_temp_dir()
-      finally(function() assert(proc.run({ "rm", "-rf", "--", dir })) end)
+      local dir = tmp.dir("collect")
+      finally(function() tmp.remove(dir) end)
       assert(fs.write(dir .. "/sshd", "#!/bin/sh\necho 'sshd: no hostkeys available -- exiting.' >&2\nexit 1\n",
         { mode = tonumber("755", 8) }))
       local fallback = run_ok("sshd", { sshd_path = dir .. "/sshd", config_path = fixture_dir .. "sshd_config",
@@ -598,28 +598,22 @@ time.sleep(60)
     end)
 
     it("cuts off a collection that hangs and kills the process it started", function()
-      local dir = make_temp_dir()
-      finally(function() assert(proc.run({ "rm", "-rf", "--", dir })) end)
+      local dir = tmp.dir("collect")
+      finally(function() tmp.remove(dir) end)
       local pid_file = dir .. "/pid"
-      local data, err = collect.run("zz_hang", { timeout = 0.5, pid_file = pid_file })
-      assert.is_nil(data)
-      assert.equal("timeout", err.condition)
+      local err = run_fails("zz_hang", { timeout = 0.5, pid_file = pid_file }, "timeout")
       assert.equal("collection zz_hang did not finish within 0.5s", err.text)
       local pid = tonumber(assert(fs.read(pid_file)):match("%d+"))
       assert.is_true(eventually(function() return pid_is_gone(pid) end), "sleep process still running")
     end)
 
     it("cuts off a collection that loops without waiting", function()
-      local data, err = collect.run("zz_spin", { timeout = 0.2 })
-      assert.is_nil(data)
-      assert.equal("timeout", err.condition)
+      local err = run_fails("zz_spin", { timeout = 0.2 }, "timeout")
       assert.equal("collection zz_spin did not finish within 0.2s", err.text)
     end)
 
     it("turns a raising module into internal-error with its message", function()
-      local data, err = collect.run("zz_raise")
-      assert.is_nil(data)
-      assert.equal("internal-error", err.condition)
+      local err = run_fails("zz_raise", nil, "internal-error")
       assert.matches("^collection zz_raise failed: .*zz_raise%.lua:%d+: attempt to index a nil value", err.text)
       assert.matches("zz_raise%.lua", err.traceback)
     end)
@@ -627,9 +621,7 @@ time.sleep(60)
     it("rejects data outside the contract", function()
       for _, variant in ipairs({ "nested", "number_key", "bad_key", "holes", "nan", "bad_utf8", "extra", "no_items",
         "function_value" }) do
-        local data, err = collect.run("zz_malformed", { variant = variant })
-        assert.is_nil(data, variant)
-        assert.equal("internal-error", err.condition, variant)
+        local err = run_fails("zz_malformed", { variant = variant }, "internal-error", variant)
         assert.matches("returned malformed data", err.text, 1, true)
       end
       local _, err = collect.run("zz_malformed", { variant = "nothing" })
@@ -641,15 +633,13 @@ time.sleep(60)
     end)
 
     it("says not-applicable with the module's reason, without collecting", function()
-      local data, err = collect.run("zz_unavailable")
-      assert.is_nil(data)
-      assert.equal("not-applicable", err.condition)
+      local err = run_fails("zz_unavailable", nil, "not-applicable")
       assert.equal("nothing to collect here", err.text)
     end)
 
     it("runs several kinds at once, each under its own budget", function()
-      local dir = make_temp_dir()
-      finally(function() assert(proc.run({ "rm", "-rf", "--", dir })) end)
+      local dir = tmp.dir("collect")
+      finally(function() tmp.remove(dir) end)
       local all = collect.run_all({ "os", "zz_hang", "zz_raise", "zz_unavailable", "sysctl", "nope" },
         { timeout = 0.5, pid_file = dir .. "/pid", options = { sysctl = { keys = { "net.ipv4.ip_forward" } } } })
       assert.equal(sh("hostname"), all.os.data.attributes.hostname)

@@ -2,16 +2,9 @@
 local fs = require "sacm.fs"
 local proc = require "sacm.proc"
 local loop = require "sacm._loop"
+local tmp = require "support.tmp"
 
 local function now() return loop.hrtime() / 1e9 end
-
--- A private directory: os.tmpname reserves a unique name, which becomes a directory.
-local function make_temp_dir()
-  local name = os.tmpname()
-  os.remove(name)
-  assert(fs.mkdir(name, { mode = tonumber("700", 8) }))
-  return name
-end
 
 local function all_bytes()
   local t = {}
@@ -29,11 +22,11 @@ describe("sacm.fs", function()
   local dir
 
   before_each(function()
-    dir = make_temp_dir()
+    dir = tmp.dir("fs")
   end)
 
   after_each(function()
-    if dir then assert(proc.run({ "rm", "-rf", "--", dir })) end
+    if dir then tmp.remove(dir) end
     dir = nil
   end)
 

@@ -2,6 +2,7 @@
 -- orchestrator as they run in production (the roles in this process, and the repository also as
 -- a separate process that gets killed), against real posture of this host.
 local prosody = require "support.prosody"
+local tmp = require "support.tmp"
 local fs = require "sacm.fs"
 local proc = require "sacm.proc"
 local task = require "sacm.task"
@@ -26,16 +27,6 @@ local function wait_until(pred, timeout, what)
     if time.monotonic() > deadline then error((what or "condition") .. " not met in time", 2) end
     task.sleep(0.02)
   end
-end
-
-local function tempdir()
-  local base = (os.getenv("TMPDIR") or "/tmp") .. "/sacmrun-grid-" .. crypto.uuid()
-  assert(fs.mkdir(base, { mode = 448 }))
-  return base
-end
-
-local function rmtree(path)
-  proc.run({ "rm", "-rf", "--", path })
 end
 
 -- A policy file whose one rule passes when the os posture has a hostname; `tag` goes into the
@@ -83,7 +74,7 @@ describe("the SACM grid over Prosody", function()
     local users = {}
     for _, r in ipairs(ROLES) do users[r] = "pw" end
     server = prosody.start({ users = users, admins = ROLES })
-    dir = tempdir()
+    dir = tmp.dir("grid")
     policies = dir .. "/policies"
     assert(fs.mkdir(policies))
     assert(fs.write(policies .. "/grid-test.lua", os_policy("v1")))
@@ -92,7 +83,7 @@ describe("the SACM grid over Prosody", function()
   lazy_teardown(function()
     for i = #running, 1, -1 do running[i]:close() end
     if server then server:stop() end
-    if dir then rmtree(dir) end
+    if dir then tmp.remove(dir) end
   end)
 
   local orch, coll, eval, repo

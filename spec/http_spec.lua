@@ -5,6 +5,7 @@ local proc = require "sacm.proc"
 local sync = require "sacm.sync"
 local task = require "sacm.task"
 local certs = require "support.certs"
+local tmp = require "support.tmp"
 
 local dir, ca, other_ca, server_pair, client_pair, stranger_pair
 
@@ -50,8 +51,7 @@ end
 
 describe("sacm.http", function()
   lazy_setup(function()
-    local r = assert(proc.run({ "mktemp", "-d", "/tmp/sacmrun-http-XXXXXXXXXX" }))
-    dir = r.stdout:gsub("%s+$", "")
+    dir = tmp.dir("http")
     ca = certs.ca(dir, "ca", "sacmrun http test CA")
     other_ca = certs.ca(dir, "other-ca", "sacmrun untrusted test CA")
     server_pair = certs.server(ca, dir .. "/server", { dns = { "localhost" }, ips = { "127.0.0.1" } })
@@ -61,7 +61,7 @@ describe("sacm.http", function()
     stranger_pair = certs.client(other_ca, dir .. "/stranger", { cn = "collector1", xmpp = { "collector1@grid.example" } })
   end)
   lazy_teardown(function()
-    if dir then proc.run({ "rm", "-rf", "--", dir }) end
+    if dir then tmp.remove(dir) end
   end)
 
   it("answers a GET with a decoded query over verified TLS, with the headers the server owns", function()

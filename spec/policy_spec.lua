@@ -4,19 +4,12 @@ local policy = require "sacm.policy"
 local sandbox = require "sacm.sandbox"
 local helpers = require "sacm.policy_helpers"
 local fs = require "sacm.fs"
-local proc = require "sacm.proc"
 local sync = require "sacm.sync"
 local mem = require "sacm._mem"
 local build = require "sacm._build"
+local tmp = require "support.tmp"
 
 local STARTER_DIR = build.share_dir .. "/policies"
-
-local function make_temp_dir()
-  local name = os.tmpname()
-  os.remove(name)
-  assert(fs.mkdir(name, { mode = tonumber("700", 8) }))
-  return name
-end
 
 local function by_rule(results)
   local out = {}
@@ -46,9 +39,9 @@ local OS = { os = { attributes = { hostname = "h1", os_id = "debian" }, items = 
 describe("sacm.policy", function()
   local dir
 
-  before_each(function() dir = make_temp_dir() end)
+  before_each(function() dir = tmp.dir("policy") end)
   after_each(function()
-    if dir then assert(proc.run({ "rm", "-rf", "--", dir })) end
+    if dir then tmp.remove(dir) end
     dir = nil
   end)
 

@@ -537,23 +537,29 @@ describe("sacm.pubsub against Prosody", function()
   end)
 end)
 
-describe("sacm.pubsub throughput against Prosody", function()
-  local server, owner, bob
-
+-- Within a describe: a server on which owner may create nodes, with owner and bob connected;
+-- the returned table holds server, owner and bob from setup on.
+local function owner_and_bob()
+  local env = {}
   setup(function()
-    server = prosody.start({ admins = { "owner" }, users = { owner = "pw-owner", bob = "pw-bob" } })
-    owner = connect(server, "owner", "pw-owner")
-    bob = connect(server, "bob", "pw-bob")
+    env.server = prosody.start({ admins = { "owner" }, users = { owner = "pw-owner", bob = "pw-bob" } })
+    env.owner = connect(env.server, "owner", "pw-owner")
+    env.bob = connect(env.server, "bob", "pw-bob")
   end)
-
   teardown(function()
-    for _, c in ipairs({ owner, bob }) do if c then c:close() end end
-    if server then server:stop() end
+    for _, c in ipairs({ env.owner, env.bob }) do if c then c:close() end end
+    if env.server then env.server:stop() end
   end)
+  return env
+end
+
+describe("sacm.pubsub throughput against Prosody", function()
+  local env = owner_and_bob()
 
   -- Publishes `count` items with `window` publishes in flight and waits until the subscriber got
   -- them all; returns seconds and what arrived.
   local function run(node, count, window)
+    local server, owner, bob = env.server, env.owner, env.bob
     local svc, bob_svc = pubsub.service(owner, server.pubsub), pubsub.service(bob, server.pubsub)
     assert(svc:create(node, { persist_items = false, max_items = 1 }))
     local events = bob_svc:events(node)
@@ -602,20 +608,10 @@ describe("sacm.pubsub throughput against Prosody", function()
 end)
 
 describe("sacm.pubsub across a server restart", function()
-  local server, owner, bob
-
-  setup(function()
-    server = prosody.start({ admins = { "owner" }, users = { owner = "pw-owner", bob = "pw-bob" } })
-    owner = connect(server, "owner", "pw-owner")
-    bob = connect(server, "bob", "pw-bob")
-  end)
-
-  teardown(function()
-    for _, c in ipairs({ owner, bob }) do if c then c:close() end end
-    if server then server:stop() end
-  end)
+  local env = owner_and_bob()
 
   it("keeps nodes, items and subscriptions; a publish with an id made during the outage is resent", function()
+    local server, owner, bob = env.server, env.owner, env.bob
     local sync = require "sacm.sync"
     local svc = pubsub.service(owner, server.pubsub, { resend = true, timeout = 20 })
     local bob_svc = pubsub.service(bob, server.pubsub)

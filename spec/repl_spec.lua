@@ -8,23 +8,9 @@ local pretty = require "sacm.pretty"
 local complete = require("sacm._complete").complete
 local repl = require "sacm.repl"
 local terminal = require "support.terminal"
+local tmp = require "support.tmp"
 
 local BIN = os.getenv("SACMRUN_BIN") or "./sacmrun"
-
-local function tmpdir()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(fs.mkdir(dir))
-  return dir
-end
-
-local function rmtree(dir)
-  for _, e in ipairs(fs.list(dir) or {}) do
-    local path = dir .. "/" .. e.name
-    if e.type == "directory" then rmtree(path) else fs.remove(path) end
-  end
-  fs.remove(dir)
-end
 
 -- completion of the word at the end of line
 local function names(line, env)
@@ -153,12 +139,12 @@ describe("sacmrun with stdin not a terminal", function()
   end)
 
   it("-i runs the script first, then reads from a file", function()
-    local dir = tmpdir()
+    local dir = tmp.dir("repl")
     assert(fs.write(dir .. "/s.lua", "greeting = 'hello from the script'"))
     assert(fs.write(dir .. "/in.txt", "greeting\n"))
     local r = assert(proc.run({ "sh", "-c", '"$0" -i "$1" < "$2"', BIN, dir .. "/s.lua", dir .. "/in.txt" },
       { timeout = 20 }))
-    rmtree(dir)
+    tmp.remove(dir)
     assert.equal(0, r.code, r.stderr)
     assert.matches('> "hello from the script"\n', r.stdout)
   end)
@@ -182,11 +168,11 @@ describe("the REPL on a terminal", function()
     assert.equal(0, term:wait_exit())
   end
 
-  before_each(function() dir = tmpdir() end)
+  before_each(function() dir = tmp.dir("repl") end)
   after_each(function()
     if term then term:close() end
     term = nil
-    rmtree(dir)
+    tmp.remove(dir)
   end)
 
   it("prints expressions, takes a multi-line function, reports errors and goes on", function()
@@ -302,11 +288,11 @@ describe("the REPL on a terminal, connected to a grid", function()
   lazy_teardown(function()
     if term then term:close() end
     if server then server:stop() end
-    if dir then rmtree(dir) end
+    if dir then tmp.remove(dir) end
   end)
 
   it("connects, completes connection methods, and prints replies as they arrive", function()
-    dir = tmpdir()
+    dir = tmp.dir("repl")
     term = terminal.open({ BIN }, { env = { SACMRUN_HISTORY = "" } })
     term:wait_for("\n>$")
     term:type(("c = require('sacm.xmpp').connect{ jid = 'engineer@%s', password = 'pw', host = %q, port = %d, cafile = %q }")

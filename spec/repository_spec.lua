@@ -2,15 +2,7 @@
 -- and that it survives reopening. (The grid flow and a killed repository are in grid_spec.lua.)
 local repository = require "sacm.roles.repository"
 local payload = require "sacm.grid.payload"
-local crypto = require "sacm.crypto"
-local proc = require "sacm.proc"
-local fs = require "sacm.fs"
-
-local function tempdir()
-  local d = (os.getenv("TMPDIR") or "/tmp") .. "/sacmrun-repo-" .. crypto.uuid()
-  assert(fs.mkdir(d, { mode = 448 }))
-  return d
-end
+local tmp = require "support.tmp"
 
 local T0 = 1795000000
 
@@ -27,12 +19,12 @@ end
 describe("repository storage", function()
   local dir, repo
   before_each(function()
-    dir = tempdir()
+    dir = tmp.dir("repo")
     repo = assert(repository.open(dir .. "/r.db"))
   end)
   after_each(function()
     repo.db:close()
-    proc.run({ "rm", "-rf", "--", dir })
+    tmp.remove(dir)
   end)
 
   it("stores posture and results once, whatever arrives twice", function()

@@ -2,19 +2,12 @@
 -- child sacmrun process killed with SIGKILL while it commits.
 local sqlite = require "sacm.sqlite"
 local fs = require "sacm.fs"
-local proc = require "sacm.proc"
 local task = require "sacm.task"
 local time = require "sacm.time"
 local proc_core = require "sacm._proc"
+local tmp = require "support.tmp"
 
 local BIN = os.getenv("SACMRUN_BIN") or "./sacmrun"
-
-local function make_temp_dir()
-  local name = os.tmpname()
-  os.remove(name)
-  assert(fs.mkdir(name, { mode = tonumber("700", 8) }))
-  return name
-end
 
 local function all_bytes()
   local t = {}
@@ -26,12 +19,12 @@ describe("sacm.sqlite", function()
   local dir, path
 
   before_each(function()
-    dir = make_temp_dir()
+    dir = tmp.dir("sqlite")
     path = dir .. "/test.db"
   end)
 
   after_each(function()
-    if dir then assert(proc.run({ "rm", "-rf", "--", dir })) end
+    if dir then tmp.remove(dir) end
     dir = nil
   end)
 

@@ -180,10 +180,7 @@ end)
 
 describe("sacm.xmpp across a server restart", function()
   local server
-  setup(function()
-    server = prosody.start()
-    server:register("alice", "alice-secret")
-  end)
+  setup(function() server = prosody.start({ users = { alice = "alice-secret" } }) end)
   teardown(function() server:stop() end)
 
   it("reconnects by itself, re-sends what was pending and loses nothing it was asked to send", function()
@@ -238,10 +235,7 @@ end)
 
 describe("sacm.xmpp liveness (XEP-0199)", function()
   local server
-  setup(function()
-    server = prosody.start()
-    server:register("alice", "alice-secret")
-  end)
+  setup(function() server = prosody.start({ users = { alice = "alice-secret" } }) end)
   teardown(function() server:stop() end)
 
   local function connect(extra)

@@ -16,6 +16,8 @@
 -- which accounts are registered. stop() ends it by pid (SIGTERM, SIGKILL after a grace period)
 -- and removes the directory; a forgotten server is stopped by a shutdown handler, and if the
 -- spec run dies outright the kernel sends it SIGTERM (setpriv --pdeathsig). See docs/testing.md.
+-- What it shares with support.prosody (process, directory, ports, certificates) is in
+-- support.harness.
 --
 -- Waiting calls (start, register, stop, ...) must run in a task. Errors raise with the log's tail.
 --
@@ -23,13 +25,9 @@
 --   SACMRUN_KEEP_TEST_DIRS=1           keep the directory after stop() and print where it is
 --   SACMRUN_EJABBERD_LOG_LEVEL=debug   ejabberd's loglevel (default info)
 --   SACMRUN_EJABBERD_LIBS=/path        ERL_LIBS: where ejabberd-*/ebin is (default: found under /usr/lib)
-local core = require "sacm._proc"
 local proc = require "sacm.proc"
 local fs = require "sacm.fs"
-local task = require "sacm.task"
-local sync = require "sacm.sync"
 local time = require "sacm.time"
-local shutdown = require "sacm.shutdown"
 local h = require "support.harness"
 
 local M = {}
@@ -41,8 +39,6 @@ M.MAX_ACK_QUEUE = 1000 -- ejabberd's own default is 5000
 -- Seconds after which a write is sure to survive SIGKILL: Mnesia's disc_only tables (accounts,
 -- pubsub items) lost writes of the last ~1-2 s when the VM was killed (measured on 23.01).
 M.DURABILITY_WINDOW = 3
-
-local function note(fmt, ...) h.note("ejabberd", fmt, ...) end
 
 -- The directory holding ejabberd-VERSION/ebin (Debian: /usr/lib/<multiarch triplet>).
 local function erl_libs()
@@ -126,131 +122,46 @@ function M._config(self)
 end
 
 ---------------------------------------------------------------------------- the server
-local Server = {}
+local Server = setmetatable({}, { __index = h.Server })
 Server.__index = Server
+Server.__close = h.Server.stop
+Server.NAME = "ejabberd"
+Server.PORTS = { "port", "cert_port", "http_port" }
+Server.SUBDIRS = { "certs", "spool", "log", "clients" }
+Server.ABORT_SIGNAL = "SIGKILL"
+Server._config = M._config
 
-function Server:log() return fs.read(self.log_file) or "" end
-
---- server:log_tail([lines]) -> the last lines of ejabberd.log (default 30)
-function Server:log_tail(lines) return h.tail(self:log(), lines) end
-
-function Server:running() return self._proc ~= nil end
-
---- server:jid(user) -> "user@domain"
-function Server:jid(user) return user .. "@" .. self.domain end
+-- No -sname/-name: the VM starts without distribution, so no epmd and no open node port. (erl
+-- and erlexec exec beam.smp, keeping the pid and setpriv's parent-death signal.)
+function Server:_argv()
+  return { "erl", "-noshell", "-noinput", "-mnesia", "dir", '"' .. self.spool_dir .. '"', "-s", "ejabberd" }
+end
 
 function Server:_env()
-  local vars = core.environ()
-  vars.EJABBERD_CONFIG_PATH = self.config_file
-  vars.EJABBERD_LOG_PATH = self.log_file
-  vars.ERL_LIBS = self.erl_libs
-  vars.HOME = self.dir -- nothing of the user's (.erlang, .erlang.cookie) is read or written
-  vars.ERL_CRASH_DUMP = self.dir .. "/erl_crash.dump"
-  local env = {}
-  for name, value in pairs(vars) do env[#env + 1] = name .. "=" .. value end
-  table.sort(env)
-  return env
+  return h.environ({
+    EJABBERD_CONFIG_PATH = self.config_file,
+    EJABBERD_LOG_PATH = self.log_file,
+    ERL_LIBS = self.erl_libs,
+    HOME = self.dir, -- nothing of the user's (.erlang, .erlang.cookie) is read or written
+    ERL_CRASH_DUMP = self.dir .. "/erl_crash.dump",
+  })
 end
 
-function Server:_ports() return { self.port, self.cert_port, self.http_port } end
-
--- Starts the VM and waits until every listener accepts. Returns true, or false, reason ("port"
--- when a port was taken, so the caller may pick others) and text.
-function Server:_launch(deadline)
-  local before = #self:log()
-  local exited = sync.event()
-  local state = { exited = exited }
-  -- No -sname/-name: the VM starts without distribution, so no epmd and no open node port.
-  local args = { "erl", "-noshell", "-noinput", "-mnesia", "dir", '"' .. self.spool_dir .. '"', "-s", "ejabberd" }
-  if self.pdeathsig then
-    -- erl and erlexec exec beam.smp, keeping the pid and the parent-death signal
-    table.move(args, 1, #args, 5)
-    args[1], args[2], args[3], args[4] = self.pdeathsig, "--pdeathsig", "TERM", "--"
+function Server:_ready(log)
+  if not log:find("is started in the node", 1, true) then return false end
+  local all = true
+  for _, port in ipairs(self:_ports()) do
+    all = all and log:find(("Start accepting TCP connections at 127.0.0.1:%d for"):format(port), 1, true)
+      and h.listening(port)
   end
-  local p, err = core.spawn({
-    file = args[1], args = args, env = self:_env(), cwd = self.dir, max_output = 64 * 1024,
-  }, function(raw)
-    state.result = raw
-    if self._state == state then self._proc, self.pid = nil, nil end
-    if state.p then state.p:close() end
-    exited:set()
-  end)
-  if not p then
-    local hint = err.condition == "ENOENT" and " (is erlang installed? run tools/install-deps.sh)" or ""
-    error(("support.ejabberd: cannot start erl: %s%s"):format(tostring(err), hint), 0)
-  end
-  state.p = p
-  self._state = state
-  self._proc, self.pid = p, p:pid()
-
-  while true do
-    local log = self:log():sub(before + 1)
-    if state.result then
-      local r = state.result
-      local clash = log:find("eaddrinuse", 1, true) or (r.stdout .. r.stderr):find("eaddrinuse", 1, true)
-      return false, clash and "port" or "exited", ("ejabberd exited during start-up (%s)\n%s%s%s"):format(
-        r.signal and ("signal " .. r.signal) or ("status " .. tostring(r.code)), h.tail(log), r.stdout, r.stderr)
-    end
-    if log:find("is started in the node", 1, true) then
-      local all = true
-      for _, port in ipairs(self:_ports()) do
-        all = all and log:find(("Start accepting TCP connections at 127.0.0.1:%d for"):format(port), 1, true)
-          and h.listening(port)
-      end
-      if all then return true end
-      if log:find("eaddrinuse", 1, true) then
-        self:_terminate("SIGKILL")
-        return false, "port", "a port is taken\n" .. h.tail(log)
-      end
-    end
-    if time.monotonic() > deadline then
-      self:_terminate("SIGKILL")
-      return false, "timeout", ("ejabberd did not listen on 127.0.0.1 ports %s within %gs\n%s"):format(
-        table.concat(self:_ports(), ", "), self.start_timeout, h.tail(log))
-    end
-    task.sleep(0.01)
-  end
+  if all then return true end
+  if log:find("eaddrinuse", 1, true) then return false, "a port is taken" end
+  return false
 end
 
--- Ends the VM: `signal` (default SIGTERM), then SIGKILL after the grace period. Waits for the
--- exit. Returns the exit result, or nil if it was not running.
-function Server:_terminate(signal)
-  local state = self._state
-  if not state or state.result then return state and state.result end
-  local p = state.p
-  p:kill(signal or "SIGTERM")
-  -- a paused VM would hold the signal until it runs again
-  if self.paused then p:kill("SIGCONT"); self.paused = false end
-  if not state.exited:wait(signal == "SIGKILL" and 5 or M.STOP_GRACE) then
-    note("ejabberd (pid %s) ignored %s for %gs: SIGKILL", tostring(self.pid), signal or "SIGTERM", M.STOP_GRACE)
-    if not state.result then p:kill("SIGKILL") end
-    if not state.exited:wait(5) then
-      error(("support.ejabberd: ejabberd (pid %s) did not exit after SIGKILL"):format(tostring(self.pid)), 0)
-    end
-  end
-  return state.result
-end
-
-function Server:_write_config()
-  h.must(fs.write(self.config_file, M._config(self)), nil, "writing " .. self.config_file)
-end
-
-function Server:_start_process()
-  local deadline = time.monotonic() + self.start_timeout
-  local tried = {}
-  while true do
-    local ok, reason, text = self:_launch(deadline)
-    if ok then return end
-    if reason == "port" and not self.fixed_ports and time.monotonic() < deadline then
-      for _, port in ipairs(self:_ports()) do tried[port] = true end
-      self.port = h.pick_port(tried); tried[self.port] = true
-      self.cert_port = h.pick_port(tried); tried[self.cert_port] = true
-      self.http_port = h.pick_port(tried)
-      self:_write_config()
-    else
-      error("support.ejabberd: " .. text .. "\n(log: " .. self.log_file .. ")", 0)
-    end
-  end
+function Server:_exit_reason(log, r)
+  local clash = log:find("eaddrinuse", 1, true) or (r.stdout .. r.stderr):find("eaddrinuse", 1, true)
+  return clash and "port" or "exited"
 end
 
 local function json_string(s)
@@ -301,80 +212,6 @@ function Server:users()
   return users
 end
 
---- server:client_cert(jid [, {untrusted = true}]) -> {cert = path, key = path}
--- jid is a string or a list of JIDs for subjectAltName otherName id-on-xmppAddr; signed by the
--- test CA, or with untrusted by a second CA the server does not know. Log in at server.cert_port.
-function Server:client_cert(jid, opts)
-  opts = opts or {}
-  local jids = type(jid) == "table" and jid or { jid }
-  if #jids == 0 then error("server:client_cert: no JID", 2) end
-  for _, j in ipairs(jids) do
-    if type(j) ~= "string" or j == "" then error("server:client_cert: a JID must be a non-empty string", 2) end
-  end
-  local ca = self._ca
-  if opts.untrusted then
-    self._untrusted_ca = self._untrusted_ca or h.make_ca(self.dir .. "/certs", "untrusted-ca", "sacmrun untrusted test CA")
-    ca = self._untrusted_ca
-  end
-  self._client_seq = self._client_seq + 1
-  local base = ("%s/clients/%d-%s"):format(self.dir, self._client_seq, (jids[1]:gsub("[^%w@.-]", "_")))
-  return h.client_cert(base, ca, jids)
-end
-
---- server:pause() / server:resume(): SIGSTOP / SIGCONT. While paused its sockets stay open
--- and nothing answers (a hung server). stop(), kill() and restart() resume it first.
-function Server:pause()
-  if not self._proc then error("server:pause: the server is not running", 2) end
-  local ok, err = self._proc:kill("SIGSTOP")
-  h.must(ok, err, "pausing ejabberd")
-  self.paused = true
-end
-
-function Server:resume()
-  if not self._proc then error("server:resume: the server is not running", 2) end
-  local ok, err = self._proc:kill("SIGCONT")
-  h.must(ok, err, "resuming ejabberd")
-  self.paused = false
-end
-
-function Server:_forget()
-  if self._shutdown_reg then
-    self._shutdown_reg.cancel()
-    self._shutdown_reg = nil
-  end
-end
-
---- server:stop(): SIGTERM, wait (SIGKILL after STOP_GRACE), remove the directory (unless
--- SACMRUN_KEEP_TEST_DIRS is set). Idempotent.
-function Server:stop()
-  if self.stopped then return end
-  self.stopped = true
-  self:_terminate()
-  self:_forget()
-  if h.keep_dirs() then
-    note("kept %s (log: %s)", self.dir, self.log_file)
-  else
-    h.remove_tree(self.dir)
-  end
-end
-
---- server:kill(): SIGKILL, as a crash; the data stays, restart() brings the server back.
-function Server:kill()
-  if self.stopped then error("server:kill: the server was stopped", 2) end
-  return self:_terminate("SIGKILL")
-end
-
---- server:restart(): stops the VM (if it runs) and starts it again on the same ports, with the
--- same database (accounts, pubsub nodes and items) and certificates.
-function Server:restart()
-  if self.stopped then error("server:restart: the server was stopped", 2) end
-  self:_terminate()
-  self.fixed_ports = true -- clients reconnect to the same address
-  self:_start_process()
-end
-
-Server.__close = Server.stop
-
 ---------------------------------------------------------------------------- start
 --- ejabberd.start([opts]) -> server
 -- opts: domain ("localhost"), users ({name = password}, registered once it runs), modules
@@ -384,85 +221,40 @@ Server.__close = Server.stop
 function M.start(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("ejabberd.start: opts must be a table", 2) end
-  local started = time.monotonic()
-  local ok_dir, dir = pcall(h.private_dir, "sacmrun-ejabberd")
-  if not ok_dir then error("ejabberd.start: " .. tostring(dir), 2) end
-  -- the Mnesia directory goes to Erlang as a quoted string term
-  if dir:find('["\\%c]') then error("ejabberd.start: unusable directory name " .. dir, 2) end
-  local domain = opts.domain or "localhost"
-
-  local self = setmetatable({
-    domain = domain,
-    host = "127.0.0.1",
-    pubsub = "pubsub." .. domain,
-    dir = dir,
-    spool_dir = dir .. "/spool",
-    config_file = dir .. "/ejabberd.yml",
-    log_file = dir .. "/log/ejabberd.log",
-    ca_file = dir .. "/certs/ca.crt",
-    pem_file = dir .. "/certs/server.pem",
-    modules = opts.modules or M.MODULES,
-    max_ack_queue = opts.max_ack_queue or M.MAX_ACK_QUEUE,
-    log_level = opts.log_level or os.getenv("SACMRUN_EJABBERD_LOG_LEVEL") or "info",
-    extra_config = opts.extra_config,
-    start_timeout = opts.start_timeout or M.START_TIMEOUT,
-    _client_seq = 0,
-    timings = {},
-  }, Server)
-  if not self.log_level:match("^%a+$") then error("ejabberd.start: bad log_level", 2) end
-
-  -- From here on, a failure removes what was made (unless asked to keep it).
-  local ok, err = pcall(function()
+  return h.start(Server, function(self)
+    local dir, domain = self.dir, opts.domain or "localhost"
+    -- the Mnesia directory goes to Erlang as a quoted string term
+    if dir:find('["\\%c]') then error("ejabberd.start: unusable directory name " .. dir, 0) end
+    self.domain = domain
+    self.host = "127.0.0.1"
+    self.pubsub = "pubsub." .. domain
+    self.spool_dir = dir .. "/spool"
+    self.config_file = dir .. "/ejabberd.yml"
+    self.log_file = dir .. "/log/ejabberd.log"
+    self.ca_file = dir .. "/certs/ca.crt"
+    self.pem_file = dir .. "/certs/server.pem"
+    self.modules = opts.modules or M.MODULES
+    self.max_ack_queue = opts.max_ack_queue or M.MAX_ACK_QUEUE
+    self.log_level = opts.log_level or os.getenv("SACMRUN_EJABBERD_LOG_LEVEL") or "info"
+    self.extra_config = opts.extra_config
+    self.start_timeout = opts.start_timeout or M.START_TIMEOUT
+    self.stop_grace = M.STOP_GRACE
+    if not self.log_level:match("^%a+$") then error("ejabberd.start: bad log_level", 0) end
     self.erl_libs = erl_libs()
-    if fs.exists(h.SETPRIV) then self.pdeathsig = h.SETPRIV end
-    if h.keep_dirs() then note("ejabberd test dir: %s (log: %s)", dir, self.log_file) end
-    for _, sub in ipairs({ "certs", "spool", "log", "clients" }) do
-      h.must(fs.mkdir(dir .. "/" .. sub, { mode = tonumber("700", 8) }), nil, "creating " .. sub)
-    end
-    local t0 = time.monotonic()
-    self._ca = h.make_ca(dir .. "/certs", "ca", "sacmrun test CA")
-    local pair = h.server_cert(dir .. "/certs", self._ca, { domain, self.pubsub })
+  end, function(self)
+    local pair = self:_make_certificates()
     -- ejabberd takes the certificate and its key from one file
     h.must(fs.write(self.pem_file, h.must(fs.read(pair.cert), nil, "reading " .. pair.cert)
       .. h.must(fs.read(pair.key), nil, "reading " .. pair.key), { mode = tonumber("600", 8) }), nil,
       "writing " .. self.pem_file)
-    self.timings.certificates = time.monotonic() - t0
-
-    local taken = {}
-    self.port = h.pick_port(taken); taken[self.port] = true
-    self.cert_port = h.pick_port(taken); taken[self.cert_port] = true
-    self.http_port = h.pick_port(taken)
+    self:_pick_ports({})
     self:_write_config()
-    self._shutdown_reg = shutdown.on_shutdown(function() self:stop() end)
-    local t1 = time.monotonic()
+    local t0 = time.monotonic()
     self:_start_process()
-    self.timings.process = time.monotonic() - t1
-    if opts.users then
-      local t2 = time.monotonic()
-      local jobs = {}
-      for user, password in pairs(opts.users) do
-        jobs[#jobs + 1] = task.spawn(function() return self:register(user, password) end)
-      end
-      for _, r in ipairs(task.all(jobs)) do
-        if not r.ok then error(r.err, 0) end
-      end
-      self.timings.users = time.monotonic() - t2
-    end
+    self.timings.process = time.monotonic() - t0
+    -- accounts go through the HTTP API, so the server must run first
+    if opts.users then self:_register_all(opts.users) end
   end)
-  if not ok then
-    self.stopped = true
-    pcall(Server._terminate, self, "SIGKILL")
-    self:_forget()
-    if h.keep_dirs() then
-      note("kept %s after a failed start (log: %s)", dir, self.log_file)
-    else
-      pcall(h.remove_tree, dir)
-      err = tostring(err) .. "\n(removed " .. dir .. "; set SACMRUN_KEEP_TEST_DIRS=1 to keep it)"
-    end
-    error(err, 2)
-  end
-  self.timings.start = time.monotonic() - started
-  return self
 end
 
 return M
