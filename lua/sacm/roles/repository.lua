@@ -375,7 +375,8 @@ end
 
 --- repository.start(opts) -> repository | nil, err
 -- opts: the sacm.grid.member options, database (path of the SQLite file), allowed (who may run
--- commands; default the peers).
+-- commands; default the peers), rolie (the options of sacm.rolie.serve but repository: serve
+-- the store as ROLIE feeds over HTTPS next to XMPP; the provider is r.rolie).
 function M.start(opts)
   local self, err = M.open(assert(opts.database, "repository.start needs a database path"))
   if not self then return nil, err end
@@ -398,11 +399,21 @@ function M.start(opts)
   -- after subscribing, so nothing falls between the catch-up read and the first notification
   catch_up(self, "posture")
   catch_up(self, "results")
+  if opts.rolie then
+    local ropts = { repository = self }
+    for k, v in pairs(opts.rolie) do ropts[k] = v end
+    self.rolie, err = require("sacm.rolie").serve(ropts)
+    if not self.rolie then
+      self:close()
+      return nil, err
+    end
+  end
   log.info("storing posture and results in %s", opts.database)
   return self
 end
 
 function Repository:close()
+  if self.rolie then self.rolie:close() end
   if self.member then self.member:close() end
   if self.db then self.db:close() end
 end

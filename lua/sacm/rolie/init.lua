@@ -8,5 +8,6 @@ local M = {}
 
 M.serve = require("sacm.rolie.server").serve
 M.hash_password = require("sacm.rolie.auth").hash_password
+M.client = function(opts) return require("sacm.rolie.client").new(opts) end
 
 return M
