@@ -1,8 +1,7 @@
---- sacm.rolie.atom: the XML documents of a ROLIE provider (RFC 8322), built with sacm.xml:
+--- sacm.rolie.atom: the XML documents of a ROLIE provider (RFC 8322):
 -- Atom feeds and entries (RFC 4287, paged as in RFC 5005), AtomPub service and category
--- documents (RFC 5023). What goes into them (collections, rows, links) is the caller's business;
--- this file only knows the vocabularies.
-local xml = require "sacm.xml"
+-- documents (RFC 5023), as text. What goes into them (collections, rows, links) is the caller's
+-- business; this file only knows the vocabularies.
 local time = require "sacm.time"
 
 local M = {}
@@ -20,9 +19,57 @@ M.TYPE_CATEGORIES = "application/atomcat+xml"
 
 local DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
---- document(el) -> the element as a UTF-8 XML document (with declaration).
-function M.document(el)
-  return DECLARATION .. xml.serialize(el) .. "\n"
+-- Documents are written as text: a feed page is rebuilt for every request, and writing it
+-- directly costs a fifth of building an element tree and serializing it (bench/rolie.sh). The
+-- output is what sacm.xml would write; values that XML cannot carry (invalid UTF-8, control
+-- characters, as a policy's title might hold) are replaced rather than raised on, since they
+-- come from files and the network.
+local ESCAPES = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["\t"] = "&#9;",
+  ["\n"] = "&#10;", ["\r"] = "&#13;" }
+local REPLACEMENT = "\u{FFFD}"
+
+local function clean(v)
+  local s = tostring(v)
+  if not utf8.len(s) then
+    local out = {}
+    while true do
+      local n, bad = utf8.len(s)
+      if n then break end
+      out[#out + 1] = s:sub(1, bad - 1) .. REPLACEMENT
+      s = s:sub(bad + 1)
+    end
+    out[#out + 1] = s
+    s = table.concat(out)
+  end
+  return (s:gsub("[%z\1-\8\11\12\14-\31]", REPLACEMENT):gsub("\xEF\xBF[\xBE\xBF]", REPLACEMENT))
+end
+
+-- most values (ids, URLs, dates) are plain ASCII and need nothing: find that out with one scan
+local function text(v)
+  if type(v) == "string" and not v:find('[%c&<>"\128-\255]') then return v end
+  return (clean(v):gsub("[&<>\r]", ESCAPES))
+end
+local function attr(v)
+  if type(v) == "string" and not v:find('[%c&<>"\128-\255]') then return v end
+  return (clean(v):gsub('[&<>"\t\n\r]', ESCAPES))
+end
+M.escape_text, M.escape_attr = text, attr
+
+-- <name a="v" .../> or <name ...> with attributes in the order given ({name, value} pairs;
+-- nil values skipped)
+local function open(out, name, attrs, empty)
+  out[#out + 1] = "<" .. name
+  for i = 1, #attrs, 2 do
+    local v = attrs[i + 1]
+    if v ~= nil then out[#out + 1] = " " .. attrs[i] .. '="' .. attr(v) .. '"' end
+  end
+  out[#out + 1] = empty and "/>" or ">"
+end
+
+local function leaf(out, name, value, attrs)
+  open(out, name, attrs or {}, false)
+  out[#out + 1] = text(value)
+  out[#out + 1] = "</" .. name .. ">"
 end
 
 --- date(seconds) -> an RFC 3339 date-time (Atom's atom:updated), UTC, whole seconds.
@@ -30,85 +77,112 @@ function M.date(t)
   return time.format(t or 0, 0)
 end
 
-local function add_category(el, c)
-  el:tag("category", { xmlns = M.NS_ATOM, scheme = c.scheme, term = c.term, label = c.label }):up()
+local function add_category(out, c, xmlns)
+  open(out, "category", { "xmlns", xmlns, "label", c.label, "scheme", c.scheme, "term", c.term }, true)
 end
 
-local function add_link(el, l)
-  el:tag("link", { xmlns = M.NS_ATOM, rel = l.rel, href = l.href, type = l.type, title = l.title }):up()
+local function add_link(out, l, xmlns)
+  open(out, "link", { "xmlns", xmlns, "href", l.href, "rel", l.rel, "title", l.title, "type", l.type }, true)
 end
 
---- entry(e [, standalone]) -> <atom:entry> element.
+local function add_entry(out, e, xmlns)
+  open(out, "entry", { "xmlns", xmlns }, false)
+  leaf(out, "id", e.id)
+  leaf(out, "title", e.title, { "type", "text" })
+  leaf(out, "updated", M.date(e.updated))
+  if e.published then leaf(out, "published", M.date(e.published)) end
+  if e.author then
+    out[#out + 1] = "<author>"
+    leaf(out, "name", e.author)
+    out[#out + 1] = "</author>"
+  end
+  for _, c in ipairs(e.categories or {}) do add_category(out, c) end
+  for _, l in ipairs(e.links or {}) do add_link(out, l) end
+  if e.summary then leaf(out, "summary", e.summary, { "type", "text" }) end
+  open(out, "content", { "src", e.content.src, "type", e.content.type }, true)
+  open(out, "format", { "xmlns", M.NS_ROLIE, "ns", e.format.ns, "version", e.format.version }, true)
+  out[#out + 1] = "</entry>"
+end
+
+--- entry_element(e) -> the atom:entry element as text for a feed (no declaration, no xmlns):
+-- what feed() accepts in place of an entry table, so a caller may cache it.
+function M.entry_element(e)
+  local out = {}
+  add_entry(out, e)
+  return table.concat(out)
+end
+
+--- entry(e) -> an Atom entry document (text).
 -- e: id (IRI), title, updated (seconds), published (seconds, optional), summary, author (name),
 -- categories = {{scheme, term, label}}, links = {{rel, href, type, title}},
 -- content = {type, src} (RFC 8322 6.2.2: out of line, so the entry stays small),
 -- format = {ns, version} (RFC 8322 6.2.4, rolie:format).
 function M.entry(e)
-  local el = xml.element("entry", { xmlns = M.NS_ATOM })
-  el:tag("id"):text(e.id):up()
-  el:tag("title", { type = "text" }):text(e.title):up()
-  el:tag("updated"):text(M.date(e.updated)):up()
-  if e.published then el:tag("published"):text(M.date(e.published)):up() end
-  if e.author then el:tag("author"):tag("name"):text(e.author):up():up() end
-  for _, c in ipairs(e.categories or {}) do add_category(el, c) end
-  for _, l in ipairs(e.links or {}) do add_link(el, l) end
-  if e.summary then el:tag("summary", { type = "text" }):text(e.summary):up() end
-  el:tag("content", { type = e.content.type, src = e.content.src }):up()
-  el:tag("format", { xmlns = M.NS_ROLIE, ns = e.format.ns, version = e.format.version }):up()
-  return el
+  local out = { DECLARATION }
+  add_entry(out, e, M.NS_ATOM)
+  out[#out + 1] = "\n"
+  return table.concat(out)
 end
 
---- feed(f) -> <atom:feed> element.
+--- feed(f) -> an Atom feed document (text).
 -- f: id, title, subtitle, updated (seconds), author (name; every entry is attributed to it),
--- categories, links (self, service, search, first, last, next, previous, ...), entries (as for
--- entry()).
+-- categories, links (service and search first, then self, first, last, next, previous, ...),
+-- entries (tables as for entry(), or the text of entry_element()).
 function M.feed(f)
-  local el = xml.element("feed", { xmlns = M.NS_ATOM })
-  el:tag("id"):text(f.id):up()
-  el:tag("title", { type = "text" }):text(f.title):up()
-  if f.subtitle then el:tag("subtitle", { type = "text" }):text(f.subtitle):up() end
-  el:tag("updated"):text(M.date(f.updated)):up()
-  el:tag("author"):tag("name"):text(f.author):up():up()
-  el:tag("generator"):text("sacmrun"):up()
-  for _, c in ipairs(f.categories or {}) do add_category(el, c) end
-  for _, l in ipairs(f.links or {}) do add_link(el, l) end
-  for _, e in ipairs(f.entries or {}) do el:add(M.entry(e)) end
-  return el
+  local out = { DECLARATION }
+  open(out, "feed", { "xmlns", M.NS_ATOM }, false)
+  leaf(out, "id", f.id)
+  leaf(out, "title", f.title, { "type", "text" })
+  if f.subtitle then leaf(out, "subtitle", f.subtitle, { "type", "text" }) end
+  leaf(out, "updated", M.date(f.updated))
+  out[#out + 1] = "<author>"
+  leaf(out, "name", f.author)
+  out[#out + 1] = "</author><generator>sacmrun</generator>"
+  for _, c in ipairs(f.categories or {}) do add_category(out, c) end
+  for _, l in ipairs(f.links or {}) do add_link(out, l) end
+  for _, e in ipairs(f.entries or {}) do
+    if type(e) == "string" then out[#out + 1] = e else add_entry(out, e) end
+  end
+  out[#out + 1] = "</feed>\n"
+  return table.concat(out)
 end
 
---- service(workspaces) -> <app:service> element.
+--- service(workspaces) -> an AtomPub service document (text).
 -- workspaces: {{title, collections = {{href, title, accept = {media types} (empty: read-only),
 -- categories = {...}, links = {...}}}}}
 function M.service(workspaces)
-  local el = xml.element("service", { xmlns = M.NS_APP })
+  local out = { DECLARATION, '<service xmlns="', M.NS_APP, '" xmlns:atom="', M.NS_ATOM, '">' }
   for _, w in ipairs(workspaces) do
-    el:tag("workspace")
-    el:tag("title", { xmlns = M.NS_ATOM, type = "text" }):text(w.title):up()
+    out[#out + 1] = "<workspace>"
+    leaf(out, "atom:title", w.title, { "type", "text" })
     for _, c in ipairs(w.collections) do
-      el:tag("collection", { href = c.href })
-      el:tag("title", { xmlns = M.NS_ATOM, type = "text" }):text(c.title):up()
+      open(out, "collection", { "href", c.href }, false)
+      leaf(out, "atom:title", c.title, { "type", "text" })
       if #c.accept == 0 then
-        el:tag("accept"):up() -- RFC 5023 8.3.4: an empty accept means no POST
+        out[#out + 1] = "<accept/>" -- RFC 5023 8.3.4: an empty accept means no POST
       else
-        for _, a in ipairs(c.accept) do el:tag("accept"):text(a):up() end
+        for _, a in ipairs(c.accept) do leaf(out, "accept", a) end
       end
       -- RFC 8322 5.1.2: the same categories as the feed, inline
-      el:tag("categories", { fixed = "yes" })
-      for _, cat in ipairs(c.categories) do add_category(el, cat) end
-      el:up()
-      for _, l in ipairs(c.links or {}) do add_link(el, l) end
-      el:up()
+      out[#out + 1] = '<categories fixed="yes">'
+      for _, cat in ipairs(c.categories) do add_category(out, cat, M.NS_ATOM) end
+      out[#out + 1] = "</categories>"
+      for _, l in ipairs(c.links or {}) do add_link(out, l, M.NS_ATOM) end
+      out[#out + 1] = "</collection>"
     end
-    el:up()
+    out[#out + 1] = "</workspace>"
   end
-  return el
+  out[#out + 1] = "</service>\n"
+  return table.concat(out)
 end
 
---- categories(list [, scheme]) -> <app:categories fixed="yes"> element (a category document).
+--- categories(list [, scheme]) -> an AtomPub category document (text), fixed="yes".
 function M.categories(list, scheme)
-  local el = xml.element("categories", { xmlns = M.NS_APP, fixed = "yes", scheme = scheme })
-  for _, c in ipairs(list) do add_category(el, c) end
-  return el
+  local out = { DECLARATION }
+  open(out, "categories", { "xmlns", M.NS_APP, "xmlns:atom", M.NS_ATOM, "fixed", "yes", "scheme", scheme }, false)
+  for _, c in ipairs(list) do add_category(out, c, M.NS_ATOM) end
+  out[#out + 1] = "</categories>\n"
+  return table.concat(out)
 end
 
 return M

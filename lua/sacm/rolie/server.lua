@@ -31,6 +31,8 @@ local M = {}
 
 M.PAGE_SIZE = 50
 M.MAX_PAGE_SIZE = 500
+-- rendered entries kept: the recently used ones survive, in two generations of this many
+M.ENTRY_CACHE = 5000
 
 local Provider = {}
 Provider.__index = Provider
@@ -139,7 +141,7 @@ function Provider:service_document(req, who)
     end
     if #list > 0 then workspaces[#workspaces + 1] = { title = w.title, collections = list } end
   end
-  return represent(req, who, atom.TYPE_SERVICE, atom.document(atom.service(workspaces)))
+  return represent(req, who, atom.TYPE_SERVICE, atom.service(workspaces))
 end
 
 function Provider:categories(c)
@@ -186,10 +188,24 @@ function Provider:repository_feed(req, who, c)
   local url = self:collection_url(c)
   local categories = self:categories(c)
   local entries, updated = {}, 0
+  local cache = self.entry_cache
   for i, row in ipairs(rows) do
-    local e = collections.entry_of(c, row, url, categories)
-    entries[i] = e
-    if e.updated > updated then updated = e.updated end
+    -- stored rows never change, so their entries are rendered once
+    local key = c.name .. "/" .. row.id
+    local hit = cache.new[key] or cache.old[key]
+    if not hit then
+      local e = collections.entry_of(c, row, url, categories)
+      hit = { text = atom.entry_element(e), updated = e.updated }
+      cache.new[key] = hit
+      cache.size = cache.size + 1
+      if cache.size >= M.ENTRY_CACHE then cache.old, cache.new, cache.size = cache.new, {}, 0 end
+    elseif not cache.new[key] then
+      cache.new[key] = hit
+      cache.size = cache.size + 1
+      if cache.size >= M.ENTRY_CACHE then cache.old, cache.new, cache.size = cache.new, {}, 0 end
+    end
+    entries[i] = hit.text
+    if hit.updated > updated then updated = hit.updated end
   end
   -- older rows exist beyond this page; newer rows exist before it
   local older, newer
@@ -203,10 +219,10 @@ function Provider:repository_feed(req, who, c)
   add("last", { "after=0" })
   if older then add("next", { "before=" .. page.oldest }) end
   if newer then add("previous", { "after=" .. page.newest }) end
-  local body = atom.document(atom.feed({
+  local body = atom.feed({
     id = url, title = c.title, author = self.author, updated = updated, categories = categories,
     links = links, entries = entries,
-  }))
+  })
   return represent(req, who, atom.TYPE_FEED, body, updated > 0 and updated or nil)
 end
 
@@ -234,10 +250,10 @@ function Provider:policy_feed(req, who, c)
   local links = common_links(self, c)
   -- one page: the policy set is small, RFC 5005's first and last are the feed itself
   for _, rel in ipairs { "self", "first", "last" } do links[#links + 1] = { rel = rel, href = url, type = atom.TYPE_FEED } end
-  local body = atom.document(atom.feed({
+  local body = atom.feed({
     id = url, title = c.title, author = self.author, updated = updated, categories = categories,
     links = links, entries = entries,
-  }))
+  })
   return represent(req, who, atom.TYPE_FEED, body, updated > 0 and updated or nil)
 end
 
@@ -274,7 +290,7 @@ function Provider:repository_member(req, who, c, seg)
     return represent(req, who, "application/json", body, e.updated)
   end
   e.author = self.author
-  return represent(req, who, atom.TYPE_ENTRY, atom.document(atom.entry(e)), e.updated)
+  return represent(req, who, atom.TYPE_ENTRY, atom.entry(e), e.updated)
 end
 
 function Provider:policy_member(req, who, c, seg)
@@ -303,7 +319,7 @@ function Provider:policy_member(req, who, c, seg)
   end
   local e = collections.policy_entry(p, self:collection_url(c), self:categories(c))
   e.author = self.author
-  return represent(req, who, atom.TYPE_ENTRY, atom.document(atom.entry(e)), p.mtime)
+  return represent(req, who, atom.TYPE_ENTRY, atom.entry(e), p.mtime)
 end
 
 function Provider:post_policy(req, c)
@@ -318,7 +334,7 @@ function Provider:post_policy(req, c)
   e.author = self.author
   log.info("policy %s (%d rules) added as %s", summary.id, #summary.rules, summary.file)
   local location = url .. "/" .. escape(summary.id)
-  local body = atom.document(atom.entry(e))
+  local body = atom.entry(e)
   return 201, {
     ["Content-Type"] = atom.TYPE_ENTRY, Location = location, ["Content-Location"] = location,
     ETag = '"' .. crypto.hex(crypto.sha256(body)):sub(1, 32) .. '"',
@@ -362,7 +378,7 @@ function Provider:handle(req)
     if not is_read(req.method) then return method_not_allowed("GET, HEAD") end
     if not self.auth:allowed(who, c.workspace, c.name, "read") then return self:deny(who) end
     if s2 == "categories" then
-      return represent(req, who, atom.TYPE_CATEGORIES, atom.document(atom.categories(self:categories(c))))
+      return represent(req, who, atom.TYPE_CATEGORIES, atom.categories(self:categories(c)))
     end
     return represent(req, who, opensearch.TYPE, opensearch.description({
       short_name = "sacmrun " .. c.name, description = c.title .. " of " .. self.base_url,
@@ -410,6 +426,7 @@ function M.serve(opts)
     page_size = opts.page_size or M.PAGE_SIZE,
     author = opts.author or "sacmrun repository",
     reserved = {},
+    entry_cache = { new = {}, old = {}, size = 0 },
   }, Provider)
   self.auth = auth.new({ users = opts.users, access = opts.access, realm = opts.realm })
   if self.policies_dir then
