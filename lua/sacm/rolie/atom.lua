@@ -19,9 +19,9 @@ M.TYPE_CATEGORIES = "application/atomcat+xml"
 
 local DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
--- Documents are written as text: a feed page is rebuilt for every request, and writing it
--- directly costs a fifth of building an element tree and serializing it (bench/rolie.sh). The
--- output is what sacm.xml would write; values that XML cannot carry (invalid UTF-8, control
+-- Documents are written as text, so that an entry rendered once can be kept and spliced into
+-- every feed page that shows it (server.lua caches them; bench/rolie.sh). The output is what
+-- sacm.xml would write; values that XML cannot carry (invalid UTF-8, control
 -- characters, as a policy's title might hold) are replaced rather than raised on, since they
 -- come from files and the network.
 local ESCAPES = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["\t"] = "&#9;",
