@@ -415,6 +415,7 @@ print(d["id"], d["rule_id"], d["result"], d["evaluated"], d["evidence"][0])
       assert.equal(404, (get(base .. "/rolie/private/policies")))
       assert.equal(404, (get(base .. "/etc/passwd")))
       assert.equal(405, (alice(base .. "/rolie/private/results", { "-X", "DELETE" })))
+      assert.equal(431, (get(base .. "/rolie/servicedocument", { "-H", "X-Padding: " .. ("x"):rep(20000) })))
       local big = write_tmp("big.lua", ("-- padding\n"):rep(10000))
       assert.equal(413, (get(base .. "/rolie/public/policies", { "-u", "admin:admin-pw",
         "-H", "Content-Type: application/x-lua", "--data-binary", "@" .. big })))
