@@ -176,7 +176,11 @@ function Provider:repository_feed(req, who, c)
   local max = math.tointeger(tonumber(q.max or self.page_size))
   if not max or max < 1 then return text(400, "max must be a positive integer") end
   q.max = math.min(max, M.MAX_PAGE_SIZE)
-  q.before, q.after = req.query.before, req.query.after
+  local function cursor(name)
+    local v = req.query[name]
+    if v ~= nil and v ~= "" then return v end
+  end
+  q.before, q.after = cursor("before"), cursor("after")
   if not q.before and not q.after then q.newest = true end
   local page, err = self.repository:query(q)
   if not page then return text(err.condition == "bad-request" and 400 or 500, err.text) end
