@@ -30,7 +30,7 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
 # the runtime's sacm_* functions, for the TLS module
 EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 
-TLS_SRCS  = runtime/crypto.c runtime/xmpp.c runtime/http.c
+TLS_SRCS  = runtime/crypto.c runtime/xmpp.c runtime/http.c runtime/http_client.c
 SQLITE_SRCS = runtime/sqlite.c
 REPL_SRCS = runtime/repl.c
 SRCS      = $(filter-out $(TLS_SRCS) $(SQLITE_SRCS) $(REPL_SRCS),$(wildcard runtime/*.c))

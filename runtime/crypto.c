@@ -53,6 +53,27 @@ static int l_hmac(lua_State *L)
     return 1;
 }
 
+/* pbkdf2(algorithm, password, salt, iterations, length) -> raw derived key (RFC 8018) */
+static int l_pbkdf2(lua_State *L)
+{
+    const EVP_MD *md = check_digest(L, 1);
+    size_t pass_len, salt_len;
+    const char *pass = luaL_checklstring(L, 2, &pass_len);
+    const char *salt = luaL_checklstring(L, 3, &salt_len);
+    lua_Integer iter = luaL_checkinteger(L, 4);
+    lua_Integer len = luaL_checkinteger(L, 5);
+    luaL_argcheck(L, iter >= 1 && iter <= 0x7fffffff, 4, "iterations out of range");
+    luaL_argcheck(L, len >= 1 && len <= 1024, 5, "length must be 1 to 1024 bytes");
+    luaL_argcheck(L, pass_len <= 0x7fffffff, 2, "password too long");
+    luaL_argcheck(L, salt_len <= 0x7fffffff, 3, "salt too long");
+    unsigned char out[1024];
+    if (!PKCS5_PBKDF2_HMAC(pass, (int)pass_len, (const unsigned char *)salt, (int)salt_len, (int)iter, md,
+                           (int)len, out))
+        return luaL_error(L, "pbkdf2 failed");
+    lua_pushlstring(L, (const char *)out, (size_t)len);
+    return 1;
+}
+
 static int l_base64_encode(lua_State *L)
 {
     size_t len;
@@ -242,6 +263,7 @@ int luaopen_sacm__crypto(lua_State *L)
     static const luaL_Reg fns[] = {
         {"digest", l_digest},
         {"hmac", l_hmac},
+        {"pbkdf2", l_pbkdf2},
         {"base64_encode", l_base64_encode},
         {"base64_decode", l_base64_decode},
         {"random", l_random},

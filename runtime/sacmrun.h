@@ -119,6 +119,7 @@ int luaopen_sacm__dns(lua_State *L);
 int luaopen_sacm__xmpp(lua_State *L);
 int luaopen_sacm__sqlite(lua_State *L);
 int luaopen_sacm__http(lua_State *L);
+int luaopen_sacm__http_client(lua_State *L);
 
 /* ---- xml.c: the element model shared by sacm.xml and the XMPP code ----
  * An element is a plain table {name=, ns=, attr={}, child1, child2, ...}: ns is the effective

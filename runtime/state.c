@@ -209,6 +209,7 @@ static void preload(lua_State *L)
         {"sacm._crypto", &tls_library},
         {"sacm._xmpp", &tls_library},
         {"sacm._http", &tls_library},
+        {"sacm._http_client", &tls_library},
         {"sacm._sqlite", &sqlite_library},
         {"sacm._repl", &repl_library},
     };

@@ -46,4 +46,13 @@ describe("sacm.crypto", function()
     assert.equal("\1\171\255", crypto.from_hex("01abff"))
     assert.is_nil((crypto.from_hex("0g")))
   end)
+
+  it("derives PBKDF2-HMAC keys (published SHA-256 test vectors)", function()
+    assert.equal("120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b",
+      crypto.hex(crypto.pbkdf2("sha256", "password", "salt", 1, 32)))
+    assert.equal("ae4d0c95af6b46d32d0adff928f06dd02a303f8ef3c251dfd6e2d85a95474c43",
+      crypto.hex(crypto.pbkdf2("sha256", "password", "salt", 2, 32)))
+    assert.has_error(function() crypto.pbkdf2("sha256", "p", "s", 0, 32) end)
+    assert.has_error(function() crypto.pbkdf2("sha256", "p", "s", 1, 2000) end)
+  end)
 end)

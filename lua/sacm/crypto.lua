@@ -5,6 +5,7 @@ local core = require "sacm._crypto"
 local M = {
   digest = core.digest,
   hmac = core.hmac,
+  pbkdf2 = core.pbkdf2,
   base64_encode = core.base64_encode,
   base64_decode = core.base64_decode,
   random = core.random,

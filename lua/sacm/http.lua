@@ -268,4 +268,9 @@ function Server:close()
 end
 Server.__close = Server.close
 
+---------------------------------------------------------------------------- the client
+
+--- request(opts) -> res, or nil, err: an HTTPS request from a task (lua/sacm/http_client.lua).
+M.request = require("sacm.http_client").request
+
 return M

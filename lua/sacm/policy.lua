@@ -411,6 +411,30 @@ function Engine:policies()
   return out
 end
 
+--- engine:check(text, file) -> {id, title, description, version, file, rules = {{id, title,
+-- severity, rationale, requires}}} | nil, err (bad-request). Compiles a policy file's text in the
+-- sandbox within the engine's budgets, as loading it would, and checks that its policy and rule ids
+-- are free in the loaded set (a file of the same name may reuse its own), without evaluating any
+-- posture and without loading it. Errors: bad-request (does not compile or validate), conflict
+-- (an id is taken).
+function Engine:check(text, file)
+  if type(text) ~= "string" or type(file) ~= "string" then error("engine:check(text, file)", 2) end
+  if #text > M.MAX_FILE_BYTES then
+    return nil, errors.new("bad-request", ("%s: larger than %d bytes"):format(file, M.MAX_FILE_BYTES))
+  end
+  local p, err = compile(self, file, text, crypto.hex(crypto.sha256(text)))
+  if not p then return nil, errors.new("bad-request", err) end
+  local why = clash(self.set.by_file, p, file)
+  if why then return nil, errors.new("conflict", file .. ": " .. why) end
+  local rules = {}
+  for i, r in ipairs(p.rules) do
+    rules[i] = { id = r.id, title = r.title, severity = r.severity, rationale = r.rationale,
+      requires = { table.unpack(r.requires) } }
+  end
+  return { id = p.id, title = p.title, description = p.description, version = p.version, file = file,
+    rules = rules }
+end
+
 --- engine:rules() -> {{policy_id, policy_version, rule_id, title, severity, rationale,
 -- requires}, ...} in evaluation order.
 function Engine:rules()

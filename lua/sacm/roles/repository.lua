@@ -202,7 +202,11 @@ end
 --- r:query(q) -> {rows = {...}, next = cursor or nil, columns = {...}} | nil, err
 -- q: type ("posture" | "results" | "history"), endpoint (id or hostname), kind, attribute (posture
 -- with that single-valued attribute; its value is returned), rule, policy, result, correlation,
--- since, until (XEP-0082), max (page size), after (the cursor of the previous page).
+-- since, until (XEP-0082), max (page size), after (the cursor of the previous page; oldest
+-- first). With before (a cursor) or newest = true the page runs newest first, from just below the
+-- cursor or from the newest row, and next continues towards older rows. page.newest and
+-- page.oldest are the cursors of the page's own first and last rows by age (ROLIE feeds page both
+-- ways with them).
 function Repository:query(q)
   local qtype = q.type or "results"
   local tbl = TABLE[qtype]
@@ -214,15 +218,27 @@ function Repository:query(q)
   local max = math.tointeger(tonumber(q.max or 50))
   if not max or max < 1 then return nil, errors.new("bad-request", "max must be a positive integer") end
   max = math.min(max, proto.QUERY_MAX)
-  local after = 0
-  if q.after and q.after ~= "" then
-    after = math.tointeger(tonumber(q.after))
-    if not after then return nil, errors.new("bad-request", "after must be a cursor from an earlier page") end
+  local function cursor(name)
+    if q[name] == nil or q[name] == "" then return nil end
+    local c = math.tointeger(tonumber(q[name]))
+    if not c then error(errors.new("bad-request", name .. " must be a cursor from an earlier page"), 0) end
+    return c
   end
+  local ok3, after = pcall(cursor, "after")
+  if not ok3 then return nil, after end
+  local ok4, before = pcall(cursor, "before")
+  if not ok4 then return nil, before end
+  if after and before then return nil, errors.new("bad-request", "after and before cannot be combined") end
+  local descending = before ~= nil or (q.newest and not after)
   local cols = {}
   for i, c in ipairs(COLUMNS[qtype]) do cols[i] = "t." .. c end
   local select_cols = table.concat(cols, ", ")
-  local from, where, params = tbl .. " t", { "t.seq > :after" }, { after = after, limit = max + 1 }
+  local from, where, params = tbl .. " t", {}, { limit = max + 1 }
+  if before then
+    where[1], params.before = "t.seq < :before", before
+  else
+    where[1], params.after = "t.seq > :after", after or 0
+  end
   if q.endpoint and q.endpoint ~= "" then
     if qtype == "history" then
       where[#where + 1] = "t.endpoint = :endpoint"
@@ -257,8 +273,8 @@ function Repository:query(q)
   end
   if since then where[#where + 1] = ("t.%s >= :since"):format(TIME_COLUMN[qtype]); params.since = since end
   if until_ then where[#where + 1] = ("t.%s <= :until"):format(TIME_COLUMN[qtype]); params["until"] = until_ end
-  local sql = ("SELECT t.seq AS seq, %s FROM %s WHERE %s ORDER BY t.seq LIMIT :limit"):format(
-    select_cols, from, table.concat(where, " AND "))
+  local sql = ("SELECT t.seq AS seq, %s FROM %s WHERE %s ORDER BY t.seq%s LIMIT :limit"):format(
+    select_cols, from, table.concat(where, " AND "), descending and " DESC" or "")
   local rows, err = self.db:query(sql, params)
   if not rows then return nil, err end
   local page = { rows = rows, columns = { table.unpack(COLUMNS[qtype]) } }
@@ -266,6 +282,10 @@ function Repository:query(q)
   if #rows > max then
     rows[#rows] = nil
     page.next = tostring(rows[#rows].seq)
+  end
+  if #rows > 0 then
+    local first, last = rows[1].seq, rows[#rows].seq
+    page.newest, page.oldest = tostring(math.max(first, last)), tostring(math.min(first, last))
   end
   for _, row in ipairs(rows) do
     for _, c in ipairs { "collected", "evaluated", "at" } do
@@ -355,7 +375,8 @@ end
 
 --- repository.start(opts) -> repository | nil, err
 -- opts: the sacm.grid.member options, database (path of the SQLite file), allowed (who may run
--- commands; default the peers).
+-- commands; default the peers), rolie (the options of sacm.rolie.serve but repository: serve
+-- the store as ROLIE feeds over HTTPS next to XMPP; the provider is r.rolie).
 function M.start(opts)
   local self, err = M.open(assert(opts.database, "repository.start needs a database path"))
   if not self then return nil, err end
@@ -378,11 +399,21 @@ function M.start(opts)
   -- after subscribing, so nothing falls between the catch-up read and the first notification
   catch_up(self, "posture")
   catch_up(self, "results")
+  if opts.rolie then
+    local ropts = { repository = self }
+    for k, v in pairs(opts.rolie) do ropts[k] = v end
+    self.rolie, err = require("sacm.rolie").serve(ropts)
+    if not self.rolie then
+      self:close()
+      return nil, err
+    end
+  end
   log.info("storing posture and results in %s", opts.database)
   return self
 end
 
 function Repository:close()
+  if self.rolie then self.rolie:close() end
   if self.member then self.member:close() end
   if self.db then self.db:close() end
 end

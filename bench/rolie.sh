@@ -1,0 +1,201 @@
+#!/bin/sh
+# Bench `rolie`: requests per second for one page of a ROLIE feed served by sacmrun (the private
+# results collection of a repository of COUNT results: Basic auth, a cursor query in SQLite, the
+# Atom document assembled and hashed for its ETag on every request) next to nginx serving the same
+# bytes as a static file, measured with wrk in the same run. Both over TLS on loopback, one
+# process each (nginx: one worker), keep-alive; they take turns and which goes first alternates.
+# The page is one from the middle of the feed (?before=COUNT/2), so the cursor has to seek.
+# Writes bench/out/rolie.md and ends with
+# `RATIO rolie-vs-nginx <nginx requests/s / sacmrun requests/s>` (lower is better; 1.0 = as fast).
+#
+#   bench/rolie.sh                                  5 rounds of 5 s per server, 10 connections
+#   ROUNDS=3 DURATION=10 CONNS=50 COUNT=100000 bench/rolie.sh
+#
+# nginx runs privately (its own config and prefix in a temporary directory, a loopback port,
+# `daemon off`) and is stopped by pid when the benchmark ends, also on failure or Ctrl-C.
+set -eu
+
+cd "$(dirname "$0")/.."
+rounds=${ROUNDS:-5}
+duration=${DURATION:-5}
+conns=${CONNS:-10}
+count=${COUNT:-20000}
+out=bench/out
+mkdir -p "$out"
+for tool in wrk nginx openssl curl; do
+    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
+        echo "rolie.sh: $tool is missing (Debian packages wrk, nginx-light, openssl, curl)" >&2
+        exit 1
+    fi
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x ./sacmrun ] || { echo "rolie.sh: ./sacmrun is missing; run 'make' first" >&2; exit 1; }
+
+tmp=$(mktemp -d /tmp/sacmrun-bench-rolie-XXXXXXXXXX)
+sacm_pid=""
+nginx_pid=""
+cleanup() {
+    set +e # servers ended by our SIGTERM report 143: not a failure
+    [ -n "$sacm_pid" ] && kill "$sacm_pid" 2>/dev/null && wait "$sacm_pid" 2>/dev/null
+    [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null && wait "$nginx_pid" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap 'rc=$?; cleanup; exit $rc' EXIT
+trap 'exit 130' INT TERM
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+mkdir -p "$tmp/www" "$tmp/logs"
+chmod 0755 "$tmp" "$tmp/www" # nginx's worker runs as nobody when started as root
+
+port_in_use() { grep -q "$(printf ':%04X ' "$1")" /proc/net/tcp /proc/net/tcp6 2>/dev/null; }
+nginx_port=""
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+    p=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 12768))
+    if ! port_in_use "$p"; then nginx_port=$p; break; fi
+done
+[ -n "$nginx_port" ] || { echo "rolie.sh: no free port for nginx" >&2; exit 1; }
+
+echo "rolie: loading $count results into a repository"
+./sacmrun bench/rolie_server.lua "$tmp/cert.pem" "$tmp/key.pem" "$tmp/grid.db" "$count" \
+    >"$tmp/sacmrun.port" 2>"$tmp/sacmrun.err" &
+sacm_pid=$!
+i=0
+while [ ! -s "$tmp/sacmrun.port" ] && [ "$i" -lt 1200 ]; do
+    kill -0 "$sacm_pid" 2>/dev/null || break
+    sleep 0.05; i=$((i + 1))
+done
+sacm_port=$(head -n 1 "$tmp/sacmrun.port" 2>/dev/null || true)
+page="/rolie/private/results?before=$((count / 2))"
+auth="Authorization: Basic $(printf 'bench:bench-pw' | base64)"
+if [ -z "$sacm_port" ] || ! curl -skf --max-time 5 -H "$auth" -o "$tmp/www/feed.xml" \
+        "https://127.0.0.1:$sacm_port$page"; then
+    echo "rolie.sh: the sacmrun provider did not come up:" >&2
+    cat "$tmp/sacmrun.err" >&2
+    exit 1
+fi
+chmod 0644 "$tmp/www/feed.xml"
+
+cat >"$tmp/nginx.conf" <<CONF
+# written by bench/rolie.sh
+daemon off;
+master_process on;
+worker_processes 1;
+pid $tmp/nginx.pid;
+error_log $tmp/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/client_body;
+    proxy_temp_path $tmp/proxy;
+    fastcgi_temp_path $tmp/fastcgi;
+    uwsgi_temp_path $tmp/uwsgi;
+    scgi_temp_path $tmp/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 30s;
+    server {
+        listen 127.0.0.1:$nginx_port ssl;
+        ssl_certificate $tmp/cert.pem;
+        ssl_certificate_key $tmp/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        root $tmp/www;
+        location = /rolie/private/results { default_type "application/atom+xml;type=feed"; try_files /feed.xml =404; }
+    }
+}
+CONF
+"$NGINX" -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/logs/error.log" >"$tmp/nginx.out" 2>&1 &
+nginx_pid=$!
+i=0
+until curl -sk --max-time 2 -o "$tmp/nginx.xml" "https://127.0.0.1:$nginx_port$page" 2>/dev/null &&
+        cmp -s "$tmp/nginx.xml" "$tmp/www/feed.xml"; do
+    i=$((i + 1))
+    if [ "$i" -ge 100 ]; then
+        echo "rolie.sh: nginx did not come up with the same bytes:" >&2
+        tail -n 5 "$tmp/nginx.out" "$tmp/logs/error.log" >&2 2>/dev/null || true
+        exit 1
+    fi
+    sleep 0.05
+done
+bytes=$(wc -c <"$tmp/www/feed.xml")
+entries=$(grep -o '<entry>' "$tmp/www/feed.xml" | wc -l)
+
+measure() { # who port seconds
+    res=$(wrk -t1 -c"$conns" -d"$3"s -H "$auth" "https://127.0.0.1:$2$page" 2>&1) || { echo "$res" >&2; return 1; }
+    rps=$(echo "$res" | awk '/^Requests\/sec:/ { print $2 }')
+    lat=$(echo "$res" | awk '$1 == "Latency" { print $2 }')
+    errs=$(echo "$res" | awk '/Non-2xx|Socket errors/ { e = e $0 "; " } END { print e }')
+    [ -n "$rps" ] || { echo "rolie.sh: wrk printed no rate for $1:" >&2; echo "$res" >&2; return 1; }
+    if [ -n "$errs" ]; then echo "rolie.sh: $1: $errs" >&2; return 1; fi
+    echo "$1 $rps $lat"
+}
+
+load_before=$(cut -d " " -f 1-3 /proc/loadavg 2>/dev/null || echo unknown)
+echo "rolie: a $bytes-byte page of $entries entries, $rounds rounds of ${duration}s per server, wrk -t1 -c$conns"
+measure sacmrun "$sacm_port" 1 >/dev/null
+measure nginx "$nginx_port" 1 >/dev/null
+raw=$out/rolie.raw
+: >"$raw"
+r=1
+while [ "$r" -le "$rounds" ]; do
+    if [ $((r % 2)) -eq 1 ]; then
+        measure sacmrun "$sacm_port" "$duration" >>"$raw"
+        measure nginx "$nginx_port" "$duration" >>"$raw"
+    else
+        measure nginx "$nginx_port" "$duration" >>"$raw"
+        measure sacmrun "$sacm_port" "$duration" >>"$raw"
+    fi
+    printf '  round %d/%d done\n' "$r" "$rounds"
+    r=$((r + 1))
+done
+load_after=$(cut -d " " -f 1-3 /proc/loadavg 2>/dev/null || echo unknown)
+
+hwm() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
+sacm_rss=$(hwm "$sacm_pid")
+worker=$(cat "/proc/$nginx_pid/task/$nginx_pid/children" 2>/dev/null | awk '{ print $1 }')
+nginx_rss=$( [ -n "$worker" ] && hwm "$worker" || echo "?")
+median() {
+    awk -v w="$1" '$1 == w { print $2 }' "$raw" | sort -n |
+        awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+s_rps=$(median sacmrun)
+n_rps=$(median nginx)
+s_all=$(awk '$1 == "sacmrun" { printf "%s%.0f", s, $2; s = " " }' "$raw")
+n_all=$(awk '$1 == "nginx" { printf "%s%.0f", s, $2; s = " " }' "$raw")
+ratio=$(awk -v s="$s_rps" -v n="$n_rps" 'BEGIN { printf "%.2f", n / s }')
+round_ratios=$(awk '{ v[$1] = $2 } NR % 2 == 0 { printf "%s%.2f", sep, v["nginx"] / v["sacmrun"]; sep = " " }' "$raw")
+version=$(./sacmrun -v 2>/dev/null || echo "sacmrun (version unknown)")
+nginx_version=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
+
+echo
+printf '%-36s %14s %24s %12s\n' "server" "median req/s" "rounds" "peak RSS MB"
+printf '%-36s %14.0f %24s %12s\n' "sacmrun (ROLIE feed from SQLite)" "$s_rps" "$s_all" "$sacm_rss"
+printf '%-36s %14.0f %24s %12s\n' "nginx (same bytes, static file)" "$n_rps" "$n_all" "$nginx_rss"
+echo
+
+cat >"$out/rolie.md" <<MD
+## rolie
+
+Requests per second for one page of a ROLIE feed: sacmrun's provider (\`bench/rolie_server.lua\`:
+\`rolie.serve\` over a repository of $count evaluation results, page size 50, HTTP Basic with a
+PBKDF2 password whose check is cached) against nginx ($nginx_version, one worker) serving the
+same $bytes bytes ($entries entries) as a static file, both over TLS on loopback, measured by
+\`wrk -t1 -c$conns -d${duration}s\` with the same Authorization header, in the same run. The page
+is \`?before=$((count / 2))\`, from the middle of the feed: every sacmrun request authenticates,
+runs the cursor query in SQLite, assembles the Atom document (each entry's XML is rendered once
+and cached) and hashes it for the ETag.
+
+$rounds rounds of ${duration} s per server after a 1 s warm-up each, taking turns. Requests/s are
+the median over the rounds; peak RSS is \`VmHWM\` of the serving process (nginx: its worker).
+
+| server | median requests/s | each round | peak RSS MB |
+| --- | ---: | --- | ---: |
+| sacmrun (ROLIE feed from SQLite) | $(printf '%.0f' "$s_rps") | $s_all | $sacm_rss |
+| nginx (static file, 1 worker) | $(printf '%.0f' "$n_rps") | $n_all | $nginx_rss |
+
+**RATIO rolie-vs-nginx $ratio** (nginx's requests/s divided by sacmrun's: lower is better, 1.0
+would be as fast as serving a file). Each round: $round_ratios. Load average was $load_before
+before and $load_after after, on $(nproc) cores shared by wrk and the server. Versions: $version.
+MD
+
+echo "round ratios: $round_ratios"
+echo "RATIO rolie-vs-nginx $ratio"

@@ -1,0 +1,781 @@
+/* sacm._http_client: one HTTPS request over one connection, on the libuv loop.
+ *
+ * The connection is a uv_tcp_t whose bytes go through an OpenSSL SSL object over a pair of
+ * memory BIOs, as in http.c: libuv reads ciphertext into the read BIO, whatever OpenSSL puts
+ * into the write BIO goes to uv_write, so neither the handshake nor a slow server ever blocks
+ * the loop. The response is parsed by http-parser. Lua (lua/sacm/http.lua) parses the URL,
+ * resolves the name, writes the request head, keeps the deadline and tries the next address;
+ * this file connects, verifies the server, sends the bytes and reads one response.
+ *
+ *   ctx = context{cafile=, cert=, key=, insecure=}          -- an SSL_CTX, reusable
+ *   req = request(ctx, {address=, port=, host=, data=, head=, max_body=}, callback)
+ *   callback(res) or callback(nil, err), exactly once unless req:close() came first. */
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <http_parser.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include "sacmrun.h"
+
+#define CONTEXT_MT "sacm.HttpClientContext"
+#define REQUEST_MT "sacm.HttpClientRequest"
+#define READ_CHUNK 65536
+#define PLAIN_CHUNK 16384
+/* The status line and headers of a response: more is not a server we want to talk to. */
+#define MAX_HEAD (64 * 1024)
+#define MAX_HEADERS 256
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} buffer;
+
+typedef struct {
+    size_t name_off, name_len, value_off, value_len;
+} header_span;
+
+typedef struct {
+    SSL_CTX *ctx;
+    int verify;
+} context_box;
+
+struct request_box;
+
+typedef struct request {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    SSL *ssl;
+    BIO *rbio, *wbio;
+    http_parser parser;
+    struct request_box *box;
+    int cb_ref, self_ref;
+    int closed, finished, handshake_done, close_notify, headers_done, message_done;
+    int head_only, got_bytes;
+    size_t max_body;
+    buffer out; /* the request, sent when the handshake is done */
+
+    /* the response: reason phrase, then header names (lowercased) and values, in `head` */
+    buffer head;
+    size_t reason_len;
+    header_span *headers;
+    int nheaders, headers_cap, last_was_value;
+    buffer body;
+
+    const char *error;  /* a condition when the request failed, NULL otherwise */
+    char error_text[320];
+    char peer[INET6_ADDRSTRLEN + 16];
+} request_t;
+
+typedef struct request_box {
+    request_t *r;
+} request_box;
+
+static http_parser_settings parser_settings;
+/* One read at a time on this thread: libuv hands a read to on_read right after on_alloc. */
+static char read_buffer[READ_CHUNK];
+
+/* ---------------------------------------------------------------- small helpers */
+
+static int buf_append(buffer *b, const char *data, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + len)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL)
+            return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+static void buf_free(buffer *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+static const char *ssl_error_text(char *out, size_t size)
+{
+    unsigned long e = ERR_peek_last_error();
+    if (e == 0)
+        snprintf(out, size, "the connection ended unexpectedly");
+    else
+        ERR_error_string_n(e, out, size);
+    ERR_clear_error();
+    return out;
+}
+
+/* Records the first failure; the pump reports it once the current step is over. */
+static int fail(request_t *r, const char *condition, const char *fmt, ...) SACM_PRINTF(3, 4);
+static int fail(request_t *r, const char *condition, const char *fmt, ...)
+{
+    if (r->error == NULL) {
+        r->error = condition;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->error_text, sizeof r->error_text, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* ---------------------------------------------------------------- lifetime */
+
+static void on_closed(uv_handle_t *handle)
+{
+    request_t *r = handle->data;
+    if (r->box)
+        r->box->r = NULL;
+    if (r->ssl)
+        SSL_free(r->ssl); /* frees both BIOs */
+    buf_free(&r->out);
+    buf_free(&r->head);
+    buf_free(&r->body);
+    free(r->headers);
+    free(r);
+}
+
+/* Closes at once, without calling back; idempotent. Memory lives until libuv's close callback,
+ * so a callback still on the stack may look at r->closed. */
+static void request_close(request_t *r)
+{
+    if (r->closed)
+        return;
+    r->closed = 1;
+    if (!sacm_state_closing()) {
+        lua_State *L = sacm_main_state();
+        luaL_unref(L, LUA_REGISTRYINDEX, r->cb_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, r->self_ref);
+    }
+    r->cb_ref = r->self_ref = LUA_NOREF;
+    uv_close((uv_handle_t *)&r->tcp, on_closed);
+}
+
+static void push_response(lua_State *L, request_t *r)
+{
+    const char *h = r->head.p ? r->head.p : "";
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, r->parser.status_code);
+    lua_setfield(L, -2, "status");
+    lua_pushlstring(L, h, r->reason_len);
+    lua_setfield(L, -2, "reason");
+    lua_pushfstring(L, "HTTP/%d.%d", (int)r->parser.http_major, (int)r->parser.http_minor);
+    lua_setfield(L, -2, "version");
+    lua_createtable(L, 0, r->nheaders);
+    for (int i = 0; i < r->nheaders; i++) {
+        const header_span *hs = &r->headers[i];
+        lua_pushlstring(L, h + hs->name_off, hs->name_len);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, -3) == LUA_TSTRING) {
+            /* a repeated field: one value, comma-separated (RFC 9110 5.3) */
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, h + hs->value_off, hs->value_len);
+            lua_concat(L, 3);
+        } else {
+            lua_pop(L, 1);
+            lua_pushlstring(L, h + hs->value_off, hs->value_len);
+        }
+        lua_rawset(L, -3);
+    }
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, r->body.p ? r->body.p : "", r->body.len);
+    lua_setfield(L, -2, "body");
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, SSL_get_version(r->ssl));
+    lua_setfield(L, -2, "version");
+    lua_pushstring(L, SSL_get_cipher_name(r->ssl));
+    lua_setfield(L, -2, "cipher");
+    lua_setfield(L, -2, "tls");
+}
+
+/* Reports the outcome to Lua, once, then closes the connection. */
+static void finish(request_t *r)
+{
+    if (r->finished || r->closed)
+        return;
+    r->finished = 1;
+    uv_read_stop((uv_stream_t *)&r->tcp);
+    lua_State *L = sacm_main_state();
+    if (sacm_state_closing()) {
+        request_close(r);
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->cb_ref);
+    if (r->error) {
+        lua_pushnil(L);
+        sacm_push_error(L, r->error, "%s", r->error_text);
+        request_close(r);
+        sacm_invoke(L, 2);
+    } else {
+        push_response(L, r);
+        request_close(r);
+        sacm_invoke(L, 1);
+    }
+}
+
+/* ---------------------------------------------------------------- writing */
+
+typedef struct {
+    uv_write_t req;
+    char data[];
+} write_req;
+
+static void on_write(uv_write_t *req, int status)
+{
+    request_t *r = req->data;
+    free(req);
+    if (status < 0 && status != UV_ECANCELED && !r->closed) {
+        fail(r, uv_err_name(status), "sending the request to %s: %s", r->peer, uv_strerror(status));
+        finish(r);
+    }
+}
+
+/* Sends whatever OpenSSL produced. */
+static void flush(request_t *r)
+{
+    if (r->closed)
+        return;
+    size_t n = BIO_ctrl_pending(r->wbio);
+    if (n == 0)
+        return;
+    write_req *w = malloc(sizeof *w + n);
+    if (w == NULL) {
+        fail(r, "ENOMEM", "out of memory");
+        return;
+    }
+    int got = BIO_read(r->wbio, w->data, (int)n);
+    if (got <= 0) {
+        free(w);
+        return;
+    }
+    w->req.data = r;
+    uv_buf_t buf = uv_buf_init(w->data, (unsigned)got);
+    int rc = uv_write(&w->req, (uv_stream_t *)&r->tcp, &buf, 1, on_write);
+    if (rc < 0) {
+        free(w);
+        fail(r, uv_err_name(rc), "sending the request to %s: %s", r->peer, uv_strerror(rc));
+    }
+}
+
+/* Encrypts the request into the write BIO (a memory BIO never refuses a write). */
+static int send_request(request_t *r)
+{
+    const char *data = r->out.p;
+    size_t len = r->out.len;
+    while (len > 0) {
+        ERR_clear_error();
+        int n = SSL_write(r->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
+        if (n <= 0) {
+            char text[200];
+            return fail(r, "tls-failed", "TLS write to %s failed: %s", r->peer, ssl_error_text(text, sizeof text));
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    buf_free(&r->out);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- parsing the response */
+
+static int check_head(request_t *r)
+{
+    if (r->head.len > MAX_HEAD)
+        return fail(r, "bad-response", "the response head from %s is larger than %d KiB", r->peer, MAX_HEAD / 1024);
+    return 0;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    request_t *r = p->data;
+    /* also after an interim (1xx) response: only the final one counts */
+    r->head.len = 0;
+    r->reason_len = 0;
+    r->nheaders = 0;
+    r->last_was_value = 0;
+    r->headers_done = 0;
+    return 0;
+}
+
+static int on_status(http_parser *p, const char *at, size_t len)
+{
+    request_t *r = p->data;
+    if (buf_append(&r->head, at, len) < 0)
+        return fail(r, "ENOMEM", "out of memory");
+    r->reason_len += len;
+    return check_head(r);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    request_t *r = p->data;
+    if (r->nheaders == 0 || r->last_was_value) {
+        if (r->nheaders >= MAX_HEADERS)
+            return fail(r, "bad-response", "more than %d header fields from %s", MAX_HEADERS, r->peer);
+        if (r->nheaders == r->headers_cap) {
+            int cap = r->headers_cap ? r->headers_cap * 2 : 16;
+            header_span *h = realloc(r->headers, sizeof *h * (size_t)cap);
+            if (h == NULL)
+                return fail(r, "ENOMEM", "out of memory");
+            r->headers = h;
+            r->headers_cap = cap;
+        }
+        header_span *h = &r->headers[r->nheaders++];
+        h->name_off = h->value_off = r->head.len;
+        h->name_len = h->value_len = 0;
+        r->last_was_value = 0;
+    }
+    size_t start = r->head.len;
+    if (buf_append(&r->head, at, len) < 0)
+        return fail(r, "ENOMEM", "out of memory");
+    for (size_t i = start; i < r->head.len; i++)
+        if (r->head.p[i] >= 'A' && r->head.p[i] <= 'Z')
+            r->head.p[i] = (char)(r->head.p[i] + 32);
+    r->headers[r->nheaders - 1].name_len += len;
+    return check_head(r);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    request_t *r = p->data;
+    if (r->nheaders == 0)
+        return fail(r, "bad-response", "a header value without a name from %s", r->peer);
+    header_span *h = &r->headers[r->nheaders - 1];
+    if (!r->last_was_value) {
+        h->value_off = r->head.len;
+        h->value_len = 0;
+        r->last_was_value = 1;
+    }
+    if (buf_append(&r->head, at, len) < 0)
+        return fail(r, "ENOMEM", "out of memory");
+    h->value_len += len;
+    return check_head(r);
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    request_t *r = p->data;
+    r->headers_done = 1;
+    unsigned status = p->status_code;
+    /* RFC 9112 6.3: whatever the header fields say, these have no body */
+    if (r->head_only || (status >= 100 && status < 200) || status == 204 || status == 304)
+        return 1;
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > r->max_body) {
+        fail(r, "too-large", "the response body from %s is %llu bytes, more than the limit of %zu", r->peer,
+             (unsigned long long)p->content_length, r->max_body);
+        return -1;
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    request_t *r = p->data;
+    if (r->body.len + len > r->max_body)
+        return fail(r, "too-large", "the response body from %s is larger than the limit of %zu bytes", r->peer,
+                    r->max_body);
+    if (buf_append(&r->body, at, len) < 0)
+        return fail(r, "ENOMEM", "out of memory");
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    request_t *r = p->data;
+    if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101)
+        return 0; /* interim (100 Continue, 103 Early Hints): the final response follows */
+    r->message_done = 1;
+    http_parser_pause(p, 1); /* whatever follows is not ours */
+    return 0;
+}
+
+static void feed(request_t *r, const char *data, size_t len)
+{
+    http_parser_execute(&r->parser, &parser_settings, data, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
+    if (e != HPE_OK && e != HPE_PAUSED)
+        fail(r, "bad-response", "malformed response from %s: %s", r->peer, http_errno_description(e));
+}
+
+/* The server closed the connection (TCP end, or TLS close_notify). */
+static void end_of_stream(request_t *r)
+{
+    if (r->message_done || r->error)
+        return;
+    if (!r->handshake_done) {
+        fail(r, "tls-failed", "%s closed the connection during the TLS handshake", r->peer);
+    } else if (r->headers_done && !(r->parser.flags & (F_CHUNKED | F_CONTENTLENGTH))) {
+        /* A body that ends with the connection: only a TLS close_notify tells a complete body
+         * from one cut short by someone closing the TCP connection. */
+        if (!r->close_notify)
+            fail(r, "bad-response", "%s closed the connection without TLS close_notify: the body may be truncated",
+                 r->peer);
+        else
+            feed(r, NULL, 0);
+    } else if (!r->got_bytes) {
+        fail(r, "bad-response", "%s closed the connection without a response", r->peer);
+    }
+    if (!r->message_done)
+        fail(r, "bad-response", "%s closed the connection before the response ended", r->peer);
+}
+
+/* ---------------------------------------------------------------- the TLS pump */
+
+static void handshake_failed(request_t *r, int rc)
+{
+    char text[200];
+    long verify = SSL_get_verify_result(r->ssl);
+    if (verify != X509_V_OK) {
+        ERR_clear_error();
+        fail(r, "tls-verification-failed", "the certificate of %s did not verify: %s", r->peer,
+             X509_verify_cert_error_string(verify));
+    } else if (SSL_get_error(r->ssl, rc) == SSL_ERROR_SYSCALL && ERR_peek_last_error() == 0) {
+        fail(r, "tls-failed", "%s closed the connection during the TLS handshake", r->peer);
+    } else {
+        fail(r, "tls-failed", "TLS handshake with %s failed: %s", r->peer, ssl_error_text(text, sizeof text));
+    }
+}
+
+/* Advances the handshake, sends the request, reads and parses what has arrived. */
+static void pump(request_t *r)
+{
+    if (r->closed || r->finished)
+        return;
+    if (!r->handshake_done) {
+        ERR_clear_error();
+        int rc = SSL_do_handshake(r->ssl);
+        if (rc != 1) {
+            int e = SSL_get_error(r->ssl, rc);
+            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+                handshake_failed(r, rc);
+            flush(r); /* the next handshake message, or an alert that says why we stop */
+            if (r->error)
+                finish(r);
+            return;
+        }
+        r->handshake_done = 1;
+        send_request(r);
+    }
+    char plain[PLAIN_CHUNK];
+    while (!r->error && !r->message_done) {
+        ERR_clear_error();
+        int n = SSL_read(r->ssl, plain, sizeof plain);
+        if (n > 0) {
+            r->got_bytes = 1;
+            feed(r, plain, (size_t)n);
+            continue;
+        }
+        int e = SSL_get_error(r->ssl, n);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+            break;
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            r->close_notify = 1;
+            end_of_stream(r);
+        } else {
+            char text[200];
+            fail(r, "tls-failed", "TLS read from %s failed: %s", r->peer, ssl_error_text(text, sizeof text));
+        }
+    }
+    flush(r);
+    if (r->error || r->message_done)
+        finish(r);
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    (void)handle;
+    (void)suggested;
+    *buf = uv_buf_init(read_buffer, sizeof read_buffer);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    request_t *r = stream->data;
+    if (r->closed || r->finished)
+        return;
+    if (nread == UV_EOF) {
+        pump(r); /* what is still buffered in OpenSSL comes first */
+        if (r->closed || r->finished)
+            return;
+        end_of_stream(r);
+        finish(r);
+        return;
+    }
+    if (nread < 0) {
+        fail(r, uv_err_name((int)nread), "reading from %s: %s", r->peer, uv_strerror((int)nread));
+        finish(r);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (BIO_write(r->rbio, buf->base, (int)nread) != (int)nread) {
+        fail(r, "ENOMEM", "out of memory");
+        finish(r);
+        return;
+    }
+    pump(r);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    request_t *r = req->data;
+    if (r->closed)
+        return; /* closed while connecting: libuv cancelled the attempt */
+    if (status < 0) {
+        fail(r, uv_err_name(status), "connecting to %s: %s", r->peer, uv_strerror(status));
+        finish(r);
+        return;
+    }
+    uv_tcp_nodelay(&r->tcp, 1);
+    int rc = uv_read_start((uv_stream_t *)&r->tcp, on_alloc, on_read);
+    if (rc < 0) {
+        fail(r, uv_err_name(rc), "reading from %s: %s", r->peer, uv_strerror(rc));
+        finish(r);
+        return;
+    }
+    pump(r); /* the ClientHello */
+}
+
+/* ---------------------------------------------------------------- Lua: contexts */
+
+static const char *opt_str(lua_State *L, int idx, const char *field)
+{
+    lua_getfield(L, idx, field);
+    const char *s = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    lua_pop(L, 1); /* the options table keeps the string alive */
+    return s;
+}
+
+static int tls_config_fail(lua_State *L, SSL_CTX *ctx, const char *what, const char *path)
+{
+    char text[200];
+    SSL_CTX_free(ctx);
+    return sacm_fail(L, "tls-config", "%s %s: %s", what, path, ssl_error_text(text, sizeof text));
+}
+
+static int l_context_gc(lua_State *L)
+{
+    context_box *box = luaL_checkudata(L, 1, CONTEXT_MT);
+    SSL_CTX_free(box->ctx); /* requests hold their own reference through their SSL */
+    box->ctx = NULL;
+    return 0;
+}
+
+/* context{cafile=, cert=, key=, insecure=} -> ctx, or nil, err (tls-config). Without cafile the
+ * system's trust store is used; insecure skips verification entirely. */
+static int l_context(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const char *cafile = opt_str(L, 1, "cafile");
+    const char *cert = opt_str(L, 1, "cert");
+    const char *key = opt_str(L, 1, "key");
+    lua_getfield(L, 1, "insecure");
+    int insecure = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (key && cert == NULL)
+        return luaL_error(L, "http: a client key needs its certificate (cert)");
+
+    context_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+    box->ctx = NULL;
+    box->verify = !insecure;
+    luaL_setmetatable(L, CONTEXT_MT);
+
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
+        return tls_config_fail(L, NULL, "cannot create a TLS context", "");
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    if (insecure) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        if (cafile) {
+            if (SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1)
+                return tls_config_fail(L, ctx, "cannot load the CA file", cafile);
+        } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+            return tls_config_fail(L, ctx, "cannot load the system trust store", "");
+        }
+    }
+    if (cert) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+            return tls_config_fail(L, ctx, "cannot load the client certificate", cert);
+        if (SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert, SSL_FILETYPE_PEM) != 1)
+            return tls_config_fail(L, ctx, "cannot load the client key", key ? key : cert);
+        if (SSL_CTX_check_private_key(ctx) != 1)
+            return tls_config_fail(L, ctx, "the client key does not match the certificate", cert);
+    }
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
+    box->ctx = ctx;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- Lua: requests */
+
+static lua_Integer opt_int(lua_State *L, int idx, const char *field, lua_Integer def)
+{
+    lua_getfield(L, idx, field);
+    lua_Integer v = def;
+    if (!lua_isnil(L, -1)) {
+        int ok;
+        v = lua_tointegerx(L, -1, &ok);
+        if (!ok || v < 0)
+            luaL_error(L, "http: %s must be a non-negative integer", field);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* request(ctx, opts, callback) -> req, or nil, err.
+ * opts: address (numeric), port, host (the name the certificate must carry: a DNS name, sent
+ * as SNI, or an IP literal), data (the whole request), head (true: the response has no body),
+ * max_body. */
+static int l_request(lua_State *L)
+{
+    context_box *cbox = luaL_checkudata(L, 1, CONTEXT_MT);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    const char *address = opt_str(L, 2, "address");
+    const char *host = opt_str(L, 2, "host");
+    lua_Integer port = opt_int(L, 2, "port", 443);
+    lua_Integer max_body = opt_int(L, 2, "max_body", 16 << 20);
+    lua_getfield(L, 2, "data");
+    size_t dlen;
+    const char *data = luaL_checklstring(L, -1, &dlen);
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "head");
+    int head_only = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    luaL_argcheck(L, address != NULL && host != NULL, 2, "address and host are required");
+    luaL_argcheck(L, port > 0 && port < 65536, 2, "port out of range");
+    luaL_argcheck(L, cbox->ctx != NULL, 1, "closed TLS context");
+
+    struct sockaddr_storage addr;
+    int is_v6 = strchr(address, ':') != NULL;
+    int rc = is_v6 ? uv_ip6_addr(address, (int)port, (struct sockaddr_in6 *)&addr)
+                   : uv_ip4_addr(address, (int)port, (struct sockaddr_in *)&addr);
+    if (rc < 0)
+        return luaL_error(L, "http: address must be a numeric IPv4 or IPv6 address, got \"%s\"", address);
+
+    request_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+    box->r = NULL;
+    luaL_setmetatable(L, REQUEST_MT);
+    request_t *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return luaL_error(L, "out of memory");
+    r->cb_ref = r->self_ref = LUA_NOREF;
+    r->head_only = head_only;
+    r->max_body = (size_t)max_body;
+    snprintf(r->peer, sizeof r->peer, is_v6 ? "[%s]:%d" : "%s:%d", address, (int)port);
+    uv_tcp_init(sacm_loop(), &r->tcp);
+    r->tcp.data = r;
+    r->connect_req.data = r;
+    box->r = r;
+    r->box = box;
+
+    ERR_clear_error();
+    r->ssl = SSL_new(cbox->ctx);
+    r->rbio = BIO_new(BIO_s_mem());
+    r->wbio = BIO_new(BIO_s_mem());
+    if (r->ssl == NULL || r->rbio == NULL || r->wbio == NULL || buf_append(&r->out, data, dlen) < 0) {
+        BIO_free(r->rbio);
+        BIO_free(r->wbio);
+        r->rbio = r->wbio = NULL;
+        request_close(r);
+        return luaL_error(L, "out of memory");
+    }
+    /* an empty read BIO means "wait for more", not the end of the stream */
+    BIO_set_mem_eof_return(r->rbio, -1);
+    SSL_set_bio(r->ssl, r->rbio, r->wbio);
+    SSL_set_connect_state(r->ssl);
+
+    unsigned char ip[sizeof(struct in6_addr)];
+    int host_is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+    int ok = 1;
+    if (!host_is_ip)
+        ok = SSL_set_tlsext_host_name(r->ssl, host) == 1; /* SNI is for names only (RFC 6066 3) */
+    if (ok && cbox->verify) {
+        X509_VERIFY_PARAM *param = SSL_get0_param(r->ssl);
+        if (host_is_ip) {
+            ok = X509_VERIFY_PARAM_set1_ip_asc(param, host) == 1;
+        } else {
+            X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            ok = SSL_set1_host(r->ssl, host) == 1;
+        }
+    }
+    if (!ok) {
+        char text[200];
+        request_close(r);
+        return sacm_fail(L, "bad-url", "cannot use \"%s\" as a TLS server name: %s", host,
+                         ssl_error_text(text, sizeof text));
+    }
+    http_parser_init(&r->parser, HTTP_RESPONSE);
+    r->parser.data = r;
+
+    rc = uv_tcp_connect(&r->connect_req, &r->tcp, (struct sockaddr *)&addr, on_connect);
+    if (rc < 0) {
+        request_close(r);
+        return sacm_fail_uv(L, rc, r->peer);
+    }
+    lua_pushvalue(L, 3);
+    r->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* in flight, the request keeps its userdata (and the program) alive */
+    lua_pushvalue(L, -1);
+    r->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}
+
+/* req:close(): abandons the request; its callback is not called. Idempotent. */
+static int l_request_close(lua_State *L)
+{
+    request_box *box = luaL_checkudata(L, 1, REQUEST_MT);
+    if (box->r)
+        request_close(box->r);
+    return 0;
+}
+
+static int l_request_gc(lua_State *L)
+{
+    request_box *box = luaL_checkudata(L, 1, REQUEST_MT);
+    if (box->r) {
+        box->r->box = NULL;
+        request_close(box->r);
+    }
+    box->r = NULL;
+    return 0;
+}
+
+int luaopen_sacm__http_client(lua_State *L)
+{
+    parser_settings.on_message_begin = on_message_begin;
+    parser_settings.on_status = on_status;
+    parser_settings.on_header_field = on_header_field;
+    parser_settings.on_header_value = on_header_value;
+    parser_settings.on_headers_complete = on_headers_complete;
+    parser_settings.on_body = on_body;
+    parser_settings.on_message_complete = on_message_complete;
+
+    static const luaL_Reg no_methods[] = {{NULL, NULL}};
+    sacm_define_type(L, CONTEXT_MT, no_methods, l_context_gc);
+    lua_pop(L, 1);
+    static const luaL_Reg request_methods[] = {{"close", l_request_close}, {NULL, NULL}};
+    sacm_define_type(L, REQUEST_MT, request_methods, l_request_gc);
+    lua_pop(L, 1);
+
+    static const luaL_Reg fns[] = {{"context", l_context}, {"request", l_request}, {NULL, NULL}};
+    luaL_newlib(L, fns);
+    return 1;
+}
