@@ -118,8 +118,8 @@ local pool, pooled = {}, 0
 -- nothing of the task stays referenced from the pooled coroutine's stack afterwards.
 local function run_current()
   local t = current
-  local fn, args = t.fn, t.args
-  t.fn, t.args = nil, nil
+  local fn, args = t.__fn, t.__args
+  t.__fn, t.__args = nil, nil
   t.started = true
   -- not a tail call, so tracebacks keep the task's own function
   t.results = pack(fn(unpack(args, 1, args.n)))
@@ -251,8 +251,9 @@ function M._spawn(name, silent, fn, ...)
     silent = silent,
     status = "ready",
     started = false,
-    fn = fn,
-    args = pack(...),
+    -- what to run, until it starts (double underscore: internal, hidden from REPL completion)
+    __fn = fn,
+    __args = pack(...),
   }, Task)
   enqueue(t, 0)
   return t
@@ -396,7 +397,7 @@ function Task:cancel(reason)
     -- Never ran: it ends here, without running any of its code.
     self.status = "cancelled"
     self.error = self.cancel_error
-    self.fn, self.args = nil, nil
+    self.__fn, self.__args = nil, nil
     settle(self)
   elseif self.status == "suspended" then
     local on_cancel, arg = self.on_cancel, self.on_cancel_arg
