@@ -110,6 +110,9 @@ describe("http.request", function()
       assert.equal(200, res.status)
       assert.matches("^POST|/entries|.*|<entry/>$", res.body)
 
+      res = assert(http.request{ url = url(srv, "/entrées?q=é"), cafile = ca.cert })
+      assert.matches("^GET|/entr%%C3%%A9es%?q=%%C3%%A9|", res.body)
+
       res = assert(http.request{ method = "HEAD", url = url(srv, "/head"), cafile = ca.cert })
       assert.equal(200, res.status)
       assert.equal("", res.body)

@@ -48,6 +48,8 @@ function M.parse_url(url)
   local authority, target = rest:match("^([^/?#]*)(.*)$")
   target = target:gsub("#.*$", "")
   if target:sub(1, 1) ~= "/" then target = "/" .. target end
+  -- a request line is ASCII: UTF-8 in a path or query goes percent-encoded (RFC 3986 2.5)
+  target = target:gsub("[\128-\255]", function(c) return ("%%%02X"):format(c:byte()) end)
   if authority:find("@", 1, true) then return bad_url(url, "credentials in the URL are refused") end
   local host, port_text
   if authority:sub(1, 1) == "[" then
