@@ -158,6 +158,9 @@ local function resolve(state, host)
   if addresses and #addresses == 0 then
     return nil, errors.new("EAI_NONAME", "no address for " .. host)
   end
+  if errors.is(err) then
+    err = errors.new(err.condition, ("resolving %s: %s"):format(host, err.text))
+  end
   return addresses, err
 end
 
