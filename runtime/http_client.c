@@ -372,10 +372,20 @@ static int on_headers_complete(http_parser *p)
     /* RFC 9112 6.3: whatever the header fields say, these have no body */
     if (r->head_only || (status >= 100 && status < 200) || status == 204 || status == 304)
         return 1;
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > r->max_body) {
-        fail(r, "too-large", "the response body from %s is %llu bytes, more than the limit of %zu", r->peer,
-             (unsigned long long)p->content_length, r->max_body);
-        return -1;
+    if (p->flags & F_CONTENTLENGTH) {
+        if (p->content_length > r->max_body) {
+            fail(r, "too-large", "the response body from %s is %llu bytes, more than the limit of %zu", r->peer,
+                 (unsigned long long)p->content_length, r->max_body);
+            return -1;
+        }
+        /* the exact size at once: growing by doubling would hold up to twice the body */
+        if (p->content_length > r->body.cap) {
+            char *b = realloc(r->body.p, (size_t)p->content_length);
+            if (b == NULL)
+                return fail(r, "ENOMEM", "out of memory");
+            r->body.p = b;
+            r->body.cap = (size_t)p->content_length;
+        }
     }
     return 0;
 }

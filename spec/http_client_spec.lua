@@ -96,19 +96,24 @@ describe("http.request", function()
       assert.equal(("GET|/six|[::1]:%d|"):format(srv.port), res.body:match("^GET|/six|[^|]*|"))
     end)
 
-    it("POSTs a body, sends HEAD without reading a body, and takes 304 and 204 without one", function()
+    it("POSTs a body, sends HEAD without reading a body, takes 304 and 204 without one, returns redirects", function()
       local srv <close> = listen(nil, function(req)
         if req.path == "/cached" then
           assert.equal('"v1"', req.headers["if-none-match"])
           return 304, { ETag = '"v1"' }
         end
         if req.path == "/empty" then return 204 end
+        if req.path == "/moved" then return 302, { Location = "/elsewhere" }, "" end
+        if req.path == "/list" then return 200, nil, req.headers["x-list"] end
         return echo(req)
       end)
       local res = assert(http.request{ method = "POST", url = url(srv, "/entries"), cafile = ca.cert,
         headers = { ["Content-Type"] = "application/atom+xml;type=entry" }, body = "<entry/>" })
       assert.equal(200, res.status)
       assert.matches("^POST|/entries|.*|<entry/>$", res.body)
+
+      res = assert(http.request{ url = url(srv, "/entrées?q=é"), cafile = ca.cert })
+      assert.matches("^GET|/entr%%C3%%A9es%?q=%%C3%%A9|", res.body)
 
       res = assert(http.request{ method = "HEAD", url = url(srv, "/head"), cafile = ca.cert })
       assert.equal(200, res.status)
@@ -120,6 +125,13 @@ describe("http.request", function()
       assert.equal("Not Modified", res.reason)
       assert.equal('"v1"', res.headers.etag)
       assert.equal("", res.body)
+
+      -- redirects are returned, not followed; a list value sends the header once per element
+      res = assert(http.request{ url = url(srv, "/moved"), cafile = ca.cert })
+      assert.equal(302, res.status)
+      assert.equal("/elsewhere", res.headers.location)
+      res = assert(http.request{ url = url(srv, "/list"), cafile = ca.cert, headers = { ["X-List"] = { "a", "b" } } })
+      assert.equal("a, b", res.body)
 
       res = assert(http.request{ method = "DELETE", url = url(srv, "/empty"), cafile = ca.cert })
       assert.equal(204, res.status)
@@ -439,6 +451,7 @@ http {
       assert.equal("tls-config", err.condition)
       _, err = http.request{ url = "https://no-such-host.invalid/", cafile = ca.cert }
       assert.matches("^EAI_", err.condition)
+      assert.matches("no%-such%-host%.invalid", err.text)
     end)
   end)
 end)

@@ -48,6 +48,8 @@ function M.parse_url(url)
   local authority, target = rest:match("^([^/?#]*)(.*)$")
   target = target:gsub("#.*$", "")
   if target:sub(1, 1) ~= "/" then target = "/" .. target end
+  -- a request line is ASCII: UTF-8 in a path or query goes percent-encoded (RFC 3986 2.5)
+  target = target:gsub("[\128-\255]", function(c) return ("%%%02X"):format(c:byte()) end)
   if authority:find("@", 1, true) then return bad_url(url, "credentials in the URL are refused") end
   local host, port_text
   if authority:sub(1, 1) == "[" then
@@ -155,6 +157,9 @@ local function resolve(state, host)
   local addresses, err = wait(state, function(cb) return dns.resolve(host, cb) end)
   if addresses and #addresses == 0 then
     return nil, errors.new("EAI_NONAME", "no address for " .. host)
+  end
+  if errors.is(err) then
+    err = errors.new(err.condition, ("resolving %s: %s"):format(host, err.text))
   end
   return addresses, err
 end
