@@ -25,6 +25,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include "sacmrun.h"
+#include "http_common.h"
 
 #define SERVER_MT "sacm.HttpServer"
 #define CONN_MT "sacm.HttpConnection"
@@ -42,15 +43,6 @@ enum conn_state {
     ST_IDLE,      /* between requests (or writing a response out) */
     ST_LINGER,    /* closing: write side shut, reading and discarding until EOF */
 };
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-} buffer;
-
-typedef struct {
-    size_t name_off, name_len, value_off, value_len;
-} header_span;
 
 struct server;
 
@@ -79,8 +71,7 @@ typedef struct conn {
     /* the request being read: url, then header names (lowercased) and values, in `head` */
     buffer head;
     size_t url_len;
-    header_span *headers;
-    int nheaders, headers_cap, last_was_value;
+    header_list headers;
     buffer body;
     buffer pending; /* plaintext read but not yet parsed (a pipelined request) */
     size_t path_off, path_len, query_off, query_len;
@@ -131,25 +122,6 @@ static http_parser_settings parser_settings;
 
 /* ---------------------------------------------------------------- small helpers */
 
-static int buf_append(buffer *b, const char *data, size_t len)
-{
-    if (len == 0)
-        return 0;
-    if (b->len + len > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + len)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-    return 0;
-}
-
 /* Keeps a connection's buffers small between requests: one large body must not pin its memory
  * for the rest of a keep-alive connection. */
 static void buf_reset(buffer *b, size_t keep)
@@ -162,13 +134,6 @@ static void buf_reset(buffer *b, size_t keep)
     }
 }
 
-static void buf_free(buffer *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-}
-
 static void http_date(char out[32])
 {
     time_t now = time(NULL);
@@ -177,16 +142,8 @@ static void http_date(char out[32])
     strftime(out, 32, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }
 
-static const char *ssl_error_text(char *out, size_t size)
-{
-    unsigned long e = ERR_peek_last_error();
-    if (e == 0)
-        snprintf(out, size, "connection ended during the handshake");
-    else
-        ERR_error_string_n(e, out, size);
-    ERR_clear_error();
-    return out;
-}
+/* The server's OpenSSL failures happen in the handshake or while loading its files. */
+#define SSL_FAILURE_TEXT(out) ssl_error_text(out, sizeof out, "connection ended during the handshake")
 
 /* ---------------------------------------------------------------- lifetime */
 
@@ -236,7 +193,7 @@ static void on_conn_closed(uv_handle_t *handle)
     buf_free(&c->head);
     buf_free(&c->body);
     buf_free(&c->pending);
-    free(c->headers);
+    headers_free(&c->headers);
     free(c);
     server_maybe_free(s);
 }
@@ -312,7 +269,7 @@ static int tls_write(conn_t *c, const char *data, size_t len)
         if (n <= 0) {
             char text[160];
             sacm_log(SACM_LOG_DEBUG, "http", "TLS write to %s:%d failed: %s", c->remote, c->remote_port,
-                     ssl_error_text(text, sizeof text));
+                     SSL_FAILURE_TEXT(text));
             return -1;
         }
         data += n;
@@ -467,8 +424,7 @@ static int on_message_begin(http_parser *p)
     conn_t *c = p->data;
     c->head.len = 0;
     c->url_len = 0;
-    c->nheaders = 0;
-    c->last_was_value = 0;
+    headers_clear(&c->headers);
     c->has_query = 0;
     buf_reset(&c->head, 16384);
     buf_reset(&c->body, 65536);
@@ -493,48 +449,24 @@ static int on_url(http_parser *p, const char *at, size_t len)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
-    if (c->nheaders == 0 || c->last_was_value) {
-        if (c->nheaders >= c->srv->max_headers)
-            return fail_request(c, 431);
-        if (c->nheaders == c->headers_cap) {
-            int cap = c->headers_cap ? c->headers_cap * 2 : 16;
-            header_span *h = realloc(c->headers, sizeof *h * (size_t)cap);
-            if (h == NULL)
-                return fail_request(c, 500);
-            c->headers = h;
-            c->headers_cap = cap;
-        }
-        header_span *h = &c->headers[c->nheaders++];
-        h->name_off = c->head.len;
-        h->name_len = 0;
-        h->value_off = c->head.len;
-        h->value_len = 0;
-        c->last_was_value = 0;
-    }
-    size_t start = c->head.len;
-    if (buf_append(&c->head, at, len) < 0)
+    switch (headers_add_field(&c->headers, &c->head, at, len, c->srv->max_headers)) {
+    case HEADERS_TOO_MANY:
+        return fail_request(c, 431);
+    case HEADERS_NO_MEMORY:
         return fail_request(c, 500);
-    for (size_t i = start; i < c->head.len; i++)
-        if (c->head.p[i] >= 'A' && c->head.p[i] <= 'Z')
-            c->head.p[i] = (char)(c->head.p[i] + 32);
-    c->headers[c->nheaders - 1].name_len += len;
+    }
     return check_head(c);
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
-    if (c->nheaders == 0)
+    switch (headers_add_value(&c->headers, &c->head, at, len)) {
+    case HEADERS_NO_NAME:
         return fail_request(c, 400);
-    header_span *h = &c->headers[c->nheaders - 1];
-    if (!c->last_was_value) {
-        h->value_off = c->head.len;
-        h->value_len = 0;
-        c->last_was_value = 1;
-    }
-    if (buf_append(&c->head, at, len) < 0)
+    case HEADERS_NO_MEMORY:
         return fail_request(c, 500);
-    h->value_len += len;
+    }
     return check_head(c);
 }
 
@@ -543,8 +475,8 @@ static const header_span *find_header(conn_t *c, const char *name, int *count)
     size_t n = strlen(name);
     const header_span *found = NULL;
     *count = 0;
-    for (int i = 0; i < c->nheaders; i++) {
-        const header_span *h = &c->headers[i];
+    for (int i = 0; i < c->headers.n; i++) {
+        const header_span *h = &c->headers.spans[i];
         if (h->name_len == n && memcmp(c->head.p + h->name_off, name, n) == 0) {
             if (found == NULL)
                 found = h;
@@ -784,22 +716,7 @@ static int deliver_lua(lua_State *L)
     lua_pushinteger(L, c->remote_port);
     lua_setfield(L, -2, "remote_port");
 
-    lua_createtable(L, 0, c->nheaders);
-    for (int i = 0; i < c->nheaders; i++) {
-        const header_span *hs = &c->headers[i];
-        lua_pushlstring(L, h + hs->name_off, hs->name_len);
-        lua_pushvalue(L, -1);
-        if (lua_rawget(L, -3) == LUA_TSTRING) {
-            /* repeated header: one value, comma-separated (RFC 9110 5.3) */
-            lua_pushliteral(L, ", ");
-            lua_pushlstring(L, h + hs->value_off, hs->value_len);
-            lua_concat(L, 3);
-        } else {
-            lua_pop(L, 1);
-            lua_pushlstring(L, h + hs->value_off, hs->value_len);
-        }
-        lua_rawset(L, -3);
-    }
+    headers_push(L, &c->headers, h);
     lua_setfield(L, -2, "headers");
 
     if (c->tls_ref == LUA_NOREF) {
@@ -853,7 +770,7 @@ static int handshake(conn_t *c)
     char text[200];
     c->srv->tls_failures++;
     sacm_log(SACM_LOG_INFO, "http", "TLS handshake with %s:%d failed: %s", c->remote, c->remote_port,
-             ssl_error_text(text, sizeof text));
+             SSL_FAILURE_TEXT(text));
     flush(c); /* the alert tells the client why */
     conn_finish(c);
     return 0;
@@ -890,7 +807,7 @@ static void process(conn_t *c)
                 } else {
                     char text[200];
                     sacm_log(SACM_LOG_DEBUG, "http", "TLS read from %s:%d failed: %s", c->remote, c->remote_port,
-                             ssl_error_text(text, sizeof text));
+                             SSL_FAILURE_TEXT(text));
                     conn_close(c);
                 }
                 break;
@@ -1280,7 +1197,7 @@ static int tls_fail(lua_State *L, SSL_CTX *ctx, const char *what, const char *pa
 {
     char text[200];
     SSL_CTX_free(ctx);
-    return sacm_fail(L, "tls-config", "%s %s: %s", what, path, ssl_error_text(text, sizeof text));
+    return sacm_fail(L, "tls-config", "%s %s: %s", what, path, SSL_FAILURE_TEXT(text));
 }
 
 /* listen(opts, on_request) -> server, or nil, err.

@@ -20,6 +20,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include "sacmrun.h"
+#include "http_common.h"
 
 #define CONTEXT_MT "sacm.HttpClientContext"
 #define REQUEST_MT "sacm.HttpClientRequest"
@@ -28,15 +29,6 @@
 /* The status line and headers of a response: more is not a server we want to talk to. */
 #define MAX_HEAD (64 * 1024)
 #define MAX_HEADERS 256
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-} buffer;
-
-typedef struct {
-    size_t name_off, name_len, value_off, value_len;
-} header_span;
 
 typedef struct {
     SSL_CTX *ctx;
@@ -61,8 +53,7 @@ typedef struct request {
     /* the response: reason phrase, then header names (lowercased) and values, in `head` */
     buffer head;
     size_t reason_len;
-    header_span *headers;
-    int nheaders, headers_cap, last_was_value;
+    header_list headers;
     buffer body;
 
     const char *error;  /* a condition when the request failed, NULL otherwise */
@@ -80,42 +71,8 @@ static char read_buffer[READ_CHUNK];
 
 /* ---------------------------------------------------------------- small helpers */
 
-static int buf_append(buffer *b, const char *data, size_t len)
-{
-    if (len == 0)
-        return 0;
-    if (b->len + len > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + len)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-    return 0;
-}
-
-static void buf_free(buffer *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-}
-
-static const char *ssl_error_text(char *out, size_t size)
-{
-    unsigned long e = ERR_peek_last_error();
-    if (e == 0)
-        snprintf(out, size, "the connection ended unexpectedly");
-    else
-        ERR_error_string_n(e, out, size);
-    ERR_clear_error();
-    return out;
-}
+/* The client's OpenSSL failures: any step may see the peer go away. */
+#define SSL_FAILURE_TEXT(out) ssl_error_text(out, sizeof out, "the connection ended unexpectedly")
 
 /* Records the first failure; the pump reports it once the current step is over. */
 static int fail(request_t *r, const char *condition, const char *fmt, ...) SACM_PRINTF(3, 4);
@@ -143,7 +100,7 @@ static void on_closed(uv_handle_t *handle)
     buf_free(&r->out);
     buf_free(&r->head);
     buf_free(&r->body);
-    free(r->headers);
+    headers_free(&r->headers);
     free(r);
 }
 
@@ -173,22 +130,7 @@ static void push_response(lua_State *L, request_t *r)
     lua_setfield(L, -2, "reason");
     lua_pushfstring(L, "HTTP/%d.%d", (int)r->parser.http_major, (int)r->parser.http_minor);
     lua_setfield(L, -2, "version");
-    lua_createtable(L, 0, r->nheaders);
-    for (int i = 0; i < r->nheaders; i++) {
-        const header_span *hs = &r->headers[i];
-        lua_pushlstring(L, h + hs->name_off, hs->name_len);
-        lua_pushvalue(L, -1);
-        if (lua_rawget(L, -3) == LUA_TSTRING) {
-            /* a repeated field: one value, comma-separated (RFC 9110 5.3) */
-            lua_pushliteral(L, ", ");
-            lua_pushlstring(L, h + hs->value_off, hs->value_len);
-            lua_concat(L, 3);
-        } else {
-            lua_pop(L, 1);
-            lua_pushlstring(L, h + hs->value_off, hs->value_len);
-        }
-        lua_rawset(L, -3);
-    }
+    headers_push(L, &r->headers, h);
     lua_setfield(L, -2, "headers");
     lua_pushlstring(L, r->body.p ? r->body.p : "", r->body.len);
     lua_setfield(L, -2, "body");
@@ -279,7 +221,7 @@ static int send_request(request_t *r)
         int n = SSL_write(r->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
         if (n <= 0) {
             char text[200];
-            return fail(r, "tls-failed", "TLS write to %s failed: %s", r->peer, ssl_error_text(text, sizeof text));
+            return fail(r, "tls-failed", "TLS write to %s failed: %s", r->peer, SSL_FAILURE_TEXT(text));
         }
         data += n;
         len -= (size_t)n;
@@ -303,8 +245,7 @@ static int on_message_begin(http_parser *p)
     /* also after an interim (1xx) response: only the final one counts */
     r->head.len = 0;
     r->reason_len = 0;
-    r->nheaders = 0;
-    r->last_was_value = 0;
+    headers_clear(&r->headers);
     r->headers_done = 0;
     return 0;
 }
@@ -321,46 +262,24 @@ static int on_status(http_parser *p, const char *at, size_t len)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     request_t *r = p->data;
-    if (r->nheaders == 0 || r->last_was_value) {
-        if (r->nheaders >= MAX_HEADERS)
-            return fail(r, "bad-response", "more than %d header fields from %s", MAX_HEADERS, r->peer);
-        if (r->nheaders == r->headers_cap) {
-            int cap = r->headers_cap ? r->headers_cap * 2 : 16;
-            header_span *h = realloc(r->headers, sizeof *h * (size_t)cap);
-            if (h == NULL)
-                return fail(r, "ENOMEM", "out of memory");
-            r->headers = h;
-            r->headers_cap = cap;
-        }
-        header_span *h = &r->headers[r->nheaders++];
-        h->name_off = h->value_off = r->head.len;
-        h->name_len = h->value_len = 0;
-        r->last_was_value = 0;
-    }
-    size_t start = r->head.len;
-    if (buf_append(&r->head, at, len) < 0)
+    switch (headers_add_field(&r->headers, &r->head, at, len, MAX_HEADERS)) {
+    case HEADERS_TOO_MANY:
+        return fail(r, "bad-response", "more than %d header fields from %s", MAX_HEADERS, r->peer);
+    case HEADERS_NO_MEMORY:
         return fail(r, "ENOMEM", "out of memory");
-    for (size_t i = start; i < r->head.len; i++)
-        if (r->head.p[i] >= 'A' && r->head.p[i] <= 'Z')
-            r->head.p[i] = (char)(r->head.p[i] + 32);
-    r->headers[r->nheaders - 1].name_len += len;
+    }
     return check_head(r);
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     request_t *r = p->data;
-    if (r->nheaders == 0)
+    switch (headers_add_value(&r->headers, &r->head, at, len)) {
+    case HEADERS_NO_NAME:
         return fail(r, "bad-response", "a header value without a name from %s", r->peer);
-    header_span *h = &r->headers[r->nheaders - 1];
-    if (!r->last_was_value) {
-        h->value_off = r->head.len;
-        h->value_len = 0;
-        r->last_was_value = 1;
-    }
-    if (buf_append(&r->head, at, len) < 0)
+    case HEADERS_NO_MEMORY:
         return fail(r, "ENOMEM", "out of memory");
-    h->value_len += len;
+    }
     return check_head(r);
 }
 
@@ -454,7 +373,7 @@ static void handshake_failed(request_t *r, int rc)
     } else if (SSL_get_error(r->ssl, rc) == SSL_ERROR_SYSCALL && ERR_peek_last_error() == 0) {
         fail(r, "tls-failed", "%s closed the connection during the TLS handshake", r->peer);
     } else {
-        fail(r, "tls-failed", "TLS handshake with %s failed: %s", r->peer, ssl_error_text(text, sizeof text));
+        fail(r, "tls-failed", "TLS handshake with %s failed: %s", r->peer, SSL_FAILURE_TEXT(text));
     }
 }
 
@@ -495,7 +414,7 @@ static void pump(request_t *r)
             end_of_stream(r);
         } else {
             char text[200];
-            fail(r, "tls-failed", "TLS read from %s failed: %s", r->peer, ssl_error_text(text, sizeof text));
+            fail(r, "tls-failed", "TLS read from %s failed: %s", r->peer, SSL_FAILURE_TEXT(text));
         }
     }
     flush(r);
@@ -572,7 +491,7 @@ static int tls_config_fail(lua_State *L, SSL_CTX *ctx, const char *what, const c
 {
     char text[200];
     SSL_CTX_free(ctx);
-    return sacm_fail(L, "tls-config", "%s %s: %s", what, path, ssl_error_text(text, sizeof text));
+    return sacm_fail(L, "tls-config", "%s %s: %s", what, path, SSL_FAILURE_TEXT(text));
 }
 
 static int l_context_gc(lua_State *L)
@@ -730,7 +649,7 @@ static int l_request(lua_State *L)
         char text[200];
         request_close(r);
         return sacm_fail(L, "bad-url", "cannot use \"%s\" as a TLS server name: %s", host,
-                         ssl_error_text(text, sizeof text));
+                         SSL_FAILURE_TEXT(text));
     }
     http_parser_init(&r->parser, HTTP_RESPONSE);
     r->parser.data = r;
