@@ -697,39 +697,42 @@ static int run_stmt(lua_State *L, stmt_box *s, enum collect collect)
     return 1;
 }
 
-/* db:query(sql [, params]) -> list of rows | nil, err */
-static int l_db_query(lua_State *L)
+/* The cached statement for db:query/first/run(sql [, params]), bound to params; NULL with
+ * nil, err pushed when the SQL does not compile. */
+static stmt_box *bound_cached_stmt(lua_State *L)
 {
     check_db(L, 1);
     lua_settop(L, 3);
     stmt_box *s = cached_stmt(L, 1, 2);
+    if (s != NULL)
+        rebind(L, s, 3);
+    return s;
+}
+
+/* db:query(sql [, params]) -> list of rows | nil, err */
+static int l_db_query(lua_State *L)
+{
+    stmt_box *s = bound_cached_stmt(L);
     if (s == NULL)
         return 2;
-    rebind(L, s, 3);
     return run_stmt(L, s, COLLECT_ALL) ? 1 : 2;
 }
 
 /* db:first(sql [, params]) -> first row | nil (no row) | nil, err */
 static int l_db_first(lua_State *L)
 {
-    check_db(L, 1);
-    lua_settop(L, 3);
-    stmt_box *s = cached_stmt(L, 1, 2);
+    stmt_box *s = bound_cached_stmt(L);
     if (s == NULL)
         return 2;
-    rebind(L, s, 3);
     return run_stmt(L, s, COLLECT_FIRST) ? 1 : 2;
 }
 
 /* db:run(sql [, params]) -> changes, last_insert_rowid | nil, err */
 static int l_db_run(lua_State *L)
 {
-    check_db(L, 1);
-    lua_settop(L, 3);
-    stmt_box *s = cached_stmt(L, 1, 2);
+    stmt_box *s = bound_cached_stmt(L);
     if (s == NULL)
         return 2;
-    rebind(L, s, 3);
     if (!run_stmt(L, s, COLLECT_NONE))
         return 2;
     db_state *d = check_db(L, 1);
