@@ -10,6 +10,7 @@
 -- answer (XEP-0115 5.4): a peer that lies about its ver cannot put a wrong feature list under that
 -- ver for anyone else. State is per connection.
 local xml = require "sacm.xml"
+local handlers = require "sacm._handlers"
 local st = require "sacm.stanza"
 local errors = require "sacm.error"
 local crypto = require "sacm.crypto"
@@ -647,13 +648,7 @@ end
 -- verified yet (info == nil).
 function Cache:on_update(fn)
   if type(fn) ~= "function" then error("on_update expects a function", 2) end
-  local h = { fn = fn }
-  local list = self.watchers
-  list[#list + 1] = h
-  function h.remove()
-    for i = #list, 1, -1 do if list[i] == h then table.remove(list, i) end end
-  end
-  return h
+  return handlers.add(self.watchers, { fn = fn })
 end
 
 --- cache:wait(pred [, timeout]) -> pred's first truthy value, or nil, err (timeout). pred(cache)

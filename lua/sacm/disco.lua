@@ -12,6 +12,7 @@
 -- State lives per connection (a table keyed weakly by the connection): two connections in one
 -- process never share a provider.
 local xml = require "sacm.xml"
+local handlers = require "sacm._handlers"
 local st = require "sacm.stanza"
 local errors = require "sacm.error"
 local log = require("sacm.log").new("disco")
@@ -410,13 +411,7 @@ end
 -- changes do not count (they do not change an XEP-0115 ver).
 function Provider:on_change(fn)
   if type(fn) ~= "function" then error("on_change expects a function", 2) end
-  local h = { fn = fn }
-  local list = self.watchers
-  list[#list + 1] = h
-  function h.remove()
-    for i = #list, 1, -1 do if list[i] == h then table.remove(list, i) end end
-  end
-  return h
+  return handlers.add(self.watchers, { fn = fn })
 end
 
 --- provider:info() -> the entity's own info {identities, features, forms} (copies).

@@ -7,6 +7,7 @@
 -- TLS is required and verified (CA file or the system store; the name checked is the JID's
 -- domain). Skipping verification takes `insecure = true` and is logged as a warning.
 local core = require "sacm._xmpp"
+local handlers = require "sacm._handlers"
 local dns = require "sacm._dns"
 local task = require "sacm.task"
 local sync = require "sacm.sync"
@@ -70,12 +71,7 @@ function Connection:on(kind, filter, fn)
   if type(fn) ~= "function" then error("handler must be a function", 2) end
   local list = self.handlers[kind]
   if not list then error("unknown handler kind '" .. tostring(kind) .. "'", 2) end
-  local h = { filter = filter or {}, fn = fn }
-  list[#list + 1] = h
-  function h.remove()
-    for i = #list, 1, -1 do if list[i] == h then table.remove(list, i) end end
-  end
-  return h
+  return handlers.add(list, { filter = filter or {}, fn = fn })
 end
 
 -- conn:_on_direct(kind, filter, fn): for library modules (sacm.pubsub), a message or presence
