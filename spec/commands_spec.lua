@@ -19,13 +19,7 @@ local function app_condition(err)
   end
 end
 
-local function wait_until(pred, timeout)
-  local deadline = os.time() + (timeout or 5)
-  while not pred() do
-    if os.time() > deadline then error("condition not met in time", 2) end
-    task.sleep(0.01)
-  end
-end
+local wait_until = require("support.wait").until_true
 
 describe("sacm.commands provider API", function()
   -- a stand-in connection: enough for registering, not for talking
@@ -310,7 +304,7 @@ describe("sacm.commands", function()
       assert.equal("canceled", s.status)
       assert.is_true(s:done())
       assert.equal(0, #provider:sessions())
-      wait_until(function() return server_side.task:done() end)
+      wait_until(function() return server_side.task:done() end, 5)
       assert.equal("cancelled", server_side.task.status)
       -- the old session id is unknown now
       s.status = "executing"
@@ -461,7 +455,7 @@ describe("sacm.commands", function()
           end)
         end)
       end
-      wait_until(function() return #provider:sessions() >= 5 end)
+      wait_until(function() return #provider:sessions() >= 5 end, 5)
       local results = task.all(jobs, 20)
       local ids = {}
       for i, r in ipairs(results) do

@@ -19,15 +19,7 @@ local orchestrator = require "sacm.roles.orchestrator"
 
 local ROLES = { "orchestrator", "collector", "collector2", "evaluator", "repository" }
 
-local function wait_until(pred, timeout, what)
-  local deadline = time.monotonic() + (timeout or 10)
-  while true do
-    local v = pred()
-    if v then return v end
-    if time.monotonic() > deadline then error((what or "condition") .. " not met in time", 2) end
-    task.sleep(0.02)
-  end
-end
+local wait_until = require("support.wait").until_true
 
 -- A policy file whose one rule passes when the os posture has a hostname; `tag` goes into the
 -- evidence so a test sees which version answered.

@@ -97,15 +97,7 @@ local function link(el, rel)
   end
 end
 
-local function wait_until(pred, timeout, what)
-  local deadline = time.monotonic() + (timeout or 10)
-  while true do
-    local v = pred()
-    if v then return v end
-    if time.monotonic() > deadline then error((what or "condition") .. " not met in time", 2) end
-    task.sleep(0.02)
-  end
-end
+local wait_until = require("support.wait").until_true
 
 describe("sacm.rolie", function()
   lazy_setup(function()
