@@ -119,50 +119,11 @@ done
 bytes=$(wc -c <"$tmp/www/feed.xml")
 entries=$(grep -o '<entry>' "$tmp/www/feed.xml" | wc -l)
 
-measure() { # who port seconds
-    res=$(wrk -t1 -c"$conns" -d"$3"s -H "$auth" "https://127.0.0.1:$2$page" 2>&1) || { echo "$res" >&2; return 1; }
-    rps=$(echo "$res" | awk '/^Requests\/sec:/ { print $2 }')
-    lat=$(echo "$res" | awk '$1 == "Latency" { print $2 }')
-    errs=$(echo "$res" | awk '/Non-2xx|Socket errors/ { e = e $0 "; " } END { print e }')
-    [ -n "$rps" ] || { echo "rolie.sh: wrk printed no rate for $1:" >&2; echo "$res" >&2; return 1; }
-    if [ -n "$errs" ]; then echo "rolie.sh: $1: $errs" >&2; return 1; fi
-    echo "$1 $rps $lat"
-}
-
-load_before=$(cut -d " " -f 1-3 /proc/loadavg 2>/dev/null || echo unknown)
 echo "rolie: a $bytes-byte page of $entries entries, $rounds rounds of ${duration}s per server, wrk -t1 -c$conns"
-measure sacmrun "$sacm_port" 1 >/dev/null
-measure nginx "$nginx_port" 1 >/dev/null
-raw=$out/rolie.raw
-: >"$raw"
-r=1
-while [ "$r" -le "$rounds" ]; do
-    if [ $((r % 2)) -eq 1 ]; then
-        measure sacmrun "$sacm_port" "$duration" >>"$raw"
-        measure nginx "$nginx_port" "$duration" >>"$raw"
-    else
-        measure nginx "$nginx_port" "$duration" >>"$raw"
-        measure sacmrun "$sacm_port" "$duration" >>"$raw"
-    fi
-    printf '  round %d/%d done\n' "$r" "$rounds"
-    r=$((r + 1))
-done
-load_after=$(cut -d " " -f 1-3 /proc/loadavg 2>/dev/null || echo unknown)
-
-hwm() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
-sacm_rss=$(hwm "$sacm_pid")
-worker=$(cat "/proc/$nginx_pid/task/$nginx_pid/children" 2>/dev/null | awk '{ print $1 }')
-nginx_rss=$( [ -n "$worker" ] && hwm "$worker" || echo "?")
-median() {
-    awk -v w="$1" '$1 == w { print $2 }' "$raw" | sort -n |
-        awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-s_rps=$(median sacmrun)
-n_rps=$(median nginx)
-s_all=$(awk '$1 == "sacmrun" { printf "%s%.0f", s, $2; s = " " }' "$raw")
-n_all=$(awk '$1 == "nginx" { printf "%s%.0f", s, $2; s = " " }' "$raw")
-ratio=$(awk -v s="$s_rps" -v n="$n_rps" 'BEGIN { printf "%.2f", n / s }')
-round_ratios=$(awk '{ v[$1] = $2 } NR % 2 == 0 { printf "%s%.2f", sep, v["nginx"] / v["sacmrun"]; sep = " " }' "$raw")
+bench=rolie path=$page raw=$out/rolie.raw wrk_header=$auth
+. bench/lib/wrk_pair.sh
+run_rounds
+summarize
 version=$(./sacmrun -v 2>/dev/null || echo "sacmrun (version unknown)")
 nginx_version=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
 
