@@ -14,6 +14,7 @@ local crypto = require "sacm.crypto"
 local errors = require "sacm.error"
 local sandbox = require "sacm.sandbox"
 local helpers = require "sacm.policy_helpers"
+local proto = require "sacm.grid.protocol"
 local hrtime = require("sacm._loop").hrtime
 local log = require("sacm.log").new("policy")
 
@@ -22,11 +23,9 @@ local M = {}
 local type, ipairs, pairs, next, rawget, rawlen = type, ipairs, pairs, next, rawget, rawlen
 local concat, sort = table.concat, table.sort
 
-M.RESULTS = { "pass", "fail", "error", "notapplicable", "notchecked" }
-M.SEVERITIES = { "high", "medium", "low", "info" }
-local RESULT_SET, SEVERITY_SET = {}, {}
-for _, v in ipairs(M.RESULTS) do RESULT_SET[v] = true end
-for _, v in ipairs(M.SEVERITIES) do SEVERITY_SET[v] = true end
+-- XCCDF's result values and the severities: the grid protocol's, so a result always travels
+M.RESULTS, M.SEVERITIES = proto.RESULTS, proto.SEVERITIES
+local RESULT_SET, SEVERITY_SET = proto.RESULT_SET, proto.SEVERITY_SET
 
 -- Bounds on what a check hands back, so one rule cannot flood a result stream.
 M.MAX_EVIDENCE_ITEMS = 50

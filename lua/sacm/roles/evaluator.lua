@@ -14,6 +14,7 @@ local policy = require "sacm.policy"
 local member = require "sacm.grid.member"
 local proto = require "sacm.grid.protocol"
 local payload = require "sacm.grid.payload"
+local report = require "sacm.report"
 local task = require "sacm.task"
 local time = require "sacm.time"
 local crypto = require "sacm.crypto"
@@ -86,15 +87,12 @@ function Evaluator:evaluate(endpoint, correlation, policy_ids)
   local posture, ids = view(merged)
   local results = self.engine:evaluate(posture, { endpoint = endpoint, hostname = self.hostnames[endpoint] },
     { policies = policy_ids })
-  local totals = { total = 0 }
-  for _, r in ipairs(proto.RESULTS) do totals[r] = 0 end
+  local totals = report.totals(results)
   local jobs = {}
   for _, r in ipairs(results) do
     r.id = crypto.uuid()
     r.endpoint, r.hostname, r.correlation = endpoint, self.hostnames[endpoint], correlation
     r.evaluator, r.evaluated, r.posture_ids = self.member.conn.jid, time.now(), ids
-    totals[r.result] = totals[r.result] + 1
-    totals.total = totals.total + 1
     jobs[#jobs + 1] = task.spawn({ name = "publish result" }, function()
       local ok, err = self.member:publish("results", r.id, payload.result(r))
       if not ok then log.error("result %s of %s not published: %s", r.rule_id, endpoint, tostring(err)) end
@@ -181,8 +179,7 @@ local function add_commands(self, allowed)
       end
       if #endpoints == 0 then return nil, errors.new("item-not-found", "no posture to evaluate") end
       local policies = values.policies and #values.policies > 0 and values.policies or nil
-      local totals = { total = 0 }
-      for _, r in ipairs(proto.RESULTS) do totals[r] = 0 end
+      local totals = report.totals({})
       local failed = {}
       for _, e in ipairs(endpoints) do
         local t, err = self:evaluate(e, correlation, policies)
@@ -237,8 +234,9 @@ function M.start(opts)
   local mopts = {}
   for k, v in pairs(opts) do mopts[k] = v end
   mopts.role = "evaluator"
-  mopts.info = { policies = policy_ids(self) }
-  mopts.features = { policies = { prefix = proto.feature_policy, names = policy_ids(self) } }
+  local ids = policy_ids(self)
+  mopts.info = { policies = ids }
+  mopts.features = { policies = { prefix = proto.feature_policy, names = ids } }
   local err
   self.member, err = member.join(mopts)
   if not self.member then return nil, err end
