@@ -511,7 +511,8 @@ local function lookup(self, key)
         end
       else
         self.stats.failed = self.stats.failed + 1
-        log.info("caps lookup of %s (ver %s) failed: %s", jid, e.ver, tostring(qerr))
+        log.warn("caps lookup of %s (ver %s) failed, next try in %g s: %s", jid, e.ver, self.retry_after,
+          tostring(qerr))
         self.holdoff[holdoff_key(jid, key)] = time.monotonic() + self.retry_after
       end
     end

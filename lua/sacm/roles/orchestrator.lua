@@ -27,6 +27,7 @@ local M = {}
 local log = require("sacm.log").new("orchestrator")
 
 M.COMMAND_TIMEOUT = 30
+M.CAPS_RETRY = 3 -- seconds before a failed caps lookup of a component is tried again
 
 local Orchestrator = {}
 Orchestrator.__index = Orchestrator
@@ -272,7 +273,9 @@ function M.start(opts)
   local m, err = member.join(mopts)
   if not m then return nil, err end
   local self = setmetatable({ member = m, conn = m.conn, watches = {}, status_handlers = {} }, Orchestrator)
-  self.cache = caps.cache(m.conn)
+  -- grid members are few and known: a failed caps lookup is retried soon, well inside the time
+  -- a discover() waits, rather than after the cache's default 30 s
+  self.cache = caps.cache(m.conn, { retry_after = M.CAPS_RETRY })
   for _, kind in ipairs { "posture", "results", "status" } do
     local ok, serr = m:subscribe(kind, function(item) deliver(self, kind, item) end)
     if not ok then
