@@ -167,6 +167,7 @@ end
 -- to keep mutual presence with), accept (more JIDs/domains whose presence subscriptions are
 -- approved; default our domain), node_config (for nodes we create), info (XEP-0128 fields),
 -- features ({key = {prefix = fn, names = {...}}}: as set_features, before the first presence),
+-- caps_cache (options of a caps.cache that learns others' caps from the first presence on),
 -- heartbeat (seconds; false disables).
 function M.join(opts)
   assert(type(opts) == "table" and proto.FEATURE[opts.role], "member.join needs a grid role")
@@ -184,6 +185,8 @@ function M.join(opts)
   self.pubsub = pubsub.service(conn, opts.pubsub or ("pubsub." .. domain))
   self.commands = commands.provider(conn)
   self.info_fields = opts.info
+  -- before our first presence: the presence (and caps) of peers answering it must not be missed
+  if opts.caps_cache then self.caps_cache = caps.cache(conn, opts.caps_cache) end
   handle_subscriptions(self)
   describe(self)
   -- the role's own features before the first presence, so the first caps are the right ones
@@ -196,6 +199,7 @@ function M.join(opts)
   local ok
   ok, err = ensure_nodes(self)
   if not ok then
+    if self.caps_cache then self.caps_cache:close() end
     conn:close()
     return nil, errors.new(err.condition or "internal-server-error",
       "cannot prepare the grid's pubsub nodes: " .. tostring(err))
@@ -220,6 +224,7 @@ function Member:close()
   if self.conn.state == "connected" then self:status("offline") end
   for _, h in ipairs(self.handlers) do h.remove() end
   self.caps:stop()
+  if self.caps_cache then self.caps_cache:close() end
   self.commands:close()
   self.conn:close()
 end

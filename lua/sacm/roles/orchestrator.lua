@@ -15,7 +15,6 @@ local member = require "sacm.grid.member"
 local proto = require "sacm.grid.protocol"
 local payload = require "sacm.grid.payload"
 local commands = require "sacm.commands"
-local caps = require "sacm.caps"
 local jidlib = require "sacm.jid"
 local sync = require "sacm.sync"
 local task = require "sacm.task"
@@ -270,12 +269,13 @@ function M.start(opts)
   local mopts = {}
   for k, v in pairs(opts) do mopts[k] = v end
   mopts.role = "orchestrator"
+  -- grid members are few and known: a failed caps lookup is retried soon, well inside the time
+  -- a discover() waits, rather than after the cache's default 30 s
+  mopts.caps_cache = { retry_after = M.CAPS_RETRY }
   local m, err = member.join(mopts)
   if not m then return nil, err end
   local self = setmetatable({ member = m, conn = m.conn, watches = {}, status_handlers = {} }, Orchestrator)
-  -- grid members are few and known: a failed caps lookup is retried soon, well inside the time
-  -- a discover() waits, rather than after the cache's default 30 s
-  self.cache = caps.cache(m.conn, { retry_after = M.CAPS_RETRY })
+  self.cache = m.caps_cache
   for _, kind in ipairs { "posture", "results", "status" } do
     local ok, serr = m:subscribe(kind, function(item) deliver(self, kind, item) end)
     if not ok then
@@ -288,7 +288,6 @@ function M.start(opts)
 end
 
 function Orchestrator:close()
-  self.cache:close()
   self.member:close()
 end
 Orchestrator.__close = Orchestrator.close
