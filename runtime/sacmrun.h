@@ -90,6 +90,7 @@ typedef struct sacm_handle {
     } uv;
     int self_ref; /* LUA_NOREF unless active: an active handle keeps its userdata alive */
     int cb_ref;   /* the Lua callback */
+    uint64_t not_before_ns; /* one-shot timers: uv_hrtime() before which they must not fire */
 } sacm_handle;
 
 /* Pushes a new userdata of type tname pointing at a zeroed sacm_handle (not yet uv-initialised). */

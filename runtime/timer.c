@@ -3,10 +3,23 @@
 #include "sacmrun.h"
 
 #define TIMER_MT "sacm.Timer"
+#define MAX_EXACT_MS (366ULL * 24 * 3600 * 1000)
 
 static void on_timer(uv_timer_t *timer)
 {
     sacm_handle *h = timer->data;
+    /* libuv measures timeouts on its millisecond loop clock, which lags the monotonic clock by up
+     * to a millisecond or more (it is truncated, and may be the coarse clock): a one-shot timer
+     * can come due early by that much. Wait out the rest rather than fire early. */
+    if (h->not_before_ns) {
+        uint64_t now = uv_hrtime();
+        if (now < h->not_before_ns) {
+            uv_update_time(sacm_loop());
+            uv_timer_start(timer, on_timer, (h->not_before_ns - now + 999999) / 1000000, 0);
+            return;
+        }
+        h->not_before_ns = 0;
+    }
     lua_State *L = sacm_main_state();
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->cb_ref);
     /* A one-shot timer is done: let its userdata be collected once Lua drops it. The pushed
@@ -43,6 +56,8 @@ static int l_start(lua_State *L)
     /* Lua may have run for a long time since the loop cached its clock: without this a timer
      * would be measured from that stale time and fire early. */
     uv_update_time(sacm_loop());
+    /* (timeouts beyond a year stand for "never": no deadline, and no overflow in nanoseconds) */
+    h->not_before_ns = (repeat == 0 && timeout > 0 && timeout < MAX_EXACT_MS) ? uv_hrtime() + timeout * 1000000 : 0;
     int rc = uv_timer_start(&h->uv.timer, on_timer, timeout, repeat);
     if (rc < 0)
         return luaL_error(L, "uv_timer_start: %s", uv_strerror(rc));
