@@ -16,6 +16,7 @@ local log = require("sacm.log").new("demo")
 local root = (arg[0]:match("^(.*)/examples/[^/]+$") or ".")
 package.path = root .. "/spec/?.lua;" .. package.path
 local prosody = require "support.prosody"
+local certs = require "support.certs"
 
 -- This interpreter: lua.c convention, the lowest negative index of arg.
 local function interpreter()
@@ -35,9 +36,14 @@ for _, role in ipairs({ "orchestrator", "repository", "evaluator", "collector" }
   users[role] = accounts[role]
 end
 
--- The grid's service accounts administer the pubsub service (docs/protocol.md, "Node layout").
-local server = prosody.start({ users = users, admins = { "orchestrator", "repository", "evaluator", "collector" } })
+-- Only the repository's account may create pubsub nodes: the repository provisions the grid and
+-- admits the other roles (docs/protocol.md, section 4).
+local server = prosody.start({ users = users, admins = { "repository" } })
 local dir = server.dir
+-- the repository's HTTPS server (uploads, and the references evaluators fetch) has a
+-- certificate from the same CA as the XMPP server's
+local https = certs.server(server._ca, dir .. "/certs/repository-https", { cn = "localhost", dns = { "localhost" },
+  ips = { "127.0.0.1" } })
 io.stderr:write(("demo: private Prosody on %s:%d, files in %s\n"):format(server.host, server.port, dir))
 local processes = {}
 
@@ -63,11 +69,13 @@ local grid = {
   domain = server.domain, host = server.host, port = server.port, cafile = server.ca_file,
   orchestrators = { "orchestrator@" .. server.domain },
   collector = { jid = "collector@" .. server.domain .. "/demo", password = accounts.collector,
+    spool = dir .. "/collector-spool.db",
     options = { files = { paths = { "/etc/passwd", "/etc/shadow", "/etc/ssh", "/tmp", "/usr/local/bin" } } } },
   evaluator = { jid = "evaluator@" .. server.domain .. "/demo", password = accounts.evaluator,
-    policies = root .. "/policies" },
+    policies = root .. "/policies", spool = dir .. "/evaluator-spool.db" },
   repository = { jid = "repository@" .. server.domain .. "/demo", password = accounts.repository,
-    database = dir .. "/grid.db" },
+    database = dir .. "/grid.db",
+    upload = { listen = { host = "127.0.0.1", port = 0, cert = https.cert, key = https.key } } },
   orchestrator = { jid = "orchestrator@" .. server.domain .. "/demo", password = accounts.orchestrator },
 }
 

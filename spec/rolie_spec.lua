@@ -98,6 +98,7 @@ local function link(el, rel)
 end
 
 local wait_until = require("support.wait").until_true
+local grid = require "support.grid"
 
 describe("sacm.rolie", function()
   lazy_setup(function()
@@ -488,7 +489,7 @@ print(d["id"], d["rule_id"], d["result"], d["evaluated"], d["evidence"][0])
       assert.equal("urn:uuid:" .. result_ids[1], ids[#ids])
       local feed = assert(c:feed(results.href))
       local e = feed.entries[1]
-      assert.equal("urn:sacmrun:result:0", e.format.ns)
+      assert.equal("urn:sacmrun:result:1", e.format.ns)
       local body, ctype = assert(c:content(e))
       assert.equal("application/xml", ctype)
       assert.equal("result", assert(xml.parse(body)).name)
@@ -528,24 +529,20 @@ print(d["id"], d["rule_id"], d["result"], d["evaluated"], d["evidence"][0])
 
     it("gets a POSTed policy to a running evaluator", function()
       server = prosody.start({ users = { evaluator = "pw", repository = "pw", orchestrator = "pw" },
-        admins = { "evaluator", "repository", "orchestrator" } })
+        admins = { "repository" } })
       gdir = dir .. "/grid"
       assert(fs.mkdir(gdir))
       assert(fs.mkdir(gdir .. "/policies"))
       assert(fs.write(gdir .. "/policies/baseline.lua", policy_text("baseline")))
-      local function opts(role, extra)
-        local o = { jid = server:jid(role) .. "/spec", password = "pw", host = server.host, port = server.port,
-          cafile = server.ca_file, peers = { server:jid("orchestrator") }, heartbeat = false }
-        for k, v in pairs(extra) do o[k] = v end
-        return o
-      end
-      eval = assert(evaluator.start(opts("evaluator", { policies = gdir .. "/policies" })))
-      grid_repo = assert(repository.start(opts("repository", { database = gdir .. "/grid.db", rolie = {
+      local g = grid.new(server, gdir)
+      -- the repository first: it makes the grid's nodes and admits the evaluator
+      grid_repo = assert(repository.start(g:options("repository", { database = gdir .. "/grid.db", rolie = {
         policies_dir = gdir .. "/policies",
         listen = { host = "127.0.0.1", port = 0, cert = server_pair.cert, key = server_pair.key },
         users = { admin = rolie.hash_password("admin-pw", { iterations = 1000 }) },
         access = { public = { read = { "*" } }, ["public/policies"] = { write = { "user:admin" } } },
       } })))
+      eval = assert(evaluator.start(g:options("evaluator", { policies = gdir .. "/policies" })))
       local admin = rclient.new({ url = grid_repo.rolie.base_url, cafile = ca.cert, user = "admin", password = "admin-pw" })
       local col = assert(admin:collections({ writable = true }))[1]
       assert(admin:post(col.href, policy_text("grid-posted"), "application/x-lua"))

@@ -74,8 +74,8 @@ local function has_rpm_db()
   return false
 end
 
-function M.applicable()
-  if fs.exists(DPKG_STATUS) or has_rpm_db() then return true end
+function M.applicable(opts)
+  if fs.exists(opts and opts.dpkg_status or DPKG_STATUS) or has_rpm_db() then return true end
   return false, "no dpkg status file and no rpm database on this host"
 end
 
@@ -87,11 +87,13 @@ local function summary(items, manager)
   return { attributes = { manager = manager, count = #items, installed = installed }, items = items }
 end
 
---- collect() -> {attributes = {manager, count, installed}, items = {...}}. count is the number of
--- items; installed the number whose status is "installed".
-function M.collect()
-  if fs.exists(DPKG_STATUS) then
-    local s, err = fs.read(DPKG_STATUS)
+--- collect([opts]) -> {attributes = {manager, count, installed}, items = {...}}. count is the number
+-- of items; installed the number whose status is "installed". opts.dpkg_status: another dpkg
+-- status file (a mounted image's, or a fixture), read instead of /var/lib/dpkg/status.
+function M.collect(opts)
+  local status_file = opts and opts.dpkg_status or DPKG_STATUS
+  if fs.exists(status_file) then
+    local s, err = fs.read(status_file)
     if not s then return nil, err end
     return summary(M.parse_dpkg_status(s), "dpkg")
   end

@@ -10,7 +10,9 @@
 --     collector = { jid = "collector@grid.example/web1", password = "...", interval = 3600,
 --                   options = { files = { paths = { "/etc", "/usr/local/bin" } } } },
 --     evaluator = { jid = "evaluator@grid.example/e1", password = "...", policies = "policies" },
---     repository = { jid = "repository@grid.example/r1", password = "...", database = "grid.db" },
+--     repository = { jid = "repository@grid.example/r1", password = "...", database = "grid.db",
+--                    upload = { listen = { host = "0.0.0.0", port = 8443, cert = "/etc/sacm/repository.crt",
+--                                          key = "/etc/sacm/repository.key" } } },
 --     orchestrator = { jid = "orchestrator@grid.example/main", password = "..." },
 --   }
 --
@@ -24,7 +26,7 @@ local M = {}
 local log = require("sacm.log").new("grid")
 
 local SHARED = { "host", "port", "cafile", "capath", "insecure", "pubsub", "timeout", "connect_timeout",
-  "max_backoff", "disable_sm", "direct_tls" }
+  "max_backoff", "disable_sm", "direct_tls", "http_cafile" }
 
 --- config.load(path) -> config | nil, err
 function M.load(path)
@@ -46,7 +48,8 @@ function M.load(path)
 end
 
 --- config.role_options(config, role) -> the options of <role>.start: the shared connection settings,
--- the role's own section, and peers (the orchestrators, for components).
+-- the role's own section, peers (the orchestrators, for components) and repository (the bare JID
+-- of the repository section's account, for the roles that register with it).
 function M.role_options(cfg, role)
   assert(proto.FEATURE[role], "unknown role")
   local section = cfg[role]
@@ -55,6 +58,10 @@ function M.role_options(cfg, role)
   for _, k in ipairs(SHARED) do opts[k] = cfg[k] end
   for k, v in pairs(section) do opts[k] = v end
   if role ~= "orchestrator" and opts.peers == nil then opts.peers = cfg.orchestrators end
+  if role ~= "repository" and opts.repository == nil and type(cfg.repository) == "table"
+    and type(cfg.repository.jid) == "string" then
+    opts.repository = cfg.repository.jid:match("^[^/]+")
+  end
   return opts
 end
 

@@ -1,9 +1,11 @@
 --- sacm.grid.member: what every grid role does to take part in the grid.
 --
 -- Connects, describes the role in service discovery (identity, features, an XEP-0128 info form),
--- advertises entity caps, keeps mutual presence subscriptions with its peers (so orchestrators see
--- components come and go, and their caps, without asking each one), makes sure the grid's pubsub
--- nodes exist, and publishes status notifications (online, heartbeat, ...).
+-- advertises entity caps, keeps mutual presence subscriptions with its peers and with the grid's
+-- repository (so orchestrators see components come and go, and their caps, without asking each
+-- one, and the repository admits each component to the nodes its role needs), and publishes
+-- status notifications (online, heartbeat, ...). The repository owns the grid's pubsub nodes: it
+-- creates them (join with owner = true) and affiliates the others.
 --
 --   local member = require "sacm.grid.member"
 --   local m = assert(member.join{ role = "collector", jid = ..., password = ..., cafile = ...,
@@ -22,17 +24,26 @@ local errors = require "sacm.error"
 local proto = require "sacm.grid.protocol"
 local payload = require "sacm.grid.payload"
 
+local task = require "sacm.task"
+
 local M = {}
 M.log = require("sacm.log").new("grid")
 
 M.HEARTBEAT = 60 -- seconds between heartbeat status notifications
+M.ADMISSION_TIMEOUT = 30 -- seconds a member waits for the repository to admit it to a node
+
+-- Conditions a pubsub service answers with while the repository has not (yet) created a node or
+-- affiliated us: worth waiting for, within the admission timeout.
+local NOT_YET = { ["forbidden"] = true, ["not-authorized"] = true, ["item-not-found"] = true,
+  ["not-allowed"] = true, ["closed-node"] = true, ["not-subscribed"] = true, ["presence-subscription-required"] = true }
 
 local Member = {}
 Member.__index = Member
 
 -- Connection options taken from the join options as they are.
 local CONNECT_KEYS = { "jid", "password", "client_cert", "client_key", "host", "port", "resource", "cafile",
-  "capath", "insecure", "timeout", "connect_timeout", "reconnect", "max_backoff", "disable_sm", "direct_tls" }
+  "capath", "insecure", "timeout", "connect_timeout", "reconnect", "max_backoff", "disable_sm", "direct_tls",
+  "ping_interval", "ping_timeout" }
 
 -- A JID is allowed when it matches a full JID, bare JID or domain of the list.
 local function matches(list, from)
@@ -72,6 +83,46 @@ local function handle_subscriptions(self)
   end)
 end
 
+-- Where the repository is online: its full JID from its presence (the resource may change when
+-- it restarts), unless the configuration fixed one.
+local function track_repository(self, jid)
+  local bare = jidlib.bare(jid)
+  self.repository = { bare = bare, fixed = jid ~= bare and jid or nil, online = {} }
+  self.handlers[#self.handlers + 1] = self.conn:on("presence", function(s)
+    local from = s.attr.from
+    if not from or jidlib.bare(from) ~= bare or from == bare then return end
+    if s.attr.type == "unavailable" then
+      self.repository.online[from] = nil
+    elseif s.attr.type == nil then
+      local was = self.repository.online[from]
+      self.repository.online[from] = true
+      if not was then
+        for _, fn in ipairs(self.repository_watchers) do task.spawn({ name = "repository online" }, fn, from) end
+      end
+    end
+  end)
+end
+
+--- m:repository_jid() -> the full JID of the grid's repository | nil, err (not online, or none
+-- configured).
+function Member:repository_jid()
+  local r = self.repository
+  if not r then return nil, errors.new("item-not-found", "no repository is configured (the `repository` option)") end
+  if r.fixed then return r.fixed end
+  local jids = {}
+  for j in pairs(r.online) do jids[#jids + 1] = j end
+  if #jids == 0 then
+    return nil, errors.new("recipient-unavailable", ("the repository %s is not online"):format(r.bare))
+  end
+  table.sort(jids)
+  return jids[1]
+end
+
+--- m:on_repository(fn): fn(full_jid) runs as a task each time the repository comes online.
+function Member:on_repository(fn)
+  self.repository_watchers[#self.repository_watchers + 1] = fn
+end
+
 local function describe(self)
   local id = proto.identity(self.role)
   self.disco:add_identity(id.category, id.type, id.name)
@@ -104,7 +155,8 @@ function Member:set_features(key, prefix_fn, names)
   self.feature_sets[key] = new
 end
 
--- Creates the grid's nodes when missing; an existing node is left as its owner configured it.
+-- The owner (the repository) creates the grid's nodes when missing and brings existing ones to
+-- the configuration the grid relies on (a node made by an older version kept its items).
 local function ensure_nodes(self)
   local existing = {}
   local nodes, err = self.pubsub:nodes()
@@ -115,27 +167,51 @@ local function ensure_nodes(self)
       local ok, cerr = self.pubsub:create(node, self.node_config)
       if ok then
         M.log.info("%s: created pubsub node %s", self.role, node)
-      elseif cerr.condition ~= "conflict" then -- another member created it meanwhile: fine
-        return nil, cerr
+      elseif cerr.condition ~= "conflict" then -- created meanwhile (another repository process): fine
+        return nil, errors.new(cerr.condition or "internal-server-error", ("cannot create pubsub node %s on %s: %s "
+          .. "(the repository's account must be allowed to create nodes: see docs/deploy.md)"):format(node,
+          self.pubsub.jid, tostring(cerr)))
       end
+    else
+      local ok, cerr = self.pubsub:configure(node, self.node_config)
+      if not ok then M.log.warn("%s: could not configure pubsub node %s: %s", self.role, node, tostring(cerr)) end
     end
   end
   return true
 end
 
+local function subscribe_once(self, node, bare)
+  local subs = self.pubsub:subscriptions(node) or {}
+  for _, s in ipairs(subs) do
+    if jidlib.bare(s.jid) == bare and s.state == "subscribed" then return true end
+  end
+  return self.pubsub:subscribe(node, nil, bare)
+end
+
 --- m:subscribe(node_key, fn) -> handler: subscribes our bare JID to a grid node (once: an existing
--- subscription is reused) and calls fn(item, event) for each published item.
+-- subscription is reused) and calls fn(item, event) for each published item. Until the
+-- repository has made the node and admitted us it is retried, for up to admission_timeout seconds.
 function Member:subscribe(key, fn)
   local node = assert(proto.NODE[key], "unknown grid node")
   local bare = jidlib.bare(self.conn.jid)
-  local subs = self.pubsub:subscriptions(node) or {}
-  local have = false
-  for _, s in ipairs(subs) do
-    if jidlib.bare(s.jid) == bare and s.state == "subscribed" then have = true end
-  end
-  if not have then
-    local ok, err = self.pubsub:subscribe(node, nil, bare)
-    if not ok then return nil, err end
+  local deadline, pause = time.monotonic() + self.admission_timeout, 0.05
+  local waited = false
+  while true do
+    local ok, err = subscribe_once(self, node, bare)
+    if ok then
+      if waited then M.log.info("%s: admitted to %s", self.role, node) end
+      break
+    end
+    if not NOT_YET[err.condition] or time.monotonic() + pause > deadline then
+      return nil, errors.new(err.condition or "forbidden", ("%s cannot subscribe to %s on %s: %s (the grid's repository "
+        .. "creates the nodes and admits each component by its role: is it running, and does it accept %s?)"):format(
+        bare, node, self.pubsub.jid, tostring(err.text or err), bare))
+    end
+    if not waited then M.log.info("%s: waiting for the repository to admit %s to %s (%s)", self.role, bare, node,
+      tostring(err.condition)) end
+    waited = true
+    task.sleep(pause)
+    pause = math.min(pause * 2, 2)
   end
   local h = self.pubsub:on_event(node, function(ev)
     if ev.type == "items" then
@@ -168,7 +244,10 @@ end
 -- approved; default our domain), node_config (for nodes we create), info (XEP-0128 fields),
 -- features ({key = {prefix = fn, names = {...}}}: as set_features, before the first presence),
 -- caps_cache (options of a caps.cache that learns others' caps from the first presence on),
--- heartbeat (seconds; false disables).
+-- heartbeat (seconds; false disables), repository (the JID of the grid's repository: bare, or full
+-- to fix the resource; we register with it by presence, and track where it is online), owner
+-- (true for the repository: create and configure the grid's nodes), admission_timeout (seconds,
+-- default M.ADMISSION_TIMEOUT).
 function M.join(opts)
   assert(type(opts) == "table" and proto.FEATURE[opts.role], "member.join needs a grid role")
   local copts = {}
@@ -180,6 +259,8 @@ function M.join(opts)
     role = opts.role, conn = conn, handlers = {}, asked = {}, started = time.now(),
     peers = opts.peers or {}, accept = opts.accept or { domain },
     node_config = opts.node_config or proto.NODE_CONFIG,
+    admission_timeout = opts.admission_timeout or M.ADMISSION_TIMEOUT,
+    repository_watchers = {},
   }, Member)
   self.disco = disco.provider(conn)
   self.pubsub = pubsub.service(conn, opts.pubsub or ("pubsub." .. domain))
@@ -188,21 +269,25 @@ function M.join(opts)
   -- before our first presence: the presence (and caps) of peers answering it must not be missed
   if opts.caps_cache then self.caps_cache = caps.cache(conn, opts.caps_cache) end
   handle_subscriptions(self)
+  if opts.repository then track_repository(self, opts.repository) end
   describe(self)
   -- the role's own features before the first presence, so the first caps are the right ones
   for key, set in pairs(opts.features or {}) do self:set_features(key, set.prefix, set.names) end
   self.caps = caps.advertise(conn, { node = proto.CAPS_NODE })
-  for _, peer in ipairs(self.peers) do
+  local register = { table.unpack(self.peers) }
+  if self.repository then register[#register + 1] = self.repository.bare end
+  for _, peer in ipairs(register) do
     self.asked[jidlib.bare(peer)] = true
     conn:send(st.presence({ to = jidlib.bare(peer), type = "subscribe" }))
   end
-  local ok
-  ok, err = ensure_nodes(self)
-  if not ok then
-    if self.caps_cache then self.caps_cache:close() end
-    conn:close()
-    return nil, errors.new(err.condition or "internal-server-error",
-      "cannot prepare the grid's pubsub nodes: " .. tostring(err))
+  if opts.owner then
+    local ok
+    ok, err = ensure_nodes(self)
+    if not ok then
+      if self.caps_cache then self.caps_cache:close() end
+      conn:close()
+      return nil, err
+    end
   end
   self:status("online", { version = proto.VERSION })
   local beat = opts.heartbeat

@@ -88,9 +88,48 @@ local function decode_map(el, into)
   return into
 end
 
+-- Cuts s to at most M.MAX_TEXT bytes, on a UTF-8 character boundary (a cut inside a character
+-- would make the text invalid XML character data).
+local function clip(s)
+  s = tostring(s)
+  if #s <= M.MAX_TEXT then return s end
+  local cut = M.MAX_TEXT - 3
+  -- continuation bytes are 10xxxxxx: step back to the first byte of the character at the cut
+  while cut > 0 and (s:byte(cut + 1) or 0) & 0xC0 == 0x80 do cut = cut - 1 end
+  return s:sub(1, cut) .. "..."
+end
+
+------------------------------------------------------------------------------------ references
+
+-- Content that is not inline: where to fetch it, how large it is and its SHA-256 digest, so a
+-- receiver can check what it fetched (docs/protocol.md, section 5.3).
+M.DIGEST_PREFIX = "sha-256:"
+
+local function add_ref(el, ref)
+  assert(type(ref.href) == "string" and math.type(ref.size) == "integer" and type(ref.digest) == "string",
+    "a reference needs href, size and digest")
+  el.attr.href, el.attr.size, el.attr.digest = ref.href, tostring(ref.size), M.DIGEST_PREFIX .. ref.digest
+  return el
+end
+
+local function parse_ref(a, what)
+  local size = a.size and a.size:match("^%d+$") and math.tointeger(tonumber(a.size))
+  if not size then return bad("%s: size='%s' is not a byte count", what, tostring(a.size)) end
+  local digest = a.digest and a.digest:match("^sha%-256:(%x+)$")
+  if not digest or #digest ~= 64 then return bad("%s: digest='%s' is not sha-256:<64 hex digits>", what, tostring(a.digest)) end
+  if not a.href:match("^https://[^%s]+$") then return bad("%s: href='%s' is not an https URL", what, a.href) end
+  return { href = a.href, size = size, digest = digest:lower() }
+end
+
+--- digest(text) -> the lower-case hex SHA-256 of text, as references carry it.
+function M.digest(text)
+  local crypto = require "sacm.crypto"
+  return crypto.hex(crypto.sha256(text))
+end
+
 ------------------------------------------------------------------------------------ posture
 
---- posture(p) -> <posture xmlns='urn:sacmrun:posture:0'/> element.
+--- posture(p) -> <posture xmlns='urn:sacmrun:posture:1'/> element.
 -- p: id, kind, endpoint, hostname, collected (epoch seconds), collector (JID), correlation,
 -- module_version, and either data = {attributes = {...}, items = {{...}}} or error = {condition, text}.
 function M.posture(p)
@@ -103,9 +142,10 @@ function M.posture(p)
     status = p.error and "error" or "ok",
   })
   if p.error then
-    el:tag("error", { condition = p.error.condition or "internal-error" }):text(p.error.text or ""):up()
+    el:tag("error", { condition = p.error.condition or "internal-error" }):text(clip(p.error.text or "")):up()
     return el
   end
+  if p.ref then return add_ref(el, p.ref) end
   local data = p.data or {}
   encode_map(el, data.attributes or {})
   for _, item in ipairs(data.items or {}) do
@@ -138,6 +178,12 @@ function M.parse_posture(el)
     p.error = { condition = e and e.attr.condition or "internal-error", text = e and e:get_text() or "" }
     return p
   end
+  if a.href then
+    local ref, rerr = parse_ref(a, "posture " .. a.id)
+    if not ref then return nil, rerr end
+    p.ref = ref
+    return p
+  end
   local attributes, problem = decode_map(el, {})
   if not attributes then return bad("posture %s: %s", a.id, problem) end
   local items = {}
@@ -152,13 +198,48 @@ function M.parse_posture(el)
   return p
 end
 
------------------------------------------------------------------------------------- results
+------------------------------------------------------------------------------------ posture sets
 
-local function clip(s)
-  s = tostring(s)
-  if #s > M.MAX_TEXT then s = s:sub(1, M.MAX_TEXT - 3) .. "..." end
-  return s
+M.MAX_SET = 1000 -- postures in one posture set, results in one result set
+
+--- posture_set(set) -> <posture-set xmlns='urn:sacmrun:posture:1'/>: what a collector uploads for
+-- one collection. set: id (the collection), endpoint, hostname, collector, correlation, and
+-- postures (elements made by posture()).
+function M.posture_set(set)
+  local el = xml.element("posture-set", { xmlns = proto.NS_POSTURE, id = set.id, endpoint = set.endpoint,
+    hostname = set.hostname, collector = set.collector, correlation = set.correlation })
+  for _, p in ipairs(set.postures) do el:add(p) end
+  return el
 end
+
+--- parse_posture_set(el) -> {id, endpoint, hostname, collector, correlation, postures = {p},
+-- elements = {el}} | nil, err. Every posture must be of the set's endpoint and collector.
+function M.parse_posture_set(el)
+  if not xml.is_element(el) or el.name ~= "posture-set" or el.ns ~= proto.NS_POSTURE then
+    return bad("not a posture set")
+  end
+  local a = el.attr
+  for _, k in ipairs { "id", "endpoint" } do
+    if type(a[k]) ~= "string" or a[k] == "" then return bad("posture set without %s", k) end
+  end
+  local set = { id = a.id, endpoint = a.endpoint, hostname = a.hostname, collector = a.collector,
+    correlation = a.correlation, postures = {}, elements = {} }
+  for child in el:children("posture", proto.NS_POSTURE) do
+    if #set.postures >= M.MAX_SET then return bad("posture set %s: more than %d postures", a.id, M.MAX_SET) end
+    local p, err = M.parse_posture(child)
+    if not p then return nil, err end
+    if p.ref then return bad("posture set %s: posture %s is a reference, not content", a.id, p.id) end
+    if p.endpoint ~= set.endpoint or p.collector ~= set.collector then
+      return bad("posture set %s: posture %s is of another endpoint or collector", a.id, p.id)
+    end
+    set.postures[#set.postures + 1] = p
+    set.elements[#set.elements + 1] = child
+  end
+  if #set.postures == 0 then return bad("posture set %s holds no posture", a.id) end
+  return set
+end
+
+------------------------------------------------------------------------------------ results
 
 --- result(r) -> <result xmlns='urn:sacmrun:result:0'/> element.
 -- r: id, endpoint, hostname, rule_id, policy_id, policy_version, result, severity, title,
@@ -207,6 +288,66 @@ function M.parse_result(el)
     r.evidence[#r.evidence + 1] = clip(ev:get_text())
   end
   return r
+end
+
+------------------------------------------------------------------------------------ result sets
+
+local TOTALS = { "total", "pass", "fail", "error", "notapplicable", "notchecked" }
+
+--- result_set(set) -> <results xmlns='urn:sacmrun:result:1'/>: the results of one evaluation of
+-- one endpoint. set: id, endpoint, hostname, evaluator, evaluated, correlation, totals ({pass = n,
+-- ...}), and either results (elements made by result()) or ref ({href, size, digest}) for a
+-- notification whose results are fetched from the repository.
+function M.result_set(set)
+  local el = xml.element("results", { xmlns = proto.NS_RESULT, id = set.id, endpoint = set.endpoint,
+    hostname = set.hostname, evaluator = set.evaluator, correlation = set.correlation,
+    evaluated = time.format(set.evaluated or time.now(), 3) })
+  for _, k in ipairs(TOTALS) do el.attr[k] = tostring(set.totals and set.totals[k] or 0) end
+  if set.ref then return add_ref(el, set.ref) end
+  for _, r in ipairs(set.results or {}) do el:add(r) end
+  return el
+end
+
+--- parse_result_set(el) -> {id, endpoint, hostname, evaluator, evaluated, correlation, totals,
+-- results = {r} (nil for a reference), elements = {el}, ref} | nil, err
+function M.parse_result_set(el)
+  if not xml.is_element(el) or el.name ~= "results" or el.ns ~= proto.NS_RESULT then
+    return bad("not a result set")
+  end
+  local a = el.attr
+  for _, k in ipairs { "id", "endpoint", "evaluated" } do
+    if type(a[k]) ~= "string" or a[k] == "" then return bad("result set without %s", k) end
+  end
+  local evaluated = time.parse(a.evaluated)
+  if not evaluated then return bad("result set evaluated='%s' is not an XEP-0082 date-time", a.evaluated) end
+  local set = { id = a.id, endpoint = a.endpoint, hostname = a.hostname, evaluator = a.evaluator,
+    correlation = a.correlation, evaluated = evaluated, totals = {} }
+  for _, k in ipairs(TOTALS) do
+    local n = a[k] and a[k]:match("^%d+$") and math.tointeger(tonumber(a[k]))
+    if not n then return bad("result set %s: %s='%s' is not a count", a.id, k, tostring(a[k])) end
+    set.totals[k] = n
+  end
+  if a.href then
+    local ref, rerr = parse_ref(a, "result set " .. a.id)
+    if not ref then return nil, rerr end
+    set.ref = ref
+    return set
+  end
+  set.results, set.elements = {}, {}
+  for child in el:children("result", proto.NS_RESULT) do
+    if #set.results >= M.MAX_SET then return bad("result set %s: more than %d results", a.id, M.MAX_SET) end
+    local r, err = M.parse_result(child)
+    if not r then return nil, err end
+    if r.endpoint ~= set.endpoint or r.evaluator ~= set.evaluator then
+      return bad("result set %s: result %s is of another endpoint or evaluator", a.id, r.id)
+    end
+    set.results[#set.results + 1] = r
+    set.elements[#set.elements + 1] = child
+  end
+  if #set.results ~= set.totals.total then
+    return bad("result set %s: total='%d' but it holds %d results", a.id, set.totals.total, #set.results)
+  end
+  return set
 end
 
 ------------------------------------------------------------------------------------ status

@@ -5,13 +5,17 @@
 -- names from here, so a change of wire format is a change of this file and of docs/protocol.md.
 local M = {}
 
-M.VERSION = "0"
+M.VERSION = "1"
 
--- Payload namespaces (versioned in the last segment).
-M.NS_POSTURE = "urn:sacmrun:posture:0"
-M.NS_RESULT = "urn:sacmrun:result:0"
-M.NS_STATUS = "urn:sacmrun:status:0"
-M.NS_GRID = "urn:sacmrun:grid:0"
+-- Payload namespaces (versioned in the last segment). Version 1: notifications are small and
+-- content travels to the repository over HTTPS (docs/protocol.md, section 5).
+M.NS_POSTURE = "urn:sacmrun:posture:1"
+M.NS_RESULT = "urn:sacmrun:result:1"
+M.NS_STATUS = "urn:sacmrun:status:1"
+M.NS_GRID = "urn:sacmrun:grid:1"
+
+-- XEP-0363 HTTP File Upload: the repository is the grid's upload service.
+M.NS_UPLOAD = "urn:xmpp:http:upload:0"
 
 -- XEP-0128 extended disco info: every role describes itself in one form of this FORM_TYPE.
 M.INFO_FORM_TYPE = M.NS_GRID .. "#info"
@@ -67,17 +71,33 @@ M.NODE = {
   status = "sacm/status",
 }
 
--- Node configuration. Items persist on the service (bounded) so a repository that was down can
--- catch up from the node when it comes back; whitelist access keeps them inside the grid.
+-- Node configuration. The nodes carry notifications only: the repository receives the content
+-- itself over HTTPS and acknowledges it, so the XMPP server keeps no history (transient nodes:
+-- its cost per publish stays constant however long the grid runs). Whitelist access: only the
+-- accounts the repository (the nodes' owner) affiliates may subscribe or publish.
 M.NODE_CONFIG = {
   access_model = "whitelist",
   publish_model = "publishers",
-  persist_items = true,
-  max_items = 256,
+  persist_items = false,
+  max_items = 1,
   deliver_payloads = true,
   notify_retract = false,
   notify_delete = true,
 }
+
+-- What each role's account may do on each node (XEP-0060 affiliations the repository sets).
+-- "publisher" may publish and subscribe, "member" may subscribe only; no entry: no access.
+M.AFFILIATIONS = {
+  collector = { posture = "publisher", status = "publisher" },
+  evaluator = { posture = "member", results = "publisher", status = "publisher" },
+  orchestrator = { posture = "member", results = "member", status = "publisher" },
+}
+
+-- Bounds of the data plane (bytes). A notification never exceeds NOTICE_MAX; content whose
+-- serialized form is at most INLINE_MAX travels inside its notification as well.
+M.NOTICE_MAX = 16384
+M.INLINE_MAX = 8192
+M.UPLOAD_MAX = 64 * 1024 * 1024 -- default largest upload a repository accepts
 
 -- Result values (XCCDF 1.2 result types used by the grid).
 M.RESULTS = { "pass", "fail", "error", "notapplicable", "notchecked" }

@@ -6,9 +6,11 @@
 --     options = { files = { paths = { "/etc", "/usr/local/bin" } } } })
 --
 -- It advertises one disco feature per posture kind it can collect here, answers the collect,
--- status and cancel commands (docs/protocol.md), collects on a schedule when `interval` is set,
--- and publishes one posture item per kind to the grid's posture node: the data, or an error
--- saying why that kind could not be collected (a hung module is cut off by its time budget).
+-- status and cancel commands (docs/protocol.md), and collects on a schedule when `interval` is
+-- set. A collection becomes one posture set (one posture per kind: the data, or an error saying
+-- why that kind could not be collected; a hung module is cut off by its time budget), which goes
+-- into the durable spool, is uploaded to the repository, and is then announced on the posture
+-- node with one small notification per kind (the posture itself when small, else a reference).
 local collect = require "sacm.collect"
 local member = require "sacm.grid.member"
 local proto = require "sacm.grid.protocol"
@@ -17,12 +19,17 @@ local task = require "sacm.task"
 local timer = require "sacm.timer"
 local time = require "sacm.time"
 local crypto = require "sacm.crypto"
+local xml = require "sacm.xml"
 local errors = require "sacm.error"
+local spool = require "sacm.grid.spool"
+local upload = require "sacm.grid.upload"
+local delivery = require "sacm.grid.delivery"
 
 local M = {}
 local log = require("sacm.log").new("collector")
 
 M.TIMEOUT = 30 -- default time budget of one kind, seconds
+M.DELIVERY_WAIT = 20 -- seconds a collection waits for the repository before reporting its posture as late
 
 local Collector = {}
 Collector.__index = Collector
@@ -54,8 +61,65 @@ local function applicable_kinds(wanted, options)
   return kinds, inapplicable
 end
 
---- c:collect(kinds, correlation, timeout) -> summary {collection, published, failed, kinds}.
--- Collects the kinds concurrently and publishes each as it finishes.
+-- Notifications of one posture set: each posture itself when it is small, else a reference to
+-- where the repository serves it (docs/protocol.md, 4.1).
+local function notices(set_el, receipt)
+  local out = {}
+  for p in set_el:children("posture", proto.NS_POSTURE) do
+    local text = xml.serialize(p)
+    local entry = receipt and receipt.by_id[p.attr.id]
+    if #text <= proto.INLINE_MAX or not entry then
+      out[#out + 1] = { id = p.attr.id, el = p }
+    else
+      local ref = xml.element("posture", {})
+      for k, v in pairs(p.attr) do ref.attr[k] = v end
+      ref.ns = p.ns
+      ref.attr.href, ref.attr.size, ref.attr.digest = entry.href, tostring(entry.size), payload.DIGEST_PREFIX .. entry.digest
+      out[#out + 1] = { id = p.attr.id, el = ref }
+    end
+  end
+  return out
+end
+
+-- The same postures as errors: what the grid is told when the set could not be delivered.
+local function error_notices(set_el, condition, text)
+  local out = {}
+  for p in set_el:children("posture", proto.NS_POSTURE) do
+    local e = xml.element("posture", {})
+    for k, v in pairs(p.attr) do e.attr[k] = v end
+    e.ns = p.ns
+    e.attr.status = "error"
+    e:tag("error", { condition = condition }):text(text):up()
+    out[#out + 1] = { id = p.attr.id, el = e }
+  end
+  return out
+end
+
+local function publish_all(self, list)
+  local published, first_err = 0, nil
+  for _, n in ipairs(list) do
+    local ok, err = self.member:publish("posture", n.id, n.el)
+    if ok then published = published + 1 else first_err = first_err or err end
+  end
+  return published, first_err
+end
+
+local function announce(self, entry, receipt)
+  local set_el = assert(xml.parse(entry.body))
+  local published, err = publish_all(self, notices(set_el, receipt))
+  if err then return nil, err end
+  self.published = self.published + published
+  if self.delivery.waiting[entry.id] then self.announced[entry.id] = published end -- for the waiting collect()
+  return true
+end
+
+local function refused(self, entry, err)
+  local set_el = assert(xml.parse(entry.body))
+  publish_all(self, error_notices(set_el, "upload-refused", tostring(err.text or err)))
+end
+
+--- c:collect(kinds, correlation, timeout) -> summary {collection, published, failed, spooled, kinds}.
+-- Collects the kinds concurrently, then delivers them as one posture set.
 function Collector:collect(kinds, correlation, budget)
   local collection = crypto.uuid()
   if not kinds or #kinds == 0 then
@@ -63,13 +127,14 @@ function Collector:collect(kinds, correlation, budget)
     for kind in pairs(self.inapplicable) do kinds[#kinds + 1] = kind end
     table.sort(kinds)
   end
-  local summary = { collection = collection, correlation = correlation, published = 0, failed = 0, kinds = kinds }
+  local summary = { collection = collection, correlation = correlation, published = 0, failed = 0, spooled = 0,
+    kinds = kinds }
   local entry = { correlation = correlation, started = time.now(), jobs = {} }
   self.running[collection] = entry
   self.member:status("collection-started", { collection = collection, kinds = table.concat(kinds, " ") }, nil,
     correlation)
-  local jobs = entry.jobs
-  for _, kind in ipairs(kinds) do
+  local jobs, postures = entry.jobs, {}
+  for i, kind in ipairs(kinds) do
     jobs[#jobs + 1] = task.spawn({ name = "collect " .. kind }, function()
       local opts = {}
       for k, v in pairs(self.options[kind] or {}) do opts[k] = v end
@@ -103,16 +168,14 @@ function Collector:collect(kinds, correlation, budget)
           log.warn("%s: %s", kind, tostring(err))
         end
       end
-      local ok, perr = self.member:publish("posture", p.id, payload.posture(p))
-      if ok then
-        summary.published = summary.published + 1
-        self.published = self.published + 1
-        log.info("published %s posture %s (%.0f ms)%s", kind, p.id, (time.monotonic() - started) * 1000,
-          correlation and (" for " .. correlation) or "")
-      else
-        log.error("could not publish %s posture: %s", kind, tostring(perr))
+      local ok, el = pcall(payload.posture, p)
+      if not ok then -- a value the wire cannot carry: the kind reports that instead
+        p.data, p.error = nil, { condition = "internal-error", text = "posture cannot be encoded: " .. tostring(el) }
         summary.failed = summary.failed + 1
+        el = payload.posture(p)
       end
+      postures[i] = el
+      log.debug("collected %s posture %s (%.0f ms)", kind, p.id, (time.monotonic() - started) * 1000)
     end)
   end
   local results = task.all(jobs)
@@ -122,9 +185,32 @@ function Collector:collect(kinds, correlation, budget)
   end
   self.running[collection] = nil
   self.last_collection = time.now()
+  local list = {}
+  for i = 1, #kinds do list[#list + 1] = postures[i] end
+  if #list > 0 then
+    local set_el = payload.posture_set({ id = collection, endpoint = self.endpoint, hostname = self.hostname,
+      collector = self.member.conn.jid, correlation = correlation, postures = list })
+    local state, derr = self.delivery:submit(collection, "posture-set", xml.serialize(set_el), self.delivery_wait)
+    if state == "delivered" then
+      summary.published = self.announced[collection] or 0
+      self.announced[collection] = nil
+      log.info("delivered posture of %d kind(s)%s", #list, correlation and (" for " .. correlation) or "")
+    elseif state == "refused" then
+      summary.failed = #list
+      err = err or derr
+    else
+      -- safe in the spool and resent later; meanwhile the grid hears why this posture is late
+      summary.spooled = #list
+      local text = ("posture not delivered yet: %s; kept in the collector's spool and resent when the repository is "
+        .. "back"):format(tostring(derr and (derr.text or derr) or "no answer"))
+      publish_all(self, error_notices(set_el, "not-delivered", text))
+      self.delivery.spool:announced(collection)
+      err = err or derr
+    end
+  end
   local stype = (err or summary.failed == #kinds) and "collection-failed" or "collection-done"
-  self.member:status(stype, { collection = collection, published = summary.published, failed = summary.failed },
-    err and tostring(err) or nil, correlation)
+  self.member:status(stype, { collection = collection, kinds = table.concat(kinds, " "), published = summary.published,
+    failed = summary.failed, spooled = summary.spooled }, err and tostring(err) or nil, correlation)
   return summary
 end
 
@@ -195,7 +281,7 @@ end
 -- default the peers).
 function M.start(opts)
   local self = setmetatable({ options = opts.options or {}, timeout = opts.timeout or M.TIMEOUT,
-    running = {}, published = 0 }, Collector)
+    running = {}, published = 0, announced = {} }, Collector)
   local err
   self.endpoint, self.hostname = identify(opts)
   if not self.endpoint then return nil, self.hostname end
@@ -207,8 +293,27 @@ function M.start(opts)
   mopts.role = "collector"
   mopts.info = { endpoint = self.endpoint, hostname = self.hostname, kinds = self.kinds }
   mopts.features = { kinds = { prefix = proto.feature_collect, names = self.kinds } }
+  if not opts.repository then
+    return nil, errors.new("bad-config", "collector.start needs repository: the JID of the grid's repository, "
+      .. "which stores the posture")
+  end
+  local sp
+  sp, err = spool.open(opts.spool or ":memory:")
+  if not sp then return nil, errors.new(err.condition or "bad-config", "the collector's spool " .. tostring(opts.spool)
+    .. ": " .. tostring(err)) end
   self.member, err = member.join(mopts)
-  if not self.member then return nil, err end
+  if not self.member then
+    sp:close()
+    return nil, err
+  end
+  local m = self.member
+  self.delivery_wait = opts.delivery_wait or M.DELIVERY_WAIT
+  self.delivery = delivery.new({ member = m, spool = sp, max_backoff = opts.delivery_backoff,
+    client = upload.client(m.conn, { service = function() return m:repository_jid() end,
+      cafile = opts.http_cafile or opts.cafile, cert = opts.client_cert, key = opts.client_key }),
+    announce = function(e, receipt) return announce(self, e, receipt) end,
+    refused = function(e, rerr) refused(self, e, rerr) end })
+  m:on_repository(function() self.delivery:wake() end)
   add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid))
   if opts.interval then
     self.schedule = timer.every(opts.interval, function() self:collect(nil, nil) end)
@@ -218,11 +323,15 @@ function M.start(opts)
 end
 
 function Collector:close()
+  if self.closed then return end
+  self.closed = true
   if self.schedule then self.schedule:cancel() end
   for _, r in pairs(self.running) do
     for _, job in ipairs(r.jobs) do job:cancel("collector closed") end
   end
+  self.delivery:close()
   self.member:close()
+  self.delivery.spool:close()
 end
 Collector.__close = Collector.close
 

@@ -18,13 +18,18 @@ local report = require "sacm.report"
 local task = require "sacm.task"
 local time = require "sacm.time"
 local crypto = require "sacm.crypto"
+local xml = require "sacm.xml"
 local errors = require "sacm.error"
+local spool = require "sacm.grid.spool"
+local upload = require "sacm.grid.upload"
+local delivery = require "sacm.grid.delivery"
 
 local M = {}
 local log = require("sacm.log").new("evaluator")
 
 M.KEEP_CORRELATIONS = 64 -- correlation ids whose posture is kept for the evaluate command
 M.AUTO_DELAY = 0.3       -- seconds to wait for the other kinds of the same collection
+M.DELIVERY_WAIT = 20     -- seconds an evaluation waits for the repository to take its results
 
 local Evaluator = {}
 Evaluator.__index = Evaluator
@@ -53,6 +58,34 @@ local function remember(self, p)
   end
 end
 
+-- Posture announced by reference is fetched from the repository when it is first judged (the
+-- size and digest of the notification are checked), and kept with the posture it belongs to.
+local function fetch_missing(self, merged)
+  local jobs = {}
+  for kind, p in pairs(merged) do
+    if p.ref and not p.data and not p.error then
+      jobs[#jobs + 1] = task.spawn({ name = "fetch " .. kind }, function()
+        local text, err = self.fetcher:fetch(p.ref)
+        local full, perr
+        if text then
+          local el = xml.parse(text, { max_bytes = p.ref.size })
+          full, perr = payload.parse_posture(el)
+          if full and (full.id ~= p.id or full.kind ~= p.kind or full.endpoint ~= p.endpoint) then
+            full, perr = nil, errors.new("bad-response", "the document fetched is another posture than announced")
+          end
+        end
+        if full and full.data then
+          p.data = full.data
+        else
+          p.fetch_error = tostring(err or perr or "the fetched posture holds no data")
+          log.error("posture %s (%s of %s) could not be fetched: %s", p.id, p.kind, p.endpoint, p.fetch_error)
+        end
+      end)
+    end
+  end
+  task.all(jobs)
+end
+
 -- The posture the engine sees: kind -> data; a kind the collector found not applicable here ->
 -- {applicable = false, reason}; a failed collection -> {error = text}.
 local function view(posture_by_kind)
@@ -62,6 +95,8 @@ local function view(posture_by_kind)
       v[kind] = { applicable = false, reason = p.error.text }
     elseif p.error then
       v[kind] = { error = ("%s: %s"):format(p.error.condition, p.error.text) }
+    elseif not p.data then
+      v[kind] = { error = "not-fetched: " .. tostring(p.fetch_error or "the posture announced could not be fetched") }
     else
       v[kind] = p.data
     end
@@ -84,28 +119,57 @@ function Evaluator:evaluate(endpoint, correlation, policy_ids)
   if next(merged) == nil then
     return nil, errors.new("item-not-found", ("no posture of endpoint '%s'"):format(endpoint))
   end
+  fetch_missing(self, merged)
   local posture, ids = view(merged)
   local results = self.engine:evaluate(posture, { endpoint = endpoint, hostname = self.hostnames[endpoint] },
     { policies = policy_ids })
   local totals = report.totals(results)
-  local jobs = {}
+  local evaluated = time.now()
+  local elements = {}
   for _, r in ipairs(results) do
     r.id = crypto.uuid()
     r.endpoint, r.hostname, r.correlation = endpoint, self.hostnames[endpoint], correlation
-    r.evaluator, r.evaluated, r.posture_ids = self.member.conn.jid, time.now(), ids
-    jobs[#jobs + 1] = task.spawn({ name = "publish result" }, function()
-      local ok, err = self.member:publish("results", r.id, payload.result(r))
-      if not ok then log.error("result %s of %s not published: %s", r.rule_id, endpoint, tostring(err)) end
-      return ok
-    end)
+    r.evaluator, r.evaluated, r.posture_ids = self.member.conn.jid, evaluated, ids
+    local ok, el = pcall(payload.result, r)
+    if not ok then -- text the wire cannot carry (issue of the policy): say so instead of losing it
+      log.error("result %s of %s cannot be encoded: %s", r.rule_id, endpoint, tostring(el))
+      r.result, r.evidence, r.title = "error", { "the rule's result could not be encoded: " .. tostring(el) }, r.rule_id
+      el = payload.result(r)
+    end
+    elements[#elements + 1] = el
   end
-  task.all(jobs)
+  local set_id = crypto.uuid()
+  local set_el = payload.result_set({ id = set_id, endpoint = endpoint, hostname = self.hostnames[endpoint],
+    evaluator = self.member.conn.jid, evaluated = evaluated, correlation = correlation, totals = totals,
+    results = elements })
+  local state, derr = self.delivery:submit(set_id, "result-set", xml.serialize(set_el), self.delivery_wait)
+  if state ~= "delivered" then
+    log.error("results of %s%s not delivered (%s): %s", endpoint, correlation and (" [" .. correlation .. "]") or "",
+      state, tostring(derr))
+  end
   self.evaluations = self.evaluations + 1
   log.info("%s%s: %d results (pass %d, fail %d, error %d)", endpoint,
     correlation and (" [" .. correlation .. "]") or "", totals.total, totals.pass, totals.fail, totals.error)
   self.member:status("evaluation-done", { endpoint = endpoint, total = totals.total, pass = totals.pass,
-    fail = totals.fail, error = totals.error }, nil, correlation)
+    fail = totals.fail, error = totals.error, delivery = state }, state ~= "delivered" and tostring(derr) or nil,
+    correlation)
   return totals, results
+end
+
+-- The notification of a result set: the set itself when small, else its totals and a reference.
+local function announce(self, entry, receipt)
+  local set_el = assert(xml.parse(entry.body))
+  local notice = set_el
+  if #entry.body > proto.INLINE_MAX then
+    local c = receipt.by_id[entry.id]
+    if not c then return nil, errors.new("bad-response", "the repository's receipt does not list result set " .. entry.id) end
+    local set = assert(payload.parse_result_set(set_el))
+    set.ref, set.results = { href = c.href, size = c.size, digest = c.digest }, nil
+    notice = payload.result_set(set)
+  end
+  local ok, err = self.member:publish("results", entry.id, notice)
+  if not ok then return nil, err end
+  return true
 end
 
 -- Scheduled posture: evaluate once the burst of kinds from one collection has arrived.
@@ -238,8 +302,29 @@ function M.start(opts)
   mopts.info = { policies = ids }
   mopts.features = { policies = { prefix = proto.feature_policy, names = ids } }
   local err
+  if not opts.repository then
+    return nil, errors.new("bad-config", "evaluator.start needs repository: the JID of the grid's repository, "
+      .. "which stores the results and serves posture")
+  end
+  local sp
+  sp, err = spool.open(opts.spool or ":memory:")
+  if not sp then return nil, errors.new(err.condition or "bad-config", "the evaluator's spool " .. tostring(opts.spool)
+    .. ": " .. tostring(err)) end
   self.member, err = member.join(mopts)
-  if not self.member then return nil, err end
+  if not self.member then
+    sp:close()
+    return nil, err
+  end
+  local m = self.member
+  self.delivery_wait = opts.delivery_wait or M.DELIVERY_WAIT
+  self.fetcher = upload.client(m.conn, { service = function() return m:repository_jid() end,
+    cafile = opts.http_cafile or opts.cafile, cert = opts.client_cert, key = opts.client_key })
+  self.delivery = delivery.new({ member = m, spool = sp, client = self.fetcher, max_backoff = opts.delivery_backoff,
+    announce = function(e, receipt) return announce(self, e, receipt) end,
+    refused = function(e, rerr)
+      self.member:status("evaluation-done", { delivery = "refused" }, "results " .. e.id .. " refused: " .. tostring(rerr))
+    end })
+  m:on_repository(function() self.delivery:wake() end)
   advertise_policies(self)
   add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid))
   local ok
@@ -258,9 +343,13 @@ function M.start(opts)
 end
 
 function Evaluator:close()
+  if self.closed then return end
+  self.closed = true
   self.engine:close()
   for _, t in pairs(self.pending) do t:cancel("evaluator closed") end
+  if self.delivery then self.delivery:close() end
   self.member:close()
+  if self.delivery then self.delivery.spool:close() end
 end
 Evaluator.__close = Evaluator.close
 

@@ -20,7 +20,9 @@ local sync = require "sacm.sync"
 local task = require "sacm.task"
 local time = require "sacm.time"
 local crypto = require "sacm.crypto"
+local xml = require "sacm.xml"
 local errors = require "sacm.error"
+local upload = require "sacm.grid.upload"
 
 local M = {}
 local log = require("sacm.log").new("orchestrator")
@@ -33,13 +35,29 @@ Orchestrator.__index = Orchestrator
 
 -- A correlation being watched: posture, results and status for it, and an event to wake waiters.
 local function watch(self, correlation)
-  local w = { posture = {}, results = {}, status = {}, changed = sync.event() }
+  local w = { posture = {}, results = {}, status = {}, sets = {}, changed = sync.event() }
   self.watches[correlation] = w
   return w
 end
 
+-- The results of a set announced by reference: fetched from the repository (size and digest
+-- checked) before they count.
+local function fetch_results(self, set)
+  local text, err = self.fetcher:fetch(set.ref)
+  local full
+  if text then
+    full, err = payload.parse_result_set(xml.parse(text, { max_bytes = set.ref.size }))
+    if full and full.id ~= set.id then full, err = nil, errors.new("bad-response", "another result set than announced") end
+  end
+  if not full or not full.results then
+    log.error("results of %s (set %s) could not be fetched: %s", set.endpoint, set.id, tostring(err))
+    return nil
+  end
+  return full.results
+end
+
 local function deliver(self, kind, item)
-  local parse = kind == "posture" and payload.parse_posture or kind == "results" and payload.parse_result
+  local parse = kind == "posture" and payload.parse_posture or kind == "results" and payload.parse_result_set
     or payload.parse_status
   local v, err = parse(item.payload)
   if not v then
@@ -52,8 +70,16 @@ local function deliver(self, kind, item)
   end
   local w = v.correlation and self.watches[v.correlation]
   if not w then return end
-  local list = w[kind]
-  list[#list + 1] = v
+  if kind == "results" then
+    if w.sets[v.id] then return end -- announced again after a retry
+    w.sets[v.id] = true
+    local results = v.results or fetch_results(self, v)
+    for _, r in ipairs(results or {}) do w.results[#w.results + 1] = r end
+    if not results then w.unfetched = (w.unfetched or 0) + v.totals.total end
+  else
+    local list = w[kind]
+    list[#list + 1] = v
+  end
   w.changed:set()
 end
 
@@ -215,7 +241,7 @@ function Orchestrator:evaluate(opts)
     end)
   end
   task.all(jobs)
-  wait_until(w, deadline, function() return #w.results - base >= expected end)
+  wait_until(w, deadline, function() return #w.results + (w.unfetched or 0) - base >= expected end)
   run.expected, run.results = expected, { table.unpack(w.results, base + 1) }
   if #run.results < expected then
     log.warn("%d of %d results of %s arrived before the deadline", #run.results, expected, correlation)
@@ -275,6 +301,8 @@ function M.start(opts)
   local m, err = member.join(mopts)
   if not m then return nil, err end
   local self = setmetatable({ member = m, conn = m.conn, watches = {}, status_handlers = {} }, Orchestrator)
+  self.fetcher = upload.client(m.conn, { cafile = opts.http_cafile or opts.cafile, cert = opts.client_cert,
+    key = opts.client_key })
   self.cache = m.caps_cache
   for _, kind in ipairs { "posture", "results", "status" } do
     local ok, serr = m:subscribe(kind, function(item) deliver(self, kind, item) end)

@@ -1,0 +1,118 @@
+--- sacm.grid.spool: a producer's durable outbox. What a collector or evaluator produced stays
+-- here, on its own disk, until the repository has acknowledged it and its notifications are out;
+-- a producer that restarts resends what it still holds.
+--
+--   local sp = assert(spool.open("/var/lib/sacmrun/collector-spool.db"))
+--   sp:add{ id = set_id, kind = "posture-set", body = text }
+--   for _, e in ipairs(sp:due(time.now())) do ... sp:uploaded(e.id, receipt_text) ... sp:remove(e.id) end
+--
+-- One SQLite file (WAL, synchronous=FULL, mode 0600); each call is one committed statement.
+local sqlite = require "sacm.sqlite"
+local fs = require "sacm.fs"
+local time = require "sacm.time"
+
+local M = {}
+local log = require("sacm.log").new("spool")
+
+M.MIGRATIONS = {
+  [[
+  CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    last_error TEXT,
+    receipt TEXT,          -- the repository's receipt, once it has stored the body
+    announced INTEGER NOT NULL DEFAULT 0 -- the notifications meant "not delivered" so far
+  );
+  ]],
+}
+
+local Spool = {}
+Spool.__index = Spool
+
+--- spool.open(path) -> spool | nil, err. path ":memory:" gives a spool that does not survive
+-- the process (logged as a warning: use it for tests and throw-away runs only).
+function M.open(path)
+  if path == ":memory:" then
+    log.warn("the spool is in memory: what the repository has not acknowledged is lost if this process ends")
+  elseif not fs.stat(path) then
+    local ok, err = fs.write(path, "", { mode = 384 }) -- 0600: the spool holds posture
+    if not ok then return nil, err end
+  end
+  local db, err = sqlite.open(path, { wal = path ~= ":memory:", synchronous = "FULL" })
+  if not db then return nil, err end
+  local ok
+  ok, err = db:migrate(M.MIGRATIONS)
+  if not ok then
+    db:close()
+    return nil, err
+  end
+  return setmetatable({ db = db, path = path }, Spool)
+end
+
+--- sp:add{id, kind, body} -> true (new) | false (already held) | nil, err
+function Spool:add(e)
+  local changes, err = self.db:run([[INSERT OR IGNORE INTO outbox (id, kind, body, created, next_attempt)
+    VALUES (?, ?, ?, ?, ?)]], { e.id, e.kind, e.body, time.now(), 0 })
+  if not changes then return nil, err end
+  return changes > 0
+end
+
+local COLUMNS = "id, kind, body, created, attempts, next_attempt, last_error, receipt, announced"
+
+--- sp:get(id) -> entry | nil
+function Spool:get(id)
+  return self.db:first("SELECT " .. COLUMNS .. " FROM outbox WHERE id = ?", { id })
+end
+
+--- sp:due(now) -> entries whose next attempt has come, oldest first
+function Spool:due(now)
+  return self.db:query("SELECT " .. COLUMNS .. " FROM outbox WHERE next_attempt <= ? ORDER BY seq", { now }) or {}
+end
+
+--- sp:next_due() -> the earliest next attempt (epoch seconds), or nil when empty
+function Spool:next_due()
+  local row = self.db:first("SELECT min(next_attempt) AS t FROM outbox")
+  return row and row.t
+end
+
+--- sp:deferred(id, err, next_attempt): one more failed attempt.
+function Spool:deferred(id, err, next_attempt)
+  self.db:run("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt = ? WHERE id = ?",
+    { tostring(err), next_attempt, id })
+end
+
+--- sp:uploaded(id, receipt_text): the repository stored it; only the notifications are left.
+function Spool:uploaded(id, receipt)
+  self.db:run("UPDATE outbox SET receipt = ?, next_attempt = 0 WHERE id = ?", { receipt, id })
+end
+
+--- sp:announced(id): "not delivered" notifications went out for it.
+function Spool:announced(id)
+  self.db:run("UPDATE outbox SET announced = 1 WHERE id = ?", { id })
+end
+
+--- sp:wake(): every entry is due now (the repository or the server is back).
+function Spool:wake()
+  self.db:run("UPDATE outbox SET next_attempt = 0")
+end
+
+function Spool:remove(id)
+  self.db:run("DELETE FROM outbox WHERE id = ?", { id })
+end
+
+function Spool:count()
+  local row = self.db:first("SELECT count(*) AS n FROM outbox")
+  return row and row.n or 0
+end
+
+function Spool:close()
+  if self.db then self.db:close() end
+end
+Spool.__close = Spool.close
+
+return M

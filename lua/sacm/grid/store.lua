@@ -1,0 +1,479 @@
+--- sacm.grid.store: the repository's storage (SQLite): posture, results, their history, and the
+-- documents the grid's references point to. The repository role is a thin layer over it (XMPP
+-- commands, the upload service, provisioning), and the ROLIE feeds read from it, so the storage
+-- has one owner and one set of semantics whatever serves it.
+--
+--   local store = require "sacm.grid.store"
+--   local s = assert(store.open("/var/lib/sacmrun/grid.db"))
+--   local receipt = assert(s:put_posture_set(set, "collector@grid.example"))
+--   local page = assert(s:query{ type = "results", endpoint = "web1" })
+--
+-- Every write is one committed transaction (WAL, synchronous=FULL: what was acknowledged survives
+-- a crash or power loss). Ids make storing idempotent: a document stored again changes nothing.
+local sqlite = require "sacm.sqlite"
+local xml = require "sacm.xml"
+local fs = require "sacm.fs"
+local crypto = require "sacm.crypto"
+local proto = require "sacm.grid.protocol"
+local payload = require "sacm.grid.payload"
+local time = require "sacm.time"
+local errors = require "sacm.error"
+
+local M = {}
+
+-- Schema versions, applied in order through PRAGMA user_version (sacm.sqlite's migrate). Only
+-- append: each entry has shipped.
+M.MIGRATIONS = {
+  [[
+  CREATE TABLE posture (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    endpoint TEXT NOT NULL,
+    hostname TEXT,
+    kind TEXT NOT NULL,
+    collector TEXT,
+    correlation TEXT,
+    collected REAL NOT NULL,
+    received REAL NOT NULL,
+    status TEXT NOT NULL,
+    xml TEXT NOT NULL
+  );
+  CREATE INDEX posture_by_endpoint ON posture (endpoint, kind, collected);
+  CREATE INDEX posture_by_kind ON posture (kind, collected);
+  CREATE INDEX posture_by_correlation ON posture (correlation);
+  CREATE INDEX posture_by_time ON posture (collected);
+  -- single-valued attributes, for queries by attribute name and value
+  CREATE TABLE posture_attribute (
+    posture INTEGER NOT NULL REFERENCES posture (seq) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value TEXT
+  );
+  CREATE INDEX posture_attribute_by_name ON posture_attribute (name, value);
+  CREATE INDEX posture_attribute_by_posture ON posture_attribute (posture);
+  CREATE TABLE result (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    endpoint TEXT NOT NULL,
+    hostname TEXT,
+    rule TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    result TEXT NOT NULL,
+    severity TEXT,
+    evaluator TEXT,
+    correlation TEXT,
+    evaluated REAL NOT NULL,
+    received REAL NOT NULL,
+    xml TEXT NOT NULL
+  );
+  CREATE INDEX result_by_endpoint ON result (endpoint, rule, evaluated);
+  CREATE INDEX result_by_rule ON result (rule, result);
+  CREATE INDEX result_by_policy ON result (policy, policy_version);
+  CREATE INDEX result_by_correlation ON result (correlation);
+  CREATE INDEX result_by_time ON result (evaluated);
+  -- the newest result of each rule on each endpoint, and every change of it
+  CREATE TABLE current_result (
+    endpoint TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    result TEXT NOT NULL,
+    result_id TEXT NOT NULL,
+    evaluated REAL NOT NULL,
+    PRIMARY KEY (endpoint, rule)
+  );
+  CREATE TABLE history (
+    seq INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    previous TEXT,
+    result TEXT NOT NULL,
+    result_id TEXT NOT NULL,
+    at REAL NOT NULL
+  );
+  CREATE INDEX history_by_endpoint ON history (endpoint, rule, at);
+  CREATE INDEX history_by_time ON history (at);
+  ]],
+  -- version 2 (protocol 1): content arrives by upload as posture sets and result sets; the
+  -- repository serves each stored document back by id (the notifications' references)
+  [[
+  ALTER TABLE posture ADD COLUMN collection TEXT;
+  ALTER TABLE posture ADD COLUMN uploader TEXT;
+  ALTER TABLE posture ADD COLUMN digest TEXT;
+  CREATE INDEX posture_by_collection ON posture (collection);
+  CREATE TABLE result_set (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    endpoint TEXT NOT NULL,
+    hostname TEXT,
+    evaluator TEXT,
+    correlation TEXT,
+    evaluated REAL NOT NULL,
+    received REAL NOT NULL,
+    uploader TEXT,
+    digest TEXT NOT NULL,
+    xml TEXT NOT NULL
+  );
+  CREATE INDEX result_set_by_correlation ON result_set (correlation);
+  ALTER TABLE result ADD COLUMN result_set TEXT;
+  -- the repository's own settings, such as the key its content URLs are signed with
+  CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+  -- uploads refused, and why: the status command reports them
+  CREATE TABLE refusal (
+    seq INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    uploader TEXT,
+    what TEXT NOT NULL,
+    reason TEXT NOT NULL
+  );
+  ]],
+}
+
+local Store = {}
+Store.__index = Store
+
+local function storage_error(what, err)
+  return errors.new("internal-server-error", ("storing %s failed: %s"):format(what, tostring(err)))
+end
+
+-- Inserts one posture (parsed p, its element) unless its id is stored; returns true when new.
+local function insert_posture(db, p, el, text, extra)
+  local changes, seq = db:run([[INSERT OR IGNORE INTO posture (id, endpoint, hostname, kind, collector, correlation,
+    collected, received, status, xml, collection, uploader, digest) VALUES (:id, :endpoint, :hostname, :kind,
+    :collector, :correlation, :collected, :received, :status, :xml, :collection, :uploader, :digest)]], {
+    id = p.id, endpoint = p.endpoint, hostname = p.hostname, kind = p.kind, collector = p.collector,
+    correlation = p.correlation, collected = p.collected, received = time.now(),
+    status = p.error and "error" or "ok", xml = text, collection = extra.collection, uploader = extra.uploader,
+    digest = payload.digest(text) })
+  if not changes then error(seq, 0) end
+  if changes == 0 then return false end
+  for name, value in pairs(p.data and p.data.attributes or {}) do
+    assert(db:run("INSERT INTO posture_attribute (posture, name, value) VALUES (?, ?, ?)", { seq, name, tostring(value) }))
+  end
+  return true
+end
+
+-- Inserts one result and keeps current_result and history; returns true when new.
+local function insert_result(db, r, text, set_id)
+  local changes, ierr = db:run([[INSERT OR IGNORE INTO result (id, endpoint, hostname, rule, policy, policy_version,
+    result, severity, evaluator, correlation, evaluated, received, xml, result_set) VALUES (:id, :endpoint, :hostname,
+    :rule, :policy, :policy_version, :result, :severity, :evaluator, :correlation, :evaluated, :received, :xml,
+    :result_set)]], {
+    id = r.id, endpoint = r.endpoint, hostname = r.hostname, rule = r.rule_id, policy = r.policy_id,
+    policy_version = r.policy_version, result = r.result, severity = r.severity, evaluator = r.evaluator,
+    correlation = r.correlation, evaluated = r.evaluated, received = time.now(), xml = text, result_set = set_id })
+  if not changes then error(ierr, 0) end
+  if changes == 0 then return false end
+  local cur = db:first("SELECT result, evaluated FROM current_result WHERE endpoint = ? AND rule = ?",
+    { r.endpoint, r.rule_id })
+  if cur and cur.evaluated > r.evaluated then return true end -- an older result arriving late
+  if not cur or cur.result ~= r.result then
+    assert(db:run([[INSERT INTO history (endpoint, rule, policy, policy_version, previous, result, result_id, at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?)]], { r.endpoint, r.rule_id, r.policy_id, r.policy_version,
+      cur and cur.result or nil, r.result, r.id, r.evaluated }))
+  end
+  assert(db:run([[INSERT INTO current_result (endpoint, rule, result, result_id, evaluated) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (endpoint, rule) DO UPDATE SET result = excluded.result, result_id = excluded.result_id,
+    evaluated = excluded.evaluated]], { r.endpoint, r.rule_id, r.result, r.id, r.evaluated }))
+  return true
+end
+
+-- Runs fn in a transaction; any failure (raised or returned) becomes nil, err naming what.
+local function write(self, what, fn)
+  local ok, a, b = pcall(self.db.transaction, self.db, fn)
+  if not ok then return nil, storage_error(what, a) end
+  if a == nil then return nil, storage_error(what, b) end
+  return a
+end
+
+--- store:store_posture(element) -> true (stored), false (already had it) | nil, err (not posture)
+function Store:store_posture(el)
+  local p, err = payload.parse_posture(el)
+  if not p then return nil, err end
+  if p.ref then return nil, errors.new("bad-request", "posture " .. p.id .. " is a reference, not content") end
+  local text = xml.serialize(el)
+  local stored, serr = write(self, "posture", function(db) return { insert_posture(db, p, el, text, {}) } end)
+  if not stored then return nil, serr end
+  if stored[1] then self.counts.posture = self.counts.posture + 1 end
+  return stored[1]
+end
+
+--- store:store_result(element) -> true (stored), false (already had it) | nil, err (not a result)
+function Store:store_result(el)
+  local r, err = payload.parse_result(el)
+  if not r then return nil, err end
+  local text = xml.serialize(el)
+  local stored, serr = write(self, "a result", function(db) return { insert_result(db, r, text, nil) } end)
+  if not stored then return nil, serr end
+  if stored[1] then self.counts.results = self.counts.results + 1 end
+  return stored[1]
+end
+
+--- store:content_key(id) -> the key that makes a content URL for id valid (HMAC of the id with
+-- the repository's own secret, which is made once and kept in the database).
+function Store:content_key(id)
+  return crypto.hex(crypto.hmac("sha256", self.secret, id)):sub(1, 32)
+end
+
+-- A receipt entry for stored content: where to fetch it and what it is.
+local function content_entry(self, id, text)
+  return { id = id, size = #text, digest = payload.digest(text), key = self:content_key(id) }
+end
+
+--- store:put_posture_set(set, uploader) -> receipt | nil, err
+-- set: parsed by payload.parse_posture_set. Stores each posture not yet stored, in one
+-- transaction. receipt: {id, stored = n, duplicates = n, contents = {{id, size, digest, key}}}.
+function Store:put_posture_set(set, uploader)
+  local texts = {}
+  for i, el in ipairs(set.elements) do texts[i] = xml.serialize(el) end
+  local result, err = write(self, "posture set " .. set.id, function(db)
+    local n = 0
+    for i, p in ipairs(set.postures) do
+      if insert_posture(db, p, set.elements[i], texts[i], { collection = set.id, uploader = uploader }) then n = n + 1 end
+    end
+    return { n }
+  end)
+  if not result then return nil, err end
+  local receipt = { id = set.id, stored = result[1], duplicates = #set.postures - result[1], contents = {} }
+  for i, p in ipairs(set.postures) do
+    -- a duplicate is served as first stored: describe that copy
+    local row = self.db:first("SELECT xml FROM posture WHERE id = ?", { p.id })
+    receipt.contents[i] = content_entry(self, p.id, row and row.xml or texts[i])
+  end
+  self.counts.posture = self.counts.posture + receipt.stored
+  return receipt
+end
+
+--- store:put_result_set(set, uploader) -> receipt | nil, err (as put_posture_set; the one content
+-- entry is the set itself, which is what a result notification refers to).
+function Store:put_result_set(set, el, uploader)
+  local text = xml.serialize(el)
+  local texts = {}
+  for i, rel in ipairs(set.elements) do texts[i] = xml.serialize(rel) end
+  local result, err = write(self, "result set " .. set.id, function(db)
+    local changes, serr = db:run([[INSERT OR IGNORE INTO result_set (id, endpoint, hostname, evaluator, correlation,
+      evaluated, received, uploader, digest, xml) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]], { set.id, set.endpoint,
+      set.hostname, set.evaluator, set.correlation, set.evaluated, time.now(), uploader, payload.digest(text), text })
+    if not changes then error(serr, 0) end
+    local n = 0
+    for i, r in ipairs(set.results) do
+      if insert_result(db, r, texts[i], set.id) then n = n + 1 end
+    end
+    return { n }
+  end)
+  if not result then return nil, err end
+  local row = self.db:first("SELECT xml FROM result_set WHERE id = ?", { set.id })
+  self.counts.results = self.counts.results + result[1]
+  return { id = set.id, stored = result[1], duplicates = #set.results - result[1],
+    contents = { content_entry(self, set.id, row and row.xml or text) } }
+end
+
+--- store:content(id) -> text, digest of a stored posture, posture set (a collection, rebuilt from
+-- its postures), or result set | nil (unknown id)
+function Store:content(id)
+  local row = self.db:first("SELECT xml, digest FROM posture WHERE id = ?", { id })
+    or self.db:first("SELECT xml, digest FROM result_set WHERE id = ?", { id })
+  if row then return row.xml, row.digest or payload.digest(row.xml) end
+  local rows = self.db:query("SELECT xml, endpoint, hostname, collector, correlation FROM posture WHERE collection = ? ORDER BY seq",
+    { id })
+  if not rows or #rows == 0 then return nil end
+  local head = xml.serialize(payload.posture_set({ id = id, endpoint = rows[1].endpoint, hostname = rows[1].hostname,
+    collector = rows[1].collector, correlation = rows[1].correlation, postures = {} }))
+  local parts = {}
+  for i, r in ipairs(rows) do parts[i] = r.xml end
+  -- <posture-set .../> opened up around the stored postures, byte for byte as they were stored
+  local text = head:gsub("/>$", ">") .. table.concat(parts) .. "</posture-set>"
+  return text, payload.digest(text)
+end
+
+--- store:refused(uploader, what, reason): records an upload that was refused.
+function Store:refused(uploader, what, reason)
+  self.db:run("INSERT INTO refusal (at, uploader, what, reason) VALUES (?, ?, ?, ?)",
+    { time.now(), uploader, what, reason })
+end
+
+local COLUMNS = {
+  posture = { "id", "endpoint", "hostname", "kind", "collected", "collector", "correlation", "status" },
+  results = { "id", "endpoint", "hostname", "rule", "policy", "policy_version", "result", "severity",
+    "evaluated", "evaluator", "correlation" },
+  history = { "endpoint", "rule", "policy", "policy_version", "previous", "result", "result_id", "at" },
+}
+local TIME_COLUMN = { posture = "collected", results = "evaluated", history = "at" }
+local TABLE = { posture = "posture", results = "result", history = "history" }
+
+local function epoch(s, what)
+  if s == nil or s == "" then return nil end
+  local t = time.parse(s)
+  if not t then error(errors.new("bad-request", what .. " is not an XEP-0082 date-time: " .. s), 0) end
+  return t
+end
+
+--- store:query(q) -> {rows = {...}, next = cursor or nil, columns = {...}} | nil, err
+-- q: type ("posture" | "results" | "history"), endpoint (id or hostname), kind, attribute (posture
+-- with that single-valued attribute; its value is returned), rule, policy, result, correlation,
+-- since, until (XEP-0082), max (page size), after (the cursor of the previous page; oldest
+-- first). With before (a cursor) or newest = true the page runs newest first, from just below the
+-- cursor or from the newest row, and next continues towards older rows. page.newest and
+-- page.oldest are the cursors of the page's own first and last rows by age (ROLIE feeds page both
+-- ways with them).
+function Store:query(q)
+  local qtype = q.type or "results"
+  local tbl = TABLE[qtype]
+  if not tbl then return nil, errors.new("bad-request", "unknown query type '" .. tostring(qtype) .. "'") end
+  local ok, since = pcall(epoch, q.since, "since")
+  if not ok then return nil, since end
+  local ok2, until_ = pcall(epoch, q["until"], "until")
+  if not ok2 then return nil, until_ end
+  local max = math.tointeger(tonumber(q.max or 50))
+  if not max or max < 1 then return nil, errors.new("bad-request", "max must be a positive integer") end
+  max = math.min(max, proto.QUERY_MAX)
+  local function cursor(name)
+    if q[name] == nil or q[name] == "" then return nil end
+    local c = math.tointeger(tonumber(q[name]))
+    if not c then error(errors.new("bad-request", name .. " must be a cursor from an earlier page"), 0) end
+    return c
+  end
+  local ok3, after = pcall(cursor, "after")
+  if not ok3 then return nil, after end
+  local ok4, before = pcall(cursor, "before")
+  if not ok4 then return nil, before end
+  if after and before then return nil, errors.new("bad-request", "after and before cannot be combined") end
+  local descending = before ~= nil or (q.newest and not after)
+  local cols = {}
+  for i, c in ipairs(COLUMNS[qtype]) do cols[i] = "t." .. c end
+  local select_cols = table.concat(cols, ", ")
+  local from, where, params = tbl .. " t", {}, { limit = max + 1 }
+  if before then
+    where[1], params.before = "t.seq < :before", before
+  else
+    where[1], params.after = "t.seq > :after", after or 0
+  end
+  if q.endpoint and q.endpoint ~= "" then
+    if qtype == "history" then
+      where[#where + 1] = "t.endpoint = :endpoint"
+    else
+      where[#where + 1] = "(t.endpoint = :endpoint OR t.hostname = :endpoint)"
+    end
+    params.endpoint = q.endpoint
+  end
+  local function eq(field, column, applies)
+    local v = q[field]
+    if v == nil or v == "" then return true end
+    if not applies[qtype] then return false end
+    where[#where + 1] = ("t.%s = :%s"):format(column, field)
+    params[field] = v
+    return true
+  end
+  local checks = {
+    eq("kind", "kind", { posture = true }),
+    eq("rule", "rule", { results = true, history = true }),
+    eq("policy", "policy", { results = true, history = true }),
+    eq("result", "result", { results = true, history = true }),
+    eq("correlation", "correlation", { posture = true, results = true }),
+  }
+  for _, fine in ipairs(checks) do
+    if not fine then return nil, errors.new("bad-request", "a filter does not apply to " .. qtype .. " queries") end
+  end
+  if q.attribute and q.attribute ~= "" then
+    if qtype ~= "posture" then return nil, errors.new("bad-request", "attribute filters apply to posture only") end
+    from = from .. " JOIN posture_attribute a ON a.posture = t.seq AND a.name = :attribute"
+    select_cols = select_cols .. ", a.value AS value"
+    params.attribute = q.attribute
+  end
+  if since then where[#where + 1] = ("t.%s >= :since"):format(TIME_COLUMN[qtype]); params.since = since end
+  if until_ then where[#where + 1] = ("t.%s <= :until"):format(TIME_COLUMN[qtype]); params["until"] = until_ end
+  local sql = ("SELECT t.seq AS seq, %s FROM %s WHERE %s ORDER BY t.seq%s LIMIT :limit"):format(
+    select_cols, from, table.concat(where, " AND "), descending and " DESC" or "")
+  local rows, err = self.db:query(sql, params)
+  if not rows then return nil, err end
+  local page = { rows = rows, columns = { table.unpack(COLUMNS[qtype]) } }
+  if q.attribute and q.attribute ~= "" then page.columns[#page.columns + 1] = "value" end
+  if #rows > max then
+    rows[#rows] = nil
+    page.next = tostring(rows[#rows].seq)
+  end
+  if #rows > 0 then
+    local first, last = rows[1].seq, rows[#rows].seq
+    page.newest, page.oldest = tostring(math.max(first, last)), tostring(math.min(first, last))
+  end
+  for _, row in ipairs(rows) do
+    for _, c in ipairs { "collected", "evaluated", "at" } do
+      if row[c] then row[c] = time.format(row[c], 3) end
+    end
+    row.seq = nil
+  end
+  return page
+end
+
+--- store:get(id) -> the stored posture or result element | nil, err (item-not-found)
+function Store:get(id)
+  local row = self.db:first("SELECT xml FROM posture WHERE id = ?", { id })
+    or self.db:first("SELECT xml FROM result WHERE id = ?", { id })
+  if not row then return nil, errors.new("item-not-found", "no posture or result with id " .. tostring(id)) end
+  return xml.parse(row.xml)
+end
+
+function Store:totals()
+  local t = {}
+  for _, row in ipairs(self.db:query("SELECT result, count(*) AS n FROM current_result GROUP BY result") or {}) do
+    t[row.result] = row.n
+  end
+  return t
+end
+
+--- store:counts() -> {posture, results, changes, endpoints, refused} as stored now.
+function Store:stats()
+  local n = function(sql) local r = self.db:first(sql); return r and r.n or 0 end
+  return {
+    posture = n("SELECT count(*) AS n FROM posture"),
+    results = n("SELECT count(*) AS n FROM result"),
+    changes = n("SELECT count(*) AS n FROM history"),
+    endpoints = n("SELECT count(DISTINCT endpoint) AS n FROM posture"),
+    refused = n("SELECT count(*) AS n FROM refusal"),
+  }
+end
+
+-- The database holds every host's posture: nobody but its owner may read it. A new file is made
+-- 0600 before SQLite opens it (SQLite gives its -wal and -shm files the database's mode); an
+-- existing one that others can read is reported, with the fix.
+local log = require("sacm.log").new("store")
+local function prepare_file(path)
+  if path == ":memory:" then return true end
+  local st = fs.stat(path)
+  if not st then return fs.write(path, "", { mode = 384 }) end -- 0600
+  if st.mode and (st.mode & 0x3f) ~= 0 then
+    log.warn("%s is readable or writable by other users and holds every endpoint's posture: chmod 600 it", path)
+  end
+  return true
+end
+
+--- store.open(path) -> store | nil, err. Creates the file (mode 0600) and brings its schema up
+-- to date.
+function M.open(path)
+  local ok, err = prepare_file(path)
+  if not ok then return nil, err end
+  local db
+  db, err = sqlite.open(path, { wal = true, synchronous = "FULL" })
+  if not db then return nil, err end
+  ok, err = db:migrate(M.MIGRATIONS)
+  if not ok then
+    db:close()
+    return nil, err
+  end
+  local self = setmetatable({ db = db, path = path, counts = { posture = 0, results = 0 } }, Store)
+  local row = db:first("SELECT value FROM meta WHERE name = 'content_secret'")
+  if not row then
+    local secret = crypto.hex(crypto.random(32))
+    assert(db:run("INSERT INTO meta (name, value) VALUES ('content_secret', ?)", { secret }))
+    row = { value = secret }
+  end
+  self.secret = row.value
+  return self
+end
+
+function Store:close()
+  if self.db then self.db:close() end
+end
+Store.__close = Store.close
+
+return M
