@@ -193,6 +193,14 @@ describe("shipped server configs #e2e", function()
         end
       end)
 
+      it("leaves every account its own PEP: the creation rule is about the grid's pubsub service", function()
+        -- publishing to a PEP node of one's own creates it (XEP-0163); neither server's rule stops that
+        local collector = connect("collector")
+        local pep = pubsub.service(collector, server:jid("collector"))
+        assert(pep:publish("urn:example:sacm:pep", nil, result(1)))
+        refused("forbidden", pubsub.service(collector, server.pubsub):create("urn:example:sacm:pep"))
+      end)
+
       if s.module == ejabberd then
         it("logs in with a client certificate (SASL EXTERNAL) on the shipped second listener", function()
           local pair = server:client_cert(server:jid("collector"))
@@ -242,6 +250,17 @@ describe("shipped server configs #e2e", function()
       start_edited(ejabberd, function(t)
         return (t:gsub("acme:\n", 'ca_file: "/etc/ssl/certs/ca-certificates.crt"\nacme:\n'))
       end, { "still holds the deployment value `/etc/`" })
+    end)
+
+    it("takes any domain, the shipped one too", function()
+      -- the check for leftover deployment values skips the lines the rules wrote
+      local server <close> = prosody.start({ shipped = true, domain = "grid.example", users = USERS })
+      assert.equal("pubsub.grid.example", server.pubsub)
+      local conn <close> = assert(xmpp.connect({
+        jid = "repository@grid.example/spec", password = USERS.repository,
+        host = server.host, port = server.port, cafile = server.ca_file,
+      }))
+      assert(pubsub.service(conn, server.pubsub):create("results", GRID_NODE))
     end)
 
     it("refuses options that would change the shipped file", function()
