@@ -71,6 +71,7 @@ VirtualHost "grid.example"                           -- DEPLOY: the grid's XMPP 
 Component "pubsub.grid.example" "pubsub"             -- DEPLOY: pubsub.<domain>
     -- Only an admin of the service may create nodes (Prosody's mod_pubsub answers anyone else's
     -- <create/> with forbidden). A component-level admin is an admin of this pubsub service
-    -- only, not of the server; Prosody also treats it as an owner of every node of the service.
+    -- only, not of the server. Prosody also treats it as owner of every node of the service on
+    -- which it has no affiliation of its own (an explicit one, even "member", takes precedence).
     -- The grid's nodes are transient (persist_items = false), so pubsub storage holds no items.
     admins = { "repository@grid.example" }           -- DEPLOY: repository@<domain>
