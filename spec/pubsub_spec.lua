@@ -235,6 +235,75 @@ describe("sacm.pubsub against Prosody", function()
     assert.is_true(svc:delete("whitelisted"))
   end)
 
+  it("sets affiliations from a map or a list, in one request, and checks them before sending", function()
+    assert(svc:create("affs", { access_model = "whitelist", publish_model = "publishers" }))
+    -- the list form, JIDs normalized (the domain lowercased)
+    assert.is_true(svc:set_affiliations("affs", {
+      { jid = "carol@LOCALHOST", affiliation = "publisher" },
+      { jid = "dave@localhost", affiliation = "member" },
+    }))
+    assert.same({
+      { jid = "carol@localhost", affiliation = "publisher" },
+      { jid = "dave@localhost", affiliation = "member" },
+      { jid = "owner@localhost", affiliation = "owner" },
+    }, assert(svc:node_affiliations("affs")))
+    -- an empty change is no request at all
+    assert.is_true(svc:set_affiliations("affs", {}))
+
+    -- mistakes raise, and nothing is sent (the affiliations stay as they were)
+    local function raises(changes, text)
+      local ok, err = pcall(svc.set_affiliations, svc, "affs", changes)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(text, 1, true), tostring(err))
+    end
+    raises({ ["carol@localhost"] = "admin" }, "'admin' (for carol@localhost) is not an affiliation")
+    raises({ ["carol@localhost/spec"] = "member" }, "carol@localhost/spec is a full JID")
+    raises({ ["@localhost"] = "member" }, "not a valid JID: @localhost")
+    raises({ { jid = "carol@localhost", affiliation = "member" }, { jid = "carol@LocalHost", affiliation = "none" } },
+      "carol@localhost is given twice")
+    raises({ { jid = "carol@localhost", affiliation = "member" }, ["dave@localhost"] = "none" }, "not both")
+    raises({ "carol@localhost" }, "entry 1 is a string")
+    raises("carol@localhost", "set_affiliations expects")
+    -- Prosody would let the owner demote itself and lose the node (servers_spec pins that)
+    raises({ ["owner@localhost"] = "member" }, "refusing to make owner@localhost, the account sending the request, 'member'")
+    assert.is_true(svc:set_affiliations("affs", { ["owner@localhost"] = "owner" }))
+    assert.same({
+      { jid = "carol@localhost", affiliation = "publisher" },
+      { jid = "dave@localhost", affiliation = "member" },
+      { jid = "owner@localhost", affiliation = "owner" },
+    }, assert(svc:node_affiliations("affs")))
+
+    -- "none" removes
+    assert.is_true(svc:set_affiliations("affs", { ["carol@localhost"] = "none", ["dave@localhost"] = "none" }))
+    assert.same({ { jid = "owner@localhost", affiliation = "owner" } }, assert(svc:node_affiliations("affs")))
+
+    -- a non-owner is refused by the service
+    local ok, err = bob_svc:set_affiliations("affs", { ["bob@localhost"] = "owner" })
+    assert.is_nil(ok)
+    assert.equal("forbidden", err.condition)
+    assert.truthy(err.text:find("set affiliations of node 'affs' at " .. server.pubsub, 1, true))
+    assert.is_true(svc:delete("affs"))
+  end)
+
+  it("reads a node's affiliations strictly: an entry without a JID makes the reply malformed", function()
+    local fake = pubsub.service(bob, mallory.jid)
+    local reply = { { jid = "Zed@Example.ORG", affiliation = "member" }, { jid = "amy@example.org", affiliation = "owner" } }
+    local h = mallory:on("iq", { ns = pubsub.NS_OWNER }, function()
+      local ps = xml.element("pubsub", { xmlns = pubsub.NS_OWNER }):tag("affiliations", { node = "n" })
+      for _, a in ipairs(reply) do ps:tag("affiliation", a):up() end
+      return ps:reset()
+    end)
+    -- sorted by JID, the domain lowercased (the localpart as the service wrote it)
+    assert.same({ { jid = "Zed@example.org", affiliation = "member" }, { jid = "amy@example.org", affiliation = "owner" } },
+      assert(fake:node_affiliations("n")))
+    reply[#reply + 1] = { affiliation = "owner" }
+    local list, err = fake:node_affiliations("n")
+    assert.is_nil(list)
+    assert.equal("undefined-condition", err.condition)
+    assert.truthy(err.text:find("without jid or affiliation", 1, true), err.text)
+    h.remove()
+  end)
+
   it("pins a Prosody 0.12.3 bug: listing all subscriptions after a subscribed node was deleted never answers",
     function()
     -- mod_pubsub's handler raises (util/pubsub.lua:733: nodes[subscribed_node] is nil, the deleted

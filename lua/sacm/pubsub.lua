@@ -447,40 +447,95 @@ function Service:affiliations(node)
   return list
 end
 
---- svc:node_affiliations(node) -> list of {jid, affiliation} (owner, XEP-0060 8.9), or nil, err.
+--- svc:node_affiliations(node) -> list of {jid, affiliation} (owner, XEP-0060 8.9.1), sorted by
+-- JID, or nil, err. An entry without a jid or affiliation makes the reply malformed (an error):
+-- dropping it could hide an owner.
 function Service:node_affiliations(node)
   check_node(node)
-  local reply, err = send(self, request(self, "get", M.NS_OWNER, "affiliations", { node = node }),
-    ("list affiliations of node '%s'"):format(node), true)
+  local what = ("list affiliations of node '%s'"):format(node)
+  local reply, err = send(self, request(self, "get", M.NS_OWNER, "affiliations", { node = node }), what, true)
   if not reply then return nil, err end
   local list = {}
   local affs = reply_child(reply, M.NS_OWNER, "affiliations")
   if affs then
     for el in affs:children("affiliation", M.NS_OWNER) do
-      list[#list + 1] = { jid = el.attr.jid, affiliation = el.attr.affiliation }
+      local jid, aff = el.attr.jid, el.attr.affiliation
+      if not jid or not aff then
+        return nil, malformed(what, self, "the reply has an <affiliation/> without jid or affiliation")
+      end
+      list[#list + 1] = { jid = jidlib.normalize(jid) or jid, affiliation = aff }
     end
   end
-  table.sort(list, function(a, b) return (a.jid or "") < (b.jid or "") end)
+  table.sort(list, function(a, b) return a.jid < b.jid end)
   return list
 end
 
---- svc:set_affiliations(node, {[jid] = affiliation, ...}) -> true, or nil, err (owner).
--- affiliation: "owner", "publisher", "publish-only", "member", "outcast" or "none" (removes).
+--- The affiliations XEP-0060 defines (4.1); "none" removes one.
+M.AFFILIATIONS = { owner = true, publisher = true, ["publish-only"] = true, member = true, outcast = true, none = true }
+
+-- The changes of set_affiliations as a list of {jid, affiliation}, checked and sorted by JID.
+local function affiliation_changes(changes)
+  local usage = "set_affiliations expects {[jid] = affiliation} or {{jid = ..., affiliation = ...}, ...}"
+  if type(changes) ~= "table" then error(usage, 3) end
+  local list, seen = {}, {}
+  local function add(jid, aff)
+    if type(jid) ~= "string" or type(aff) ~= "string" then error(usage, 4) end
+    local normal = jidlib.normalize(jid)
+    if not normal then error("set_affiliations: not a valid JID: " .. jid, 4) end
+    if jidlib.resource(normal) then
+      error(("set_affiliations: %s is a full JID; affiliations belong to bare JIDs (%s)"):format(jid,
+        jidlib.bare(normal)), 4)
+    end
+    if not M.AFFILIATIONS[aff] then
+      error(("set_affiliations: '%s' (for %s) is not an affiliation; use owner, publisher, publish-only, "
+        .. "member, outcast or none"):format(aff, jid), 4)
+    end
+    if seen[normal] then error("set_affiliations: " .. normal .. " is given twice", 4) end
+    seen[normal] = true
+    list[#list + 1] = { jid = normal, affiliation = aff }
+  end
+  local n = #changes
+  if n > 0 then
+    -- a list with string keys as well mixes the two forms: a mistake, not something to merge
+    for k in pairs(changes) do
+      if math.type(k) ~= "integer" or k < 1 or k > n then error(usage .. ", not both", 3) end
+    end
+    for i, c in ipairs(changes) do
+      if type(c) ~= "table" then error(("%s (entry %d is a %s)"):format(usage, i, type(c)), 3) end
+      add(c.jid, c.affiliation)
+    end
+  else
+    for jid, aff in pairs(changes) do add(jid, aff) end
+  end
+  table.sort(list, function(a, b) return a.jid < b.jid end)
+  return list
+end
+
+--- svc:set_affiliations(node, changes) -> true, or nil, err (owner, XEP-0060 8.9.2).
+-- changes: {[jid] = affiliation} or a list {{jid = ..., affiliation = ...}, ...}; affiliation is
+-- "owner", "publisher", "publish-only", "member", "outcast" or "none" (removes). JIDs are bare.
+-- All changes go in one request, which the service applies or refuses as a whole. An empty
+-- change sends nothing. Bad arguments raise, and so does a change of this account's own
+-- affiliation to anything but owner: from an owner, Prosody 0.12 applies it and the account
+-- (even an admin of the service) can no longer manage the node (ejabberd ignores it); from
+-- anyone else it could only be refused.
 function Service:set_affiliations(node, changes)
   check_node(node)
-  if type(changes) ~= "table" then error("set_affiliations expects {[jid] = affiliation}", 2) end
+  local list = affiliation_changes(changes)
+  if #list == 0 then return true end
+  local me = self.conn.jid and jidlib.bare(self.conn.jid) -- normalized
+  for _, c in ipairs(list) do
+    if c.jid == me and c.affiliation ~= "owner" then
+      error(("set_affiliations: refusing to make %s, the account sending the request, '%s' of node '%s': "
+        .. "an owner doing that on Prosody 0.12 can no longer manage the node, and no account gains a "
+        .. "right by affiliating itself; change this account's affiliation from another owner"):format(c.jid,
+        c.affiliation, node), 2)
+    end
+  end
   local iq = request(self, "set", M.NS_OWNER, "affiliations", { node = node })
   local affs = iq:child("pubsub"):child("affiliations")
-  local jids = {}
-  for jid, aff in pairs(changes) do
-    if type(jid) ~= "string" or type(aff) ~= "string" then
-      error("set_affiliations expects {[jid] = affiliation}", 2)
-    end
-    jids[#jids + 1] = jid
-  end
-  table.sort(jids)
-  for _, jid in ipairs(jids) do
-    affs:add(xml.element("affiliation", { xmlns = M.NS_OWNER, jid = jid, affiliation = changes[jid] }))
+  for _, c in ipairs(list) do
+    affs:add(xml.element("affiliation", { xmlns = M.NS_OWNER, jid = c.jid, affiliation = c.affiliation }))
   end
   local reply, err = send(self, iq, ("set affiliations of node '%s'"):format(node), true)
   if not reply then return nil, err end

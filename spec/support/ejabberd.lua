@@ -17,7 +17,8 @@
 -- and removes the directory; a forgotten server is stopped by a shutdown handler, and if the
 -- spec run dies outright the kernel sends it SIGTERM (setpriv --pdeathsig). See docs/testing.md.
 -- What it shares with support.prosody (process, directory, ports, certificates) is in
--- support.harness.
+-- support.harness. With shipped = true the configuration is examples/servers/ejabberd.yml, the
+-- one users deploy, with only its deployment values substituted (M._shipped_config).
 --
 -- Waiting calls (start, register, stop, ...) must run in a task. Errors raise with the log's tail.
 --
@@ -121,6 +122,56 @@ function M._config(self)
   return table.concat(lines, "\n") .. "\n"
 end
 
+---------------------------------------------------------------------------- the shipped config
+-- examples/servers/ejabberd.yml, the configuration users deploy. shipped mode starts that file
+-- with its DEPLOY values replaced by the test server's, and adds nothing: the Mnesia and log
+-- paths are not in the file (the command line and EJABBERD_LOG_PATH give them, as ejabberdctl does).
+M.SHIPPED_FILE = h.shipped_file("ejabberd.yml")
+
+-- The shipped file's deployment values, each exactly as the file writes it.
+M.SHIPPED = {
+  domain = "grid.example",
+  loglevel = "loglevel: info",
+  cert = '- "/etc/sacm/xmpp.crt"',
+  key = '- "/etc/sacm/xmpp.key"',
+  c2s_port = "- port: 5222",
+  cert_port = "- port: 5223",
+  http_port = "- port: 5280",
+  ip = 'ip: "0.0.0.0"', -- both c2s listeners; the HTTP API's is loopback already
+  cafile = 'cafile: "/etc/sacm/grid-ca.pem"',
+  ca_file = 'ca_file: "/etc/sacm/grid-ca.pem"',
+}
+
+-- What must not survive the substitution in a setting: the shipped domain, system paths, and a
+-- listener on every interface.
+M.SHIPPED_LEFTOVERS = { "grid.example", "/etc/", "/var/", "/run/", "0.0.0.0", '"::"' }
+
+function M._shipped_config(self)
+  local d = M.SHIPPED.domain
+  local text, err = fs.read(self.shipped_file)
+  h.must(text, err, "support.ejabberd: reading the shipped configuration " .. self.shipped_file)
+  local out = h.substitute(text, {
+    tag = "ejabberd", file = self.shipped_file, comment = "#", leftovers = M.SHIPPED_LEFTOVERS,
+    rules = {
+      { what = "the domain", from = "- " .. y(d), to = "- " .. y(self.domain) },
+      { what = "the log level", from = M.SHIPPED.loglevel, to = "loglevel: " .. self.log_level },
+      { what = "the server certificate", from = M.SHIPPED.cert, to = "- " .. y(self.cert_file) },
+      { what = "the server key", from = M.SHIPPED.key, to = "- " .. y(self.key_file) },
+      { what = "the c2s port", from = M.SHIPPED.c2s_port, to = "- port: " .. self.port },
+      { what = "the client-certificate port", from = M.SHIPPED.cert_port, to = "- port: " .. self.cert_port },
+      { what = "the HTTP API port", from = M.SHIPPED.http_port, to = "- port: " .. self.http_port },
+      { what = "the c2s listeners' address", from = M.SHIPPED.ip, to = 'ip: "127.0.0.1"', count = 2 },
+      { what = "the CA of client certificates", from = M.SHIPPED.cafile, to = "cafile: " .. y(self.ca_file) },
+      { what = "the CA of the server certificate", from = M.SHIPPED.ca_file, to = "ca_file: " .. y(self.ca_file) },
+      { what = "the repository's acl", from = "user: " .. y("repository@" .. d),
+        to = "user: " .. y("repository@" .. self.domain) },
+      { what = "the pubsub service", from = "- " .. y("pubsub." .. d), to = "- " .. y(self.pubsub) },
+    },
+  })
+  return ("# %s as shipped, its DEPLOY values substituted by spec/support/ejabberd.lua (shipped mode)\n%s")
+    :format(self.shipped_file, out)
+end
+
 ---------------------------------------------------------------------------- the server
 local Server = setmetatable({}, { __index = h.Server })
 Server.__index = Server
@@ -129,7 +180,10 @@ Server.NAME = "ejabberd"
 Server.PORTS = { "port", "cert_port", "http_port" }
 Server.SUBDIRS = { "certs", "spool", "log", "clients" }
 Server.ABORT_SIGNAL = "SIGKILL"
-Server._config = M._config
+function Server:_config()
+  if self.shipped_file then return M._shipped_config(self) end
+  return M._config(self)
+end
 
 -- No -sname/-name: the VM starts without distribution, so no epmd and no open node port. (erl
 -- and erlexec exec beam.smp, keeping the pid and setpriv's parent-death signal.)
@@ -218,9 +272,32 @@ end
 -- (replaces M.MODULES), max_ack_queue (XEP-0198: unacknowledged stanzas before ejabberd closes
 -- the stream; default M.MAX_ACK_QUEUE), log_level ("info", or SACMRUN_EJABBERD_LOG_LEVEL),
 -- extra_config (YAML text appended at the top level), start_timeout.
+--
+-- shipped = true (or the path of another file): the server runs from the shipped configuration
+-- examples/servers/ejabberd.yml instead of a generated one, with only its deployment values
+-- substituted (domain, interfaces, ports, certificate, key and CA paths, log level). There only
+-- repository@DOMAIN may create pubsub nodes. The options that would change the file (modules,
+-- max_ack_queue, extra_config) raise; domain, users, log_level and start_timeout work as above.
+local SHIPPED_CHANGES = { "modules", "max_ack_queue", "extra_config" }
+
 function M.start(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("ejabberd.start: opts must be a table", 2) end
+  local shipped = opts.shipped
+  if shipped ~= nil and shipped ~= false then
+    if shipped ~= true and type(shipped) ~= "string" then
+      error("ejabberd.start: shipped must be true or the path of a configuration file", 2)
+    end
+    for _, name in ipairs(SHIPPED_CHANGES) do
+      if opts[name] ~= nil then
+        error(("ejabberd.start: option %s changes the configuration, but shipped mode runs the shipped "
+          .. "file as it is (only its deployment values substituted); drop %s, or start without shipped"):format(name, name), 2)
+      end
+    end
+    shipped = shipped == true and M.SHIPPED_FILE or shipped
+  else
+    shipped = nil
+  end
   return h.start(Server, function(self)
     local dir, domain = self.dir, opts.domain or "localhost"
     -- the Mnesia directory goes to Erlang as a quoted string term
@@ -233,6 +310,10 @@ function M.start(opts)
     self.log_file = dir .. "/log/ejabberd.log"
     self.ca_file = dir .. "/certs/ca.crt"
     self.pem_file = dir .. "/certs/server.pem"
+    -- shipped mode gives ejabberd the certificate and key as two files, as the shipped file does
+    self.cert_file = dir .. "/certs/server.crt"
+    self.key_file = dir .. "/certs/server.key"
+    self.shipped_file = shipped
     self.modules = opts.modules or M.MODULES
     self.max_ack_queue = opts.max_ack_queue or M.MAX_ACK_QUEUE
     self.log_level = opts.log_level or os.getenv("SACMRUN_EJABBERD_LOG_LEVEL") or "info"
@@ -243,7 +324,8 @@ function M.start(opts)
     self.erl_libs = erl_libs()
   end, function(self)
     local pair = self:_make_certificates()
-    -- ejabberd takes the certificate and its key from one file
+    assert(pair.cert == self.cert_file and pair.key == self.key_file)
+    -- the generated config gives ejabberd the certificate and its key from one file
     h.must(fs.write(self.pem_file, h.must(fs.read(pair.cert), nil, "reading " .. pair.cert)
       .. h.must(fs.read(pair.key), nil, "reading " .. pair.key), { mode = tonumber("600", 8) }), nil,
       "writing " .. self.pem_file)

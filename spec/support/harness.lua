@@ -123,6 +123,89 @@ function M.pick_port(avoid)
   error("no free port found in " .. table.concat(M.PORT_RANGE, "-"))
 end
 
+---------------------------------------------------------------------------- shipped configurations
+-- The server configurations shipped to users (examples/servers/) are what the "shipped" mode of
+-- the server modules starts, with only the deployment-specific values substituted. The
+-- substitution is strict so that file and harness cannot drift apart unnoticed: every expected
+-- setting must be found exactly as written, and no other setting may still hold a deployment
+-- value (a new certificate path, say, would otherwise make the test server read /etc/sacm).
+
+-- The repository's root, from where this file is (spec/support/harness.lua): the specs run from
+-- anywhere, the shipped files are always beside them.
+local function repository_root()
+  local here = debug.getinfo(1, "S").source:match("^@(.*)$")
+  local root = here and (here:match("^(.*)/spec/support/harness%.lua$")
+    or (here:match("^spec/support/harness%.lua$") and "."))
+  if not root then error("support.harness: cannot tell the repository's root from " .. tostring(here), 0) end
+  return root == "" and "/" or root
+end
+
+--- shipped_file(name) -> the path of examples/servers/NAME in this repository
+function M.shipped_file(name)
+  return repository_root() .. "/examples/servers/" .. name
+end
+
+local function strip_comment(line, marker)
+  -- a comment starts at the marker at the start of the line or after a blank; none of the
+  -- shipped settings holds the marker inside a string
+  local at = line:find(marker, 1, true)
+  while at and at > 1 and not line:sub(at - 1, at - 1):match("%s") do
+    at = line:find(marker, at + 1, true)
+  end
+  return at and line:sub(1, at - 1) or line
+end
+
+--- substitute(text, spec) -> text with the rules applied; raises when the file does not match.
+-- spec.file: the file's name (for messages); spec.tag: the harness ("prosody"); spec.comment:
+-- the comment marker ("--", "#"); spec.rules: list of
+--   {what = "the c2s port", from = 'c2s_ports = { 5222 }', to = 'c2s_ports = { 20123 }' [, count = n]}
+-- A rule applies to each line whose text after its indentation is `from` (plain, not a pattern),
+-- alone or followed by blanks (and a comment); that text becomes `to`, indentation and comment
+-- stay. It must apply to exactly `count` lines (default 1). spec.leftovers: plain strings (the
+-- shipped deployment values: "grid.example", "/etc/") that no line the rules left alone may
+-- hold outside a comment.
+function M.substitute(text, spec)
+  local lines = {}
+  for line in (text .. (text:sub(-1) == "\n" and "" or "\n")):gmatch("([^\n]*)\n") do lines[#lines + 1] = line end
+  local touched = {}
+  local function fail(fmt, ...)
+    error(("support.%s: the shipped configuration %s does not match the harness: %s. The harness "
+      .. "substitutes the deployment values of that file for the test server's (rules in "
+      .. "spec/support/%s.lua); change the file and the rules together."):format(spec.tag, spec.file,
+      fmt:format(...), spec.tag), 0)
+  end
+  for _, rule in ipairs(spec.rules) do
+    local found = {}
+    for i, line in ipairs(lines) do
+      local indent, rest = line:match("^(%s*)(.*)$")
+      if rest:sub(1, #rule.from) == rule.from and rest:sub(#rule.from + 1):match("^%s") ~= nil
+        or rest == rule.from then
+        found[#found + 1] = i
+        if touched[i] then fail("line %d is matched by two rules (%s)", i, rule.what) end
+        touched[i] = true
+        lines[i] = indent .. rule.to .. rest:sub(#rule.from + 1)
+      end
+    end
+    local want = rule.count or 1
+    if #found ~= want then
+      fail("%d line(s) read `%s` (%s), expected %d%s", #found, rule.from, rule.what, want,
+        #found > 0 and (" (lines " .. table.concat(found, ", ") .. ")") or "")
+    end
+  end
+  for i, line in ipairs(lines) do
+    if not touched[i] then
+      local code = strip_comment(line, spec.comment)
+      for _, value in ipairs(spec.leftovers or {}) do
+        if code:find(value, 1, true) then
+          fail("line %d still holds the deployment value `%s` after substitution: `%s` (add a rule "
+            .. "for it)", i, value, line)
+        end
+      end
+    end
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
 ---------------------------------------------------------------------------- the server process
 --- M.Server: the methods a server object inherits. A server class sets
 --   NAME          "prosody": the directory prefix, and the tag of messages and errors

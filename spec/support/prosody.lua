@@ -12,7 +12,9 @@
 -- (`prosody -F`), in its own process group. stop() ends it by pid and removes the directory; a
 -- server a spec forgot is stopped by a shutdown handler, and failing that the runtime kills the
 -- group when the Lua state closes. See docs/testing.md. What it shares with support.ejabberd
--- (the process, directory, ports and certificates) is in support.harness.
+-- (the process, directory, ports and certificates) is in support.harness. With shipped = true the
+-- configuration is examples/servers/prosody.cfg.lua, the one users deploy, with only its
+-- deployment values substituted (M._shipped_config).
 --
 -- Waiting calls (start, register, stop, ...) must run in a task: a spec is one.
 -- Errors raise (this is test support: a server that does not come up is a failed test), with the
@@ -97,6 +99,64 @@ function M._config(self)
   return table.concat(lines, "\n") .. "\n"
 end
 
+---------------------------------------------------------------------------- the shipped config
+-- examples/servers/prosody.cfg.lua, the configuration users deploy. shipped mode starts that file
+-- with its DEPLOY values replaced by the test server's; anything else in it runs as shipped.
+M.SHIPPED_FILE = h.shipped_file("prosody.cfg.lua")
+
+-- The shipped file's deployment values, each exactly as the file writes it.
+M.SHIPPED = {
+  domain = "grid.example",
+  pidfile = 'pidfile = "/run/prosody/prosody.pid"',
+  data_path = 'data_path = "/var/lib/prosody"',
+  log = 'log = { { levels = { min = "info" }, to = "file", filename = "/var/log/prosody/prosody.log" } }',
+  interfaces = 'interfaces = { "*" }',
+  c2s_ports = "c2s_ports = { 5222 }",
+  ssl = 'ssl = { certificate = "/etc/sacm/xmpp.crt", key = "/etc/sacm/xmpp.key" }',
+  certificates = 'certificates = "/etc/sacm"',
+}
+
+-- What must not survive the substitution in a setting: the shipped domain and system paths.
+M.SHIPPED_LEFTOVERS = { "grid.example", "/etc/", "/var/", "/run/" }
+
+-- The lines added at the top (the global section), and only these: as root, Prosody would
+-- otherwise refuse to run (or drop to the prosody user), and it must stay in the foreground as
+-- the spec run's child.
+local SHIPPED_ADDED = {
+  "run_as_root = true -- added by spec/support/prosody.lua: the specs may run as root",
+  "daemonize = false  -- added by spec/support/prosody.lua: a child of the spec run",
+}
+
+function M._shipped_config(self)
+  local q = function(s) return ("%q"):format(s) end
+  local d = M.SHIPPED.domain
+  local text, err = fs.read(self.shipped_file)
+  h.must(text, err, "support.prosody: reading the shipped configuration " .. self.shipped_file)
+  local out = h.substitute(text, {
+    tag = "prosody", file = self.shipped_file, comment = "--", leftovers = M.SHIPPED_LEFTOVERS,
+    rules = {
+      { what = "the pid file", from = M.SHIPPED.pidfile, to = "pidfile = " .. q(self.dir .. "/prosody.pid") },
+      { what = "the data directory", from = M.SHIPPED.data_path, to = "data_path = " .. q(self.data_dir) },
+      { what = "the log", from = M.SHIPPED.log,
+        to = ("log = { { levels = { min = %q }, to = \"file\", filename = %q } }"):format(self.log_level, self.log_file) },
+      { what = "the interfaces", from = M.SHIPPED.interfaces, to = 'interfaces = { "127.0.0.1" }' },
+      { what = "the c2s port", from = M.SHIPPED.c2s_ports, to = ("c2s_ports = { %d }"):format(self.port) },
+      { what = "the certificate and key", from = M.SHIPPED.ssl,
+        to = ("ssl = { certificate = %s, key = %s }"):format(q(self.cert_file), q(self.key_file)) },
+      { what = "the certificate directory", from = M.SHIPPED.certificates, to = "certificates = " .. q(self.dir .. "/certs") },
+      { what = "the domain", from = ("VirtualHost %q"):format(d), to = "VirtualHost " .. q(self.domain) },
+      { what = "the pubsub component", from = ("Component %q \"pubsub\""):format("pubsub." .. d),
+        to = ("Component %s \"pubsub\""):format(q(self.pubsub)) },
+      { what = "the pubsub admins", from = ("admins = { %q }"):format("repository@" .. d),
+        to = ("admins = { %s }"):format(q("repository@" .. self.domain)) },
+    },
+  })
+  -- start() waits for the SIGTERM handler only when mod_posix is there to install it
+  self._posix = out:find('\nmodules_enabled = {[^\n]*"posix"') ~= nil
+  return ("-- %s as shipped, its DEPLOY values substituted by spec/support/prosody.lua (shipped mode)\n%s\n\n%s")
+    :format(self.shipped_file, table.concat(SHIPPED_ADDED, "\n"), out)
+end
+
 ---------------------------------------------------------------------------- the server
 local Server = setmetatable({}, { __index = h.Server })
 Server.__index = Server
@@ -105,7 +165,10 @@ Server.NAME = "prosody"
 Server.PORTS = { "port" }
 Server.SUBDIRS = { "certs", "data", "clients" }
 Server.POLL = 0.005
-Server._config = M._config
+function Server:_config()
+  if self.shipped_file then return M._shipped_config(self) end
+  return M._config(self)
+end
 
 local function prosody_program()
   return os.getenv("SACMRUN_PROSODY") or "prosody"
@@ -198,9 +261,35 @@ end
 -- (in-band registration, default false), modules (replaces M.MODULES), extra_modules,
 -- log_level ("info", or SACMRUN_PROSODY_LOG_LEVEL), global_config / host_config / pubsub_config
 -- (Lua text added to the global, VirtualHost and pubsub Component sections), start_timeout.
+--
+-- shipped = true (or the path of another file): the server runs from the shipped configuration
+-- examples/servers/prosody.cfg.lua instead of a generated one, with only its deployment values
+-- substituted (domain, interface, port, certificate, key and certificate directory, data, log and
+-- pid paths) and run_as_root and daemonize added. There pubsub.DOMAIN's only admin is repository@DOMAIN, and
+-- accounts come from opts.users. The options that would change the file (admins, modules,
+-- extra_modules, allow_registration, client_certs, global_config, host_config, pubsub_config)
+-- raise; domain, port, users, log_level and start_timeout work as above.
+local SHIPPED_CHANGES = { "admins", "modules", "extra_modules", "allow_registration", "client_certs",
+  "global_config", "host_config", "pubsub_config" }
+
 function M.start(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("prosody.start: opts must be a table", 2) end
+  local shipped = opts.shipped
+  if shipped ~= nil and shipped ~= false then
+    if shipped ~= true and type(shipped) ~= "string" then
+      error("prosody.start: shipped must be true or the path of a configuration file", 2)
+    end
+    for _, name in ipairs(SHIPPED_CHANGES) do
+      if opts[name] ~= nil then
+        error(("prosody.start: option %s changes the configuration, but shipped mode runs the shipped "
+          .. "file as it is (only its deployment values substituted); drop %s, or start without shipped"):format(name, name), 2)
+      end
+    end
+    shipped = shipped == true and M.SHIPPED_FILE or shipped
+  else
+    shipped = nil
+  end
   return h.start(Server, function(self)
     local dir, domain = self.dir, opts.domain or "localhost"
     local modules = {}
@@ -232,6 +321,7 @@ function M.start(opts)
     self.ctl = prosodyctl_program()
     self.fixed_ports = opts.port ~= nil
     self._posix = posix
+    self.shipped_file = shipped
   end, function(self)
     local pair = self:_make_certificates()
     assert(pair.cert == self.cert_file and pair.key == self.key_file)

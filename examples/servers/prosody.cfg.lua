@@ -1,0 +1,77 @@
+-- Prosody 0.12 configuration for a SACM grid over XMPP-Grid (sacmrun).
+--
+-- Install as /etc/prosody/prosody.cfg.lua (Debian: `apt-get install prosody`), then
+--   prosodyctl check config
+--   prosodyctl register repository grid.example 'PASSWORD'   # and collector, evaluator, ...
+--   systemctl restart prosody
+--
+-- Lines marked  -- DEPLOY: ...  hold the values a deployment changes; everything else is the
+-- grid's policy and should stay as it is. The domain grid.example occurs in three settings
+-- (VirtualHost, Component, the pubsub admins); change all three together.
+--
+-- The test suite starts Prosody from this very file (spec/support/prosody.lua, `shipped = true`),
+-- substituting only the DEPLOY values (domain, interface, port, certificate paths, data, log and
+-- pid paths) and adding what a private test server needs (run_as_root, daemonize = false). If a
+-- DEPLOY line is changed in shape, that harness fails and names the line: keep the two in step.
+--
+-- Provisioning model: accounts are created by the operator with prosodyctl (no in-band
+-- registration). The repository account is the only one allowed to create pubsub nodes; it owns
+-- the grid's nodes and affiliates the other accounts itself (publisher, member). No grid account
+-- is a server administrator.
+
+---------------------------------------------------------------------------- process and files
+pidfile = "/run/prosody/prosody.pid"                 -- DEPLOY: pid file (Debian's default)
+data_path = "/var/lib/prosody"                       -- DEPLOY: accounts and rosters (Debian's default)
+log = { { levels = { min = "info" }, to = "file", filename = "/var/log/prosody/prosody.log" } } -- DEPLOY: log file and level
+
+-- Without this every STARTTLS login stalls ~40 ms (Nagle's algorithm against delayed ACKs on the
+-- small handshake writes).
+network_settings = { nagle = false }
+
+---------------------------------------------------------------------------- network
+-- Clients (c2s) only: STARTTLS on 5222. No server-to-server federation, no HTTP, no external
+-- components, no direct-TLS port: the grid is one server, and every other listener is attack
+-- surface it does not need.
+interfaces = { "*" }                                 -- DEPLOY: addresses to listen on ("*": all IPv4)
+c2s_ports = { 5222 }                                 -- DEPLOY: client port
+c2s_direct_tls_ports = {}
+s2s_ports = {}
+component_ports = {}
+http_ports = {}
+https_ports = {}
+modules_disabled = { "s2s" }
+
+---------------------------------------------------------------------------- TLS and authentication
+-- The server certificate must name grid.example and pubsub.grid.example (subjectAltName DNS);
+-- the key must be readable by the prosody user.
+ssl = { certificate = "/etc/sacm/xmpp.crt", key = "/etc/sacm/xmpp.key" } -- DEPLOY: server certificate and key
+-- Where Prosody also looks for certificates by host name; set to the same directory so that it
+-- indexes one that exists (the default, certs/ beside this file, may not).
+certificates = "/etc/sacm"                           -- DEPLOY: certificate directory
+c2s_require_encryption = true
+-- Passwords stored as SCRAM hashes; SCRAM-SHA-1 and PLAIN are offered, both only after STARTTLS.
+authentication = "internal_hashed"
+storage = "internal"
+allow_registration = false                           -- accounts come from prosodyctl, never from clients
+
+-- No server administrators: nobody may run admin commands over XMPP. The pubsub service has its
+-- own admin (below), which is not a server admin.
+admins = {}
+
+-- tls, saslauth: STARTTLS and SASL. disco, roster, ping, adhoc: what sacmrun's clients use.
+-- smacks: XEP-0198 stream management (resumption after a network blip). pep: also carries
+-- entity capabilities (Prosody has no separate mod_caps). posix: signals (SIGTERM shuts down
+-- cleanly, SIGHUP reloads) and the pid file.
+modules_enabled = { "tls", "saslauth", "disco", "roster", "ping", "adhoc", "smacks", "pep", "posix" }
+
+---------------------------------------------------------------------------- the grid's domain
+VirtualHost "grid.example"                           -- DEPLOY: the grid's XMPP domain
+
+---------------------------------------------------------------------------- the grid's pubsub service
+Component "pubsub.grid.example" "pubsub"             -- DEPLOY: pubsub.<domain>
+    -- Only an admin of the service may create nodes (Prosody's mod_pubsub answers anyone else's
+    -- <create/> with forbidden). A component-level admin is an admin of this pubsub service
+    -- only, not of the server. Prosody also treats it as owner of every node of the service on
+    -- which it has no affiliation of its own (an explicit one, even "member", takes precedence).
+    -- The grid's nodes are transient (persist_items = false), so pubsub storage holds no items.
+    admins = { "repository@grid.example" }           -- DEPLOY: repository@<domain>
