@@ -36,9 +36,10 @@ for _, role in ipairs({ "orchestrator", "repository", "evaluator", "collector" }
   users[role] = accounts[role]
 end
 
--- Only the repository's account may create pubsub nodes: the repository provisions the grid and
--- admits the other roles (docs/protocol.md, section 4).
-local server = prosody.start({ users = users, admins = { "repository" } })
+-- Prosody from the configuration docs/deploy.md gives (examples/servers/prosody.cfg.lua): only the
+-- repository's account may create pubsub nodes; it provisions the grid and admits the other roles
+-- (docs/protocol.md, section 4).
+local server = prosody.start({ users = users, shipped = true })
 local dir = server.dir
 -- the repository's HTTPS server (uploads, and the references evaluators fetch) has a
 -- certificate from the same CA as the XMPP server's

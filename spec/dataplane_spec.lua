@@ -188,11 +188,11 @@ end
 each_server("Prosody", function()
   local users = {}
   for _, a in ipairs(ACCOUNTS) do users[a] = "pw" end
-  return prosody.start({ users = users, admins = { "repository" } })
+  return prosody.start({ users = users, shipped = true })
 end, { kill_server = true })
 
 each_server("ejabberd", function()
   local users = {}
   for _, a in ipairs(ACCOUNTS) do users[a] = "pw" end
-  return ejabberd.start({ users = users })
+  return ejabberd.start({ users = users, shipped = true })
 end)

@@ -61,7 +61,7 @@ describe("the SACM grid over Prosody", function()
     local users = {}
     for _, r in ipairs(ROLES) do users[r] = "pw" end
     -- only the repository may create nodes: it provisions the grid (docs/protocol.md, 4)
-    server = prosody.start({ users = users, admins = { "repository" } })
+    server = prosody.start({ users = users, shipped = true })
     dir = tmp.dir("grid")
     g = grid.new(server, dir)
     policies = dir .. "/policies"

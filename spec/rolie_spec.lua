@@ -528,8 +528,7 @@ print(d["id"], d["rule_id"], d["result"], d["evaluated"], d["evidence"][0])
     end)
 
     it("gets a POSTed policy to a running evaluator", function()
-      server = prosody.start({ users = { evaluator = "pw", repository = "pw", orchestrator = "pw" },
-        admins = { "repository" } })
+      server = prosody.start({ users = { evaluator = "pw", repository = "pw", orchestrator = "pw" }, shipped = true })
       gdir = dir .. "/grid"
       assert(fs.mkdir(gdir))
       assert(fs.mkdir(gdir .. "/policies"))

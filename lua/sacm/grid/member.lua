@@ -289,7 +289,22 @@ function M.join(opts)
       return nil, err
     end
   end
-  self:status("online", { version = proto.VERSION })
+  -- the first status may come before the repository admitted us: it waits for that, not the join
+  task.spawn({ name = "online status" }, function()
+    local deadline, pause = time.monotonic() + self.admission_timeout, 0.1
+    while not self.closed do
+      local el = payload.status({ type = "online", component = conn.jid, role = self.role,
+        fields = { version = proto.VERSION } })
+      local ok, perr = self:publish("status", nil, el)
+      if ok then return end
+      if not NOT_YET[perr.condition] or time.monotonic() + pause > deadline then
+        M.log.warn("%s: status 'online' not published: %s", self.role, tostring(perr))
+        return
+      end
+      task.sleep(pause)
+      pause = math.min(pause * 2, 2)
+    end
+  end)
   local beat = opts.heartbeat
   if beat == nil then beat = M.HEARTBEAT end
   if beat then
