@@ -35,21 +35,6 @@ local dir = tmp.dir("sustained")
 local g = grid.new(server, dir)
 grid.dpkg_status(dir .. "/status", 1024 * 1024)
 
-local function serialize(v, indent)
-  indent = indent or ""
-  if type(v) == "table" then
-    local keys, parts = {}, {}
-    for k in pairs(v) do keys[#keys + 1] = k end
-    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-    for _, k in ipairs(keys) do
-      local key = math.type(k) == "integer" and "" or (("[%q] = "):format(k))
-      parts[#parts + 1] = indent .. "  " .. key .. serialize(v[k], indent .. "  ")
-    end
-    return "{\n" .. table.concat(parts, ",\n") .. "\n" .. indent .. "}"
-  end
-  return ("%q"):format(v)
-end
-
 -- One grid config per collector: the config file has one collector section.
 local function config(collector_section)
   local base = {
@@ -65,7 +50,7 @@ local function config(collector_section)
 end
 local function write_config(name, cfg)
   local path = dir .. "/" .. name .. ".conf"
-  assert(fs.write(path, "return " .. serialize(cfg) .. "\n", { mode = 384 }))
+  assert(require("sacm.grid.config").write(path, cfg))
   return path
 end
 local host_conf = write_config("host", config({ jid = server:jid("collector") .. "/bench", password = "pw",

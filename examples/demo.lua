@@ -7,7 +7,6 @@
 -- started is stopped at the end, also on Ctrl-C. The report's last line holds the totals.
 --
 --   sacmrun examples/demo.lua [report.json]
-local fs = require "sacm.fs"
 local proc = require "sacm.proc"
 local crypto = require "sacm.crypto"
 local log = require("sacm.log").new("demo")
@@ -80,23 +79,8 @@ local grid = {
   orchestrator = { jid = "orchestrator@" .. server.domain .. "/demo", password = accounts.orchestrator },
 }
 
--- Lua data, written as the grid config file the role scripts read.
-local function serialize(v, indent)
-  indent = indent or ""
-  if type(v) == "table" then
-    local keys, parts = {}, {}
-    for k in pairs(v) do keys[#keys + 1] = k end
-    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-    for _, k in ipairs(keys) do
-      local key = math.type(k) == "integer" and "" or (("[%q] = "):format(k))
-      parts[#parts + 1] = indent .. "  " .. key .. serialize(v[k], indent .. "  ")
-    end
-    return "{\n" .. table.concat(parts, ",\n") .. "\n" .. indent .. "}"
-  end
-  return ("%q"):format(v)
-end
 local config_file = dir .. "/grid.conf"
-assert(fs.write(config_file, "return " .. serialize(grid) .. "\n", { mode = 384 })) -- 0600
+assert(require("sacm.grid.config").write(config_file, grid))
 
 local function start(role)
   local p = assert(proc.spawn({ sacmrun, root .. "/examples/grid/" .. role .. ".lua", config_file },

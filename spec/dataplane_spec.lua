@@ -139,14 +139,28 @@ local function each_server(name, start_server, opts)
       end)
       local small = start(collector, "collector2", { kinds = { "os" }, endpoint = "restart-endpoint",
         spool = dir .. "/collector2-spool.db", delivery_wait = 0.5 })
-      local jobs = {}
+      local jobs, during
+      jobs = {}
       for i = 1, 50 do
         if i == 10 then repo:close() end
+        if i == 20 then
+          -- an assessment while the repository is down says so, with the reason
+          eval.delivery_wait = 0.5
+          during = assert(orch:assess({ collectors = { small.member.conn.jid }, kinds = { "os" }, timeout = 30 }))
+          eval.delivery_wait = evaluator.DELIVERY_WAIT
+        end
         if i == 35 then repo = start(repository, "repository", { database = dir .. "/grid.db" }) end
         jobs[#jobs + 1] = task.spawn(function() return small:collect({ "os" }) end)
         task.sleep(0.05)
       end
       task.all(jobs)
+      local os_result
+      for _, r in ipairs(during.results) do
+        if r.rule_id == "dataplane-os" then os_result = r end
+      end
+      assert.equal("error", os_result.result)
+      assert.matches("not%-delivered: posture not delivered yet: .*repository", os_result.evidence[1])
+      assert.matches("not%-delivered", report.text(during))
       local spooled = 0
       for _, j in ipairs(jobs) do spooled = spooled + select(2, j:result()).spooled end
       assert.is_true(spooled > 0, "no collection saw the repository down")
@@ -154,7 +168,10 @@ local function each_server(name, start_server, opts)
       watch.remove()
       local stored = assert(repo.store.db:query(
         "SELECT id, count(*) AS n FROM posture WHERE endpoint = 'restart-endpoint' GROUP BY id"))
-      assert.equal(50, #stored)
+      assert.equal(51, #stored) -- the 50 collections and the assessment's
+      for _, id in ipairs(ids) do
+        assert.is_truthy(repo.store.db:first("SELECT 1 AS one FROM posture WHERE id = ?", { id }), id)
+      end
       for _, r in ipairs(stored) do assert.equal(1, r.n) end
       small:close()
     end)

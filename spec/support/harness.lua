@@ -452,6 +452,24 @@ function Server:restart()
   self:_start_process()
 end
 
+--- shipped_option(opts, name, changes, default) -> the shipped configuration file a start() runs
+-- (opts.shipped: true for default, or a path), or nil. Options in `changes` would change the
+-- file, so with shipped they raise at the caller of <name>.start.
+function M.shipped_option(opts, name, changes, default)
+  local shipped = opts.shipped
+  if shipped == nil or shipped == false then return nil end
+  if shipped ~= true and type(shipped) ~= "string" then
+    error(("%s.start: shipped must be true or the path of a configuration file"):format(name), 3)
+  end
+  for _, option in ipairs(changes) do
+    if opts[option] ~= nil then
+      error(("%s.start: option %s changes the configuration, but shipped mode runs the shipped file as it is "
+        .. "(only its deployment values substituted); drop %s, or start without shipped"):format(name, option, option), 3)
+    end
+  end
+  return shipped == true and default or shipped
+end
+
 ---------------------------------------------------------------------------- start
 --- start(class, init, setup) -> server
 -- Makes the private directory $TMPDIR/sacmrun-NAME-XXXXXXXXXXXX and the object (class as its

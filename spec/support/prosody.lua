@@ -275,21 +275,7 @@ local SHIPPED_CHANGES = { "admins", "modules", "extra_modules", "allow_registrat
 function M.start(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("prosody.start: opts must be a table", 2) end
-  local shipped = opts.shipped
-  if shipped ~= nil and shipped ~= false then
-    if shipped ~= true and type(shipped) ~= "string" then
-      error("prosody.start: shipped must be true or the path of a configuration file", 2)
-    end
-    for _, name in ipairs(SHIPPED_CHANGES) do
-      if opts[name] ~= nil then
-        error(("prosody.start: option %s changes the configuration, but shipped mode runs the shipped "
-          .. "file as it is (only its deployment values substituted); drop %s, or start without shipped"):format(name, name), 2)
-      end
-    end
-    shipped = shipped == true and M.SHIPPED_FILE or shipped
-  else
-    shipped = nil
-  end
+  local shipped = h.shipped_option(opts, "prosody", SHIPPED_CHANGES, M.SHIPPED_FILE)
   return h.start(Server, function(self)
     local dir, domain = self.dir, opts.domain or "localhost"
     local modules = {}

@@ -47,6 +47,29 @@ function M.load(path)
   return cfg
 end
 
+-- Lua source for data: tables (keys sorted, so the file is the same each time), strings, numbers
+-- and booleans.
+local function serialize(v, indent)
+  if type(v) == "table" then
+    local keys, parts = {}, {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(keys) do
+      local key = math.type(k) == "integer" and "" or (("[%q] = "):format(k))
+      parts[#parts + 1] = indent .. "  " .. key .. serialize(v[k], indent .. "  ")
+    end
+    return "{\n" .. table.concat(parts, ",\n") .. "\n" .. indent .. "}"
+  end
+  if type(v) == "string" or type(v) == "number" or type(v) == "boolean" then return ("%q"):format(v) end
+  error("a grid config holds tables, strings, numbers and booleans, not " .. type(v), 3)
+end
+
+--- config.write(path, config) -> true | nil, err: writes a grid config file that load() reads
+-- back, mode 0600 (it holds passwords).
+function M.write(path, cfg)
+  return fs.write(path, "return " .. serialize(cfg, "") .. "\n", { mode = 384 })
+end
+
 --- config.role_options(config, role) -> the options of <role>.start: the shared connection settings,
 -- the role's own section, peers (the orchestrators, for components) and repository (the bare JID
 -- of the repository section's account, for the roles that register with it).

@@ -15,6 +15,8 @@ local sync = require "sacm.sync"
 local time = require "sacm.time"
 local errors = require "sacm.error"
 local upload = require "sacm.grid.upload"
+local spool = require "sacm.grid.spool"
+local member = require "sacm.grid.member"
 
 local M = {}
 local log = require("sacm.log").new("delivery")
@@ -121,7 +123,11 @@ function Delivery:submit(id, kind, body, wait)
   w.done:wait(wait or 30)
   self.waiting[id] = nil
   if w.state then return w.state, w.err end
-  return "pending", w.err or errors.new("remote-server-timeout", ("not delivered within %gs"):format(wait or 30))
+  if w.err then return "pending", w.err end
+  local held = self.spool:get(id)
+  local why = held and held.last_error or (self.member.conn.state ~= "connected" and "the XMPP connection is down")
+    or "the spool is still delivering older documents"
+  return "pending", errors.new("remote-server-timeout", ("not delivered within %gs: %s"):format(wait or 30, why))
 end
 
 --- d:stats() -> {spooled, delivered, refused}
@@ -144,6 +150,37 @@ function M.new(opts)
   return self
 end
 
+--- delivery.producer(role, mopts, opts, handlers) -> member, delivery, fetcher | nil, err
+-- What collectors and evaluators share: checks that a repository is configured, opens the spool
+-- (opts.spool, default in memory), joins the grid (mopts: the member.join options), and starts
+-- delivering through an upload client to the repository's online JID; the delivery is woken each
+-- time the repository comes online. handlers: announce, refused (as for new).
+function M.producer(role, mopts, opts, handlers)
+  if not opts.repository then
+    return nil, errors.new("bad-config", ("%s.start needs repository: the JID of the grid's repository, which "
+      .. "stores what the %s produces"):format(role, role))
+  end
+  local sp, err = spool.open(opts.spool or ":memory:")
+  if not sp then
+    return nil, errors.new(err.condition or "bad-config", ("the %s's spool %s: %s"):format(role,
+      tostring(opts.spool), tostring(err)))
+  end
+  local m
+  m, err = member.join(mopts)
+  if not m then
+    sp:close()
+    return nil, err
+  end
+  local client = upload.client(m.conn, { service = function() return m:repository_jid() end,
+    cafile = opts.http_cafile or opts.cafile, cert = opts.client_cert, key = opts.client_key })
+  local d = M.new({ member = m, spool = sp, client = client, max_backoff = opts.delivery_backoff,
+    announce = handlers.announce, refused = handlers.refused })
+  m:on_repository(function() d:wake() end)
+  return m, d, client
+end
+
+--- d:close(): stops delivering (what is left stays in the spool for the next start) and closes
+-- the spool.
 function Delivery:close()
   if self.closed then return end
   self.closed = true
@@ -151,6 +188,7 @@ function Delivery:close()
   self.kick:set()
   if self.task then self.task:cancel("delivery closed") end
   for id in pairs(self.waiting) do finish(self, id, "pending", errors.new("cancelled", "the producer closed")) end
+  self.spool:close()
 end
 
 return M

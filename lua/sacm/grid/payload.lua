@@ -309,7 +309,8 @@ function M.result_set(set)
 end
 
 --- parse_result_set(el) -> {id, endpoint, hostname, evaluator, evaluated, correlation, totals,
--- results = {r} (nil for a reference), elements = {el}, ref} | nil, err
+-- results = {r} (nil for a reference, or for a pending set announced by its totals), elements =
+-- {el}, ref, pending} | nil, err. pending: delivery='pending', the repository does not have it yet.
 function M.parse_result_set(el)
   if not xml.is_element(el) or el.name ~= "results" or el.ns ~= proto.NS_RESULT then
     return bad("not a result set")
@@ -321,7 +322,7 @@ function M.parse_result_set(el)
   local evaluated = time.parse(a.evaluated)
   if not evaluated then return bad("result set evaluated='%s' is not an XEP-0082 date-time", a.evaluated) end
   local set = { id = a.id, endpoint = a.endpoint, hostname = a.hostname, evaluator = a.evaluator,
-    correlation = a.correlation, evaluated = evaluated, totals = {} }
+    correlation = a.correlation, evaluated = evaluated, totals = {}, pending = a.delivery == "pending" }
   for _, k in ipairs(TOTALS) do
     local n = a[k] and a[k]:match("^%d+$") and math.tointeger(tonumber(a[k]))
     if not n then return bad("result set %s: %s='%s' is not a count", a.id, k, tostring(a[k])) end
@@ -343,6 +344,10 @@ function M.parse_result_set(el)
     end
     set.results[#set.results + 1] = r
     set.elements[#set.elements + 1] = child
+  end
+  if set.pending and #set.results == 0 then
+    set.results, set.elements = nil, nil -- not stored yet and too large to travel: the totals alone
+    return set
   end
   if #set.results ~= set.totals.total then
     return bad("result set %s: total='%d' but it holds %d results", a.id, set.totals.total, #set.results)

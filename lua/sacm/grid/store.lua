@@ -136,8 +136,8 @@ local function storage_error(what, err)
   return errors.new("internal-server-error", ("storing %s failed: %s"):format(what, tostring(err)))
 end
 
--- Inserts one posture (parsed p, its element) unless its id is stored; returns true when new.
-local function insert_posture(db, p, el, text, extra)
+-- Inserts one posture (parsed p, its serialized text) unless its id is stored; returns true when new.
+local function insert_posture(db, p, text, extra)
   local changes, seq = db:run([[INSERT OR IGNORE INTO posture (id, endpoint, hostname, kind, collector, correlation,
     collected, received, status, xml, collection, uploader, digest) VALUES (:id, :endpoint, :hostname, :kind,
     :collector, :correlation, :collected, :received, :status, :xml, :collection, :uploader, :digest)]], {
@@ -192,7 +192,7 @@ function Store:store_posture(el)
   if not p then return nil, err end
   if p.ref then return nil, errors.new("bad-request", "posture " .. p.id .. " is a reference, not content") end
   local text = xml.serialize(el)
-  local stored, serr = write(self, "posture", function(db) return { insert_posture(db, p, el, text, {}) } end)
+  local stored, serr = write(self, "posture", function(db) return { insert_posture(db, p, text, {}) } end)
   if not stored then return nil, serr end
   if stored[1] then self.counts.posture = self.counts.posture + 1 end
   return stored[1]
@@ -229,7 +229,7 @@ function Store:put_posture_set(set, uploader)
   local result, err = write(self, "posture set " .. set.id, function(db)
     local n = 0
     for i, p in ipairs(set.postures) do
-      if insert_posture(db, p, set.elements[i], texts[i], { collection = set.id, uploader = uploader }) then n = n + 1 end
+      if insert_posture(db, p, texts[i], { collection = set.id, uploader = uploader }) then n = n + 1 end
     end
     return { n }
   end)

@@ -21,8 +21,6 @@ local time = require "sacm.time"
 local crypto = require "sacm.crypto"
 local xml = require "sacm.xml"
 local errors = require "sacm.error"
-local spool = require "sacm.grid.spool"
-local upload = require "sacm.grid.upload"
 local delivery = require "sacm.grid.delivery"
 
 local M = {}
@@ -282,7 +280,6 @@ end
 function M.start(opts)
   local self = setmetatable({ options = opts.options or {}, timeout = opts.timeout or M.TIMEOUT,
     running = {}, published = 0, announced = {} }, Collector)
-  local err
   self.endpoint, self.hostname = identify(opts)
   if not self.endpoint then return nil, self.hostname end
   self.kinds, self.inapplicable = applicable_kinds(opts.kinds, self.options)
@@ -293,27 +290,11 @@ function M.start(opts)
   mopts.role = "collector"
   mopts.info = { endpoint = self.endpoint, hostname = self.hostname, kinds = self.kinds }
   mopts.features = { kinds = { prefix = proto.feature_collect, names = self.kinds } }
-  if not opts.repository then
-    return nil, errors.new("bad-config", "collector.start needs repository: the JID of the grid's repository, "
-      .. "which stores the posture")
-  end
-  local sp
-  sp, err = spool.open(opts.spool or ":memory:")
-  if not sp then return nil, errors.new(err.condition or "bad-config", "the collector's spool " .. tostring(opts.spool)
-    .. ": " .. tostring(err)) end
-  self.member, err = member.join(mopts)
-  if not self.member then
-    sp:close()
-    return nil, err
-  end
-  local m = self.member
   self.delivery_wait = opts.delivery_wait or M.DELIVERY_WAIT
-  self.delivery = delivery.new({ member = m, spool = sp, max_backoff = opts.delivery_backoff,
-    client = upload.client(m.conn, { service = function() return m:repository_jid() end,
-      cafile = opts.http_cafile or opts.cafile, cert = opts.client_cert, key = opts.client_key }),
+  self.member, self.delivery = delivery.producer("collector", mopts, opts, {
     announce = function(e, receipt) return announce(self, e, receipt) end,
     refused = function(e, rerr) refused(self, e, rerr) end })
-  m:on_repository(function() self.delivery:wake() end)
+  if not self.member then return nil, self.delivery end
   add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid))
   if opts.interval then
     self.schedule = timer.every(opts.interval, function() self:collect(nil, nil) end)
@@ -331,7 +312,6 @@ function Collector:close()
   end
   self.delivery:close()
   self.member:close()
-  self.delivery.spool:close()
 end
 Collector.__close = Collector.close
 

@@ -20,8 +20,6 @@ local time = require "sacm.time"
 local crypto = require "sacm.crypto"
 local xml = require "sacm.xml"
 local errors = require "sacm.error"
-local spool = require "sacm.grid.spool"
-local upload = require "sacm.grid.upload"
 local delivery = require "sacm.grid.delivery"
 
 local M = {}
@@ -121,6 +119,12 @@ function Evaluator:evaluate(endpoint, correlation, policy_ids)
   end
   fetch_missing(self, merged)
   local posture, ids = view(merged)
+  -- fetched content is kept only for the newest posture of each kind: an older correlation's
+  -- is fetched again if it is judged again, so memory does not grow with KEEP_CORRELATIONS
+  local newest = self.latest[endpoint] or {}
+  for kind, p in pairs(merged) do
+    if p.ref and newest[kind] ~= p then p.data = nil end
+  end
   local results = self.engine:evaluate(posture, { endpoint = endpoint, hostname = self.hostnames[endpoint] },
     { policies = policy_ids })
   local totals = report.totals(results)
@@ -143,9 +147,22 @@ function Evaluator:evaluate(endpoint, correlation, policy_ids)
     evaluator = self.member.conn.jid, evaluated = evaluated, correlation = correlation, totals = totals,
     results = elements })
   local state, derr = self.delivery:submit(set_id, "result-set", xml.serialize(set_el), self.delivery_wait)
-  if state ~= "delivered" then
-    log.error("results of %s%s not delivered (%s): %s", endpoint, correlation and (" [" .. correlation .. "]") or "",
-      state, tostring(derr))
+  if state == "pending" then
+    log.warn("results of %s%s not delivered yet, kept in the spool: %s", endpoint,
+      correlation and (" [" .. correlation .. "]") or "", tostring(derr))
+    -- whoever waits for them hears them now, marked as not stored yet; they are announced again
+    -- once the repository has them
+    local notice = set_el
+    if #xml.serialize(set_el) > proto.INLINE_MAX then
+      notice = payload.result_set({ id = set_id, endpoint = endpoint, hostname = self.hostnames[endpoint],
+        evaluator = self.member.conn.jid, evaluated = evaluated, correlation = correlation, totals = totals })
+    end
+    notice.attr.delivery = "pending"
+    local ok, perr = self.member:publish("results", set_id, notice)
+    if not ok then log.warn("results of %s not announced: %s", endpoint, tostring(perr)) end
+  elseif state ~= "delivered" then
+    log.error("results of %s%s refused by the repository: %s", endpoint, correlation and (" [" .. correlation .. "]") or "",
+      tostring(derr))
   end
   self.evaluations = self.evaluations + 1
   log.info("%s%s: %d results (pass %d, fail %d, error %d)", endpoint,
@@ -290,9 +307,9 @@ function M.start(opts)
     pending = {}, evaluations = 0, auto = opts.auto ~= false }, Evaluator)
   self.engine = policy.engine({ dir = opts.policies or "policies", instructions = opts.instructions,
     memory = opts.memory })
-  local report, lerr = self.engine:load_all()
-  if not report then return nil, lerr end
-  for _, rej in ipairs(report.rejected) do
+  local loaded, lerr = self.engine:load_all()
+  if not loaded then return nil, lerr end
+  for _, rej in ipairs(loaded.rejected) do
     log.error("policy file %s rejected: %s", tostring(rej.file), tostring(rej.error))
   end
   local mopts = {}
@@ -302,29 +319,13 @@ function M.start(opts)
   mopts.info = { policies = ids }
   mopts.features = { policies = { prefix = proto.feature_policy, names = ids } }
   local err
-  if not opts.repository then
-    return nil, errors.new("bad-config", "evaluator.start needs repository: the JID of the grid's repository, "
-      .. "which stores the results and serves posture")
-  end
-  local sp
-  sp, err = spool.open(opts.spool or ":memory:")
-  if not sp then return nil, errors.new(err.condition or "bad-config", "the evaluator's spool " .. tostring(opts.spool)
-    .. ": " .. tostring(err)) end
-  self.member, err = member.join(mopts)
-  if not self.member then
-    sp:close()
-    return nil, err
-  end
-  local m = self.member
   self.delivery_wait = opts.delivery_wait or M.DELIVERY_WAIT
-  self.fetcher = upload.client(m.conn, { service = function() return m:repository_jid() end,
-    cafile = opts.http_cafile or opts.cafile, cert = opts.client_cert, key = opts.client_key })
-  self.delivery = delivery.new({ member = m, spool = sp, client = self.fetcher, max_backoff = opts.delivery_backoff,
+  self.member, self.delivery, self.fetcher = delivery.producer("evaluator", mopts, opts, {
     announce = function(e, receipt) return announce(self, e, receipt) end,
     refused = function(e, rerr)
       self.member:status("evaluation-done", { delivery = "refused" }, "results " .. e.id .. " refused: " .. tostring(rerr))
     end })
-  m:on_repository(function() self.delivery:wake() end)
+  if not self.member then return nil, self.delivery end
   advertise_policies(self)
   add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid))
   local ok
@@ -347,9 +348,8 @@ function Evaluator:close()
   self.closed = true
   self.engine:close()
   for _, t in pairs(self.pending) do t:cancel("evaluator closed") end
-  if self.delivery then self.delivery:close() end
+  self.delivery:close()
   self.member:close()
-  if self.delivery then self.delivery.spool:close() end
 end
 Evaluator.__close = Evaluator.close
 

@@ -71,11 +71,19 @@ local function deliver(self, kind, item)
   local w = v.correlation and self.watches[v.correlation]
   if not w then return end
   if kind == "results" then
-    if w.sets[v.id] then return end -- announced again after a retry
-    w.sets[v.id] = true
-    local results = v.results or fetch_results(self, v)
-    for _, r in ipairs(results or {}) do w.results[#w.results + 1] = r end
-    if not results then w.unfetched = (w.unfetched or 0) + v.totals.total end
+    -- a set is announced again once stored (after a "pending" announcement): count it once, but
+    -- take its results if the first announcement had only the totals
+    local seen = w.sets[v.id]
+    if seen == "results" then return end
+    local results = v.results or (v.ref and fetch_results(self, v))
+    if results then
+      w.sets[v.id] = "results"
+      if seen == "totals" then w.unfetched = w.unfetched - v.totals.total end
+      for _, r in ipairs(results) do w.results[#w.results + 1] = r end
+    elseif not seen then
+      w.sets[v.id] = "totals"
+      w.unfetched = (w.unfetched or 0) + v.totals.total
+    end
   else
     local list = w[kind]
     list[#list + 1] = v

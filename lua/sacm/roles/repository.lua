@@ -16,7 +16,6 @@ local jidlib = require "sacm.jid"
 local proto = require "sacm.grid.protocol"
 local upload_service = require "sacm.grid.upload_service"
 local time = require "sacm.time"
-local errors = require "sacm.error"
 
 local M = {}
 local log = require("sacm.log").new("repository")
