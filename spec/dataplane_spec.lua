@@ -176,6 +176,26 @@ local function each_server(name, start_server, opts)
       small:close()
     end)
 
+    it("delivers what a collector spooled before it was restarted", function()
+      repo:close()
+      local spool_file = dir .. "/restarted-spool.db"
+      local first = start(collector, "collector2", { kinds = { "os" }, endpoint = "spool-endpoint",
+        spool = spool_file, delivery_wait = 0.3 })
+      local summary = first:collect({ "os" })
+      assert.equal(1, summary.spooled)
+      first:close() -- with the posture still in its spool file
+      local st = assert(fs.stat(spool_file))
+      assert.equal(0, st.mode & 0x3f, "the spool must be readable by its owner only")
+      repo = start(repository, "repository", { database = dir .. "/grid.db" })
+      local second = start(collector, "collector2", { kinds = { "os" }, endpoint = "spool-endpoint",
+        spool = spool_file })
+      wait_until(function() return second.delivery:stats().spooled == 0 end, 30, "the spool draining after the restart")
+      local row = assert(repo.store.db:first("SELECT count(*) AS n FROM posture WHERE endpoint = 'spool-endpoint'"))
+      assert.equal(1, row.n)
+      assert.equal(0, assert(fs.stat(dir .. "/grid.db")).mode & 0x3f, "the database must be readable by its owner only")
+      second:close()
+    end)
+
     if opts and opts.kill_server then
       it("stores every posture exactly once when the XMPP server is SIGKILLed and restarted mid-run", function()
         local small = start(collector, "collector2", { kinds = { "os" }, endpoint = "server-kill-endpoint",
