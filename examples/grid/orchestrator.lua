@@ -1,7 +1,8 @@
 -- One assessment of the grid: sacmrun examples/grid/orchestrator.lua grid.conf [report.json]
 -- Finds collectors and evaluators, collects, evaluates, prints the report (its last line the
 -- totals per result) and, if asked, writes it as JSON. Exits 0 when the assessment ran (whatever
--- the results), 1 when it could not.
+-- the results), 1 when it could not or covered less than it asked for (a collector or evaluator
+-- failed or timed out, results missing: the report's INCOMPLETE lines say which).
 local config = require "sacm.grid.config"
 local orchestrator = require "sacm.roles.orchestrator"
 local report = require "sacm.report"
@@ -31,3 +32,7 @@ if not assessment then
 end
 if arg[2] then assert(sacm.fs.write(arg[2], report.json(assessment))) end
 print(report.text(assessment))
+if #assessment.incomplete > 0 then
+  io.stderr:write("orchestrator: the assessment is incomplete: ", table.concat(assessment.incomplete, "; "), "\n")
+  sacm.exit(1)
+end

@@ -55,6 +55,14 @@ local function error_iq(request, condition, text, app)
   return st.error_reply(request, condition, text, nil, app and app_condition(app))
 end
 
+--- commands.bad_payload(text) -> an error for a command's run to return (nil, err): bad-request
+-- with XEP-0050's <bad-payload/>, for values the form's types cannot say are wrong.
+function M.bad_payload(text)
+  local e = errors.new("bad-request", text)
+  e.app = app_condition("bad-payload")
+  return e
+end
+
 -- Provider ---------------------------------------------------------------------------------------
 
 local Provider = {}
@@ -276,9 +284,18 @@ function Session:ask(def, opts)
         error(RESTART, 0)
       end
       respond(self, req, error_iq(req.stanza, "bad-request", "there is no previous stage to go back to", "bad-action"))
+    elseif req.action ~= "execute" and req.action ~= (opts.last and "complete" or "next") then
+      -- XEP-0050 4.4: only the actions <actions/> offered (and execute, the default) are valid
+      respond(self, req, error_iq(req.stanza, "bad-request", ("action '%s' is not offered at this stage (use %s)")
+        :format(req.action, opts.last and "complete" or "next"), "bad-action"))
     else
       local parsed = submitted and forms.parse(submitted, def)
       local values, err = forms.validate(def, parsed and parsed.values or {})
+      local want = x and forms.parse(x).form_type
+      if values and want and parsed and parsed.form_type and parsed.form_type ~= want then
+        values, err = nil, errors.new("bad-request", ("invalid form: FORM_TYPE is '%s', this command's form is '%s'")
+          :format(parsed.form_type, want))
+      end
       if values then
         self.history[stage] = { values = values }
         return values
@@ -453,6 +470,11 @@ local function handle(self, s)
       return error_iq(s, "forbidden", "not allowed to execute " .. node)
     end
     return start_session(self, spec, s, cmd, from)
+  end
+  -- someone not allowed to run the command is told so, whatever session id they name
+  local spec = self.commands[node]
+  if spec and not is_allowed(self, spec, from) then
+    return error_iq(s, "forbidden", "not allowed to execute " .. node)
   end
   local session = self.by_id[sid]
   if not session or session.node ~= node or not jidlib.equal(session.from, from) then

@@ -137,7 +137,12 @@ local function field_element(f, form_type, index)
   if form_type ~= "submit" then
     if f.desc then el:tag("desc"):text(f.desc):up() end
     if f.required then el:tag("required"):up() end
-    if f.datatype then el:tag("validate", { xmlns = M.NS_VALIDATE, datatype = f.datatype }):up() end
+    if f.datatype then
+      el:tag("validate", { xmlns = M.NS_VALIDATE, datatype = f.datatype })
+      -- XEP-0122 3.2.4: the range an integer must fall in
+      if f.range then el:tag("range", { min = f.range.min, max = f.range.max }):up() end
+      el:up()
+    end
   end
   local value = f.values
   if value == nil then value = f.value end
@@ -260,6 +265,12 @@ local function parse_field(el, types, default_type)
   if f.type == nil then f.type = default_type end
   local validate = el:child("validate", M.NS_VALIDATE)
   f.datatype = validate and validate.attr.datatype or (hint and hint.datatype)
+  local range = validate and validate:child("range", M.NS_VALIDATE)
+  if range then
+    f.range = { min = math.tointeger(tonumber(range.attr.min or "")), max = math.tointeger(tonumber(range.attr.max or "")) }
+  elseif hint then
+    f.range = hint.range
+  end
   for child in el:children() do
     if child.ns == M.NS then
       if child.name == "value" then
@@ -287,7 +298,7 @@ local function definition_types(def)
   if xml.is_element(def) then fields = M.parse(def).fields
   elseif type(def) == "table" and def.fields then fields = def.fields end
   for _, f in ipairs(fields) do
-    if type(f) == "table" and f.var then types[f.var] = { type = f.type, datatype = f.datatype } end
+    if type(f) == "table" and f.var then types[f.var] = { type = f.type, datatype = f.datatype, range = f.range } end
   end
   return types
 end
@@ -499,6 +510,16 @@ local function check(f, v)
   elseif ftype == "list-single" then
     local set = option_set(f)
     if set and not set[v] then return nil, ("'%s' is not one of the options"):format(v) end
+  end
+  if f.datatype and INTEGER_DATATYPES[f.datatype] and not (f.datatype == "pubsub:integer-or-max" and v == "max") then
+    local digits = v:match("^%s*([+-]?%d+)%s*$")
+    local n = digits and math.tointeger(tonumber(digits))
+    if not n then return nil, ("not an integer (%s): '%s'"):format(f.datatype, v) end
+    local r = f.range
+    if r and ((r.min and n < r.min) or (r.max and n > r.max)) then
+      return nil, ("%d is out of range (%s to %s)"):format(n, tostring(r.min or "-"), tostring(r.max or "-"))
+    end
+    return n
   end
   return v
 end

@@ -75,6 +75,7 @@ function M.text(a, opts)
       line("  collector %s: %s%s", jid, c.state, c.error and (" (" .. tostring(c.error) .. ")") or "")
     end
   end
+  for _, why in ipairs(a.incomplete or {}) do line("  INCOMPLETE: %s", why) end
   local width = 4
   for _, r in ipairs(results) do width = math.max(width, #r.rule_id) end
   for _, g in ipairs(by_endpoint(results)) do
@@ -119,6 +120,7 @@ function M.json(a, opts)
     correlation = a.correlation,
     started = a.started and time.format(a.started, 3), finished = a.finished and time.format(a.finished, 3),
     totals = M.totals(a.results), endpoints = json.as_array(endpoints),
+    incomplete = json.as_array(a.incomplete or {}),
   }, { indent = opts and opts.indent or "  " })
 end
 

@@ -110,6 +110,9 @@ for _, s in ipairs(M.SEVERITIES) do M.SEVERITY_SET[s] = true end
 
 ------------------------------------------------------------------------------ command forms
 
+M.MAX_KIND_TIMEOUT = 3600 -- seconds: the largest time budget per kind a collect command may ask for
+M.QUERY_MAX = 500 -- largest page a repository returns
+
 --- collect_form(kinds) -> the form of the collect command, offering the kinds given.
 function M.collect_form(kinds)
   local options = {}
@@ -120,7 +123,8 @@ function M.collect_form(kinds)
     fields = {
       { var = "kinds", type = "list-multi", label = "Posture kinds (none: all)", options = options },
       { var = "correlation", type = "text-single", label = "Correlation id" },
-      { var = "timeout", type = "text-single", label = "Time budget per kind (s)", datatype = "xs:integer" },
+      { var = "timeout", type = "text-single", label = "Time budget per kind (s)", datatype = "xs:integer",
+        range = { min = 1, max = M.MAX_KIND_TIMEOUT } },
     },
   }
 end
@@ -157,7 +161,8 @@ M.QUERY_FORM = {
     { var = "correlation", type = "text-single", label = "Correlation id" },
     { var = "since", type = "text-single", label = "From (XEP-0082 date-time)" },
     { var = "until", type = "text-single", label = "To (XEP-0082 date-time)" },
-    { var = "max", type = "text-single", label = "Page size", datatype = "xs:integer", value = "50" },
+    { var = "max", type = "text-single", label = "Page size", datatype = "xs:integer", value = "50",
+      range = { min = 1, max = M.QUERY_MAX } },
     { var = "after", type = "text-single", label = "Continue after (cursor from the last page)" },
   },
 }
@@ -167,6 +172,5 @@ M.GET_FORM = {
   fields = { { var = "id", type = "text-single", label = "Posture or result id", required = true } },
 }
 
-M.QUERY_MAX = 500 -- largest page a repository returns
 
 return M

@@ -304,7 +304,7 @@ local TABLE = { posture = "posture", results = "result", history = "history" }
 local function epoch(s, what)
   if s == nil or s == "" then return nil end
   local t = time.parse(s)
-  if not t then error(errors.new("bad-request", what .. " is not an XEP-0082 date-time: " .. s), 0) end
+  if not t then error(errors.new("bad-request", what .. ": not an XEP-0082 date-time: '" .. s .. "'"), 0) end
   return t
 end
 
@@ -319,25 +319,25 @@ end
 function Store:query(q)
   local qtype = q.type or "results"
   local tbl = TABLE[qtype]
-  if not tbl then return nil, errors.new("bad-request", "unknown query type '" .. tostring(qtype) .. "'") end
+  if not tbl then return nil, errors.new("bad-request", "type: unknown query type '" .. tostring(qtype) .. "'") end
   local ok, since = pcall(epoch, q.since, "since")
   if not ok then return nil, since end
   local ok2, until_ = pcall(epoch, q["until"], "until")
   if not ok2 then return nil, until_ end
   local max = math.tointeger(tonumber(q.max or 50))
-  if not max or max < 1 then return nil, errors.new("bad-request", "max must be a positive integer") end
+  if not max or max < 1 then return nil, errors.new("bad-request", "max: must be a positive integer") end
   max = math.min(max, proto.QUERY_MAX)
   local function cursor(name)
     if q[name] == nil or q[name] == "" then return nil end
     local c = math.tointeger(tonumber(q[name]))
-    if not c then error(errors.new("bad-request", name .. " must be a cursor from an earlier page"), 0) end
+    if not c then error(errors.new("bad-request", name .. ": must be a cursor from an earlier page"), 0) end
     return c
   end
   local ok3, after = pcall(cursor, "after")
   if not ok3 then return nil, after end
   local ok4, before = pcall(cursor, "before")
   if not ok4 then return nil, before end
-  if after and before then return nil, errors.new("bad-request", "after and before cannot be combined") end
+  if after and before then return nil, errors.new("bad-request", "after, before: cannot be combined") end
   local descending = before ~= nil or (q.newest and not after)
   local cols = {}
   for i, c in ipairs(COLUMNS[qtype]) do cols[i] = "t." .. c end
@@ -364,18 +364,17 @@ function Store:query(q)
     params[field] = v
     return true
   end
-  local checks = {
-    eq("kind", "kind", { posture = true }),
-    eq("rule", "rule", { results = true, history = true }),
-    eq("policy", "policy", { results = true, history = true }),
-    eq("result", "result", { results = true, history = true }),
-    eq("correlation", "correlation", { posture = true, results = true }),
-  }
-  for _, fine in ipairs(checks) do
-    if not fine then return nil, errors.new("bad-request", "a filter does not apply to " .. qtype .. " queries") end
+  for _, c in ipairs {
+    { "kind", { posture = true } }, { "rule", { results = true, history = true } },
+    { "policy", { results = true, history = true } }, { "result", { results = true, history = true } },
+    { "correlation", { posture = true, results = true } },
+  } do
+    if not eq(c[1], c[1], c[2]) then
+      return nil, errors.new("bad-request", ("%s: this filter does not apply to %s queries"):format(c[1], qtype))
+    end
   end
   if q.attribute and q.attribute ~= "" then
-    if qtype ~= "posture" then return nil, errors.new("bad-request", "attribute filters apply to posture only") end
+    if qtype ~= "posture" then return nil, errors.new("bad-request", "attribute: filters on attributes apply to posture only") end
     from = from .. " JOIN posture_attribute a ON a.posture = t.seq AND a.name = :attribute"
     select_cols = select_cols .. ", a.value AS value"
     params.attribute = q.attribute

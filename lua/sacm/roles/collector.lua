@@ -116,15 +116,20 @@ local function refused(self, entry, err)
   publish_all(self, error_notices(set_el, "upload-refused", tostring(err.text or err)))
 end
 
+--- c:all_kinds() -> what a collection of "every kind" covers: the kinds advertised, and those not
+-- applicable on this endpoint (reported as such, so rules that need them say notapplicable).
+function Collector:all_kinds()
+  local kinds = { table.unpack(self.kinds) }
+  for kind in pairs(self.inapplicable) do kinds[#kinds + 1] = kind end
+  table.sort(kinds)
+  return kinds
+end
+
 --- c:collect(kinds, correlation, timeout) -> summary {collection, published, failed, spooled, kinds}.
 -- Collects the kinds concurrently, then delivers them as one posture set.
 function Collector:collect(kinds, correlation, budget)
   local collection = crypto.uuid()
-  if not kinds or #kinds == 0 then
-    kinds = { table.unpack(self.kinds) }
-    for kind in pairs(self.inapplicable) do kinds[#kinds + 1] = kind end
-    table.sort(kinds)
-  end
+  if not kinds or #kinds == 0 then kinds = self:all_kinds() end
   local summary = { collection = collection, correlation = correlation, published = 0, failed = 0, spooled = 0,
     kinds = kinds }
   local entry = { correlation = correlation, started = time.now(), jobs = {} }
@@ -221,17 +226,21 @@ local function add_commands(self, allowed)
     run = function(session, values)
       local correlation = values.correlation
       if not correlation or correlation == "" then correlation = crypto.uuid() end
-      local timeout = tonumber(values.timeout)
-      local kinds = values.kinds or {}
+      local timeout = values.timeout -- an integer in 1..MAX_KIND_TIMEOUT, checked by the form
+      local kinds, seen = {}, {}
+      for _, k in ipairs(values.kinds or {}) do -- the form checked each is offered; a repeat is one
+        if not seen[k] then seen[k] = true; kinds[#kinds + 1] = k end
+      end
+      if #kinds == 0 then kinds = self:all_kinds() end
       -- collect in the background: the posture arrives over pubsub, the command answers at once
       task.spawn({ name = "collection " .. correlation }, function()
         self:collect(kinds, correlation, timeout)
       end)
-      session:note(("collecting %d kind(s)"):format(#kinds > 0 and #kinds or #self.kinds))
+      session:note(("collecting %d kind(s)"):format(#kinds))
       return { title = "Collection started", fields = {
         { var = "correlation", value = correlation },
         { var = "endpoint", value = self.endpoint },
-        { var = "kinds", type = "text-multi", values = #kinds > 0 and kinds or self.kinds },
+        { var = "kinds", type = "text-multi", values = kinds },
       } }
     end,
   })

@@ -250,8 +250,12 @@ local function add_commands(self, allowed)
     name = "Evaluate posture",
     allowed = allowed,
     form = function() return proto.evaluate_form(policy_ids(self)) end,
-    run = function(_, values)
+    run = function(session, values)
       local correlation = values.correlation ~= "" and values.correlation or nil
+      if correlation and not self.by_correlation[correlation] then
+        return nil, errors.new("item-not-found", ("no posture of correlation %s here (unknown, or older than the "
+          .. "last %d collections this evaluator keeps)"):format(correlation, M.KEEP_CORRELATIONS))
+      end
       local endpoints = lines(values.endpoints)
       if #endpoints == 0 then
         local from = correlation and self.by_correlation[correlation] or self.latest
@@ -261,20 +265,22 @@ local function add_commands(self, allowed)
       if #endpoints == 0 then return nil, errors.new("item-not-found", "no posture to evaluate") end
       local policies = values.policies and #values.policies > 0 and values.policies or nil
       local totals = report.totals({})
-      local failed = {}
+      local failed, evaluated = {}, {}
       for _, e in ipairs(endpoints) do
         local t, err = self:evaluate(e, correlation, policies)
         if t then
+          evaluated[#evaluated + 1] = e
           for k, n in pairs(t) do totals[k] = totals[k] + n end
         else
-          failed[#failed + 1] = e .. ": " .. tostring(err)
+          failed[#failed + 1] = e
+          session:note(("%s: %s"):format(e, tostring(err.text or err)), "warn")
         end
       end
       local fields = { { var = "correlation", value = correlation or "" },
-        { var = "endpoints", type = "text-multi", values = endpoints },
+        { var = "endpoints", type = "text-multi", values = evaluated },
         { var = "total", value = tostring(totals.total) } }
       for _, r in ipairs(proto.RESULTS) do fields[#fields + 1] = { var = r, value = tostring(totals[r]) } end
-      if #failed > 0 then fields[#fields + 1] = { var = "failed", type = "text-multi", values = failed } end
+      fields[#fields + 1] = { var = "failed", type = "text-multi", values = failed }
       return { title = "Evaluation done", fields = fields }
     end,
   })

@@ -280,9 +280,24 @@ function Orchestrator:assess(opts)
     endpoints = endpoints, policies = opts.policies, timeout = math.max(5, timeout - (time.monotonic() - started)) })
   if not evaluation then return nil, err, collection end
   self.watches[collection.correlation] = nil
+  -- an assessment that covered less than was asked for must not read as a clean one
+  local incomplete = {}
+  for jid, c in pairs(collection.collectors) do
+    if c.state ~= "done" and c.state ~= "skipped" then
+      incomplete[#incomplete + 1] = ("collector %s: %s%s"):format(jid, c.state, c.error and (" (" .. tostring(c.error) .. ")") or "")
+    end
+  end
+  for jid, e in pairs(evaluation.evaluators) do
+    if e.state ~= "done" then incomplete[#incomplete + 1] = ("evaluator %s: %s (%s)"):format(jid, e.state, tostring(e.error)) end
+  end
+  if #evaluation.results < evaluation.expected then
+    incomplete[#incomplete + 1] = ("%d of %d results arrived before the deadline"):format(#evaluation.results,
+      evaluation.expected)
+  end
+  table.sort(incomplete)
   return { correlation = collection.correlation, collection = collection, evaluation = evaluation,
     results = evaluation.results, posture = collection.posture, started = collection.started,
-    finished = evaluation.finished }
+    finished = evaluation.finished, incomplete = incomplete }
 end
 
 --- o:on_status(fn): fn(status) for every status notification of the grid (heartbeats, policy

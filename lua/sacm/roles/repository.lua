@@ -12,6 +12,7 @@
 -- survives a crash); this role is the layer that connects it to the grid (docs/protocol.md).
 local store = require "sacm.grid.store"
 local member = require "sacm.grid.member"
+local commands = require "sacm.commands"
 local jidlib = require "sacm.jid"
 local proto = require "sacm.grid.protocol"
 local upload_service = require "sacm.grid.upload_service"
@@ -71,7 +72,10 @@ local function add_commands(self, allowed)
     form = proto.QUERY_FORM,
     run = function(_, values)
       local page, err = self.store:query(values)
-      if not page then return nil, err end
+      if not page then
+        if err.condition == "bad-request" then return nil, commands.bad_payload(err.text) end
+        return nil, err
+      end
       local reported = {}
       for i, c in ipairs(page.columns) do reported[i] = { var = c, label = c } end
       local items = {}

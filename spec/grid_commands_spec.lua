@@ -1,0 +1,145 @@
+-- The grid's commands as docs/protocol.md section 3 writes them: typed fields refused at once
+-- with bad-payload naming the field, only offered actions, the command's own FORM_TYPE, forbidden
+-- for non-peers whatever session they name, evaluate's failed list and unknown correlations, the
+-- repository's query errors, and a collection's answer naming exactly the kinds it reports.
+local prosody = require "support.prosody"
+local grid = require "support.grid"
+local tmp = require "support.tmp"
+local fs = require "sacm.fs"
+local xmpp = require "sacm.xmpp"
+local st = require "sacm.stanza"
+local forms = require "sacm.forms"
+local commands = require "sacm.commands"
+local proto = require "sacm.grid.protocol"
+local collector = require "sacm.roles.collector"
+local evaluator = require "sacm.roles.evaluator"
+local repository = require "sacm.roles.repository"
+local orchestrator = require "sacm.roles.orchestrator"
+local wait_until = require("support.wait").until_true
+
+describe("the grid's commands #e2e", function()
+  local server, dir, g, orch, coll, eval, repo, outsider
+  local running = {}
+
+  local function start(mod, role, extra)
+    local r = assert(mod.start(g:options(role, extra)))
+    running[#running + 1] = r
+    return r
+  end
+
+  lazy_setup(function()
+    server = prosody.start({ users = { orchestrator = "pw", collector = "pw", evaluator = "pw", repository = "pw",
+      outsider = "pw" }, shipped = true })
+    dir = tmp.dir("grid-commands")
+    g = grid.new(server, dir)
+    assert(fs.mkdir(dir .. "/policies"))
+    assert(fs.write(dir .. "/policies/t.lua", [[
+return { id = "t", title = "t", rules = {
+  { id = "t-os", title = "os known", severity = "low", rationale = "test", requires = { "os" },
+    check = function(p) return p.os.attributes.hostname and "pass" or "fail", "hostname" end } } }
+]]))
+    repo = start(repository, "repository", { database = dir .. "/grid.db" })
+    orch = start(orchestrator, "orchestrator")
+    eval = start(evaluator, "evaluator", { policies = dir .. "/policies" })
+    coll = start(collector, "collector", { kinds = { "os", "users" } })
+    assert(orch:discover({ collectors = 1, evaluators = 1, timeout = 15 }))
+    outsider = assert(xmpp.connect({ jid = server:jid("outsider") .. "/x", password = "pw", host = server.host,
+      port = server.port, cafile = server.ca_file }))
+  end)
+
+  lazy_teardown(function()
+    if outsider then outsider:close() end
+    for i = #running, 1, -1 do running[i]:close() end
+    if server then server:stop() end
+    if dir then tmp.remove(dir) end
+  end)
+
+  local function refused(jid, node, values, app)
+    local s, err = orch:command(jid, node, values)
+    assert.is_nil(s)
+    assert.equal("bad-request", err.condition, tostring(err))
+    assert.equal(app or "bad-payload", err.app_condition, tostring(err))
+    return err
+  end
+
+  it("refuses a mistyped or out-of-range timeout at once, naming the field", function()
+    local c = coll.member.conn.jid
+    assert.matches("^timeout: not an integer %(xs:integer%): 'soon'", refused(c, "collect", { timeout = "soon" }).text:match("timeout:.*"))
+    assert.matches("timeout: not an integer", refused(c, "collect", { timeout = "2.5" }).text)
+    assert.matches("timeout: 0 is out of range %(1 to 3600%)", refused(c, "collect", { timeout = "0" }).text)
+    assert.matches("timeout: %-5 is out of range", refused(c, "collect", { timeout = "-5" }).text)
+    assert.equal(0, #coll.running + (next(coll.running) and 1 or 0), "a refused collect must start nothing")
+  end)
+
+  it("answers a collect without kinds with every kind it will report, and says so when done", function()
+    local statuses = {}
+    orch:on_status(function(s) statuses[#statuses + 1] = s end)
+    local s = assert(orch:command(coll.member.conn.jid, "collect", { correlation = "c-all" }))
+    local kinds = s.values.kinds
+    table.sort(kinds)
+    assert.same(coll:all_kinds(), kinds)
+    local done = wait_until(function()
+      for _, x in ipairs(statuses) do
+        if x.type == "collection-done" and x.correlation == "c-all" then return x end
+      end
+    end, 20, "collection-done")
+    assert.equal(table.concat(coll:all_kinds(), " "), done.fields.kinds)
+    assert.is_truthy(done.fields.published and done.fields.failed and done.fields.spooled)
+  end)
+
+  it("offers complete and refuses next; refuses another command's FORM_TYPE", function()
+    local s = assert(commands.start(orch.conn, coll.member.conn.jid, proto.CMD.collect))
+    assert.is_true(s.actions.complete)
+    local ok, err = s:submit({ kinds = { "os" } }, "next")
+    assert.is_nil(ok)
+    assert.equal("bad-action", err.app_condition)
+    s:cancel()
+    -- a submission carrying the evaluate form's FORM_TYPE
+    local iq = st.iq({ type = "set", to = coll.member.conn.jid })
+    local start = assert(orch.conn:iq(st.iq({ type = "set", to = coll.member.conn.jid })
+      :tag("command", { xmlns = commands.NS, node = proto.CMD.collect, action = "execute" }):up()))
+    local sid = start:child("command", commands.NS).attr.sessionid
+    iq:tag("command", { xmlns = commands.NS, node = proto.CMD.collect, sessionid = sid, action = "complete" })
+      :add(forms.submit({ form_type = proto.CMD.evaluate, fields = { { var = "policies", type = "list-multi" } } }, {}))
+    local reply, rerr = orch.conn:iq(iq)
+    assert.is_nil(reply)
+    assert.equal("bad-request", rerr.condition)
+    assert.matches("FORM_TYPE", tostring(rerr.text))
+  end)
+
+  it("says forbidden to a non-peer, with or without a session id", function()
+    local s, err = commands.execute(outsider, coll.member.conn.jid, proto.CMD.status, nil, 10)
+    assert.is_nil(s)
+    assert.equal("forbidden", err.condition)
+    local start = assert(commands.start(orch.conn, coll.member.conn.jid, proto.CMD.collect))
+    local iq = st.iq({ type = "set", to = coll.member.conn.jid })
+      :tag("command", { xmlns = commands.NS, node = proto.CMD.collect, sessionid = start.sessionid, action = "complete" }):up()
+    local reply, ferr = outsider:iq(iq, 10)
+    assert.is_nil(reply)
+    assert.equal("forbidden", ferr.condition)
+    start:cancel()
+  end)
+
+  it("evaluates a known correlation, lists failed endpoints by id, and refuses an unknown correlation", function()
+    local run = assert(orch:collect({ kinds = { "os" }, timeout = 20 }))
+    local s = assert(orch:command(eval.member.conn.jid, "evaluate",
+      { correlation = run.correlation, endpoints = { coll.endpoint, "no-such-endpoint" } }))
+    assert.same({ coll.endpoint }, s.values.endpoints)
+    assert.same({ "no-such-endpoint" }, s.values.failed)
+    assert.equal("1", s.values.pass)
+    local none, err = orch:command(eval.member.conn.jid, "evaluate", { correlation = "made-up-correlation" })
+    assert.is_nil(none)
+    assert.equal("item-not-found", err.condition)
+    local ok = assert(orch:command(eval.member.conn.jid, "evaluate", { correlation = run.correlation }))
+    assert.same({}, ok.values.failed or {})
+  end)
+
+  it("names the field of a bad query, with bad-payload", function()
+    local r = repo.member.conn.jid
+    assert.matches("max: not an integer", refused(r, "query", { type = "posture", max = "ten" }).text)
+    assert.matches("^since: not an XEP%-0082 date%-time: 'yesterday'", refused(r, "query", { type = "posture", since = "yesterday" }).text)
+    assert.matches("^kind: this filter does not apply to results queries", refused(r, "query", { type = "results", kind = "os" }).text)
+    local page = assert(orch:command(r, "query", { type = "posture", max = "2" }))
+    assert.equal("2", page.values.count)
+  end)
+end)
