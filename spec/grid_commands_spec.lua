@@ -143,3 +143,99 @@ return { id = "t", title = "t", rules = {
     assert.equal("2", page.values.count)
   end)
 end)
+
+describe("provenance at the repository #e2e", function()
+  local xml = require "sacm.xml"
+  local payload = require "sacm.grid.payload"
+  local upload = require "sacm.grid.upload"
+  local crypto = require "sacm.crypto"
+  local server, dir, g, repo, coll, other, eval
+  local running = {}
+
+  local function start(mod, role, extra)
+    local r = assert(mod.start(g:options(role, extra)))
+    running[#running + 1] = r
+    return r
+  end
+
+  lazy_setup(function()
+    server = prosody.start({ users = { orchestrator = "pw", collector = "pw", collector2 = "pw", evaluator = "pw",
+      repository = "pw" }, shipped = true })
+    dir = tmp.dir("provenance")
+    g = grid.new(server, dir)
+    assert(fs.mkdir(dir .. "/policies"))
+    repo = start(repository, "repository", { database = dir .. "/grid.db" })
+    coll = start(collector, "collector", { kinds = { "os" }, endpoint = "web1" })
+    other = start(collector, "collector2", { kinds = { "os" }, endpoint = "db1" })
+    eval = start(evaluator, "evaluator", { policies = dir .. "/policies" })
+    wait_until(function()
+      return repo.members[server:jid("collector")] and repo.members[server:jid("collector2")]
+        and repo.members[server:jid("evaluator")]
+    end, 15, "the repository admitting every component")
+    assert.is_true(coll:collect({ "os" }).published == 1) -- binds web1 to collector
+  end)
+
+  lazy_teardown(function()
+    for i = #running, 1, -1 do running[i]:close() end
+    if server then server:stop() end
+    if dir then tmp.remove(dir) end
+  end)
+
+  local function client_of(role)
+    return upload.client(role.member.conn, { service = repo.member.conn.jid, cafile = server.ca_file })
+  end
+
+  local function posture_set(endpoint, collector_jid)
+    local id = crypto.uuid()
+    local p = payload.posture({ id = crypto.uuid(), kind = "os", endpoint = endpoint, collector = collector_jid,
+      collected = os.time(), data = { attributes = { hostname = "forged" }, items = {} } })
+    return id, xml.serialize(payload.posture_set({ id = id, endpoint = endpoint, collector = collector_jid, postures = { p } }))
+  end
+
+  local function refused_upload(role, id, text, pattern)
+    local before = repo.store:stats()
+    local ok, err = client_of(role):upload(id, text)
+    assert.is_nil(ok)
+    assert.is_true(err.permanent, tostring(err))
+    assert.matches(pattern, tostring(err))
+    local after = repo.store:stats()
+    assert.equal(before.posture, after.posture)
+    assert.equal(before.results, after.results)
+    assert.equal(before.refused + 1, after.refused)
+  end
+
+  it("refuses a collector's result set, and nothing is stored", function()
+    local id = crypto.uuid()
+    local r = payload.result({ id = crypto.uuid(), endpoint = "web1", rule_id = "accounts-single-uid0", policy_id = "accounts",
+      policy_version = "v", result = "pass", evaluated = os.time(), evaluator = coll.member.conn.jid,
+      evidence = { "FORGED by the collector account" } })
+    local set = xml.serialize(payload.result_set({ id = id, endpoint = "web1", evaluator = coll.member.conn.jid,
+      evaluated = os.time(), totals = { total = 1, pass = 1 }, results = { r } }))
+    refused_upload(coll, id, set, "403.*is not an evaluator of this grid")
+  end)
+
+  it("refuses posture of an endpoint bound to another collector", function()
+    local id, text = posture_set("web1", other.member.conn.jid)
+    refused_upload(other, id, text, "403.*endpoint 'web1' is bound to collector " .. server:jid("collector"))
+  end)
+
+  it("refuses posture that names another collector than its uploader", function()
+    local id, text = posture_set("web1", coll.member.conn.jid)
+    refused_upload(other, id, text, "403.*names collector")
+  end)
+
+  it("refuses an evaluator's posture", function()
+    local id, text = posture_set("e-endpoint", eval.member.conn.jid)
+    refused_upload(eval, id, text, "403.*is not a collector of this grid")
+  end)
+
+  it("counts and reports the refusals in its status", function()
+    local o = start(orchestrator, "orchestrator")
+    local s = assert(o:command(repo.member.conn.jid, "status"))
+    assert.equal(tostring(repo.store:stats().refused), s.values.refused)
+    assert.is_true(tonumber(s.values.refused) >= 4)
+    local text = table.concat(s.values.refusals, "\n")
+    assert.matches("is not an evaluator of this grid", text)
+    assert.matches("is bound to collector", text)
+  end)
+end)

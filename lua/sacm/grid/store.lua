@@ -118,6 +118,13 @@ M.MIGRATIONS = {
   ALTER TABLE result ADD COLUMN result_set TEXT;
   -- the repository's own settings, such as the key its content URLs are signed with
   CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+  -- each endpoint's posture comes from one collector account: bound when its first posture is
+  -- stored (or ahead, from the repository's configuration); posture of it from another is refused
+  CREATE TABLE endpoint_binding (
+    endpoint TEXT PRIMARY KEY,
+    collector TEXT NOT NULL,
+    bound REAL NOT NULL
+  );
   -- uploads refused, and why: the status command reports them
   CREATE TABLE refusal (
     seq INTEGER PRIMARY KEY,
@@ -220,13 +227,41 @@ local function content_entry(self, id, text)
   return { id = id, size = #text, digest = payload.digest(text), key = self:content_key(id) }
 end
 
---- store:put_posture_set(set, uploader) -> receipt | nil, err
+--- store:endpoint_owner(endpoint) -> the bare JID of the collector the endpoint is bound to | nil
+function Store:endpoint_owner(endpoint)
+  local row = self.db:first("SELECT collector FROM endpoint_binding WHERE endpoint = ?", { endpoint })
+  return row and row.collector
+end
+
+--- store:bind_endpoint(endpoint, collector_bare) -> true | nil, err: binds (or re-binds, as an
+-- administrator's decision) an endpoint to a collector account.
+function Store:bind_endpoint(endpoint, collector)
+  local ok, err = self.db:run([[INSERT INTO endpoint_binding (endpoint, collector, bound) VALUES (?, ?, ?)
+    ON CONFLICT (endpoint) DO UPDATE SET collector = excluded.collector, bound = excluded.bound]],
+    { endpoint, collector, time.now() })
+  if not ok then return nil, err end
+  return true
+end
+
+--- store:put_posture_set(set, uploader [, collector_bare]) -> receipt | nil, err
 -- set: parsed by payload.parse_posture_set. Stores each posture not yet stored, in one
 -- transaction. receipt: {id, stored = n, duplicates = n, contents = {{id, size, digest, key}}}.
-function Store:put_posture_set(set, uploader)
+-- With collector_bare, the set's endpoint must be bound to that account (it is bound now if it
+-- is bound to none); posture of an endpoint bound to another gives nil, err (forbidden).
+function Store:put_posture_set(set, uploader, collector)
   local texts = {}
   for i, el in ipairs(set.elements) do texts[i] = xml.serialize(el) end
   local result, err = write(self, "posture set " .. set.id, function(db)
+    if collector then
+      local row = db:first("SELECT collector FROM endpoint_binding WHERE endpoint = ?", { set.endpoint })
+      if row and row.collector ~= collector then
+        return { refused = ("endpoint '%s' is bound to collector %s, not %s"):format(set.endpoint, row.collector, collector) }
+      end
+      if not row then
+        assert(db:run("INSERT INTO endpoint_binding (endpoint, collector, bound) VALUES (?, ?, ?)",
+          { set.endpoint, collector, time.now() }))
+      end
+    end
     local n = 0
     for i, p in ipairs(set.postures) do
       if insert_posture(db, p, texts[i], { collection = set.id, uploader = uploader }) then n = n + 1 end
@@ -234,6 +269,7 @@ function Store:put_posture_set(set, uploader)
     return { n }
   end)
   if not result then return nil, err end
+  if result.refused then return nil, errors.new("forbidden", result.refused) end
   local receipt = { id = set.id, stored = result[1], duplicates = #set.postures - result[1], contents = {} }
   for i, p in ipairs(set.postures) do
     -- a duplicate is served as first stored: describe that copy
@@ -420,7 +456,12 @@ function Store:totals()
   return t
 end
 
---- store:counts() -> {posture, results, changes, endpoints, refused} as stored now.
+--- store:refusals([n]) -> the newest n (default 10) refused uploads: {at, uploader, what, reason}
+function Store:refusals(n)
+  return self.db:query("SELECT at, uploader, what, reason FROM refusal ORDER BY seq DESC LIMIT ?", { n or 10 }) or {}
+end
+
+--- store:stats() -> {posture, results, changes, endpoints, refused} as stored now.
 function Store:stats()
   local n = function(sql) local r = self.db:first(sql); return r and r.n or 0 end
   return {

@@ -6,7 +6,7 @@
 -- served back by id at URLs signed with the repository's own key; the notifications on the
 -- grid's pubsub nodes carry those URLs (docs/protocol.md, section 5).
 --
---   local svc = assert(upload_service.start{ member = m, store = s, may_upload = fn,
+--   local svc = assert(upload_service.start{ member = m, store = s, roles_of = fn,
 --     listen = { host = "0.0.0.0", port = 8443, cert = ..., key = ... },
 --     base_url = "https://repository.grid.example:8443", max_size = 64 * 1024 * 1024 })
 --
@@ -54,7 +54,8 @@ local function on_request(self, s)
   local req = s:child("request", proto.NS_UPLOAD)
   local from = s.attr.from
   local bare = from and jidlib.bare(from)
-  if not bare or not self.may_upload(bare) then
+  local roles = bare and self.roles_of(bare) or {}
+  if not (roles.collector or roles.evaluator) then
     log.warn("refused an upload slot to %s: not a collector or evaluator of this grid", tostring(from))
     return upload_error(s, "forbidden", "only the grid's collectors and evaluators may upload here")
   end
@@ -148,15 +149,23 @@ local function accept_document(self, slot, body)
     return refuse(self, slot, 400, ("the document's id '%s' is not the slot's '%s'"):format(tostring(doc.attr.id), slot.id))
   end
   local receipt, err
+  local roles = self.roles_of(slot.bare)
   if doc.name == "posture-set" and doc.ns == proto.NS_POSTURE then
+    if not roles.collector then
+      return refuse(self, slot, 403, ("%s is not a collector of this grid: it may not store posture"):format(slot.bare))
+    end
     local set, serr = payload.parse_posture_set(doc)
     if not set then return refuse(self, slot, 400, tostring(serr)) end
     if jidlib.bare(set.collector or "") ~= slot.bare then
       return refuse(self, slot, 403, ("posture set %s names collector '%s' but was uploaded by %s"):format(
         set.id, tostring(set.collector), slot.jid))
     end
-    receipt, err = self.store:put_posture_set(set, slot.jid)
+    receipt, err = self.store:put_posture_set(set, slot.jid, slot.bare)
+    if not receipt and err.condition == "forbidden" then return refuse(self, slot, 403, err.text) end
   elseif doc.name == "results" and doc.ns == proto.NS_RESULT then
+    if not roles.evaluator then
+      return refuse(self, slot, 403, ("%s is not an evaluator of this grid: it may not store results"):format(slot.bare))
+    end
     local set, serr = payload.parse_result_set(doc)
     if not set then return refuse(self, slot, 400, tostring(serr)) end
     if set.ref then return refuse(self, slot, 400, "result set " .. set.id .. " is a reference, not content") end
@@ -242,14 +251,15 @@ end
 --- upload_service.start(opts) -> service | nil, err
 -- opts: member (the repository's sacm.grid.member), store (sacm.grid.store), listen (sacm.http
 -- listen options), base_url (default https://<host>:<port> of the listener), max_size (largest
--- upload, bytes; default proto.UPLOAD_MAX), may_upload (function(bare_jid) -> boolean).
+-- upload, bytes; default proto.UPLOAD_MAX), roles_of (function(bare_jid) -> the set of grid roles
+-- the account was admitted as: only collectors store posture, only evaluators results).
 function M.start(opts)
-  assert(opts.member and opts.store and opts.may_upload, "upload_service.start needs member, store and may_upload")
+  assert(opts.member and opts.store and opts.roles_of, "upload_service.start needs member, store and roles_of")
   if type(opts.listen) ~= "table" then
     return nil, errors.new("bad-config", "the repository needs upload.listen: the HTTPS server (host, port, cert, key) "
       .. "collectors and evaluators upload to")
   end
-  local self = setmetatable({ member = opts.member, store = opts.store, may_upload = opts.may_upload,
+  local self = setmetatable({ member = opts.member, store = opts.store, roles_of = opts.roles_of,
     max_size = opts.max_size or proto.UPLOAD_MAX, slots = {}, held = {}, outstanding = 0, uploads = 0, refused = 0 },
     Service)
   local listen = {}

@@ -118,6 +118,13 @@ local function add_commands(self, allowed)
         { var = "endpoints", value = tostring(s.endpoints) },
         { var = "uploads", value = tostring(up.uploads) },
         { var = "refused", value = tostring(s.refused) },
+        { var = "refusals", type = "text-multi", values = (function()
+          local out = {}
+          for i, r in ipairs(self.store:refusals(10)) do
+            out[i] = ("%s %s %s: %s"):format(time.format(r.at), tostring(r.uploader), r.what, r.reason)
+          end
+          return out
+        end)() },
         { var = "members", type = "text-multi", values = members },
         { var = "upload_url", value = self.uploads.base_url },
         { var = "uptime", value = tostring(math.floor(time.now() - self.member.started)) },
@@ -136,7 +143,9 @@ end
 --- repository.start(opts) -> repository | nil, err
 -- opts: the sacm.grid.member options, database (path of the SQLite file), upload (the upload
 -- service: listen = sacm.http listen options, base_url, max_size), admit (JIDs or domains whose
--- components are admitted to the grid's nodes; default our domain), allowed (who may run
+-- components are admitted to the grid's nodes; default our domain), endpoints ({[endpoint id] =
+-- collector JID}: bindings made ahead; otherwise an endpoint is bound to the collector whose
+-- posture of it is stored first), allowed (who may run
 -- commands; default the peers), rolie (the options of sacm.rolie.serve but repository: serve
 -- the store as ROLIE feeds over HTTPS; the provider is r.rolie).
 function M.start(opts)
@@ -155,15 +164,17 @@ function M.start(opts)
     s:close()
     return nil, err
   end
+  -- endpoints bound ahead to their collector accounts: posture of them from any other is refused
+  for endpoint, jid in pairs(opts.endpoints or {}) do
+    local ok, berr = s:bind_endpoint(endpoint, jidlib.bare(jid) or jid)
+    if not ok then log.error("could not bind endpoint %s to %s: %s", endpoint, jid, tostring(berr)) end
+  end
   local domain = jidlib.domain(self.member.conn.jid)
   self.admits = member.allowed(opts.admit or { domain })
   self.uploads, err = upload_service.start({ member = self.member, store = s,
     listen = opts.upload and opts.upload.listen, base_url = opts.upload and opts.upload.base_url,
     max_size = opts.upload and opts.upload.max_size,
-    may_upload = function(bare)
-      local roles = self.members[bare]
-      return roles ~= nil and (roles.collector or roles.evaluator) ~= nil
-    end })
+    roles_of = function(bare) return self.members[bare] or {} end })
   if not self.uploads then
     self:close()
     return nil, err
