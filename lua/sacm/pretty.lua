@@ -71,6 +71,15 @@ local function format_error(e)
 end
 
 -- Formats v; `level` is the nesting depth, `path` the tables being printed around it (cycles).
+--- is_secret_key(k) -> true for table keys that name secrets (password, *_password, secret,
+-- *_secret, token, passphrase): format shows their string values as <hidden>.
+function M.is_secret_key(k)
+  if type(k) ~= "string" then return false end
+  local l = k:lower()
+  return l == "password" or l == "secret" or l == "token" or l == "passphrase"
+    or l:sub(-9) == "_password" or l:sub(-7) == "_secret" or l:sub(-6) == "_token"
+end
+
 local function format(v, o, level, path)
   local t = type(v)
   if t == "string" then return M.quote(v) end
@@ -120,7 +129,11 @@ local function format(v, o, level, path)
   for _, k in ipairs(keys) do
     if shown >= o.items then break end
     local ks = is_identifier(k) and k or ("[" .. format(k, o, o.depth, path) .. "]")
-    add(ks .. " = " .. format(v[k], o, level + 1, path))
+    if M.is_secret_key(k) and type(v[k]) == "string" then
+      add(ks .. " = <hidden>") -- a grid config's passwords must not end up on a screen or in a log
+    else
+      add(ks .. " = " .. format(v[k], o, level + 1, path))
+    end
   end
   path[v] = nil
   if shown < n then parts[#parts + 1] = ("... (%d more)"):format(n - shown) end

@@ -16,8 +16,10 @@
 --     orchestrator = { jid = "orchestrator@grid.example/main", password = "..." },
 --   }
 --
--- Secrets live in this file: keep it mode 0600 (load warns otherwise). A role section may use
--- client_cert/client_key instead of a password.
+-- Secrets: a role section's password may instead be in a file of its own (password_file, mode
+-- 0600) or in the environment (password_env = "NAME"), so the shared config holds none; or the
+-- section uses client_cert/client_key instead of a password. Keep the config mode 0600 anyway
+-- (load warns otherwise).
 local fs = require "sacm.fs"
 local errors = require "sacm.error"
 local proto = require "sacm.grid.protocol"
@@ -80,6 +82,25 @@ function M.role_options(cfg, role)
   local opts = {}
   for _, k in ipairs(SHARED) do opts[k] = cfg[k] end
   for k, v in pairs(section) do opts[k] = v end
+  -- secrets kept out of the config file: from a file of their own, or from the environment
+  if opts.password == nil and opts.password_file then
+    local text, err = fs.read(opts.password_file)
+    if not text then
+      error(("the grid config's %s section: password_file %s: %s"):format(role, opts.password_file, tostring(err)), 2)
+    end
+    local st = fs.stat(opts.password_file)
+    if st and st.mode and (st.mode & 0x3f) ~= 0 then
+      log.warn("%s is readable by others and holds the %s's password: chmod 600 it", opts.password_file, role)
+    end
+    opts.password = text:gsub("[\r\n]+$", "")
+  elseif opts.password == nil and opts.password_env then
+    opts.password = os.getenv(opts.password_env)
+    if not opts.password or opts.password == "" then
+      error(("the grid config's %s section: the environment variable %s (password_env) is not set"):format(role,
+        opts.password_env), 2)
+    end
+  end
+  opts.password_file, opts.password_env = nil, nil
   if role ~= "orchestrator" and opts.peers == nil then opts.peers = cfg.orchestrators end
   if role ~= "repository" and opts.repository == nil and type(cfg.repository) == "table"
     and type(cfg.repository.jid) == "string" then
