@@ -93,6 +93,15 @@ local function each_server(name, start_server, opts)
       ok, err = coll.member:publish("results", "forged", xml.element("x", { xmlns = "urn:example" }))
       assert.is_nil(ok)
       assert.is_truthy(err.condition == "forbidden" or err.condition == "not-allowed", tostring(err))
+      -- an evaluator may not announce posture, an orchestrator neither posture nor results
+      ok, err = eval.member:publish("posture", "forged", xml.element("x", { xmlns = "urn:example" }))
+      assert.is_nil(ok)
+      assert.is_truthy(err.condition == "forbidden" or err.condition == "not-allowed", tostring(err))
+      for _, node in ipairs { "posture", "results" } do
+        ok, err = orch.member:publish(node, "forged", xml.element("x", { xmlns = "urn:example" }))
+        assert.is_nil(ok)
+        assert.is_truthy(err.condition == "forbidden" or err.condition == "not-allowed", tostring(err))
+      end
     end)
 
     it("delivers a 1 MB posture through the repository and evaluates it", function()
