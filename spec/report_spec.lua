@@ -33,7 +33,7 @@ describe("sacm.report", function()
   it("writes JSON with totals and every result", function()
     local text = report.json(a)
     assert.matches('"fail": 2', text)
-    assert.matches('"rule": "r%-high"', text)
+    assert.matches('"rule_id": "r%-high"', text)
     assert.matches('"evidence": %[%]', text) -- empty evidence stays an array
   end)
 end)

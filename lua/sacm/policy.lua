@@ -512,6 +512,20 @@ function Engine:evaluate(posture, endpoint_info, opts)
     only = {}
     for _, id in ipairs(opts.policies) do only[id] = true end
   end
+  -- opts.kinds: judge only the rules all of whose posture kinds are among these (an assessment
+  -- of some kinds must not judge other rules on whatever older posture is at hand)
+  local kinds
+  if opts and opts.kinds then
+    kinds = {}
+    for _, k in ipairs(opts.kinds) do kinds[k] = true end
+  end
+  local function wanted(rule)
+    if not kinds then return true end
+    for _, k in ipairs(rule.requires) do
+      if not kinds[k] then return false end
+    end
+    return true
+  end
   local set = self.set
   local runner = self.runner
   local views = {}   -- "kind,kind" -> the posture a rule requiring those kinds sees
@@ -520,6 +534,7 @@ function Engine:evaluate(posture, endpoint_info, opts)
   for _, p in ipairs(set.policies) do
     if not only or only[p.id] then
       for _, rule in ipairs(p.rules) do
+        if not wanted(rule) then goto next_rule end
         local t0 = hrtime()
         local result, evidence = precheck(rule, posture)
         if not result then
@@ -549,9 +564,10 @@ function Engine:evaluate(posture, endpoint_info, opts)
         end
         results[#results + 1] = {
           policy_id = p.id, policy_version = p.version, rule_id = rule.id, title = rule.title,
-          severity = rule.severity, result = result, evidence = evidence,
+          severity = rule.severity, result = result, evidence = evidence, requires = rule.requires,
           duration = (hrtime() - t0) / 1e9,
         }
+        ::next_rule::
       end
     end
   end

@@ -252,6 +252,7 @@ function M.result(r)
     result = r.result, severity = r.severity, evaluated = time.format(r.evaluated or time.now(), 3),
     evaluator = r.evaluator, correlation = r.correlation,
     posture = r.posture_ids and #r.posture_ids > 0 and table.concat(r.posture_ids, " ") or nil,
+    ["posture-collected"] = r.posture_collected and time.format(r.posture_collected, 3) or nil,
   })
   if r.title then el:tag("title"):text(clip(r.title)):up() end
   for i, line in ipairs(r.evidence or {}) do
@@ -278,7 +279,7 @@ function M.parse_result(el)
     id = a.id, endpoint = a.endpoint, hostname = a.hostname, rule_id = a.rule, policy_id = a.policy,
     policy_version = a["policy-version"], result = a.result, severity = a.severity,
     evaluated = evaluated, evaluator = a.evaluator, correlation = a.correlation,
-    posture_ids = {}, evidence = {},
+    posture_ids = {}, evidence = {}, posture_collected = a["posture-collected"] and time.parse(a["posture-collected"]),
   }
   for id in (a.posture or ""):gmatch("%S+") do r.posture_ids[#r.posture_ids + 1] = id end
   local title = el:child("title", proto.NS_RESULT)

@@ -43,6 +43,17 @@ local function suffixes(info, prefix)
   return out
 end
 function M.kinds_of(info) return suffixes(info, COLLECT_PREFIX) end
+
+--- info_fields(info) -> the values of a role's XEP-0128 info form (role, endpoint, hostname,
+-- kinds, policies) in a parsed disco#info, or {}.
+function M.info_fields(info)
+  local forms = require "sacm.forms"
+  for _, x in ipairs(info and info.forms or {}) do
+    local f = forms.parse(x)
+    if f and f.form_type == M.INFO_FORM_TYPE then return f.values end
+  end
+  return {}
+end
 function M.policies_of(info) return suffixes(info, POLICY_PREFIX) end
 
 -- The disco identity of every grid role: a client that is an automated agent (XEP-0030 registry
@@ -138,6 +149,7 @@ function M.evaluate_form(policies)
       { var = "endpoints", type = "text-multi", label = "Endpoints (none: every endpoint with posture)" },
       { var = "correlation", type = "text-single", label = "Correlation id of the posture to judge" },
       { var = "policies", type = "list-multi", label = "Policies (none: all)", options = options },
+      { var = "kinds", type = "list-multi", label = "Judge only rules whose posture kinds are among these (none: all)" },
     },
   }
 end

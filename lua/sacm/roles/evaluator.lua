@@ -107,7 +107,7 @@ end
 --- e:evaluate(endpoint, [correlation], [policy_ids]) -> totals {pass = n, ...}, results | nil, err
 -- Evaluates the newest posture of the endpoint (the correlation's posture first, when given) and
 -- publishes every result.
-function Evaluator:evaluate(endpoint, correlation, policy_ids)
+function Evaluator:evaluate(endpoint, correlation, policy_ids, kinds)
   local merged = {}
   for kind, p in pairs(self.latest[endpoint] or {}) do merged[kind] = p end
   local c = correlation and self.by_correlation[correlation]
@@ -126,14 +126,26 @@ function Evaluator:evaluate(endpoint, correlation, policy_ids)
     if p.ref and newest[kind] ~= p then p.data = nil end
   end
   local results = self.engine:evaluate(posture, { endpoint = endpoint, hostname = self.hostnames[endpoint] },
-    { policies = policy_ids })
+    { policies = policy_ids, kinds = kinds })
   local totals = report.totals(results)
   local evaluated = time.now()
   local elements = {}
   for _, r in ipairs(results) do
     r.id = crypto.uuid()
     r.endpoint, r.hostname, r.correlation = endpoint, self.hostnames[endpoint], correlation
-    r.evaluator, r.evaluated, r.posture_ids = self.member.conn.jid, evaluated, ids
+    -- provenance per rule: the posture it saw, and when the oldest of it was collected
+    local used, oldest = {}, nil
+    for _, kind in ipairs(r.requires or {}) do
+      local p = merged[kind]
+      if p then
+        used[#used + 1] = p.id
+        if not oldest or p.collected < oldest then oldest = p.collected end
+      end
+    end
+    table.sort(used)
+    r.evaluator, r.evaluated = self.member.conn.jid, evaluated
+    r.posture_ids = #used > 0 and used or ids
+    r.posture_collected = oldest
     local ok, el = pcall(payload.result, r)
     if not ok then -- text the wire cannot carry (issue of the policy): say so instead of losing it
       log.error("result %s of %s cannot be encoded: %s", r.rule_id, endpoint, tostring(el))
@@ -264,10 +276,11 @@ local function add_commands(self, allowed)
       end
       if #endpoints == 0 then return nil, errors.new("item-not-found", "no posture to evaluate") end
       local policies = values.policies and #values.policies > 0 and values.policies or nil
+      local kinds = values.kinds and #values.kinds > 0 and values.kinds or nil
       local totals = report.totals({})
       local failed, evaluated = {}, {}
       for _, e in ipairs(endpoints) do
-        local t, err = self:evaluate(e, correlation, policies)
+        local t, err = self:evaluate(e, correlation, policies, kinds)
         if t then
           evaluated[#evaluated + 1] = e
           for k, n in pairs(t) do totals[k] = totals[k] + n end

@@ -103,12 +103,15 @@ local function wait_until(w, deadline, pred)
   end
 end
 
---- o:components(role) -> sorted list of {jid, info, kinds, policies} with that role's feature.
+--- o:components(role) -> sorted list of {jid, info, kinds, policies, endpoint, hostname} with that
+-- role's feature (endpoint and hostname: a collector's, from its info form).
 function Orchestrator:components(role)
   local out = {}
   for _, jid in ipairs(self.cache:find(proto.FEATURE[role])) do
     local info = self.cache:info_for(jid)
-    out[#out + 1] = { jid = jid, info = info, kinds = proto.kinds_of(info), policies = proto.policies_of(info) }
+    local fields = proto.info_fields(info)
+    out[#out + 1] = { jid = jid, info = info, kinds = proto.kinds_of(info), policies = proto.policies_of(info),
+      endpoint = fields.endpoint, hostname = fields.hostname }
   end
   return out
 end
@@ -217,7 +220,7 @@ function Orchestrator:collect(opts)
 end
 
 --- o:evaluate{correlation = id, evaluators = {jids} (default all), endpoints = {...}, policies = {...},
--- timeout = s} -> run {correlation, evaluators = {jid -> {state, totals}}, results = {...}}
+-- kinds = {...} (only rules all of whose posture kinds are among these), timeout = s} -> run {correlation, evaluators = {jid -> {state, totals}}, results = {...}}
 function Orchestrator:evaluate(opts)
   local correlation = assert(opts and opts.correlation, "evaluate needs the correlation id of the posture")
   local deadline = time.monotonic() + (opts.timeout or 60)
@@ -235,7 +238,8 @@ function Orchestrator:evaluate(opts)
   for _, jid in ipairs(targets) do
     jobs[#jobs + 1] = task.spawn({ name = "evaluate on " .. jid }, function()
       local s, err = commands.execute(self.conn, jid, proto.CMD.evaluate,
-        { correlation = correlation, endpoints = opts.endpoints or {}, policies = opts.policies or {} },
+        { correlation = correlation, endpoints = opts.endpoints or {}, policies = opts.policies or {},
+          kinds = opts.kinds or {} },
         math.max(1, deadline - time.monotonic()))
       if not s then
         run.evaluators[jid] = { state = "failed", error = err }
@@ -258,8 +262,10 @@ function Orchestrator:evaluate(opts)
   return run
 end
 
---- o:assess{kinds, collectors, evaluators, timeout} -> assessment | nil, err
+--- o:assess{kinds, collectors, evaluators, policies, timeout, all_rules} -> assessment | nil, err
 -- Collects, then evaluates what was collected; the assessment holds both runs and the results.
+-- With kinds, only the rules of those kinds are judged, unless all_rules (then the others are
+-- judged on the newest posture the evaluator has, whose age the results say).
 function Orchestrator:assess(opts)
   opts = opts or {}
   local started = time.monotonic()
@@ -277,7 +283,9 @@ function Orchestrator:assess(opts)
   if #endpoints == 0 then return nil, errors.new("item-not-found", "the collection brought no posture"), collection end
   local evaluation
   evaluation, err = self:evaluate({ correlation = collection.correlation, evaluators = opts.evaluators,
-    endpoints = endpoints, policies = opts.policies, timeout = math.max(5, timeout - (time.monotonic() - started)) })
+    endpoints = endpoints, policies = opts.policies, timeout = math.max(5, timeout - (time.monotonic() - started)),
+    -- the rules of the kinds collected, not others judged on older posture (all_rules: every rule)
+    kinds = not opts.all_rules and opts.kinds or nil })
   if not evaluation then return nil, err, collection end
   self.watches[collection.correlation] = nil
   -- an assessment that covered less than was asked for must not read as a clean one

@@ -1,8 +1,10 @@
---- sacm.report: an assessment's results for people (text) and for programs (JSON).
+--- sacm.report: an assessment's results for people (text, HTML) and for programs (JSON, JUnit).
 --
 --   local report = require "sacm.report"
 --   print(report.text(assessment))               -- per endpoint and rule, failures first; totals last
---   fs.write("report.json", report.json(assessment))
+--   fs.write("report.json", report.json(assessment))   -- docs/report.schema.json
+--   fs.write("report.xml", report.junit(assessment))   -- for CI servers
+--   fs.write("report.html", report.html(assessment))   -- one self-contained page
 --
 -- An assessment is what orchestrator:assess() returns, or any table with `results` (parsed result
 -- payloads) and optionally `correlation`, `collection`, `started`, `finished`.
@@ -33,6 +35,22 @@ function M.totals_line(t)
   return "totals: " .. table.concat(parts, " ")
 end
 
+--- report.posture_age(result, assessment) -> seconds between the collection of the oldest posture
+-- the result judged and the start of the assessment (nil when unknown; 0 or less: collected by it)
+function M.posture_age(r, a)
+  if not r.posture_collected then return nil end
+  local ref = a and a.started or r.evaluated
+  return ref and (ref - r.posture_collected) or nil
+end
+
+local function age_text(seconds)
+  if seconds < 120 then return ("%d s"):format(math.floor(seconds)) end
+  if seconds < 7200 then return ("%d min"):format(math.floor(seconds / 60)) end
+  if seconds < 172800 then return ("%.1f h"):format(seconds / 3600) end
+  return ("%.1f days"):format(seconds / 86400)
+end
+M.age_text = age_text
+
 -- Results grouped by endpoint (sorted by hostname), each list sorted failures first, then by severity.
 local function by_endpoint(results)
   local groups, order = {}, {}
@@ -57,6 +75,7 @@ local function by_endpoint(results)
   end
   return order
 end
+M.by_endpoint = by_endpoint
 
 --- report.text(assessment [, {evidence = true, color = false}]) -> string; the last line is the totals.
 function M.text(a, opts)
@@ -85,6 +104,10 @@ function M.text(a, opts)
       g.hostname and (" [" .. g.endpoint .. "]") or "", t.total, t.fail, t.error)
     for _, r in ipairs(g.results) do
       line("  %-13s %-6s %-" .. width .. "s  %s", r.result:upper(), r.severity or "-", r.rule_id, r.title or "")
+      local age = M.posture_age(r, a)
+      if age and age > (opts.stale or 60) then -- judged on posture this assessment did not collect
+        line("  %-13s %-6s %-" .. width .. "s    (posture collected %s before this assessment)", "", "", "", age_text(age))
+      end
       if show_evidence and r.result ~= "pass" then
         for i, e in ipairs(r.evidence or {}) do
           if i > 5 then
@@ -101,27 +124,43 @@ function M.text(a, opts)
   return table.concat(out, "\n")
 end
 
---- report.json(assessment [, {indent = "  "}]) -> JSON text: correlation, times, totals, endpoints
--- with their results (rule, policy, policy_version, result, severity, title, evidence, ids).
-function M.json(a, opts)
+M.SCHEMA = "https://sacmrun.example/schema/report-1.json"
+
+--- report.data(assessment) -> the report as plain Lua data, as report.json writes it
+-- (docs/report.schema.json): the Lua result field names, times as XEP-0082 strings.
+function M.data(a)
   local endpoints = {}
   for _, g in ipairs(by_endpoint(a.results or {})) do
     local list = {}
     for i, r in ipairs(g.results) do
-      list[i] = { id = r.id, rule = r.rule_id, policy = r.policy_id, policy_version = r.policy_version,
+      local age = M.posture_age(r, a)
+      list[i] = { id = r.id, rule_id = r.rule_id, policy_id = r.policy_id, policy_version = r.policy_version,
         result = r.result, severity = r.severity, title = r.title, evidence = json.as_array(r.evidence or {}),
         evaluated = r.evaluated and time.format(r.evaluated, 3), evaluator = r.evaluator,
-        posture = json.as_array(r.posture_ids or {}) }
+        correlation = r.correlation, posture_ids = json.as_array(r.posture_ids or {}),
+        posture_collected = r.posture_collected and time.format(r.posture_collected, 3),
+        posture_age = age and math.floor(age * 1000 + 0.5) / 1000 }
     end
     endpoints[#endpoints + 1] = { endpoint = g.endpoint, hostname = g.hostname, totals = M.totals(g.results),
       results = json.as_array(list) }
   end
-  return json.encode({
-    correlation = a.correlation,
+  return {
+    schema = M.SCHEMA, correlation = a.correlation,
     started = a.started and time.format(a.started, 3), finished = a.finished and time.format(a.finished, 3),
     totals = M.totals(a.results), endpoints = json.as_array(endpoints),
     incomplete = json.as_array(a.incomplete or {}),
-  }, { indent = opts and opts.indent or "  " })
+  }
 end
+
+--- report.json(assessment [, {indent = "  "}]) -> JSON text of report.data(assessment).
+function M.json(a, opts)
+  return json.encode(M.data(a), { indent = opts and opts.indent or "  " })
+end
+
+--- report.junit(assessment) -> JUnit XML (see sacm.report.junit).
+function M.junit(a, opts) return require("sacm.report.junit").render(a, opts) end
+
+--- report.html(assessment) -> a self-contained HTML page (see sacm.report.html).
+function M.html(a, opts) return require("sacm.report.html").render(a, opts) end
 
 return M
