@@ -15,16 +15,25 @@ local function report(msg)
 end
 
 -- Drop the runtime's own frames from the bottom of a script's traceback: people debug their
--- script, not the boot code that called it.
+-- script, not the boot code that called it. Only frames are dropped, never the message: its
+-- text may mention anything (a module search path, an error raised at a level pointing here).
 local function trim_traceback(tb)
-  local lines = {}
-  for line in tb:gmatch("[^\n]+") do
-    if line:find("sacm/_boot.lua", 1, true) then break end
+  local msg, frames = tb:match("^(.-)\n(stack traceback:\n.*)$")
+  if not msg then return tb end
+  local lines = { msg }
+  for line in frames:gmatch("[^\n]+") do
+    if line:find("sacm/_boot%.lua:%d+:") or line:find("sacm/task%.lua:%d+:") then break end
     lines[#lines + 1] = line
   end
   return table.concat(lines, "\n")
 end
 
+-- error(msg, 2) in a function the main chunk tail-called, or in the chunk itself, names the
+-- chunk's caller: that is this file, which says nothing to the script's author (lua.c's caller
+-- is C, so its message carries no position there). Drop that position.
+local function strip_boot_position(msg)
+  return (msg:gsub("^[^\n]-sacm/_boot%.lua:%d+: ", "", 1))
+end
 -- A script that cannot be loaded is reported by its message alone: a traceback of the loader
 -- would only point into the runtime.
 local LoadErrorMT = { __tostring = function(e) return e.message end }
@@ -80,7 +89,7 @@ task.on_unhandled_failure = function(t)
   if getmetatable(t.error) == LoadErrorMT then
     report(t.error.message)
   else
-    report(trim_traceback(t.traceback or errors.message(t.error)))
+    report(strip_boot_position(trim_traceback(t.traceback or errors.message(t.error))))
   end
   if status == nil then status = 1 end
   shutdown.begin(status, "the script failed")
