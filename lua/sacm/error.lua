@@ -38,4 +38,21 @@ function M.message(v)
   return ("(error object is a %s value)"):format(type(v))
 end
 
+--- closer(close) -> a __close metamethod. On a normal exit it is close(self), raising what close
+-- raises. While an error propagates through the variable's scope it never raises: Lua would let
+-- its error replace the one propagating, and people would debug the cleanup instead of the
+-- cause. A failure to close is logged (warn) there. Every closable object of the library uses it.
+function M.closer(close)
+  return function(self, err)
+    if err == nil then return close(self) end
+    local ok, close_err = pcall(close, self)
+    if not ok then
+      local what = "object"
+      pcall(function() what = tostring(self) end)
+      require("sacm.log").new("close").warn("closing %s failed while an error propagated (%s): %s",
+        what, M.message(err), M.message(close_err))
+    end
+  end
+end
+
 return M

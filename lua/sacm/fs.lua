@@ -257,6 +257,6 @@ function Watcher:close()
   self.pending = {}
 end
 
-Watcher.__close = Watcher.close
+Watcher.__close = require("sacm.error").closer(Watcher.close)
 
 return M

@@ -266,7 +266,7 @@ function Server:close()
     self._core:close()
   end
 end
-Server.__close = Server.close
+Server.__close = errors.closer(Server.close)
 
 ---------------------------------------------------------------------------- the client
 

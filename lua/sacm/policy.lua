@@ -398,7 +398,7 @@ function Engine:close()
     self.watcher = nil
   end
 end
-Engine.__close = Engine.close
+Engine.__close = errors.closer(Engine.close)
 
 --- engine:policies() -> {{id, title, description, version, file, rules = count}, ...} by id.
 function Engine:policies()

@@ -727,7 +727,7 @@ function Stream:__call()
   local ev = self.queue:get()
   return ev
 end
-Stream.__close = Stream.close
+Stream.__close = errors.closer(Stream.close)
 Stream.__len = function(self) return #self.queue end
 
 --- svc:events([node [, opts]]) -> stream, usable as `for ev in svc:events(node) do ... end`.

@@ -56,6 +56,6 @@ function Timer:active()
   return self.handle ~= nil and self.handle:active()
 end
 
-Timer.__close = Timer.cancel
+Timer.__close = require("sacm.error").closer(Timer.cancel)
 
 return M

@@ -625,7 +625,7 @@ function Connection:close()
   self.state = "disconnected"
   self.c:close()
 end
-Connection.__close = Connection.close
+Connection.__close = errors.closer(Connection.close)
 
 --- conn:ping([to [, timeout]]) -> round-trip seconds, or nil, err (XEP-0199).
 function Connection:ping(to, timeout)

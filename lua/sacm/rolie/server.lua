@@ -462,6 +462,6 @@ function Provider:close()
   if self.server then self.server:close() end
   if self.engine then self.engine:close() end
 end
-Provider.__close = Provider.close
+Provider.__close = require("sacm.error").closer(Provider.close)
 
 return M
