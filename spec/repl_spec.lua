@@ -138,6 +138,22 @@ describe("sacmrun with stdin not a terminal", function()
     assert.not_matches("sacm/", r.stderr)
   end)
 
+  it("prints the error of an expression line that fails at run time (not a blank line)", function()
+    local r = assert(proc.run({ BIN, "-i" }, {
+      stdin = 'sacm.sleep("x")\nlocal function f() error("x", 2) end; return f()\n'
+        .. 'error(setmetatable({}, { __tostring = function() return "custom" end }))\nerror(nil)\n',
+      timeout = 20,
+    }))
+    assert.equal(0, r.code)
+    assert.matches("^sleep duration must be a non%-negative number of seconds, got x\nstack traceback:\n"
+      .. "%s*%[C%]: in function 'error'\n[^\n]*sacm/task%.lua:%d+: in [^\n]*\n[^\n]*in function 'sacm%.[%w.]*sleep'\n",
+      r.stderr)
+    assert.matches("\nx\nstack traceback:\n%s*%[C%]: in function 'error'\n%s*stdin:1: in function <stdin:1>", r.stderr)
+    assert.matches("\ncustom\nstack traceback:", r.stderr)
+    assert.matches("\n%(error object is a nil value%)\nstack traceback:", r.stderr)
+    assert.not_matches("sacm/repl%.lua", r.stderr)
+  end)
+
   it("-i runs the script first, then reads from a file", function()
     local dir = tmp.dir("repl")
     assert(fs.write(dir .. "/s.lua", "greeting = 'hello from the script'"))
@@ -187,6 +203,9 @@ describe("the REPL on a terminal", function()
     term:wait_for(">>   return a %* 2\n>> end\n> twice%(21%)\n42\n>$")
     enter("error(sacm.error.new('item-not-found', 'no such node'))")
     term:wait_for("<error item%-not%-found: no such node>\nstack traceback:\n.*stdin:1: in main chunk\n>$")
+    enter('sacm.sleep("x")')
+    term:wait_for('> sacm%.sleep%("x"%)\nsleep duration must be a non%-negative number of seconds, got x\n'
+      .. "stack traceback:\n.*\n>$")
     enter("{ a = 1, list = { 'x', 'y' } }")
     term:wait_for('{ a = 1, list = { "x", "y" } }\n>$')
     finish()

@@ -14,19 +14,9 @@ local function report(msg)
   io.stderr:flush()
 end
 
--- Drop the runtime's own frames from the bottom of a script's traceback: people debug their
--- script, not the boot code that called it. Only frames are dropped, never the message: its
--- text may mention anything (a module search path, an error raised at a level pointing here).
-local function trim_traceback(tb)
-  local msg, frames = tb:match("^(.-)\n(stack traceback:\n.*)$")
-  if not msg then return tb end
-  local lines = { msg }
-  for line in frames:gmatch("[^\n]+") do
-    if line:find("sacm/_boot%.lua:%d+:") or line:find("sacm/task%.lua:%d+:") then break end
-    lines[#lines + 1] = line
-  end
-  return table.concat(lines, "\n")
-end
+-- people debug their script, not the boot code that called it: errors._trim_traceback drops the
+-- runtime's frames from the bottom of the traceback.
+local trim_traceback = errors._trim_traceback
 
 -- error(msg, 2) in a function the main chunk tail-called, or in the chunk itself, names the
 -- chunk's caller: that is this file, which says nothing to the script's author (lua.c's caller
