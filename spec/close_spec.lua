@@ -118,5 +118,16 @@ assert(o:discover{ collectors = 5, timeout = 0.5 })
       assert.matches("sacmrun: [^\n]*timeout: grid components not found in time: collector 0/5", r.stderr)
       assert.not_matches("must be called inside a task", r.stderr)
     end)
+
+    it("an orchestrator prints as one line in the REPL, without its password", function()
+      local pretty = require "sacm.pretty"
+      local orchestrator = require "sacm.roles.orchestrator"
+      local o <close> = assert(orchestrator.start{ jid = server:jid("orchestrator") .. "/print", password = "pw",
+        host = server.host, port = server.port, cafile = server.ca_file, heartbeat = false })
+      local s = pretty.format(o)
+      assert.matches("^<object 0x%x+ %(methods: [%w_, ]+[^\n]*%)>$", s)
+      assert.matches("discover", s)
+      assert.not_matches("pw\"", pretty.format({ o = o, opts = { password = "pw" } }))
+    end)
   end)
 end)

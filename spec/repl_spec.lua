@@ -63,6 +63,40 @@ describe("sacm.pretty", function()
     assert.matches('{\n  result = <iq[^\n]*>\n    <query', pretty.format({ result = iq }))
   end)
 
+  it("prints an object without __tostring as one line with its methods, never its fields", function()
+    local Class = {}
+    Class.__index = Class
+    function Class:discover() end
+    function Class:close() end
+    function Class:_internal() end
+    local obj = setmetatable({ password = "hunter2", conn = { pending = {} }, handlers = { 1, 2, 3 } }, Class)
+    local s = pretty.format(obj)
+    assert.matches("^<object 0x%x+ %(methods: close, discover%)>$", s)
+    assert.not_matches("hunter2", s)
+  end)
+
+  it("never prints the value of a password, secret, token or authorization field", function()
+    local s = pretty.format({ jid = "a@example.org", password = "hunter2", tls = { key_passphrase = "p" },
+      authorization = "Basic YTpi", api_token = "t0k", secure = true })
+    assert.equal('{\n  api_token = <hidden>, authorization = <hidden>, jid = "a@example.org",\n'
+      .. '  password = <hidden>, secure = true, tls = { key_passphrase = <hidden> }\n}', s)
+  end)
+
+  it("the library's objects print a one-line summary", function()
+    local t = sacm.spawn(function() end)
+    assert.matches("^task #%d+ %(ready%)$", pretty.format(t))
+    t:await()
+    local tm = sacm.timer.after(60, function() end, { name = "refresh" })
+    assert.equal("timer refresh (active, fired 0 times)", pretty.format(tm))
+    tm:cancel()
+    assert.equal("queue (0 items of 4)", pretty.format(sacm.sync.queue(4)))
+    assert.equal("event (not set, 0 waiting)", pretty.format(sacm.sync.event()))
+    local dir = tmp.dir("pretty")
+    local engine = require("sacm.policy").engine({ dir = dir })
+    assert.equal("policy engine for " .. dir .. " (0 policies)", pretty.format(engine))
+    tmp.remove(dir)
+  end)
+
   it("uses __tostring, and says where a function was defined", function()
     local obj = setmetatable({}, { __tostring = function() return "obj!" end })
     assert.equal("obj!", pretty.format(obj))
@@ -97,6 +131,26 @@ describe("REPL completion", function()
     assert.equal("start stop", (names("tm:st", env)))
     timer:close()
     t:await()
+  end)
+
+  it("hides private names: a leading underscore, and the fields of an object its class does not list", function()
+    local Class = { __fields = { jid = true } }
+    Class.__index = Class
+    function Class:close() end
+    function Class:_stage() end
+    local env = { obj = setmetatable({ jid = "a@b", pending = {}, options = { password = "x" } }, Class),
+      plain = { visible = 1, _hidden = 2 }, _private_global = 1, public_global = 2 }
+    assert.equal("close jid", (names("obj.", env)))
+    assert.equal("close", (names("obj:", env)))
+    assert.equal("_stage", (names("obj._", env)))
+    assert.equal("visible", (names("plain.", env)))
+    assert.equal("_hidden", (names("plain._", env)))
+    assert.equal("public_global", (names("pu", env)))
+    assert.equal("_private_global", (names("_pri", env)))
+    -- a task offers its status, not the scheduler's bookkeeping
+    local t = sacm.spawn(function() end)
+    t:await()
+    assert.equal("await cancel done id name result results status", (names("t.", { t = t })))
   end)
 
   it("hides metamethods unless asked for", function()

@@ -35,6 +35,13 @@ describe("sacm.xmpp", function()
     assert.is_true(conn.c:secured())
     local rtt = assert(conn:ping())
     assert.is_true(rtt >= 0)
+    -- in the REPL: one line, never the password; completion offers no internals
+    local pretty = require "sacm.pretty"
+    assert.equal("xmpp connection " .. conn.jid .. " (connected)", pretty.format(conn))
+    assert.not_matches("alice%-secret", pretty.format({ conn = conn, options = conn.options }))
+    local complete = require("sacm._complete").complete
+    local found = complete("conn.", 5, 5, { conn = conn })
+    assert.same({ "c", "close", "domain", "host", "iq", "jid", "on", "ping", "port", "send", "state" }, found)
     conn:close()
     assert.equal("disconnected", conn.state)
   end)

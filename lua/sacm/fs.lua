@@ -259,4 +259,8 @@ end
 
 Watcher.__close = require("sacm.error").closer(Watcher.close)
 
+function Watcher:__tostring()
+  return ("fs watcher on %s%s"):format(self.path, self.closed and " (closed)" or "")
+end
+
 return M

@@ -16,6 +16,7 @@ local M = {}
 
 local Task = {}
 Task.__index = Task
+Task.__fields = { id = true, name = true, status = true, error = true, results = true, traceback = true }
 M.Task = Task
 
 local SUSPENDED = setmetatable({}, { __name = "sacm.task.suspended" })

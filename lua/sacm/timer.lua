@@ -6,6 +6,7 @@ local new_timer = require("sacm._timer").new
 local M = {}
 local Timer = {}
 Timer.__index = Timer
+Timer.__fields = { name = true, fired = true, skipped = true }
 
 local function start(seconds, period, fn, opts)
   if type(fn) ~= "function" then error("timer callback must be a function", 3) end
@@ -50,6 +51,10 @@ function Timer:cancel()
     self.handle:close()
     self.handle = nil
   end
+end
+
+function Timer:__tostring()
+  return ("timer %s (%s, fired %d times)"):format(self.name, self:active() and "active" or "stopped", self.fired)
 end
 
 function Timer:active()

@@ -24,6 +24,8 @@ local M = {}
 
 local Connection = {}
 Connection.__index = Connection
+-- the fields REPL completion offers (the rest are internals; options holds the password)
+Connection.__fields = { jid = true, state = true, domain = true, host = true, port = true, last_error = true, c = true }
 M.Connection = Connection
 
 local DEFAULT_TIMEOUT = 30

@@ -464,4 +464,8 @@ function Provider:close()
 end
 Provider.__close = require("sacm.error").closer(Provider.close)
 
+function Provider:__tostring()
+  return ("ROLIE provider on %s"):format(self.server and tostring(self.server) or "(not listening)")
+end
+
 return M
