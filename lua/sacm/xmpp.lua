@@ -372,7 +372,7 @@ local function auth_error(info, self)
   local sasl = ("SASL %s: %s"):format(info.sasl_mechanism or "authentication",
     (info.sasl_condition or "refused") .. (info.sasl_text and (", " .. info.sasl_text) or ""))
   return errors.new("not-authorized", ("the server refused the credentials of %s (%s); check the JID and password")
-    :format(jidlib.bare(self.options.jid or tostring(self.jid)) or tostring(self.options.jid), sasl),
+    :format(self.account, sasl),
     { sasl_condition = info.sasl_condition, sasl_mechanism = info.sasl_mechanism })
 end
 
@@ -633,6 +633,7 @@ function M.connect(options)
     return nil, errors.new("jid-malformed", "not a valid JID: " .. tostring(jid))
   end
   resource = options.resource or resource
+  self.account = jidlib.join(node, domain)
   c:set_jid(jidlib.join(node, domain, resource))
   if not options.password and not options.client_cert then
     c:close()
