@@ -4,8 +4,11 @@
  * xmpp_run_once (../shared/notes/libstrophe-on-libuv.md). So:
  * - the socket is learned in the sockopt callback, and a duplicate of it is watched with uv_poll
  *   (a duplicate, so our watcher never outlives or confuses the fd libstrophe closes);
- * - a readable socket runs xmpp_run_once(ctx, 0) several times, because OpenSSL may hold decrypted
- *   bytes that no longer make the socket readable, and each call reads at most 4096 bytes;
+ * - each connection has a libstrophe context of its own (so what libstrophe logs and reports about
+ *   a failure is known to be about it: runtime/xmpp_error.c), and a pump runs xmpp_run_once(ctx, 0)
+ *   on every connection's context;
+ * - a readable socket pumps several times, because OpenSSL may hold decrypted bytes that no
+ *   longer make the socket readable, and each call reads at most 4096 bytes;
  * - what Lua queued is flushed from prepare/check handles, never from inside libstrophe;
  * - a slow tick runs libstrophe's own timers (connect timeout, stream management).
  * Stanzas reach Lua as sacm.Element tables built straight from libstrophe's tree. */
