@@ -4,8 +4,11 @@
  * xmpp_run_once (../shared/notes/libstrophe-on-libuv.md). So:
  * - the socket is learned in the sockopt callback, and a duplicate of it is watched with uv_poll
  *   (a duplicate, so our watcher never outlives or confuses the fd libstrophe closes);
- * - a readable socket runs xmpp_run_once(ctx, 0) several times, because OpenSSL may hold decrypted
- *   bytes that no longer make the socket readable, and each call reads at most 4096 bytes;
+ * - each connection has a libstrophe context of its own (so what libstrophe logs and reports about
+ *   a failure is known to be about it: runtime/xmpp_error.c), and a pump runs xmpp_run_once(ctx, 0)
+ *   on every connection's context;
+ * - a readable socket pumps several times, because OpenSSL may hold decrypted bytes that no
+ *   longer make the socket readable, and each call reads at most 4096 bytes;
  * - what Lua queued is flushed from prepare/check handles, never from inside libstrophe;
  * - a slow tick runs libstrophe's own timers (connect timeout, stream management).
  * Stanzas reach Lua as sacm.Element tables built straight from libstrophe's tree. */
@@ -18,8 +21,7 @@
 #include <netinet/tcp.h>
 #include <sys/select.h>
 #include <sys/socket.h>
-#include <strophe.h>
-#include "sacmrun.h"
+#include "xmpp_link.h"
 
 #define CONN_MT "sacm.XmppConnection"
 #define MODULE_MT "sacm.XmppModule"
@@ -30,84 +32,23 @@
 /* The tick period; tests lengthen it to show that reads never depend on it. */
 static uint64_t tick_ms = TICK_MS;
 
-typedef struct link {
-    xmpp_conn_t *conn;
-    uv_poll_t *poll; /* NULL when not watching a socket */
-    int poll_events;
-    int event_ref, stanza_ref, self_ref;
-    int release_when_disconnected;
-    int released;
-    uint64_t last_read; /* uv_now() when the socket last became readable, or the attempt began */
-    xmpp_sm_state_t *sm_state; /* XEP-0198 state kept across a drop, to resume the session */
-    char failure[256]; /* why TLS verification or the socket set-up failed, for the error */
-    struct link *next;
-} link_t;
-
-static xmpp_ctx_t *ctx;
+/* Each connection has a libstrophe context of its own, so that what libstrophe logs and the
+ * certificate it rejects are known to belong to that connection (runtime/xmpp_error.c). */
+static int initialized;
 static link_t *links;
 static int in_run_once;
-static int activity; /* stanzas or connection events seen in the current xmpp_run_once */
-static int dirty;    /* Lua queued something since the last xmpp_run_once */
-/* libstrophe reports why a connection failed only in its log: the socket error of a failed
- * connect, a certificate verification result, an authentication failure. It processes one
- * connection at a time, so the reason logged just before a disconnect event belongs to it. */
-static int last_socket_error;
-static int last_error_is_tls; /* the disconnect's error number is an OpenSSL code, not errno */
-static char last_tls_text[160];
-static char last_reason[256];
+static int dirty; /* Lua queued something since the last xmpp_run_once */
 static uv_prepare_t prepare_handle;
 static uv_check_t check_handle;
 static uv_timer_t tick_handle;
 
-/* ---------------------------------------------------------------- logging */
-
-static void note_reason(const char *area, const char *msg)
+link_t *sacm_xmpp_link_of_ctx(const xmpp_ctx_t *c)
 {
-    int err;
-    const char *p;
-    /* Every stanza in and out comes by as "RECV: <text>" / "SENT: <text>": settle those first,
-     * and never search stanza text for failure messages (a message body could forge one). */
-    if (strncmp(msg, "RECV:", 5) == 0) {
-        activity++;
-    } else if (strncmp(msg, "SENT:", 5) == 0) {
-        return;
-    } else if ((p = strstr(msg, "connection failed, error ")) && sscanf(p + 25, "%d", &err) == 1) {
-        last_socket_error = err;
-    } else if ((p = strstr(msg, "Certificate verification FAILED, result=")) != NULL) {
-        snprintf(last_reason, sizeof last_reason, "TLS certificate verification failed: %s", p + 40);
-    } else if (strcmp(area, "auth") == 0 && (strstr(msg, "failed") || strstr(msg, "Cannot authenticate"))) {
-        snprintf(last_reason, sizeof last_reason, "authentication failed: %s", msg);
-    } else if (strcmp(area, "tls") == 0 && strncmp(msg, "error:", 6) == 0) {
-        snprintf(last_tls_text, sizeof last_tls_text, "%s", msg);
-    } else if (strstr(msg, "Unrecoverable TLS error")) {
-        last_error_is_tls = 1;
-        if (last_reason[0] == '\0')
-            snprintf(last_reason, sizeof last_reason, "TLS connection ended: %s",
-                     last_tls_text[0] ? last_tls_text : msg);
-    } else if (strstr(msg, "Couldn't start TLS") && last_reason[0] == '\0') {
-        snprintf(last_reason, sizeof last_reason, "TLS negotiation failed: %s", msg);
-    }
+    for (link_t *l = links; l; l = l->next)
+        if (l->ctx == c)
+            return l;
+    return NULL;
 }
-
-static void log_handler(void *userdata, xmpp_log_level_t level, const char *area, const char *msg)
-{
-    (void)userdata;
-    note_reason(area ? area : "", msg);
-    /* libstrophe's errors are expected failures (refused, bad password) that the Lua layer
-     * returns as errors in its own words, so they are info here; its debug output (every
-     * stanza) is trace. */
-    int ours = level == XMPP_LEVEL_ERROR  ? SACM_LOG_INFO
-               : level == XMPP_LEVEL_WARN ? SACM_LOG_INFO
-               : level == XMPP_LEVEL_INFO ? SACM_LOG_DEBUG
-                                          : SACM_LOG_TRACE;
-    if (!sacm_log_enabled(ours))
-        return;
-    char where[48];
-    snprintf(where, sizeof where, "strophe.%s", area ? area : "");
-    sacm_log_write(ours, where, msg, strlen(msg));
-}
-
-static xmpp_log_t logger = {log_handler, NULL};
 
 /* ---------------------------------------------------------------- polling */
 
@@ -175,7 +116,7 @@ static int more_to_read; /* the last pump stopped at MAX_ROUNDS while still busy
 
 static void pump(int quiet)
 {
-    if (ctx == NULL || in_run_once)
+    if (!initialized || in_run_once)
         return;
     /* What one round reads, libstrophe answers in the next (xmpp_send only queues), so keep
      * going while rounds see activity. */
@@ -183,12 +124,15 @@ static void pump(int quiet)
     more_to_read = 1;
     for (int round = 0; round < MAX_ROUNDS; round++) {
         dirty = 0;
-        activity = 0;
+        sacm_xmpp_activity = 0;
         in_run_once = 1;
-        xmpp_run_once(ctx, 0);
+        /* links closed meanwhile are only marked; links made meanwhile are at the head */
+        for (link_t *l = links; l; l = l->next)
+            if (!l->released)
+                xmpp_run_once(l->ctx, 0);
         in_run_once = 0;
         release_links();
-        quiet_rounds = (activity || dirty) ? 0 : quiet_rounds + 1;
+        quiet_rounds = (sacm_xmpp_activity || dirty) ? 0 : quiet_rounds + 1;
         if (quiet_rounds >= quiet) {
             more_to_read = 0;
             break;
@@ -246,7 +190,7 @@ static int sockopt_cb(xmpp_conn_t *conn, void *sockp)
     if (fd >= FD_SETSIZE) {
         /* libstrophe watches sockets with select(): a descriptor past FD_SETSIZE would abort the
          * process inside FD_SET. Refuse this attempt instead. */
-        snprintf(l->failure, sizeof l->failure,
+        snprintf(l->diag.setup, sizeof l->diag.setup,
                  "socket descriptor %d is beyond select()'s limit of %d: too many files open", fd, FD_SETSIZE);
         return -1;
     }
@@ -255,14 +199,14 @@ static int sockopt_cb(xmpp_conn_t *conn, void *sockp)
     if (watched < 0)
         watched = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     if (watched < 0) {
-        snprintf(l->failure, sizeof l->failure, "cannot duplicate socket: %s", strerror(errno));
+        snprintf(l->diag.setup, sizeof l->diag.setup, "cannot duplicate socket: %s", strerror(errno));
         return -1;
     }
     uv_poll_t *poll = malloc(sizeof *poll);
     if (poll == NULL || uv_poll_init_socket(sacm_loop(), poll, watched) < 0) {
         free(poll);
         close(watched);
-        snprintf(l->failure, sizeof l->failure, "cannot watch socket");
+        snprintf(l->diag.setup, sizeof l->diag.setup, "cannot watch socket");
         return -1;
     }
     poll->data = l;
@@ -383,45 +327,12 @@ static int stanza_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userda
         lua_pop(L, 2);
         return 1;
     }
-    activity++;
+    sacm_xmpp_activity++;
     sacm_invoke(L, 1);
     return 1;
 }
 
 /* ---------------------------------------------------------------- connection events */
-
-static const char *stream_condition(xmpp_error_type_t type)
-{
-    static const char *const names[] = {
-        [XMPP_SE_BAD_FORMAT] = "bad-format",
-        [XMPP_SE_BAD_NS_PREFIX] = "bad-namespace-prefix",
-        [XMPP_SE_CONFLICT] = "conflict",
-        [XMPP_SE_CONN_TIMEOUT] = "connection-timeout",
-        [XMPP_SE_HOST_GONE] = "host-gone",
-        [XMPP_SE_HOST_UNKNOWN] = "host-unknown",
-        [XMPP_SE_IMPROPER_ADDR] = "improper-addressing",
-        [XMPP_SE_INTERNAL_SERVER_ERROR] = "internal-server-error",
-        [XMPP_SE_INVALID_FROM] = "invalid-from",
-        [XMPP_SE_INVALID_ID] = "invalid-id",
-        [XMPP_SE_INVALID_NS] = "invalid-namespace",
-        [XMPP_SE_INVALID_XML] = "invalid-xml",
-        [XMPP_SE_NOT_AUTHORIZED] = "not-authorized",
-        [XMPP_SE_POLICY_VIOLATION] = "policy-violation",
-        [XMPP_SE_REMOTE_CONN_FAILED] = "remote-connection-failed",
-        [XMPP_SE_RESOURCE_CONSTRAINT] = "resource-constraint",
-        [XMPP_SE_RESTRICTED_XML] = "restricted-xml",
-        [XMPP_SE_SEE_OTHER_HOST] = "see-other-host",
-        [XMPP_SE_SYSTEM_SHUTDOWN] = "system-shutdown",
-        [XMPP_SE_UNDEFINED_CONDITION] = "undefined-condition",
-        [XMPP_SE_UNSUPPORTED_ENCODING] = "unsupported-encoding",
-        [XMPP_SE_UNSUPPORTED_STANZA_TYPE] = "unsupported-stanza-type",
-        [XMPP_SE_UNSUPPORTED_VERSION] = "unsupported-version",
-        [XMPP_SE_XML_NOT_WELL_FORMED] = "not-well-formed",
-    };
-    if ((int)type >= 0 && (size_t)type < sizeof names / sizeof names[0] && names[type])
-        return names[type];
-    return "undefined-condition";
-}
 
 static void release_link(link_t *l);
 
@@ -432,7 +343,8 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error, 
     lua_State *L = sacm_main_state();
     if (event == XMPP_CONN_RAW_CONNECT)
         return;
-    activity++;
+    sacm_xmpp_activity++;
+    l->session_up = event == XMPP_CONN_CONNECT;
     if (event != XMPP_CONN_CONNECT) {
         stop_poll(l);
         /* Keep stream management state (unacked stanzas, the resumption id) for the next connect. */
@@ -458,49 +370,9 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error, 
         lua_setfield(L, -2, "secured");
     } else {
         lua_pushliteral(L, "disconnected");
-        lua_createtable(L, 0, 4);
-        if (last_error_is_tls)
-            error = 0;
-        if (error == 0)
-            error = last_socket_error;
-        if (error != 0) {
-            lua_pushstring(L, uv_err_name(-error));
-            lua_setfield(L, -2, "errno");
-            lua_pushstring(L, strerror(error));
-            lua_setfield(L, -2, "errno_text");
-        }
-        if (stream_error) {
-            lua_pushstring(L, stream_condition(stream_error->type));
-            lua_setfield(L, -2, "stream_error");
-            if (stream_error->text) {
-                lua_pushstring(L, stream_error->text);
-                lua_setfield(L, -2, "stream_text");
-            }
-        }
-        if (l->failure[0] || last_reason[0]) {
-            lua_pushstring(L, l->failure[0] ? l->failure : last_reason);
-            lua_setfield(L, -2, "failure");
-            l->failure[0] = '\0';
-        }
+        sacm_xmpp_push_disconnect_info(L, l, error, stream_error);
     }
-    last_socket_error = 0;
-    last_error_is_tls = 0;
-    last_tls_text[0] = '\0';
-    last_reason[0] = '\0';
     sacm_invoke(L, 2);
-}
-
-static int certfail_handler(const xmpp_tlscert_t *cert, const char *const errormsg)
-{
-    xmpp_conn_t *conn = xmpp_tlscert_get_conn(cert);
-    for (link_t *l = links; l; l = l->next) {
-        if (l->conn == conn) {
-            const char *subject = xmpp_tlscert_get_string(cert, XMPP_CERT_SUBJECT);
-            snprintf(l->failure, sizeof l->failure, "TLS certificate verification failed: %s (subject %s)",
-                     errormsg ? errormsg : "unknown reason", subject ? subject : "?");
-        }
-    }
-    return 0; /* reject: verification is never skipped silently */
 }
 
 /* ---------------------------------------------------------------- link lifetime */
@@ -524,6 +396,7 @@ static void release_link(link_t *l)
     if (l->sm_state)
         xmpp_free_sm_state(l->sm_state);
     xmpp_conn_release(l->conn);
+    xmpp_ctx_free(l->ctx);
     free(l);
 }
 
@@ -544,25 +417,22 @@ static int module_gc(lua_State *L)
     (void)L;
     while (links)
         release_link(links);
-    if (ctx) {
+    if (initialized) {
         uv_close((uv_handle_t *)&prepare_handle, NULL);
         uv_close((uv_handle_t *)&check_handle, NULL);
         uv_close((uv_handle_t *)&tick_handle, NULL);
-        xmpp_ctx_free(ctx);
         xmpp_shutdown();
-        ctx = NULL;
+        initialized = 0;
     }
     return 0;
 }
 
-static void ensure_ctx(lua_State *L)
+static void ensure_initialized(void)
 {
-    if (ctx)
+    if (initialized)
         return;
+    initialized = 1;
     xmpp_initialize();
-    ctx = xmpp_ctx_new(NULL, &logger);
-    if (ctx == NULL)
-        luaL_error(L, "cannot create the libstrophe context");
     uv_prepare_init(sacm_loop(), &prepare_handle);
     uv_check_init(sacm_loop(), &check_handle);
     uv_timer_init(sacm_loop(), &tick_handle);
@@ -611,15 +481,20 @@ static int l_new(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     luaL_checktype(L, 3, LUA_TFUNCTION);
-    ensure_ctx(L);
+    ensure_initialized();
     conn_box *box = lua_newuserdatauv(L, sizeof *box, 0);
     box->l = NULL;
     luaL_setmetatable(L, CONN_MT);
     link_t *l = calloc(1, sizeof *l);
     if (l == NULL)
         return luaL_error(L, "out of memory");
-    l->conn = xmpp_conn_new(ctx);
+    l->logger.handler = sacm_xmpp_log_handler;
+    l->logger.userdata = l;
+    l->ctx = xmpp_ctx_new(NULL, &l->logger);
+    l->conn = l->ctx ? xmpp_conn_new(l->ctx) : NULL;
     if (l->conn == NULL) {
+        if (l->ctx)
+            xmpp_ctx_free(l->ctx);
         free(l);
         return luaL_error(L, "cannot create a libstrophe connection");
     }
@@ -653,7 +528,7 @@ static int l_new(lua_State *L)
     const char *capath = opt_string(L, 1, "capath");
     if (capath)
         xmpp_conn_set_capath(l->conn, capath);
-    xmpp_conn_set_certfail_handler(l->conn, certfail_handler);
+    xmpp_conn_set_certfail_handler(l->conn, sacm_xmpp_certfail);
     xmpp_conn_set_sockopt_callback(l->conn, sockopt_cb);
     xmpp_handler_add(l->conn, stanza_handler, NULL, NULL, NULL, l);
 
@@ -676,7 +551,7 @@ static int l_connect(lua_State *L)
     if (!xmpp_conn_is_disconnected(l->conn))
         return sacm_fail(L, "conflict", "connection is already %s",
                          xmpp_conn_is_connected(l->conn) ? "connected" : "connecting");
-    l->failure[0] = '\0';
+    memset(&l->diag, 0, sizeof l->diag);
     if (l->sm_state) {
         if (xmpp_conn_set_sm_state(l->conn, l->sm_state) != XMPP_EOK)
             xmpp_free_sm_state(l->sm_state);
@@ -687,8 +562,8 @@ static int l_connect(lua_State *L)
     if (rc != XMPP_EOK) {
         int saved = errno;
         stop_poll(l);
-        if (l->failure[0])
-            return sacm_fail(L, "remote-connection-failed", "%s", l->failure);
+        if (l->diag.setup[0])
+            return sacm_fail(L, "remote-connection-failed", "%s", l->diag.setup);
         if (saved != 0)
             return sacm_fail(L, uv_err_name(-saved), "cannot connect to %s port %d: %s", host, (int)port,
                              strerror(saved));
@@ -808,7 +683,7 @@ static int l_cert_jids(lua_State *L)
         char *jid = xmpp_conn_cert_xmppaddr(l->conn, i);
         if (jid) {
             lua_pushstring(L, jid);
-            xmpp_free(ctx, jid);
+            xmpp_free(l->ctx, jid);
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
     }
@@ -896,7 +771,12 @@ int luaopen_sacm__xmpp(lua_State *L)
     }
     lua_pop(L, 1);
 
-    static const luaL_Reg fns[] = {{"new", l_new}, {"set_tick_interval", l_set_tick_interval}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {
+        {"new", l_new},
+        {"check_tls_files", sacm_xmpp_check_tls_files},
+        {"set_tick_interval", l_set_tick_interval},
+        {NULL, NULL},
+    };
     luaL_newlib(L, fns);
     return 1;
 }

@@ -55,6 +55,40 @@ describe("sacmrun command line", function()
     assert.not_matches("sacm/_boot", r.stderr)
   end)
 
+  it("prints the message and a traceback of error(msg, 2) from a tail-called function, as lua5.4 does", function()
+    local path = script("level.lua", 'local function f() error("x", 2) end; return f()\n')
+    local r = run({ path })
+    assert.equal(1, r.code)
+    assert.matches("^sacmrun: x\nstack traceback:\n", r.stderr)
+    assert.matches("level%.lua:1: in function <", r.stderr)
+    assert.matches("%(%.%.%.tail calls%.%.%.%)", r.stderr)
+    assert.not_matches("sacm/_boot", r.stderr)
+  end)
+
+  it("prints why -l could not load a module, with the search path", function()
+    local r = run({ "-l", "nosuch.mod" })
+    assert.equal(1, r.code)
+    assert.matches("^sacmrun: module 'nosuch.mod' not found:\n", r.stderr)
+    assert.matches("no file '[^']*nosuch/mod%.lua'", r.stderr)
+    assert.matches("stack traceback:\n%s*%[C%]: in function 'require'", r.stderr)
+  end)
+
+  it("prints non-string error objects as lua5.4 does: __tostring, else their type", function()
+    local cases = {
+      { 'error(setmetatable({}, { __tostring = function() return "custom failure" end }))', "^sacmrun: custom failure\n" },
+      { "error({ code = 1 })", "^sacmrun: %(error object is a table value%)\n" },
+      { "error(nil)", "^sacmrun: %(error object is a nil value%)\n" },
+      { "error(42)", "^sacmrun: 42\n" },
+      { 'error(setmetatable({}, { __tostring = function() error("bad") end }))', "^sacmrun: %(error object is a table value%)\n" },
+    }
+    for _, case in ipairs(cases) do
+      local r = run({ script("obj.lua", case[1] .. "\n") })
+      assert.equal(1, r.code)
+      assert.matches(case[2], r.stderr)
+      assert.matches("obj%.lua:1: in main chunk", r.stderr)
+    end
+  end)
+
   it("reports a syntax error without a runtime traceback", function()
     local path = script("bad.lua", "local x = = 1\n")
     local r = run({ path })

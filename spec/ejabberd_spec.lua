@@ -87,9 +87,13 @@ describe("sacm.xmpp against ejabberd", function()
     local none, err2 = connect("alice", { password = "wrong" })
     assert.is_nil(none)
     assert.equal("not-authorized", err2.condition)
+    assert.matches("^not%-authorized: the server refused the credentials of " .. server:jid("alice"):gsub("%p", "%%%0")
+      .. " %(SASL [%w-]+: [^)]+%); check the JID and password$", tostring(err2))
     local untrusted, err3 = connect("alice", { cafile = "/etc/ssl/certs/ca-certificates.crt" })
     assert.is_nil(untrusted)
     assert.equal("tls-verification-failed", err3.condition)
+    assert.matches("did not verify against the CA file /etc/ssl/certs/ca%-certificates%.crt: "
+      .. "unable to get local issuer certificate", tostring(err3))
   end)
 
   it("logs in with SASL EXTERNAL and a client certificate's xmppAddr, and refuses an untrusted one", function()

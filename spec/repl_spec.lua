@@ -63,6 +63,40 @@ describe("sacm.pretty", function()
     assert.matches('{\n  result = <iq[^\n]*>\n    <query', pretty.format({ result = iq }))
   end)
 
+  it("prints an object without __tostring as one line with its methods, never its fields", function()
+    local Class = {}
+    Class.__index = Class
+    function Class:discover() end
+    function Class:close() end
+    function Class:_internal() end
+    local obj = setmetatable({ password = "hunter2", conn = { pending = {} }, handlers = { 1, 2, 3 } }, Class)
+    local s = pretty.format(obj)
+    assert.matches("^<object 0x%x+ %(methods: close, discover%)>$", s)
+    assert.not_matches("hunter2", s)
+  end)
+
+  it("never prints the value of a password, secret, token or authorization field", function()
+    local s = pretty.format({ jid = "a@example.org", password = "hunter2", tls = { key_passphrase = "p" },
+      authorization = "Basic YTpi", api_token = "t0k", secure = true })
+    assert.equal('{\n  api_token = <hidden>, authorization = <hidden>, jid = "a@example.org",\n'
+      .. '  password = <hidden>, secure = true, tls = { key_passphrase = <hidden> }\n}', s)
+  end)
+
+  it("the library's objects print a one-line summary", function()
+    local t = sacm.spawn(function() end)
+    assert.matches("^task #%d+ %(ready%)$", pretty.format(t))
+    t:await()
+    local tm = sacm.timer.after(60, function() end, { name = "refresh" })
+    assert.equal("timer refresh (active, fired 0 times)", pretty.format(tm))
+    tm:cancel()
+    assert.equal("queue (0 items of 4)", pretty.format(sacm.sync.queue(4)))
+    assert.equal("event (not set, 0 waiting)", pretty.format(sacm.sync.event()))
+    local dir = tmp.dir("pretty")
+    local engine = require("sacm.policy").engine({ dir = dir })
+    assert.equal("policy engine for " .. dir .. " (0 policies)", pretty.format(engine))
+    tmp.remove(dir)
+  end)
+
   it("uses __tostring, and says where a function was defined", function()
     local obj = setmetatable({}, { __tostring = function() return "obj!" end })
     assert.equal("obj!", pretty.format(obj))
@@ -97,6 +131,26 @@ describe("REPL completion", function()
     assert.equal("start stop", (names("tm:st", env)))
     timer:close()
     t:await()
+  end)
+
+  it("hides private names: a leading underscore, and the fields of an object its class does not list", function()
+    local Class = { __fields = { jid = true } }
+    Class.__index = Class
+    function Class:close() end
+    function Class:_stage() end
+    local env = { obj = setmetatable({ jid = "a@b", pending = {}, options = { password = "x" } }, Class),
+      plain = { visible = 1, _hidden = 2 }, _private_global = 1, public_global = 2 }
+    assert.equal("close jid", (names("obj.", env)))
+    assert.equal("close", (names("obj:", env)))
+    assert.equal("_stage", (names("obj._", env)))
+    assert.equal("visible", (names("plain.", env)))
+    assert.equal("_hidden", (names("plain._", env)))
+    assert.equal("public_global", (names("pu", env)))
+    assert.equal("_private_global", (names("_pri", env)))
+    -- a task offers its status, not the scheduler's bookkeeping
+    local t = sacm.spawn(function() end)
+    t:await()
+    assert.equal("await cancel done id name result results status", (names("t.", { t = t })))
   end)
 
   it("hides metamethods unless asked for", function()
@@ -136,6 +190,22 @@ describe("sacmrun with stdin not a terminal", function()
     assert.matches('> "slept"\n> \n$', r.stdout)
     assert.matches("^stdin:1: boom\nstack traceback:\n.*stdin:1: in main chunk$", r.stderr:gsub("\n$", ""))
     assert.not_matches("sacm/", r.stderr)
+  end)
+
+  it("prints the error of an expression line that fails at run time (not a blank line)", function()
+    local r = assert(proc.run({ BIN, "-i" }, {
+      stdin = 'sacm.sleep("x")\nlocal function f() error("x", 2) end; return f()\n'
+        .. 'error(setmetatable({}, { __tostring = function() return "custom" end }))\nerror(nil)\n',
+      timeout = 20,
+    }))
+    assert.equal(0, r.code)
+    assert.matches("^sleep duration must be a non%-negative number of seconds, got x\nstack traceback:\n"
+      .. "%s*%[C%]: in function 'error'\n[^\n]*sacm/task%.lua:%d+: in [^\n]*\n[^\n]*in function 'sacm%.[%w.]*sleep'\n",
+      r.stderr)
+    assert.matches("\nx\nstack traceback:\n%s*%[C%]: in function 'error'\n%s*stdin:1: in function <stdin:1>", r.stderr)
+    assert.matches("\ncustom\nstack traceback:", r.stderr)
+    assert.matches("\n%(error object is a nil value%)\nstack traceback:", r.stderr)
+    assert.not_matches("sacm/repl%.lua", r.stderr)
   end)
 
   it("-i runs the script first, then reads from a file", function()
@@ -187,6 +257,9 @@ describe("the REPL on a terminal", function()
     term:wait_for(">>   return a %* 2\n>> end\n> twice%(21%)\n42\n>$")
     enter("error(sacm.error.new('item-not-found', 'no such node'))")
     term:wait_for("<error item%-not%-found: no such node>\nstack traceback:\n.*stdin:1: in main chunk\n>$")
+    enter('sacm.sleep("x")')
+    term:wait_for('> sacm%.sleep%("x"%)\nsleep duration must be a non%-negative number of seconds, got x\n'
+      .. "stack traceback:\n.*\n>$")
     enter("{ a = 1, list = { 'x', 'y' } }")
     term:wait_for('{ a = 1, list = { "x", "y" } }\n>$')
     finish()

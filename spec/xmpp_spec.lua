@@ -35,21 +35,61 @@ describe("sacm.xmpp", function()
     assert.is_true(conn.c:secured())
     local rtt = assert(conn:ping())
     assert.is_true(rtt >= 0)
+    -- in the REPL: one line, never the password; completion offers no internals
+    local pretty = require "sacm.pretty"
+    assert.equal("xmpp connection " .. conn.jid .. " (connected)", pretty.format(conn))
+    assert.not_matches("alice%-secret", pretty.format({ conn = conn, options = conn.options }))
+    local complete = require("sacm._complete").complete
+    local found = complete("conn.", 5, 5, { conn = conn })
+    assert.same({ "c", "close", "domain", "host", "iq", "jid", "on", "ping", "port", "send", "state" }, found)
     conn:close()
     assert.equal("disconnected", conn.state)
   end)
 
-  it("refuses a wrong password with not-authorized", function()
+  it("refuses a wrong password with not-authorized, naming the account and the server's SASL answer", function()
     local conn, err = connect("alice", { password = "wrong" })
     assert.is_nil(conn)
     assert.equal("not-authorized", err.condition)
+    assert.equal("not-authorized", err.sasl_condition)
+    assert.matches("^not%-authorized: the server refused the credentials of " .. server:jid("alice"):gsub("%p", "%%%0")
+      .. " %(SASL SCRAM%-SHA%-1: not%-authorized", tostring(err))
+    assert.matches("check the JID and password$", tostring(err))
+    assert.not_matches("Cannot authenticate with known methods", tostring(err))
   end)
 
-  it("refuses a server certificate it cannot verify, saying why", function()
-    local conn, err = connect("alice", { cafile = "/etc/ssl/certs/ca-certificates.crt" })
+  it("refuses a server certificate it cannot verify, saying why, against which CA file, and the fix", function()
+    local cafile = "/etc/ssl/certs/ca-certificates.crt"
+    local conn, err = connect("alice", { cafile = cafile })
     assert.is_nil(conn)
     assert.equal("tls-verification-failed", err.condition)
+    assert.equal("unable to get local issuer certificate", err.verify_error)
     assert.matches("UNABLE_TO_GET_ISSUER_CERT", err.text)
+    assert.matches("^tls%-verification%-failed: the server certificate of " .. server.domain
+      .. " %([^)]+%) did not verify against the CA file " .. cafile:gsub("%p", "%%%0")
+      .. ": unable to get local issuer certificate", tostring(err))
+    assert.matches("issued by /CN=sacmrun test CA", err.text)
+    assert.matches("set cafile to the CA that issued the server's certificate", err.text)
+  end)
+
+  it("says which CA file cannot be loaded and why, before connecting", function()
+    local conn, err = connect("alice", { cafile = "/nonexistent/ca.pem" })
+    assert.is_nil(conn)
+    assert.equal("tls-config: cannot load CA file /nonexistent/ca.pem: No such file or directory "
+      .. "(check the cafile option)", tostring(err))
+    local not_pem = os.tmpname()
+    local f = assert(io.open(not_pem, "w"))
+    f:write("this is not a certificate\n")
+    f:close()
+    conn, err = connect("alice", { cafile = not_pem })
+    os.remove(not_pem)
+    assert.is_nil(conn)
+    assert.equal("tls-config", err.condition)
+    assert.equal(("cannot load CA file %s: no certificate or crl found (check the cafile option)"):format(not_pem),
+      err.text)
+    conn, err = connect("alice", { capath = "/nonexistent/certs" })
+    assert.is_nil(conn)
+    assert.equal("tls-config: cannot load CA directory /nonexistent/certs: No such file or directory "
+      .. "(check the capath option)", tostring(err))
   end)
 
   it("connects anyway with insecure = true (and only then)", function()
@@ -231,6 +271,45 @@ describe("sacm.xmpp across a server restart", function()
     end
     conn:close()
   end)
+end)
+
+describe("sacm.xmpp's log of a connection's life", function()
+  it("at info: connecting, connected, lost (with the reason), reconnected after N s; none of libstrophe's noise",
+    function()
+      local proc = require "sacm.proc"
+      local path = os.tmpname() .. ".lua"
+      local f = assert(io.open(path, "w"))
+      f:write([[
+package.path = "spec/?.lua;" .. package.path
+local prosody = require "support.prosody"
+local xmpp = require "sacm.xmpp"
+local server = prosody.start({ users = { alice = "alice-secret" } })
+local conn = assert(xmpp.connect({ jid = server:jid("alice") .. "/log", password = "alice-secret",
+  host = server.host, port = server.port, cafile = server.ca_file, max_backoff = 0.5 }))
+local back = require("sacm.sync").event()
+conn:on("status", function(event) if event == "reconnected" then back:set() end end)
+io.stderr:write("HOSTPORT ", server.host, ":", server.port, " ", conn.jid, "\n")
+server:kill()
+server:restart()
+assert(back:wait(20), "no reconnect")
+conn:close()
+server:stop()
+]])
+      f:close()
+      local r = assert(proc.run({ os.getenv("SACMRUN_BIN") or "./sacmrun", "--log-level", "info", path },
+        { timeout = 60 }))
+      os.remove(path)
+      assert.equal(0, r.code, r.stderr)
+      local hostport, jid = r.stderr:match("HOSTPORT (%S+) (%S+)")
+      local hp, j = hostport:gsub("%p", "%%%0"), jid:gsub("%p", "%%%0")
+      assert.matches("INFO  %[xmpp%] connecting to " .. hp .. " as " .. j, r.stderr)
+      assert.matches("INFO  %[xmpp%] connected to " .. hp .. " as " .. j, r.stderr)
+      assert.matches("WARN  %[xmpp%] connection to " .. hp .. " as " .. j .. " lost %([^\n]+%); reconnecting",
+        r.stderr)
+      assert.matches("INFO  %[xmpp%] reconnected to " .. hp .. " as " .. j .. " after %d+%.%d s", r.stderr)
+      assert.not_matches("%[strophe", r.stderr)
+      assert.not_matches("Unrecoverable TLS error", r.stderr)
+    end)
 end)
 
 describe("sacm.xmpp liveness (XEP-0199)", function()

@@ -14,17 +14,16 @@ local function report(msg)
   io.stderr:flush()
 end
 
--- Drop the runtime's own frames from the bottom of a script's traceback: people debug their
--- script, not the boot code that called it.
-local function trim_traceback(tb)
-  local lines = {}
-  for line in tb:gmatch("[^\n]+") do
-    if line:find("sacm/_boot.lua", 1, true) then break end
-    lines[#lines + 1] = line
-  end
-  return table.concat(lines, "\n")
-end
+-- people debug their script, not the boot code that called it: errors._trim_traceback drops the
+-- runtime's frames from the bottom of the traceback.
+local trim_traceback = errors._trim_traceback
 
+-- error(msg, 2) in a function the main chunk tail-called, or in the chunk itself, names the
+-- chunk's caller: that is this file, which says nothing to the script's author (lua.c's caller
+-- is C, so its message carries no position there). Drop that position.
+local function strip_boot_position(msg)
+  return (msg:gsub("^[^\n]-sacm/_boot%.lua:%d+: ", "", 1))
+end
 -- A script that cannot be loaded is reported by its message alone: a traceback of the loader
 -- would only point into the runtime.
 local LoadErrorMT = { __tostring = function(e) return e.message end }
@@ -80,7 +79,7 @@ task.on_unhandled_failure = function(t)
   if getmetatable(t.error) == LoadErrorMT then
     report(t.error.message)
   else
-    report(trim_traceback(t.traceback or errors.message(t.error)))
+    report(strip_boot_position(trim_traceback(t.traceback or errors.message(t.error))))
   end
   if status == nil then status = 1 end
   shutdown.begin(status, "the script failed")

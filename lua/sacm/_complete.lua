@@ -4,6 +4,11 @@
 -- candidates are the identifier keys of the value and of the __index tables behind it: the
 -- methods of objects and of userdata such as connections and timers. A metatable may list the
 -- names its __index function serves in a `__completion` table (keys are the names).
+--
+-- Private names stay out unless the word typed starts with an underscore: names with a leading
+-- underscore, and the internal fields of objects. An object (a table whose metatable has an
+-- __index table) offers its methods, and of its own fields those its class lists in a
+-- `__fields` table (keys are the names) when it has one.
 local M = {}
 
 local KEYWORDS = {}
@@ -33,12 +38,16 @@ end
 local function collect(v, methods_only, out, prefix)
   local seen = {}
   local depth = 0
+  local mt0 = getmetatable(v)
+  local fields = type(v) == "table" and type(mt0) == "table" and type(rawget(mt0, "__index")) == "table"
+    and rawget(mt0, "__fields")
+  local public = type(fields) == "table" and prefix:sub(1, 1) ~= "_" and fields or nil
   while v ~= nil and not seen[v] and depth < MAX_CHAIN do
     seen[v] = true
     depth = depth + 1
     if type(v) == "table" then
       for k, value in next, v do
-        if type(k) == "string" and k:match("^[%a_][%w_]*$")
+        if type(k) == "string" and k:match("^[%a_][%w_]*$") and not (depth == 1 and public and not public[k])
             and (not methods_only or type(value) == "function") and out[k] == nil then
           out[k] = value
         end
@@ -93,9 +102,10 @@ function M.complete(line, start, finish, env)
     for _, kw in ipairs(KEYWORDS) do if found[kw] == nil then found[kw] = true end end
   end
   local names = {}
-  local hide_private = word:sub(1, 2) ~= "__"
+  local hide_private, hide_meta = word:sub(1, 1) ~= "_", word:sub(1, 2) ~= "__"
   for name in pairs(found) do
-    if name:sub(1, #word) == word and not (hide_private and name:sub(1, 2) == "__") then
+    if name:sub(1, #word) == word and not (hide_private and name:sub(1, 1) == "_")
+        and not (hide_meta and name:sub(1, 2) == "__") then
       names[#names + 1] = name
     end
   end

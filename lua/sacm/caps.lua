@@ -176,6 +176,9 @@ end
 
 local Advertiser = {}
 Advertiser.__index = Advertiser
+function Advertiser:__tostring()
+  return ("caps advertiser for %s (node %s)"):format(tostring(self.conn and self.conn.jid), tostring(self.node))
+end
 M.Advertiser = Advertiser
 
 local advertisers = setmetatable({}, { __mode = "k" })
@@ -355,6 +358,12 @@ end
 
 local Cache = {}
 Cache.__index = Cache
+function Cache:__tostring()
+  local n = 0
+  for _ in pairs(self.entities or {}) do n = n + 1 end
+  return ("caps cache of %s (%d entities%s)"):format(tostring(self.conn and self.conn.jid), n,
+    self.closed and ", closed" or "")
+end
 M.Cache = Cache
 
 local caches = setmetatable({}, { __mode = "k" })

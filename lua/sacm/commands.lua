@@ -67,6 +67,9 @@ end
 
 local Provider = {}
 Provider.__index = Provider
+function Provider:__tostring()
+  return ("ad-hoc commands of %s (%d commands)"):format(tostring(self.conn and self.conn.jid), #(self.order or {}))
+end
 M.Provider = Provider
 
 local Session = {}

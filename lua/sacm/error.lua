@@ -38,4 +38,45 @@ function M.message(v)
   return ("(error object is a %s value)"):format(type(v))
 end
 
+-- The frames of the runtime that runs a script, a REPL line or a task: below the script's own.
+local RUNTIME_FRAMES = { "sacm/_boot%.lua:%d+:", "sacm/task%.lua:%d+:", "sacm/repl%.lua:%d+:",
+  "^%s*%[C%]: in function 'xpcall'$", "^%s*%[C%]: in %?$" }
+
+--- _trim_traceback(text) -> text without the runtime's frames at the bottom of its traceback
+-- (internal: how the command line and the REPL report errors). The message is kept whole, and so
+-- are frames above the script's (a library function that raised).
+function M._trim_traceback(text)
+  local msg, frames = text:match("^(.-)\n(stack traceback:\n.*)$")
+  if not msg then return text end
+  local lines = {}
+  for line in frames:gmatch("[^\n]+") do lines[#lines + 1] = line end
+  while #lines > 1 do
+    local line, runtime = lines[#lines], false
+    for _, pattern in ipairs(RUNTIME_FRAMES) do
+      if line:find(pattern) then runtime = true break end
+    end
+    if not runtime then break end
+    lines[#lines] = nil
+  end
+  if #lines == 1 then return msg end -- "stack traceback:" alone
+  return msg .. "\n" .. table.concat(lines, "\n")
+end
+
+--- closer(close) -> a __close metamethod. On a normal exit it is close(self), raising what close
+-- raises. While an error propagates through the variable's scope it never raises: Lua would let
+-- its error replace the one propagating, and people would debug the cleanup instead of the
+-- cause. A failure to close is logged (warn) there. Every closable object of the library uses it.
+function M.closer(close)
+  return function(self, err)
+    if err == nil then return close(self) end
+    local ok, close_err = pcall(close, self)
+    if not ok then
+      local what = "object"
+      pcall(function() what = tostring(self) end)
+      require("sacm.log").new("close").warn("closing %s failed while an error propagated (%s): %s",
+        what, M.message(err), M.message(close_err))
+    end
+  end
+end
+
 return M

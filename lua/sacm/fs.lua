@@ -257,6 +257,10 @@ function Watcher:close()
   self.pending = {}
 end
 
-Watcher.__close = Watcher.close
+Watcher.__close = require("sacm.error").closer(Watcher.close)
+
+function Watcher:__tostring()
+  return ("fs watcher on %s%s"):format(self.path, self.closed and " (closed)" or "")
+end
 
 return M

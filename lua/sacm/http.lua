@@ -20,6 +20,7 @@ local M = {}
 
 local Server = {}
 Server.__index = Server
+Server.__fields = { host = true, port = true, closed = true }
 M.Server = Server
 
 local REASONS = {
@@ -266,7 +267,12 @@ function Server:close()
     self._core:close()
   end
 end
-Server.__close = Server.close
+Server.__close = errors.closer(Server.close)
+
+function Server:__tostring()
+  if self.closed then return ("https server on %s port %d (closed)"):format(self.host, self.port) end
+  return ("https server on %s port %d (%d connections)"):format(self.host, self.port, self:stats().active or 0)
+end
 
 ---------------------------------------------------------------------------- the client
 

@@ -398,7 +398,12 @@ function Engine:close()
     self.watcher = nil
   end
 end
-Engine.__close = Engine.close
+Engine.__close = errors.closer(Engine.close)
+
+function Engine:__tostring()
+  return ("policy engine for %s (%d policies%s)"):format(self.dir, #self.set.policies,
+    self.watcher and ", watching" or "")
+end
 
 --- engine:policies() -> {{id, title, description, version, file, rules = count}, ...} by id.
 function Engine:policies()

@@ -70,16 +70,43 @@ local function format_error(e)
   return s .. ">"
 end
 
--- Formats v; `level` is the nesting depth, `path` the tables being printed around it (cycles).
---- is_secret_key(k) -> true for table keys that name secrets (password, *_password, secret,
--- *_secret, token, passphrase): format shows their string values as <hidden>.
-function M.is_secret_key(k)
-  if type(k) ~= "string" then return false end
-  local l = k:lower()
-  return l == "password" or l == "secret" or l == "token" or l == "passphrase"
-    or l:sub(-9) == "_password" or l:sub(-7) == "_secret" or l:sub(-6) == "_token"
+-- An object (a table whose metatable has an __index table: an instance of a class) without a
+-- __tostring prints as one line with its methods: its fields are its internals (connections,
+-- handlers, caches: hundreds of lines), and they may hold secrets.
+local function format_object(v, mt, index)
+  local methods, seen, depth = {}, {}, 0
+  while type(index) == "table" and not seen[index] and depth < 8 do
+    seen[index], depth = true, depth + 1
+    for k, f in next, index do
+      if type(k) == "string" and type(f) == "function" and k:sub(1, 1) ~= "_" and not methods[k] then
+        methods[k] = true
+        methods[#methods + 1] = k
+      end
+    end
+    local imt = getmetatable(index)
+    index = type(imt) == "table" and rawget(imt, "__index") or nil
+  end
+  table.sort(methods)
+  local name = rawget(mt, "__name")
+  local shown = {}
+  for i = 1, math.min(#methods, 6) do shown[i] = methods[i] end
+  local list = table.concat(shown, ", ") .. (#methods > 6 and (", ... (" .. #methods .. ")") or "")
+  return ("<%s %p%s>"):format(type(name) == "string" and name or "object", v,
+    #methods > 0 and (" (methods: " .. list .. ")") or "")
 end
 
+-- Keys whose values are never printed.
+local SECRET = { "password", "passwd", "secret", "passphrase", "token", "private_key", "authorization", "credential" }
+local function is_secret(k)
+  if type(k) ~= "string" then return false end
+  local lower = k:lower()
+  for _, word in ipairs(SECRET) do
+    if lower:find(word, 1, true) then return true end
+  end
+  return false
+end
+
+-- Formats v; `level` is the nesting depth, `path` the tables being printed around it (cycles).
 local function format(v, o, level, path)
   local t = type(v)
   if t == "string" then return M.quote(v) end
@@ -101,6 +128,9 @@ local function format(v, o, level, path)
     if ok then return (s:gsub("\n$", "")) end
   end
   if has_tostring(v) then return safe_tostring(v) end
+  if type(mt) == "table" and type(rawget(mt, "__index")) == "table" then
+    return format_object(v, mt, rawget(mt, "__index"))
+  end
   if path[v] then return "<cycle: " .. path[v] .. ">" end
   local n = 0
   for _ in next, v do n = n + 1 end
@@ -129,10 +159,11 @@ local function format(v, o, level, path)
   for _, k in ipairs(keys) do
     if shown >= o.items then break end
     local ks = is_identifier(k) and k or ("[" .. format(k, o, o.depth, path) .. "]")
-    if M.is_secret_key(k) and type(v[k]) == "string" then
-      add(ks .. " = <hidden>") -- a grid config's passwords must not end up on a screen or in a log
+    local value = v[k]
+    if is_secret(k) and value ~= nil and type(value) ~= "boolean" then
+      add(ks .. " = <hidden>")
     else
-      add(ks .. " = " .. format(v[k], o, level + 1, path))
+      add(ks .. " = " .. format(value, o, level + 1, path))
     end
   end
   path[v] = nil

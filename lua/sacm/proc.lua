@@ -246,7 +246,7 @@ function Process:close()
     self.handle = nil
   end
 end
-Process.__close = Process.close
+Process.__close = errors.closer(Process.close)
 
 function Process:__tostring()
   return ("process %s (pid %s)"):format(self.argv[1], tostring(self.pid))

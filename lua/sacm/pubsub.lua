@@ -142,6 +142,7 @@ end
 
 local Service = {}
 Service.__index = Service
+Service.__fields = { jid = true, conn = true, timeout = true }
 M.Service = Service
 
 --- pubsub.service(conn, jid [, opts]) -> service. jid is the pubsub service (e.g. "pubsub.grid.example").
@@ -782,7 +783,12 @@ function Stream:__call()
   local ev = self.queue:get()
   return ev
 end
-Stream.__close = Stream.close
+Stream.__close = errors.closer(Stream.close)
+
+function Stream:__tostring()
+  return ("pubsub events of %s node %s (%s)"):format(self.service, tostring(self.node),
+    self.closed and "closed" or (self.queue:len() .. " queued, " .. self.dropped .. " dropped"))
+end
 Stream.__len = function(self) return #self.queue end
 
 --- svc:events([node [, opts]]) -> stream, usable as `for ev in svc:events(node) do ... end`.

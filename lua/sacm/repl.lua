@@ -55,18 +55,19 @@ function M.compile(buffer, first)
   return nil, err
 end
 
--- The traceback of a failed line, without the runtime's frames below the line's own.
+-- The traceback of a failed line, without the runtime's frames below the line's own. The
+-- message is always kept, whatever it mentions; a position error(msg, level) gives inside this
+-- file (an expression line is a tail call: `return f(x)`) is dropped, as lua.c has none there.
 local function failure_text(t)
   local err = t.error
-  local tb = t.traceback or errors.message(err)
-  local lines = {}
-  for line in tb:gmatch("[^\n]+") do
-    if line:find("sacm/repl.lua", 1, true) or line:find("sacm/task.lua", 1, true) then break end
-    lines[#lines + 1] = line
+  local text = errors._trim_traceback(t.traceback or errors.message(err))
+  if errors.is(err) then
+    -- the error object with its fields, in place of its one-line message
+    local message = errors.message(err)
+    if text:sub(1, #message) == message then text = pretty.format(err) .. text:sub(#message + 1) end
+    return text
   end
-  if lines[#lines] == "stack traceback:" then lines[#lines] = nil end
-  if errors.is(err) then lines[1] = pretty.format(err) end
-  return concat(lines, "\n")
+  return (text:gsub("^[^\n]-sacm/repl%.lua:%d+: ", "", 1))
 end
 
 -- Calling through a function result gives the chunk no name, so its traceback line reads

@@ -42,6 +42,9 @@ function Event:set()
 end
 
 function Event:clear() self.is_set_ = false end
+function Event:__tostring()
+  return ("event (%s, %d waiting)"):format(self.is_set_ and "set" or "not set", #self.waiters)
+end
 function Event:is_set() return self.is_set_ end
 
 --- event:wait([timeout]) -> true, or nil, err (timeout).
@@ -71,6 +74,10 @@ end
 
 function Queue:len() return self.tail - self.head + 1 end
 Queue.__len = Queue.len
+function Queue:__tostring()
+  return ("queue (%d items%s%s)"):format(self:len(), self.max and (" of " .. self.max) or "",
+    self.closed and ", closed" or "")
+end
 
 local function push(self, value)
   self.tail = self.tail + 1

@@ -16,6 +16,7 @@ local M = {}
 
 local Task = {}
 Task.__index = Task
+Task.__fields = { id = true, name = true, status = true, error = true, results = true, traceback = true }
 M.Task = Task
 
 local SUSPENDED = setmetatable({}, { __name = "sacm.task.suspended" })
@@ -67,6 +68,14 @@ local function require_task(what, level)
 end
 M._require_task = require_task
 
+--- can_wait() -> true when the caller may wait (sleep, iq, await): it runs in a task, on the
+-- task's own coroutine. Close handlers use it to fall back to a close that does not wait when
+-- they run elsewhere (a __gc, a variable closed outside any task), instead of raising.
+function M.can_wait()
+  local t = current
+  return t ~= nil and coroutine.running() == t.co and coroutine.isyieldable()
+end
+
 local function report_failure(t)
   log.error("task %s failed: %s", t.name, t.traceback or errors.message(t.error))
 end
@@ -98,21 +107,57 @@ local function bare_yield(t)
   end)
 end
 
--- The task's traceback without the scheduler's own frames at the bottom.
-local function traceback_of(t, err)
-  local tb = debug.traceback(t.co, errors.message(err))
+-- A traceback without the scheduler's own frames at the bottom (run_current, worker, and the
+-- xpcall that runs the task's function).
+local function trim_scheduler_frames(tb)
   while true do
     local cut = tb:find("\n[^\n]*sacm/task%.lua:%d+: in [^\n]*$")
+        or tb:find("\n%s*%[C%]: in function 'xpcall'$")
     if not cut then return tb end
     tb = tb:sub(1, cut - 1)
   end
 end
 
+local function traceback_of(t, err)
+  return trim_scheduler_frames(debug.traceback(t.co, errors.message(err)))
+end
+
+-- The message handler of every task's function. It runs where the error was raised, before
+-- the task's to-be-closed variables are closed, so it keeps the error and the stack as they
+-- were. Those variables are then closed inside the task (their __close may wait, as on a normal
+-- exit). If one of them raises while the error unwinds, Lua would let that error replace the
+-- original: the task keeps the original and the close failure is logged instead.
+local function task_msgh(err)
+  local t = current
+  if t == nil or coroutine.running() ~= t.co then return err end
+  if not t.__raised then
+    t.__raised = true
+    t.error = err
+    t.traceback = trim_scheduler_frames(debug.traceback(errors.message(err), 2))
+  else
+    log.warn("task %s: a to-be-closed variable failed to close while an error propagated "
+      .. "(the original error is kept): %s", t.name, errors.message(err))
+  end
+  return err
+end
+
 -- Task coroutines are pooled: a short task (a stanza handler, a timer callback) reuses the
--- coroutine and stack of one that finished, instead of creating and collecting its own. A
--- coroutine that died by an error is not reused.
+-- coroutine and stack of one that finished, instead of creating and collecting its own. The
+-- task's function runs under xpcall inside the coroutine, so a task that raised leaves it fit
+-- for reuse too.
 local POOL_LIMIT = 32
 local pool, pooled = {}, 0
+
+local function finish_run(t, ok, ...)
+  if ok then
+    t.results = pack(...)
+  elseif not t.__raised then
+    -- raised without the message handler (out of memory, or an error in the handler itself)
+    t.__raised = true
+    t.error = ...
+    t.traceback = errors.message((...))
+  end
+end
 
 -- Runs the current task's function and keeps its results. A function of its own, so that
 -- nothing of the task stays referenced from the pooled coroutine's stack afterwards.
@@ -121,8 +166,7 @@ local function run_current()
   local fn, args = t.__fn, t.__args
   t.__fn, t.__args = nil, nil
   t.started = true
-  -- not a tail call, so tracebacks keep the task's own function
-  t.results = pack(fn(unpack(args, 1, args.n)))
+  finish_run(t, xpcall(fn, task_msgh, unpack(args, 1, args.n)))
 end
 
 local function worker()
@@ -130,6 +174,19 @@ local function worker()
     run_current()
     yield(FINISHED)
   end
+end
+
+local function fail(t, err, traceback)
+  if errors.is_condition(err, "cancelled") and t.cancelled then
+    t.status = "cancelled"
+    t.error = err
+    t.traceback = nil
+  else
+    t.status = "failed"
+    t.error = err
+    t.traceback = traceback
+  end
+  settle(t)
 end
 
 -- Resumes t with n values a, b (n == -1: a is a table.pack of them).
@@ -166,32 +223,28 @@ local function step(t, n, a, b)
   if ok then
     if what == SUSPENDED then return end
     if what ~= FINISHED then return bare_yield(t) end
-    t.status = "done"
     t.co = nil
     if pooled < POOL_LIMIT then
       pooled = pooled + 1
       pool[pooled] = co
     end
+    if t.__raised then
+      t.__raised = nil
+      return fail(t, t.error, t.traceback)
+    end
+    t.status = "done"
     return settle(t)
   end
+  -- The coroutine itself died: an error outside the task's xpcall (the scheduler's own code).
   local err = what
   local traceback = traceback_of(t, err) -- while the coroutine's stack is still there
-  -- A coroutine that died by an error keeps its pending to-be-closed variables open until
-  -- it is closed: close it now so `local x <close>` cleanup in the task runs.
   local closed, close_err = close(co)
   if not closed and close_err ~= err then
-    err = close_err
-    traceback = errors.message(close_err)
+    log.warn("task %s: closing its coroutine failed (the original error is kept): %s", t.name,
+      errors.message(close_err))
   end
-  if errors.is_condition(err, "cancelled") and t.cancelled then
-    t.status = "cancelled"
-    t.error = err
-  else
-    t.status = "failed"
-    t.error = err
-    t.traceback = traceback
-  end
-  settle(t)
+  t.__raised = nil
+  fail(t, err, traceback)
 end
 
 --- Runs every ready task. Called after each callback from the loop.

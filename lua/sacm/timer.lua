@@ -6,6 +6,7 @@ local new_timer = require("sacm._timer").new
 local M = {}
 local Timer = {}
 Timer.__index = Timer
+Timer.__fields = { name = true, fired = true, skipped = true }
 
 local function start(seconds, period, fn, opts)
   if type(fn) ~= "function" then error("timer callback must be a function", 3) end
@@ -52,10 +53,14 @@ function Timer:cancel()
   end
 end
 
+function Timer:__tostring()
+  return ("timer %s (%s, fired %d times)"):format(self.name, self:active() and "active" or "stopped", self.fired)
+end
+
 function Timer:active()
   return self.handle ~= nil and self.handle:active()
 end
 
-Timer.__close = Timer.cancel
+Timer.__close = require("sacm.error").closer(Timer.cancel)
 
 return M

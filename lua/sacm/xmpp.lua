@@ -24,6 +24,8 @@ local M = {}
 
 local Connection = {}
 Connection.__index = Connection
+-- the fields REPL completion offers (the rest are internals; options holds the password)
+Connection.__fields = { jid = true, state = true, domain = true, host = true, port = true, last_error = true, c = true }
 M.Connection = Connection
 
 local DEFAULT_TIMEOUT = 30
@@ -343,32 +345,62 @@ end
 
 -- Connecting --------------------------------------------------------------------------------
 
+-- The error of a failed connect attempt, or of a session that dropped, from what the C core
+-- gathered for this connection (runtime/xmpp_error.c): said in terms of what to check.
+local function tls_verification_error(info, self)
+  local trust = self.options.cafile and ("the CA file " .. self.options.cafile)
+      or self.options.capath and ("the CA directory " .. self.options.capath)
+      or "the system's CA store (no cafile given)"
+  local reason = info.verify_error or "certificate verification failed"
+  local fix
+  if reason:find("hostname mismatch", 1, true) then
+    fix = ("the certificate does not name %s: connect with the domain it was issued for, or reissue it")
+        :format(self.domain)
+  elseif reason:find("expired", 1, true) or reason:find("not yet valid", 1, true) then
+    fix = "renew the server's certificate (or check this machine's clock)"
+  else
+    fix = "set cafile to the CA that issued the server's certificate, or have the server send its full chain"
+  end
+  return errors.new("tls-verification-failed", ("the server certificate of %s (%s port %d) did not verify against %s: %s%s%s; %s")
+    :format(self.domain, self.address or self.host, self.port, trust, reason,
+      info.verify_code and (" (" .. info.verify_code .. ")") or "",
+      info.cert_subject and (", certificate " .. info.cert_subject .. " issued by " .. (info.cert_issuer or "?")) or "",
+      fix), { cafile = self.options.cafile, verify_error = info.verify_error })
+end
+
+local function auth_error(info, self)
+  local sasl = ("SASL %s: %s"):format(info.sasl_mechanism or "authentication",
+    (info.sasl_condition or "refused") .. (info.sasl_text and (", " .. info.sasl_text) or ""))
+  return errors.new("not-authorized", ("the server refused the credentials of %s (%s); check the JID and password")
+    :format(self.account, sasl),
+    { sasl_condition = info.sasl_condition, sasl_mechanism = info.sasl_mechanism })
+end
+
 local function connect_error(info, self)
   if self.phase == "up" then
     -- an established session that dropped (or that we dropped: it stopped answering pings)
-    local why = self.dead_reason or info.failure or info.stream_text or info.stream_error or info.errno_text
+    local why = self.dead_reason or info.stream_text or info.stream_error
+        or (info.tls_failed and (info.tls_text and ("TLS error: " .. info.tls_text) or "the server closed the TLS session"))
+        or info.errno_text
     return errors.new("connection-lost", "connection lost" .. (why and (": " .. why) or ""),
-      { stream_error = info.stream_error, errno = info.errno })
+      { stream_error = info.stream_error, errno = info.errno, reason = why })
   end
-  if info.failure then
-    local condition = "remote-connection-failed"
-    if info.failure:find("certificate", 1, true) then
-      condition = "tls-verification-failed"
-    elseif info.failure:find("authentication failed", 1, true) then
-      condition = "not-authorized"
-    end
-    return errors.new(condition, info.failure)
-  end
+  if info.setup_failure then return errors.new("remote-connection-failed", info.setup_failure) end
+  if info.verify_error or info.verify_code then return tls_verification_error(info, self) end
+  if info.sasl_condition or info.sasl_mechanism or info.auth_failed then return auth_error(info, self) end
   if info.stream_error then
     return errors.new(info.stream_error, info.stream_text or ("stream error from " .. self.domain))
+  end
+  if info.tls_start then
+    return errors.new("tls-failed", ("TLS with %s port %d could not start: %s"):format(self.address or self.host,
+      self.port, info.tls_text or info.tls_start))
   end
   if info.errno then
     return errors.new(info.errno, ("%s port %d: %s"):format(self.address or self.host, self.port,
       info.errno_text or info.errno))
   end
-  -- libstrophe reports a failed SASL exchange as a plain disconnect before the session is up.
-  return errors.new("not-authorized", "the server closed the stream during TLS or authentication " ..
-    "(wrong password, or a certificate it does not accept)")
+  return errors.new("remote-connection-failed", ("%s port %d closed the stream before the session was up "
+    .. "(libstrophe's account is logged at --log-level debug)"):format(self.address or self.host, self.port))
 end
 
 -- At a drop: requests that may be sent again wait for the reconnect; the others fail now, so
@@ -447,8 +479,12 @@ local function on_event(self, event, info)
     local first = self.phase == "connecting"
     self.phase = "up"
     if self.waiter then task.wake(self.waiter, true) end
-    if not first then
-      log.info("%s reconnected", tostring(self.jid))
+    if first then
+      log.info("connected to %s:%d as %s", self.host, self.port, tostring(self.jid))
+    else
+      log.info("reconnected to %s:%d as %s after %.1f s", self.host, self.port, tostring(self.jid),
+        hrtime() / 1e9 - (self.lost_at or hrtime() / 1e9))
+      self.lost_at = nil
       emit_status(self, "reconnected", info)
     end
     return
@@ -469,7 +505,9 @@ local function on_event(self, event, info)
     return
   end
   if self.closed then return end
-  log.warn("%s disconnected: %s", tostring(self.jid), tostring(err))
+  self.lost_at = hrtime() / 1e9
+  log.warn("connection to %s:%d as %s lost (%s)%s", self.host, self.port, tostring(self.jid), err.reason or err.text,
+    self.options.reconnect ~= false and "; reconnecting" or "")
   emit_status(self, "disconnected", err)
   if self.options.reconnect ~= false then schedule_reconnect(self) end
 end
@@ -527,7 +565,7 @@ schedule_reconnect = function(self)
       self.phase = "reconnecting"
       local ok, err = attempt(self, self.options.connect_timeout or 15)
       if not ok and not self.closed then
-        log.info("reconnect attempt %d to %s failed: %s", self.attempt, self.host, tostring(err))
+        log.debug("reconnect attempt %d to %s:%d failed: %s", self.attempt, self.host, self.port, tostring(err))
       end
     end
     self.reconnecting = false
@@ -565,6 +603,11 @@ function M.connect(options)
     phase = "connecting",
   }, Connection)
 
+  -- a CA file or client certificate that cannot be used is a configuration error: say so
+  -- before connecting (libstrophe would only log it, and drop the stream as if the server had)
+  local files_ok, files_err = core.check_tls_files(options)
+  if not files_ok then return nil, files_err end
+
   local c = core.new({
     jid = options.jid, password = options.password,
     cafile = options.cafile, capath = options.capath,
@@ -590,6 +633,7 @@ function M.connect(options)
     return nil, errors.new("jid-malformed", "not a valid JID: " .. tostring(jid))
   end
   resource = options.resource or resource
+  self.account = jidlib.join(node, domain)
   c:set_jid(jidlib.join(node, domain, resource))
   if not options.password and not options.client_cert then
     c:close()
@@ -602,6 +646,7 @@ function M.connect(options)
   self.host = options.host or domain
   self.port = options.port or 5222
 
+  log.info("connecting to %s:%d as %s", self.host, self.port, jidlib.join(node, domain, resource))
   local ok, err = attempt(self, options.connect_timeout or 15)
   if not ok then
     self.closed = true
@@ -625,7 +670,7 @@ function Connection:close()
   self.state = "disconnected"
   self.c:close()
 end
-Connection.__close = Connection.close
+Connection.__close = errors.closer(Connection.close)
 
 --- conn:ping([to [, timeout]]) -> round-trip seconds, or nil, err (XEP-0199).
 function Connection:ping(to, timeout)

@@ -21,6 +21,7 @@ local commands = require "sacm.commands"
 local timer = require "sacm.timer"
 local time = require "sacm.time"
 local errors = require "sacm.error"
+local task = require "sacm.task"
 local proto = require "sacm.grid.protocol"
 local payload = require "sacm.grid.payload"
 
@@ -321,7 +322,9 @@ function Member:close()
   if self.closed then return end
   self.closed = true
   if self.heartbeat then self.heartbeat:cancel() end
-  if self.conn.state == "connected" then self:status("offline") end
+  -- the goodbye waits for the server's answer: skipped where nothing may wait (closed outside a
+  -- task), rather than raising from a close handler
+  if self.conn.state == "connected" and task.can_wait() then self:status("offline") end
   for _, h in ipairs(self.handlers) do h.remove() end
   self.caps:stop()
   if self.caps_cache then self.caps_cache:close() end
@@ -329,6 +332,6 @@ function Member:close()
   self.conn:close()
 end
 
-Member.__close = Member.close
+Member.__close = errors.closer(Member.close)
 
 return M

@@ -62,6 +62,11 @@ end
 
 local Auth = {}
 Auth.__index = Auth
+function Auth:__tostring() -- never the users' password hashes
+  local n = 0
+  for _ in pairs(self.users or {}) do n = n + 1 end
+  return ("ROLIE authentication (realm %s, %d users)"):format(tostring(self.realm), n)
+end
 
 --- new{users = {name = hash}, access = {["workspace"] | ["workspace/collection"] = {read = {...},
 -- write = {...}}}, realm} -> auth. Entries of read and write lists: "*" (anyone, also without

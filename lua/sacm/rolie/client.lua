@@ -19,6 +19,7 @@ M.MAX_PAGES = 1000 -- a feed whose next links go on longer than this is refused 
 
 local Client = {}
 Client.__index = Client
+function Client:__tostring() return "ROLIE client for " .. self.service_url end -- never its credentials
 
 --- new{url, cafile, cert, key, insecure, timeout, max_body, user, password} -> client.
 -- url: the provider's base URL ("https://host:port") or its service document's URL.

@@ -462,6 +462,10 @@ function Provider:close()
   if self.server then self.server:close() end
   if self.engine then self.engine:close() end
 end
-Provider.__close = Provider.close
+Provider.__close = require("sacm.error").closer(Provider.close)
+
+function Provider:__tostring()
+  return ("ROLIE provider on %s"):format(self.server and tostring(self.server) or "(not listening)")
+end
 
 return M
