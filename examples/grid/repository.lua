@@ -5,6 +5,7 @@ local config = require "sacm.grid.config"
 local repository = require "sacm.roles.repository"
 
 local cfg = assert(config.load(assert(arg[1], "usage: repository.lua GRID-CONFIG")))
+config.log_level(cfg, "repository")
 local opts = config.role_options(cfg, "repository")
 -- the config's rolie section (listen, access, users, ...) serves the store as ROLIE feeds; its
 -- policies collection shows the evaluator's directory unless the section names another

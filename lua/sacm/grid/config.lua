@@ -72,6 +72,20 @@ function M.write(path, cfg)
   return fs.write(path, "return " .. serialize(cfg, "") .. "\n", { mode = 384 })
 end
 
+--- config.log_level(config, role): sets the log level of a role process: the role section's
+-- log_level, else the config's, else info (a role says when it started, connected, reconnected
+-- and loaded or rejected a policy) unless the command line asked for more than warn.
+function M.log_level(cfg, role)
+  local logm = require "sacm.log"
+  local section = type(cfg[role]) == "table" and cfg[role] or {}
+  local want = section.log_level or cfg.log_level
+  if want then
+    logm.level(want)
+  elseif logm.level() == "warn" or logm.level() == "error" then
+    logm.level("info")
+  end
+end
+
 --- config.role_options(config, role) -> the options of <role>.start: the shared connection settings,
 -- the role's own section, peers (the orchestrators, for components) and repository (the bare JID
 -- of the repository section's account, for the roles that register with it).
@@ -100,7 +114,7 @@ function M.role_options(cfg, role)
         opts.password_env), 2)
     end
   end
-  opts.password_file, opts.password_env = nil, nil
+  opts.password_file, opts.password_env, opts.log_level = nil, nil, nil
   if role ~= "orchestrator" and opts.peers == nil then opts.peers = cfg.orchestrators end
   if role ~= "repository" and opts.repository == nil and type(cfg.repository) == "table"
     and type(cfg.repository.jid) == "string" then

@@ -244,6 +244,7 @@ end
 -- to keep mutual presence with), accept (more JIDs/domains whose presence subscriptions are
 -- approved; default our domain), node_config (for nodes we create), info (XEP-0128 fields),
 -- features ({key = {prefix = fn, names = {...}}}: as set_features, before the first presence),
+-- extensions (more XEP-0128 forms, {form_type, fields}, also before the first presence),
 -- caps_cache (options of a caps.cache that learns others' caps from the first presence on),
 -- heartbeat (seconds; false disables), repository (the JID of the grid's repository: bare, or full
 -- to fix the resource; we register with it by presence, and track where it is online), owner
@@ -272,8 +273,10 @@ function M.join(opts)
   handle_subscriptions(self)
   if opts.repository then track_repository(self, opts.repository) end
   describe(self)
-  -- the role's own features before the first presence, so the first caps are the right ones
+  -- the role's own features and forms before the first presence, so the first caps are the right
+  -- ones (a peer that sees a ver computed before a feature was added would find it wrong)
   for key, set in pairs(opts.features or {}) do self:set_features(key, set.prefix, set.names) end
+  for _, form in ipairs(opts.extensions or {}) do self.disco:add_extension(form) end
   self.caps = caps.advertise(conn, { node = proto.CAPS_NODE })
   local register = { table.unpack(self.peers) }
   if self.repository then register[#register + 1] = self.repository.bare end

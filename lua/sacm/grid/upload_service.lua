@@ -248,6 +248,11 @@ function Service:stats()
   return { slots = self.outstanding, uploads = self.uploads, refused = self.refused }
 end
 
+--- upload_service.disco_form(max_size) -> the XEP-0128 form XEP-0363 section 3 describes.
+function M.disco_form(max_size)
+  return { form_type = proto.NS_UPLOAD, fields = { ["max-file-size"] = tostring(max_size) } }
+end
+
 --- upload_service.start(opts) -> service | nil, err
 -- opts: member (the repository's sacm.grid.member), store (sacm.grid.store), listen (sacm.http
 -- listen options), base_url (default https://<host>:<port> of the listener), max_size (largest
@@ -286,7 +291,7 @@ function M.start(opts)
   end)
   local disco = opts.member.disco
   disco:add_feature(proto.NS_UPLOAD)
-  disco:add_extension({ form_type = proto.NS_UPLOAD, fields = { ["max-file-size"] = tostring(self.max_size) } })
+  disco:add_extension(M.disco_form(self.max_size))
   log.info("upload service at %s (largest upload %d bytes)", self.base_url, self.max_size)
   return self
 end

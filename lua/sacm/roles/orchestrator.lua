@@ -226,6 +226,9 @@ function Orchestrator:evaluate(opts)
   local deadline = time.monotonic() + (opts.timeout or 60)
   local targets = opts.evaluators
   if not targets then
+    -- an evaluator that just loaded a policy advertises new caps, and is unknown until they are
+    -- verified: give it a moment rather than say there is none
+    self.cache:wait(function() return #self:components("evaluator") > 0 end, math.min(5, opts.timeout or 60))
     targets = {}
     for _, c in ipairs(self:components("evaluator")) do targets[#targets + 1] = c.jid end
   end

@@ -159,6 +159,10 @@ function M.start(opts)
   mopts.repository = nil
   -- the components' caps say which role each plays: what they are admitted to follows from it
   mopts.caps_cache = { retry_after = 3 }
+  -- the upload service's disco feature and form are in the first caps already
+  local max_size = opts.upload and opts.upload.max_size or proto.UPLOAD_MAX
+  mopts.features = { upload = { prefix = function(ns) return ns end, names = { proto.NS_UPLOAD } } }
+  mopts.extensions = { upload_service.disco_form(max_size) }
   self.member, err = member.join(mopts)
   if not self.member then
     s:close()
