@@ -5,7 +5,8 @@
  * into the write BIO goes to uv_write, so neither the handshake nor a slow server ever blocks
  * the loop. The response is parsed by http-parser. Lua (lua/sacm/http.lua) parses the URL,
  * resolves the name, writes the request head, keeps the deadline and tries the next address;
- * this file connects, verifies the server, sends the bytes and reads one response.
+ * this file connects, verifies the server (as http_client_tls.c sets up), sends the bytes and
+ * reads one response.
  *
  *   ctx = context{cafile=, cert=, key=, insecure=}          -- an SSL_CTX, reusable
  *   req = request(ctx, {address=, port=, host=, data=, head=, max_body=}, callback)
@@ -18,22 +19,16 @@
 #include <http_parser.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include "sacmrun.h"
 #include "http_common.h"
+#include "http_client_tls.h"
 
-#define CONTEXT_MT "sacm.HttpClientContext"
 #define REQUEST_MT "sacm.HttpClientRequest"
 #define READ_CHUNK 65536
 #define PLAIN_CHUNK 16384
 /* The status line and headers of a response: more is not a server we want to talk to. */
 #define MAX_HEAD (64 * 1024)
 #define MAX_HEADERS 256
-
-typedef struct {
-    SSL_CTX *ctx;
-    int verify;
-} context_box;
 
 struct request_box;
 
@@ -70,9 +65,6 @@ static http_parser_settings parser_settings;
 static char read_buffer[READ_CHUNK];
 
 /* ---------------------------------------------------------------- small helpers */
-
-/* The client's OpenSSL failures: any step may see the peer go away. */
-#define SSL_FAILURE_TEXT(out) ssl_error_text(out, sizeof out, "the connection ended unexpectedly")
 
 /* Records the first failure; the pump reports it once the current step is over. */
 static int fail(request_t *r, const char *condition, const char *fmt, ...) SACM_PRINTF(3, 4);
@@ -477,81 +469,6 @@ static void on_connect(uv_connect_t *req, int status)
     pump(r); /* the ClientHello */
 }
 
-/* ---------------------------------------------------------------- Lua: contexts */
-
-static const char *opt_str(lua_State *L, int idx, const char *field)
-{
-    lua_getfield(L, idx, field);
-    const char *s = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-    lua_pop(L, 1); /* the options table keeps the string alive */
-    return s;
-}
-
-static int tls_config_fail(lua_State *L, SSL_CTX *ctx, const char *what, const char *path)
-{
-    char text[200];
-    SSL_CTX_free(ctx);
-    return sacm_fail(L, "tls-config", "%s %s: %s", what, path, SSL_FAILURE_TEXT(text));
-}
-
-static int l_context_gc(lua_State *L)
-{
-    context_box *box = luaL_checkudata(L, 1, CONTEXT_MT);
-    SSL_CTX_free(box->ctx); /* requests hold their own reference through their SSL */
-    box->ctx = NULL;
-    return 0;
-}
-
-/* context{cafile=, cert=, key=, insecure=} -> ctx, or nil, err (tls-config). Without cafile the
- * system's trust store is used; insecure skips verification entirely. */
-static int l_context(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    const char *cafile = opt_str(L, 1, "cafile");
-    const char *cert = opt_str(L, 1, "cert");
-    const char *key = opt_str(L, 1, "key");
-    lua_getfield(L, 1, "insecure");
-    int insecure = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (key && cert == NULL)
-        return luaL_error(L, "http: a client key needs its certificate (cert)");
-
-    context_box *box = lua_newuserdatauv(L, sizeof *box, 0);
-    box->ctx = NULL;
-    box->verify = !insecure;
-    luaL_setmetatable(L, CONTEXT_MT);
-
-    ERR_clear_error();
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (ctx == NULL)
-        return tls_config_fail(L, NULL, "cannot create a TLS context", "");
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-    if (insecure) {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    } else {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        if (cafile) {
-            if (SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1)
-                return tls_config_fail(L, ctx, "cannot load the CA file", cafile);
-        } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-            return tls_config_fail(L, ctx, "cannot load the system trust store", "");
-        }
-    }
-    if (cert) {
-        if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
-            return tls_config_fail(L, ctx, "cannot load the client certificate", cert);
-        if (SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert, SSL_FILETYPE_PEM) != 1)
-            return tls_config_fail(L, ctx, "cannot load the client key", key ? key : cert);
-        if (SSL_CTX_check_private_key(ctx) != 1)
-            return tls_config_fail(L, ctx, "the client key does not match the certificate", cert);
-    }
-    static const unsigned char alpn[] = "\x08http/1.1";
-    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
-    box->ctx = ctx;
-    return 1;
-}
-
 /* ---------------------------------------------------------------- Lua: requests */
 
 static lua_Integer opt_int(lua_State *L, int idx, const char *field, lua_Integer def)
@@ -574,11 +491,11 @@ static lua_Integer opt_int(lua_State *L, int idx, const char *field, lua_Integer
  * max_body. */
 static int l_request(lua_State *L)
 {
-    context_box *cbox = luaL_checkudata(L, 1, CONTEXT_MT);
+    context_box *cbox = client_tls_check_context(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checktype(L, 3, LUA_TFUNCTION);
-    const char *address = opt_str(L, 2, "address");
-    const char *host = opt_str(L, 2, "host");
+    const char *address = http_opt_str(L, 2, "address");
+    const char *host = http_opt_str(L, 2, "host");
     lua_Integer port = opt_int(L, 2, "port", 443);
     lua_Integer max_body = opt_int(L, 2, "max_body", 16 << 20);
     lua_getfield(L, 2, "data");
@@ -631,21 +548,7 @@ static int l_request(lua_State *L)
     SSL_set_bio(r->ssl, r->rbio, r->wbio);
     SSL_set_connect_state(r->ssl);
 
-    unsigned char ip[sizeof(struct in6_addr)];
-    int host_is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
-    int ok = 1;
-    if (!host_is_ip)
-        ok = SSL_set_tlsext_host_name(r->ssl, host) == 1; /* SNI is for names only (RFC 6066 3) */
-    if (ok && cbox->verify) {
-        X509_VERIFY_PARAM *param = SSL_get0_param(r->ssl);
-        if (host_is_ip) {
-            ok = X509_VERIFY_PARAM_set1_ip_asc(param, host) == 1;
-        } else {
-            X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-            ok = SSL_set1_host(r->ssl, host) == 1;
-        }
-    }
-    if (!ok) {
+    if (client_tls_expect(r->ssl, cbox, host) < 0) {
         char text[200];
         request_close(r);
         return sacm_fail(L, "bad-url", "cannot use \"%s\" as a TLS server name: %s", host,
@@ -697,14 +600,12 @@ int luaopen_sacm__http_client(lua_State *L)
     parser_settings.on_body = on_body;
     parser_settings.on_message_complete = on_message_complete;
 
-    static const luaL_Reg no_methods[] = {{NULL, NULL}};
-    sacm_define_type(L, CONTEXT_MT, no_methods, l_context_gc);
-    lua_pop(L, 1);
+    client_tls_define_context(L);
     static const luaL_Reg request_methods[] = {{"close", l_request_close}, {NULL, NULL}};
     sacm_define_type(L, REQUEST_MT, request_methods, l_request_gc);
     lua_pop(L, 1);
 
-    static const luaL_Reg fns[] = {{"context", l_context}, {"request", l_request}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"context", client_tls_context}, {"request", l_request}, {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
 }
