@@ -1,16 +1,26 @@
-/* sacm._http_client: one HTTPS request over one connection, on the libuv loop.
+/* sacm._http_client: HTTPS connections that carry one request at a time, on the libuv loop.
  *
  * The connection is a uv_tcp_t whose bytes go through an OpenSSL SSL object over a pair of
  * memory BIOs, as in http.c: libuv reads ciphertext into the read BIO, whatever OpenSSL puts
  * into the write BIO goes to uv_write, so neither the handshake nor a slow server ever blocks
- * the loop. The response is parsed by http-parser. Lua (lua/sacm/http.lua) parses the URL,
- * resolves the name, writes the request head, keeps the deadline and tries the next address;
- * this file connects, verifies the server (as http_client_tls.c sets up), sends the bytes and
- * reads one response.
+ * the loop. The response is parsed by http-parser. Lua (lua/sacm/http_client.lua) parses the
+ * URL, resolves the name, writes the request head, keeps the deadline and tries the next
+ * address; this file connects, verifies the server, sends the bytes and reads the response.
  *
- *   ctx = context{cafile=, cert=, key=, insecure=}          -- an SSL_CTX, reusable
- *   req = request(ctx, {address=, port=, host=, data=, head=, max_body=}, callback)
- *   callback(res) or callback(nil, err), exactly once unless req:close() came first. */
+ *   ctx  = context{cafile=, cert=, key=, insecure=}      -- an SSL_CTX, reusable
+ *   conn = request(ctx, {address=, port=, host=, data=, head=, max_body=}, callback)
+ *   conn:park() -> true: idle until the next request      conn:alive() -> true while parked
+ *   conn:request({data=, head=, max_body=}, callback) -> conn, or nil, err, stale
+ *   callback(res, reusable) or callback(nil, err, stale), once per request unless conn:close()
+ *
+ * After a response, the connection closes unless it may carry another request (`reusable`:
+ * HTTP/1.1, framed by Content-Length or chunked or bodiless, no Connection: close, nothing sent
+ * beyond it, our request all sent). The keep-alive pool itself is Lua (lua/sacm/http_pool.lua)
+ * holding these userdata: keys, limits, ages and counters are table work, and this file stays
+ * one connection's byte pump plus the one idle duty that needs C: reading while parked, to see
+ * the server close (or break protocol), and closing then, without keeping the loop alive.
+ * `stale` says a reused connection failed because the server had closed it before any byte of
+ * the response came back: the request can be tried again on a new connection. */
 #include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -40,8 +50,11 @@ typedef struct conn {
     http_parser parser;
     struct conn_box *box;
     int cb_ref, self_ref;
-    int closed, finished, handshake_done, close_notify, headers_done, message_done;
-    int head_only, got_bytes;
+    /* the connection: parked = idle in the pool, reading only to see it end */
+    int closed, handshake_done, parked, requests;
+    /* the current request; finished once its callback ran (or it was abandoned) */
+    int finished, close_notify, headers_done, message_done, head_only, got_bytes, reusable;
+    int peer_gone; /* the failure was the server closing or resetting the connection */
     size_t max_body;
     buffer out; /* the request, sent when the handshake is done */
 
@@ -96,6 +109,18 @@ static void on_closed(uv_handle_t *handle)
     free(c);
 }
 
+/* Drops the current request's callback and the self-reference that keeps an unfinished
+ * request's userdata (and so the connection) alive while Lua holds nothing else of it. */
+static void release_refs(conn_t *c)
+{
+    if (!sacm_state_closing()) {
+        lua_State *L = sacm_main_state();
+        luaL_unref(L, LUA_REGISTRYINDEX, c->cb_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
+    }
+    c->cb_ref = c->self_ref = LUA_NOREF;
+}
+
 /* Closes at once, without calling back; idempotent. Memory lives until libuv's close callback,
  * so a callback still on the stack may look at c->closed. */
 static void conn_close(conn_t *c)
@@ -103,12 +128,7 @@ static void conn_close(conn_t *c)
     if (c->closed)
         return;
     c->closed = 1;
-    if (!sacm_state_closing()) {
-        lua_State *L = sacm_main_state();
-        luaL_unref(L, LUA_REGISTRYINDEX, c->cb_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
-    }
-    c->cb_ref = c->self_ref = LUA_NOREF;
+    release_refs(c);
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
@@ -134,7 +154,9 @@ static void push_response(lua_State *L, conn_t *c)
     lua_setfield(L, -2, "tls");
 }
 
-/* Reports the outcome to Lua, once, then closes the connection. */
+/* Reports the outcome to Lua, once. The connection closes unless the response left it fit for
+ * another request: then it stays open, not reading, and unreferenced so that it cannot keep the
+ * loop alive if Lua drops it instead of parking it (the finalizer closes it then). */
 static void finish(conn_t *c)
 {
     if (c->finished || c->closed)
@@ -150,13 +172,29 @@ static void finish(conn_t *c)
     if (c->error) {
         lua_pushnil(L);
         sacm_push_error(L, c->error, "%s", c->error_text);
+        /* nothing of the response came back: the server had closed the connection it kept idle */
+        lua_pushboolean(L, c->requests > 1 && c->peer_gone && !c->got_bytes);
         conn_close(c);
-        sacm_invoke(L, 2);
-    } else {
-        push_response(L, c);
-        conn_close(c);
-        sacm_invoke(L, 1);
+        sacm_invoke(L, 3);
+        return;
     }
+    /* The server answered before libuv handed all of our request to the kernel: it did not read
+     * it all, and what it did not read would be taken for the next request. */
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0 || BIO_ctrl_pending(c->wbio) > 0)
+        c->reusable = 0;
+    push_response(L, c);
+    lua_pushboolean(L, c->reusable);
+    /* a posture document can be megabytes: an idle connection holds none of it */
+    buf_free(&c->body);
+    buf_free(&c->head);
+    headers_clear(&c->headers);
+    if (c->reusable) {
+        release_refs(c);
+        uv_unref((uv_handle_t *)&c->tcp);
+    } else {
+        conn_close(c);
+    }
+    sacm_invoke(L, 2);
 }
 
 /* ---------------------------------------------------------------- writing */
@@ -166,11 +204,21 @@ typedef struct {
     char data[];
 } write_req;
 
+static int is_peer_gone(int status)
+{
+    return status == UV_EOF || status == UV_ECONNRESET || status == UV_EPIPE;
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     conn_t *c = req->data;
     free(req);
     if (status < 0 && status != UV_ECANCELED && !c->closed) {
+        if (c->finished) { /* a request already answered, or parked: nobody to tell */
+            conn_close(c);
+            return;
+        }
+        c->peer_gone = is_peer_gone(status);
         fail(c, uv_err_name(status), "sending the request to %s: %s", c->peer, uv_strerror(status));
         finish(c);
     }
@@ -199,6 +247,7 @@ static void flush(conn_t *c)
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
     if (rc < 0) {
         free(w);
+        c->peer_gone = is_peer_gone(rc);
         fail(c, uv_err_name(rc), "sending the request to %s: %s", c->peer, uv_strerror(rc));
     }
 }
@@ -318,16 +367,21 @@ static int on_message_complete(http_parser *p)
     if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101)
         return 0; /* interim (100 Continue, 103 Early Hints): the final response follows */
     c->message_done = 1;
+    /* RFC 9112 9.3: HTTP/1.1 persists unless Connection: close; http_should_keep_alive also says
+     * no to a body that only the connection's end delimits. HTTP/1.0 keep-alive is not worth it. */
+    c->reusable = p->http_major == 1 && p->http_minor >= 1 && !p->upgrade && http_should_keep_alive(p);
     http_parser_pause(p, 1); /* whatever follows is not ours */
     return 0;
 }
 
 static void feed(conn_t *c, const char *data, size_t len)
 {
-    http_parser_execute(&c->parser, &parser_settings, data, len);
+    size_t used = http_parser_execute(&c->parser, &parser_settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (e != HPE_OK && e != HPE_PAUSED)
         fail(c, "bad-response", "malformed response from %s: %s", c->peer, http_errno_description(e));
+    if (c->message_done && used < len)
+        c->reusable = 0; /* bytes after the response that no request asked for */
 }
 
 /* The server closed the connection (TCP end, or TLS close_notify). */
@@ -335,6 +389,7 @@ static void end_of_stream(conn_t *c)
 {
     if (c->message_done || c->error)
         return;
+    c->peer_gone = 1;
     if (!c->handshake_done) {
         fail(c, "tls-failed", "%s closed the connection during the TLS handshake", c->peer);
     } else if (c->headers_done && !(c->parser.flags & (F_CHUNKED | F_CONTENTLENGTH))) {
@@ -421,10 +476,36 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(read_buffer, sizeof read_buffer);
 }
 
+/* A parked connection reads only to learn that it is no longer usable: the server closed it
+ * (its idle timeout, a restart) or sent bytes nobody asked for. It closes at once then, and the
+ * pool finds it dead instead of sending a request into it. A TLS 1.3 session ticket or key
+ * update is no reason: SSL_read handles those and wants more. */
+static void parked_input(conn_t *c)
+{
+    char plain[256];
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, plain, sizeof plain);
+    if (n <= 0 && SSL_get_error(c->ssl, n) == SSL_ERROR_WANT_READ) {
+        flush(c); /* a key update may want its answer */
+        return;
+    }
+    ERR_clear_error();
+    conn_close(c);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     conn_t *c = stream->data;
-    if (c->closed || c->finished)
+    if (c->closed)
+        return;
+    if (c->parked) {
+        if (nread < 0 || BIO_write(c->rbio, buf->base, (int)nread) != (int)nread)
+            conn_close(c);
+        else if (nread > 0)
+            parked_input(c);
+        return;
+    }
+    if (c->finished)
         return;
     if (nread == UV_EOF) {
         pump(c); /* what is still buffered in OpenSSL comes first */
@@ -435,6 +516,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
+        c->peer_gone = is_peer_gone((int)nread);
         fail(c, uv_err_name((int)nread), "reading from %s: %s", c->peer, uv_strerror((int)nread));
         finish(c);
         return;
@@ -485,26 +567,60 @@ static lua_Integer opt_int(lua_State *L, int idx, const char *field, lua_Integer
     return v;
 }
 
-/* request(ctx, opts, callback) -> req, or nil, err.
+typedef struct {
+    const char *data;
+    size_t len;
+    int head_only;
+    size_t max_body;
+} request_opts;
+
+/* data (the whole request), head (true: the response has no body), max_body */
+static void check_request_opts(lua_State *L, int idx, request_opts *o)
+{
+    luaL_checktype(L, idx, LUA_TTABLE);
+    o->max_body = (size_t)opt_int(L, idx, "max_body", 16 << 20);
+    lua_getfield(L, idx, "data");
+    o->data = luaL_checklstring(L, -1, &o->len);
+    lua_pop(L, 1); /* the options table keeps the string alive */
+    lua_getfield(L, idx, "head");
+    o->head_only = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+}
+
+/* Makes the connection's state that of a new request, whose callback is at cb_idx and whose
+ * userdata at self_idx; -1 when out of memory. */
+static int begin_request(lua_State *L, conn_t *c, const request_opts *o, int cb_idx, int self_idx)
+{
+    c->finished = c->headers_done = c->message_done = c->got_bytes = c->close_notify = 0;
+    c->reusable = c->peer_gone = 0;
+    c->error = NULL;
+    c->head_only = o->head_only;
+    c->max_body = o->max_body;
+    c->requests++;
+    http_parser_init(&c->parser, HTTP_RESPONSE);
+    c->parser.data = c;
+    if (buf_append(&c->out, o->data, o->len) < 0)
+        return -1;
+    lua_pushvalue(L, cb_idx);
+    c->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* in flight, the request keeps its userdata (and the program) alive */
+    lua_pushvalue(L, self_idx);
+    c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* request(ctx, opts, callback) -> conn, or nil, err: a new connection and its first request.
  * opts: address (numeric), port, host (the name the certificate must carry: a DNS name, sent
- * as SNI, or an IP literal), data (the whole request), head (true: the response has no body),
- * max_body. */
+ * as SNI, or an IP literal), and those of check_request_opts. */
 static int l_request(lua_State *L)
 {
     context_box *cbox = client_tls_check_context(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
+    request_opts o;
+    check_request_opts(L, 2, &o);
     luaL_checktype(L, 3, LUA_TFUNCTION);
     const char *address = http_opt_str(L, 2, "address");
     const char *host = http_opt_str(L, 2, "host");
     lua_Integer port = opt_int(L, 2, "port", 443);
-    lua_Integer max_body = opt_int(L, 2, "max_body", 16 << 20);
-    lua_getfield(L, 2, "data");
-    size_t dlen;
-    const char *data = luaL_checklstring(L, -1, &dlen);
-    lua_pop(L, 1);
-    lua_getfield(L, 2, "head");
-    int head_only = lua_toboolean(L, -1);
-    lua_pop(L, 1);
     luaL_argcheck(L, address != NULL && host != NULL, 2, "address and host are required");
     luaL_argcheck(L, port > 0 && port < 65536, 2, "port out of range");
     luaL_argcheck(L, cbox->ctx != NULL, 1, "closed TLS context");
@@ -517,14 +633,13 @@ static int l_request(lua_State *L)
         return luaL_error(L, "http: address must be a numeric IPv4 or IPv6 address, got \"%s\"", address);
 
     conn_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+    int self = lua_gettop(L);
     box->c = NULL;
     luaL_setmetatable(L, CONN_MT);
     conn_t *c = calloc(1, sizeof *c);
     if (c == NULL)
         return luaL_error(L, "out of memory");
     c->cb_ref = c->self_ref = LUA_NOREF;
-    c->head_only = head_only;
-    c->max_body = (size_t)max_body;
     snprintf(c->peer, sizeof c->peer, is_v6 ? "[%s]:%d" : "%s:%d", address, (int)port);
     uv_tcp_init(sacm_loop(), &c->tcp);
     c->tcp.data = c;
@@ -536,7 +651,7 @@ static int l_request(lua_State *L)
     c->ssl = SSL_new(cbox->ctx);
     c->rbio = BIO_new(BIO_s_mem());
     c->wbio = BIO_new(BIO_s_mem());
-    if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL || buf_append(&c->out, data, dlen) < 0) {
+    if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {
         BIO_free(c->rbio);
         BIO_free(c->wbio);
         c->rbio = c->wbio = NULL;
@@ -554,23 +669,91 @@ static int l_request(lua_State *L)
         return sacm_fail(L, "bad-url", "cannot use \"%s\" as a TLS server name: %s", host,
                          SSL_FAILURE_TEXT(text));
     }
-    http_parser_init(&c->parser, HTTP_RESPONSE);
-    c->parser.data = c;
-
     rc = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&addr, on_connect);
     if (rc < 0) {
         conn_close(c);
         return sacm_fail_uv(L, rc, c->peer);
     }
-    lua_pushvalue(L, 3);
-    c->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    /* in flight, the request keeps its userdata (and the program) alive */
-    lua_pushvalue(L, -1);
-    c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (begin_request(L, c, &o, 3, self) < 0) {
+        conn_close(c);
+        return luaL_error(L, "out of memory");
+    }
     return 1;
 }
 
-/* req:close(): abandons the request; its callback is not called. Idempotent. */
+/* conn:request(opts, callback) -> conn, or nil, err, stale: the next request on a connection
+ * whose last response left it reusable (parked or not). The TLS session and the server's
+ * verified identity are the connection's: the pool only asks this of the same host and port
+ * with the same TLS options. */
+static int l_conn_request(lua_State *L)
+{
+    conn_box *box = luaL_checkudata(L, 1, CONN_MT);
+    request_opts o;
+    check_request_opts(L, 2, &o);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    conn_t *c = box->c;
+    if (c == NULL || c->closed) {
+        lua_pushnil(L);
+        sacm_push_error(L, "closed", "the connection was closed while idle");
+        lua_pushboolean(L, 1);
+        return 3;
+    }
+    if (!c->finished || !c->reusable)
+        return luaL_error(L, "http: a request on a connection that is busy or cannot be reused");
+    if (c->parked) {
+        c->parked = 0; /* reading already */
+    } else {
+        int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        if (rc < 0) {
+            conn_close(c);
+            return sacm_fail(L, uv_err_name(rc), "reading from %s: %s", c->peer, uv_strerror(rc));
+        }
+    }
+    uv_ref((uv_handle_t *)&c->tcp);
+    if (begin_request(L, c, &o, 3, 1) < 0) {
+        conn_close(c);
+        return luaL_error(L, "out of memory");
+    }
+    send_request(c);
+    flush(c);
+    if (c->error) {
+        lua_pushnil(L);
+        sacm_push_error(L, c->error, "%s", c->error_text);
+        lua_pushboolean(L, c->peer_gone);
+        conn_close(c);
+        return 3;
+    }
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* conn:park() -> true when the connection now waits, idle, for its next request: reading (to
+ * notice the server's close) but not keeping the loop alive. false when it cannot be reused. */
+static int l_conn_park(lua_State *L)
+{
+    conn_box *box = luaL_checkudata(L, 1, CONN_MT);
+    conn_t *c = box->c;
+    if (c && !c->closed && !c->parked && c->finished && c->reusable) {
+        c->parked = 1;
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0)
+            conn_close(c);
+        else
+            parked_input(c); /* whatever came with the response, after it */
+    }
+    lua_pushboolean(L, c && !c->closed && c->parked);
+    return 1;
+}
+
+/* conn:alive() -> true while parked and open (the server has not closed it) */
+static int l_conn_alive(lua_State *L)
+{
+    conn_box *box = luaL_checkudata(L, 1, CONN_MT);
+    lua_pushboolean(L, box->c && !box->c->closed && box->c->parked);
+    return 1;
+}
+
+/* conn:close(): abandons the request in flight, if any (its callback is not called), and closes
+ * the connection. Idempotent. */
 static int l_conn_close(lua_State *L)
 {
     conn_box *box = luaL_checkudata(L, 1, CONN_MT);
@@ -601,8 +784,10 @@ int luaopen_sacm__http_client(lua_State *L)
     parser_settings.on_message_complete = on_message_complete;
 
     client_tls_define_context(L);
-    static const luaL_Reg request_methods[] = {{"close", l_conn_close}, {NULL, NULL}};
-    sacm_define_type(L, CONN_MT, request_methods, l_conn_gc);
+    static const luaL_Reg conn_methods[] = {{"request", l_conn_request}, {"park", l_conn_park},
+                                            {"alive", l_conn_alive}, {"close", l_conn_close},
+                                            {NULL, NULL}};
+    sacm_define_type(L, CONN_MT, conn_methods, l_conn_gc);
     lua_pop(L, 1);
 
     static const luaL_Reg fns[] = {{"context", client_tls_context}, {"request", l_request}, {NULL, NULL}};
