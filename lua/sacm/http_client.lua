@@ -275,7 +275,9 @@ local function check(opts)
   end
   local timeout = opts.timeout or M.DEFAULT_TIMEOUT
   local ms = task._seconds_to_ms(timeout, "http.request timeout")
-  return { method = method, url = opts.url, max_body = max_body, timeout = timeout, timeout_ms = ms,
+  -- in texts and logs, the URL without its query: that may carry a token (upload slots do)
+  local shown = type(opts.url) == "string" and opts.url:gsub("[?#].*$", "") or tostring(opts.url)
+  return { method = method, url = shown, max_body = max_body, timeout = timeout, timeout_ms = ms,
            keep_alive = opts.keep_alive ~= false }
 end
 
@@ -311,9 +313,9 @@ function M.request(opts)
   local res
   res, err = exchange(state, u, ctx, data, o, key)
   if err == TIMED_OUT then
-    err = errors.new("timeout", ("%s %s: no complete response within %gs"):format(o.method, opts.url, o.timeout))
+    err = errors.new("timeout", ("%s %s: no complete response within %gs"):format(o.method, o.url, o.timeout))
   elseif err then
-    err = errors.new(err.condition, ("%s %s: %s"):format(o.method, opts.url, err.text))
+    err = errors.new(err.condition, ("%s %s: %s"):format(o.method, o.url, err.text))
   end
   return res, err
 end
