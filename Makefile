@@ -30,7 +30,8 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
 # the runtime's sacm_* functions, for the TLS module
 EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 
-TLS_SRCS  = runtime/crypto.c runtime/xmpp.c runtime/xmpp_error.c runtime/http.c runtime/http_client.c runtime/http_common.c
+TLS_SRCS  = runtime/crypto.c runtime/xmpp.c runtime/xmpp_error.c runtime/http.c runtime/http_client.c \
+            runtime/http_client_tls.c runtime/http_common.c
 SQLITE_SRCS = runtime/sqlite.c
 REPL_SRCS = runtime/repl.c
 SRCS      = $(filter-out $(TLS_SRCS) $(SQLITE_SRCS) $(REPL_SRCS),$(wildcard runtime/*.c))
@@ -64,10 +65,12 @@ sacmrun-repl.so: $(REPL_OBJS)
 	$(CC) $(CFLAGS) -shared -o $@ $(REPL_OBJS) $(REPL_LIBS)
 
 # the HTTPS server and client share http_common.h
-HTTP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_client http_common))
+HTTP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_client http_client_tls http_common))
 $(HTTP_OBJS): runtime/http_common.h
 XMPP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,xmpp xmpp_error))
 $(XMPP_OBJS): runtime/xmpp_link.h
+CLIENT_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http_client http_client_tls))
+$(CLIENT_OBJS): runtime/http_client_tls.h
 
 build/obj/%.o: runtime/%.c runtime/sacmrun.h | build/obj
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<

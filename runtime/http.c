@@ -1173,14 +1173,6 @@ static lua_Integer opt_int(lua_State *L, int idx, const char *field, lua_Integer
     return v;
 }
 
-static const char *opt_str(lua_State *L, int idx, const char *field)
-{
-    lua_getfield(L, idx, field);
-    const char *s = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-    lua_pop(L, 1); /* the options table keeps the string alive */
-    return s;
-}
-
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
                        unsigned int inlen, void *arg)
 {
@@ -1208,16 +1200,16 @@ static int l_listen(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    const char *host = opt_str(L, 1, "host");
+    const char *host = http_opt_str(L, 1, "host");
     if (host == NULL)
         host = "127.0.0.1";
     lua_Integer port = opt_int(L, 1, "port", 0, 0);
     luaL_argcheck(L, port < 65536, 1, "port out of range");
     int backlog = (int)opt_int(L, 1, "backlog", 128, 1);
-    const char *cert = opt_str(L, 1, "cert");
-    const char *key = opt_str(L, 1, "key");
-    const char *ca = opt_str(L, 1, "ca");
-    const char *verify = opt_str(L, 1, "verify_client");
+    const char *cert = http_opt_str(L, 1, "cert");
+    const char *key = http_opt_str(L, 1, "key");
+    const char *ca = http_opt_str(L, 1, "ca");
+    const char *verify = http_opt_str(L, 1, "verify_client");
     if (cert == NULL)
         return luaL_error(L, "http: a server certificate (cert) is required");
     int verify_mode = SSL_VERIFY_NONE;

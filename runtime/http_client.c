@@ -1,15 +1,26 @@
-/* sacm._http_client: one HTTPS request over one connection, on the libuv loop.
+/* sacm._http_client: HTTPS connections that carry one request at a time, on the libuv loop.
  *
  * The connection is a uv_tcp_t whose bytes go through an OpenSSL SSL object over a pair of
  * memory BIOs, as in http.c: libuv reads ciphertext into the read BIO, whatever OpenSSL puts
  * into the write BIO goes to uv_write, so neither the handshake nor a slow server ever blocks
- * the loop. The response is parsed by http-parser. Lua (lua/sacm/http.lua) parses the URL,
- * resolves the name, writes the request head, keeps the deadline and tries the next address;
- * this file connects, verifies the server, sends the bytes and reads one response.
+ * the loop. The response is parsed by http-parser. Lua (lua/sacm/http_client.lua) parses the
+ * URL, resolves the name, writes the request head, keeps the deadline and tries the next
+ * address; this file connects, verifies the server, sends the bytes and reads the response.
  *
- *   ctx = context{cafile=, cert=, key=, insecure=}          -- an SSL_CTX, reusable
- *   req = request(ctx, {address=, port=, host=, data=, head=, max_body=}, callback)
- *   callback(res) or callback(nil, err), exactly once unless req:close() came first. */
+ *   ctx  = context{cafile=, cert=, key=, insecure=}      -- an SSL_CTX, reusable
+ *   conn = request(ctx, {address=, port=, host=, data=, head=, max_body=}, callback)
+ *   conn:park() -> true: idle until the next request      conn:alive() -> true while parked
+ *   conn:request({data=, head=, max_body=}, callback) -> conn, or nil, err, stale
+ *   callback(res, reusable) or callback(nil, err, stale), once per request unless conn:close()
+ *
+ * After a response, the connection closes unless it may carry another request (`reusable`:
+ * HTTP/1.1, framed by Content-Length or chunked or bodiless, no Connection: close, nothing sent
+ * beyond it, our request all sent). The keep-alive pool itself is Lua (lua/sacm/http_pool.lua)
+ * holding these userdata: keys, limits, ages and counters are table work, and this file stays
+ * one connection's byte pump plus the one idle duty that needs C: reading while parked, to see
+ * the server close (or break protocol), and closing then, without keeping the loop alive.
+ * `stale` says a reused connection failed because the server had closed it before any byte of
+ * the response came back: the request can be tried again on a new connection. */
 #include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -18,35 +29,32 @@
 #include <http_parser.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include "sacmrun.h"
 #include "http_common.h"
+#include "http_client_tls.h"
 
-#define CONTEXT_MT "sacm.HttpClientContext"
-#define REQUEST_MT "sacm.HttpClientRequest"
+#define CONN_MT "sacm.HttpClientConnection"
 #define READ_CHUNK 65536
 #define PLAIN_CHUNK 16384
 /* The status line and headers of a response: more is not a server we want to talk to. */
 #define MAX_HEAD (64 * 1024)
 #define MAX_HEADERS 256
 
-typedef struct {
-    SSL_CTX *ctx;
-    int verify;
-} context_box;
+struct conn_box;
 
-struct request_box;
-
-typedef struct request {
+typedef struct conn {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     SSL *ssl;
     BIO *rbio, *wbio;
     http_parser parser;
-    struct request_box *box;
+    struct conn_box *box;
     int cb_ref, self_ref;
-    int closed, finished, handshake_done, close_notify, headers_done, message_done;
-    int head_only, got_bytes;
+    /* the connection: parked = idle in the pool, reading only to see it end */
+    int closed, handshake_done, parked, requests;
+    /* the current request; finished once its callback ran (or it was abandoned) */
+    int finished, close_notify, headers_done, message_done, head_only, got_bytes, reusable;
+    int peer_gone; /* the failure was the server closing or resetting the connection */
     size_t max_body;
     buffer out; /* the request, sent when the handshake is done */
 
@@ -59,11 +67,11 @@ typedef struct request {
     const char *error;  /* a condition when the request failed, NULL otherwise */
     char error_text[320];
     char peer[INET6_ADDRSTRLEN + 16];
-} request_t;
+} conn_t;
 
-typedef struct request_box {
-    request_t *r;
-} request_box;
+typedef struct conn_box {
+    conn_t *c;
+} conn_box;
 
 static http_parser_settings parser_settings;
 /* One read at a time on this thread: libuv hands a read to on_read right after on_alloc. */
@@ -71,18 +79,15 @@ static char read_buffer[READ_CHUNK];
 
 /* ---------------------------------------------------------------- small helpers */
 
-/* The client's OpenSSL failures: any step may see the peer go away. */
-#define SSL_FAILURE_TEXT(out) ssl_error_text(out, sizeof out, "the connection ended unexpectedly")
-
 /* Records the first failure; the pump reports it once the current step is over. */
-static int fail(request_t *r, const char *condition, const char *fmt, ...) SACM_PRINTF(3, 4);
-static int fail(request_t *r, const char *condition, const char *fmt, ...)
+static int fail(conn_t *c, const char *condition, const char *fmt, ...) SACM_PRINTF(3, 4);
+static int fail(conn_t *c, const char *condition, const char *fmt, ...)
 {
-    if (r->error == NULL) {
-        r->error = condition;
+    if (c->error == NULL) {
+        c->error = condition;
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(r->error_text, sizeof r->error_text, fmt, ap);
+        vsnprintf(c->error_text, sizeof c->error_text, fmt, ap);
         va_end(ap);
     }
     return -1;
@@ -92,79 +97,104 @@ static int fail(request_t *r, const char *condition, const char *fmt, ...)
 
 static void on_closed(uv_handle_t *handle)
 {
-    request_t *r = handle->data;
-    if (r->box)
-        r->box->r = NULL;
-    if (r->ssl)
-        SSL_free(r->ssl); /* frees both BIOs */
-    buf_free(&r->out);
-    buf_free(&r->head);
-    buf_free(&r->body);
-    headers_free(&r->headers);
-    free(r);
+    conn_t *c = handle->data;
+    if (c->box)
+        c->box->c = NULL;
+    if (c->ssl)
+        SSL_free(c->ssl); /* frees both BIOs */
+    buf_free(&c->out);
+    buf_free(&c->head);
+    buf_free(&c->body);
+    headers_free(&c->headers);
+    free(c);
+}
+
+/* Drops the current request's callback and the self-reference that keeps an unfinished
+ * request's userdata (and so the connection) alive while Lua holds nothing else of it. */
+static void release_refs(conn_t *c)
+{
+    if (!sacm_state_closing()) {
+        lua_State *L = sacm_main_state();
+        luaL_unref(L, LUA_REGISTRYINDEX, c->cb_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
+    }
+    c->cb_ref = c->self_ref = LUA_NOREF;
 }
 
 /* Closes at once, without calling back; idempotent. Memory lives until libuv's close callback,
- * so a callback still on the stack may look at r->closed. */
-static void request_close(request_t *r)
+ * so a callback still on the stack may look at c->closed. */
+static void conn_close(conn_t *c)
 {
-    if (r->closed)
+    if (c->closed)
         return;
-    r->closed = 1;
-    if (!sacm_state_closing()) {
-        lua_State *L = sacm_main_state();
-        luaL_unref(L, LUA_REGISTRYINDEX, r->cb_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, r->self_ref);
-    }
-    r->cb_ref = r->self_ref = LUA_NOREF;
-    uv_close((uv_handle_t *)&r->tcp, on_closed);
+    c->closed = 1;
+    release_refs(c);
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
-static void push_response(lua_State *L, request_t *r)
+static void push_response(lua_State *L, conn_t *c)
 {
-    const char *h = r->head.p ? r->head.p : "";
+    const char *h = c->head.p ? c->head.p : "";
     lua_createtable(L, 0, 6);
-    lua_pushinteger(L, r->parser.status_code);
+    lua_pushinteger(L, c->parser.status_code);
     lua_setfield(L, -2, "status");
-    lua_pushlstring(L, h, r->reason_len);
+    lua_pushlstring(L, h, c->reason_len);
     lua_setfield(L, -2, "reason");
-    lua_pushfstring(L, "HTTP/%d.%d", (int)r->parser.http_major, (int)r->parser.http_minor);
+    lua_pushfstring(L, "HTTP/%d.%d", (int)c->parser.http_major, (int)c->parser.http_minor);
     lua_setfield(L, -2, "version");
-    headers_push(L, &r->headers, h);
+    headers_push(L, &c->headers, h);
     lua_setfield(L, -2, "headers");
-    lua_pushlstring(L, r->body.p ? r->body.p : "", r->body.len);
+    lua_pushlstring(L, c->body.p ? c->body.p : "", c->body.len);
     lua_setfield(L, -2, "body");
     lua_createtable(L, 0, 2);
-    lua_pushstring(L, SSL_get_version(r->ssl));
+    lua_pushstring(L, SSL_get_version(c->ssl));
     lua_setfield(L, -2, "version");
-    lua_pushstring(L, SSL_get_cipher_name(r->ssl));
+    lua_pushstring(L, SSL_get_cipher_name(c->ssl));
     lua_setfield(L, -2, "cipher");
     lua_setfield(L, -2, "tls");
 }
 
-/* Reports the outcome to Lua, once, then closes the connection. */
-static void finish(request_t *r)
+/* Reports the outcome to Lua, once. The connection closes unless the response left it fit for
+ * another request: then it stays open, not reading, and unreferenced so that it cannot keep the
+ * loop alive if Lua drops it instead of parking it (the finalizer closes it then). */
+static void finish(conn_t *c)
 {
-    if (r->finished || r->closed)
+    if (c->finished || c->closed)
         return;
-    r->finished = 1;
-    uv_read_stop((uv_stream_t *)&r->tcp);
+    c->finished = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
     lua_State *L = sacm_main_state();
     if (sacm_state_closing()) {
-        request_close(r);
+        conn_close(c);
         return;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->cb_ref);
-    if (r->error) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->cb_ref);
+    if (c->error) {
         lua_pushnil(L);
-        sacm_push_error(L, r->error, "%s", r->error_text);
-        request_close(r);
-        sacm_invoke(L, 2);
-    } else {
-        push_response(L, r);
-        request_close(r);
-        sacm_invoke(L, 1);
+        sacm_push_error(L, c->error, "%s", c->error_text);
+        /* nothing of the response came back: the server had closed the connection it kept idle */
+        lua_pushboolean(L, c->requests > 1 && c->peer_gone && !c->got_bytes);
+        conn_close(c);
+        sacm_invoke(L, 3);
+        return;
     }
+    /* The server answered before libuv handed all of our request to the kernel: it did not read
+     * it all, and what it did not read would be taken for the next request. */
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0 || BIO_ctrl_pending(c->wbio) > 0)
+        c->reusable = 0;
+    push_response(L, c);
+    lua_pushboolean(L, c->reusable);
+    /* a posture document can be megabytes: an idle connection holds none of it */
+    buf_free(&c->body);
+    buf_free(&c->head);
+    headers_clear(&c->headers);
+    if (c->reusable) {
+        release_refs(c);
+        uv_unref((uv_handle_t *)&c->tcp);
+    } else {
+        conn_close(c);
+    }
+    sacm_invoke(L, 2);
 }
 
 /* ---------------------------------------------------------------- writing */
@@ -174,136 +204,147 @@ typedef struct {
     char data[];
 } write_req;
 
+static int is_peer_gone(int status)
+{
+    return status == UV_EOF || status == UV_ECONNRESET || status == UV_EPIPE;
+}
+
 static void on_write(uv_write_t *req, int status)
 {
-    request_t *r = req->data;
+    conn_t *c = req->data;
     free(req);
-    if (status < 0 && status != UV_ECANCELED && !r->closed) {
-        fail(r, uv_err_name(status), "sending the request to %s: %s", r->peer, uv_strerror(status));
-        finish(r);
+    if (status < 0 && status != UV_ECANCELED && !c->closed) {
+        if (c->finished) { /* a request already answered, or parked: nobody to tell */
+            conn_close(c);
+            return;
+        }
+        c->peer_gone = is_peer_gone(status);
+        fail(c, uv_err_name(status), "sending the request to %s: %s", c->peer, uv_strerror(status));
+        finish(c);
     }
 }
 
 /* Sends whatever OpenSSL produced. */
-static void flush(request_t *r)
+static void flush(conn_t *c)
 {
-    if (r->closed)
+    if (c->closed)
         return;
-    size_t n = BIO_ctrl_pending(r->wbio);
+    size_t n = BIO_ctrl_pending(c->wbio);
     if (n == 0)
         return;
     write_req *w = malloc(sizeof *w + n);
     if (w == NULL) {
-        fail(r, "ENOMEM", "out of memory");
+        fail(c, "ENOMEM", "out of memory");
         return;
     }
-    int got = BIO_read(r->wbio, w->data, (int)n);
+    int got = BIO_read(c->wbio, w->data, (int)n);
     if (got <= 0) {
         free(w);
         return;
     }
-    w->req.data = r;
+    w->req.data = c;
     uv_buf_t buf = uv_buf_init(w->data, (unsigned)got);
-    int rc = uv_write(&w->req, (uv_stream_t *)&r->tcp, &buf, 1, on_write);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
     if (rc < 0) {
         free(w);
-        fail(r, uv_err_name(rc), "sending the request to %s: %s", r->peer, uv_strerror(rc));
+        c->peer_gone = is_peer_gone(rc);
+        fail(c, uv_err_name(rc), "sending the request to %s: %s", c->peer, uv_strerror(rc));
     }
 }
 
 /* Encrypts the request into the write BIO (a memory BIO never refuses a write). */
-static int send_request(request_t *r)
+static int send_request(conn_t *c)
 {
-    const char *data = r->out.p;
-    size_t len = r->out.len;
+    const char *data = c->out.p;
+    size_t len = c->out.len;
     while (len > 0) {
         ERR_clear_error();
-        int n = SSL_write(r->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
+        int n = SSL_write(c->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
         if (n <= 0) {
             char text[200];
-            return fail(r, "tls-failed", "TLS write to %s failed: %s", r->peer, SSL_FAILURE_TEXT(text));
+            return fail(c, "tls-failed", "TLS write to %s failed: %s", c->peer, SSL_FAILURE_TEXT(text));
         }
         data += n;
         len -= (size_t)n;
     }
-    buf_free(&r->out);
+    buf_free(&c->out);
     return 0;
 }
 
 /* ---------------------------------------------------------------- parsing the response */
 
-static int check_head(request_t *r)
+static int check_head(conn_t *c)
 {
-    if (r->head.len > MAX_HEAD)
-        return fail(r, "bad-response", "the response head from %s is larger than %d KiB", r->peer, MAX_HEAD / 1024);
+    if (c->head.len > MAX_HEAD)
+        return fail(c, "bad-response", "the response head from %s is larger than %d KiB", c->peer, MAX_HEAD / 1024);
     return 0;
 }
 
 static int on_message_begin(http_parser *p)
 {
-    request_t *r = p->data;
+    conn_t *c = p->data;
     /* also after an interim (1xx) response: only the final one counts */
-    r->head.len = 0;
-    r->reason_len = 0;
-    headers_clear(&r->headers);
-    r->headers_done = 0;
+    c->head.len = 0;
+    c->reason_len = 0;
+    headers_clear(&c->headers);
+    c->headers_done = 0;
     return 0;
 }
 
 static int on_status(http_parser *p, const char *at, size_t len)
 {
-    request_t *r = p->data;
-    if (buf_append(&r->head, at, len) < 0)
-        return fail(r, "ENOMEM", "out of memory");
-    r->reason_len += len;
-    return check_head(r);
+    conn_t *c = p->data;
+    if (buf_append(&c->head, at, len) < 0)
+        return fail(c, "ENOMEM", "out of memory");
+    c->reason_len += len;
+    return check_head(c);
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
-    request_t *r = p->data;
-    switch (headers_add_field(&r->headers, &r->head, at, len, MAX_HEADERS)) {
+    conn_t *c = p->data;
+    switch (headers_add_field(&c->headers, &c->head, at, len, MAX_HEADERS)) {
     case HEADERS_TOO_MANY:
-        return fail(r, "bad-response", "more than %d header fields from %s", MAX_HEADERS, r->peer);
+        return fail(c, "bad-response", "more than %d header fields from %s", MAX_HEADERS, c->peer);
     case HEADERS_NO_MEMORY:
-        return fail(r, "ENOMEM", "out of memory");
+        return fail(c, "ENOMEM", "out of memory");
     }
-    return check_head(r);
+    return check_head(c);
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
-    request_t *r = p->data;
-    switch (headers_add_value(&r->headers, &r->head, at, len)) {
+    conn_t *c = p->data;
+    switch (headers_add_value(&c->headers, &c->head, at, len)) {
     case HEADERS_NO_NAME:
-        return fail(r, "bad-response", "a header value without a name from %s", r->peer);
+        return fail(c, "bad-response", "a header value without a name from %s", c->peer);
     case HEADERS_NO_MEMORY:
-        return fail(r, "ENOMEM", "out of memory");
+        return fail(c, "ENOMEM", "out of memory");
     }
-    return check_head(r);
+    return check_head(c);
 }
 
 static int on_headers_complete(http_parser *p)
 {
-    request_t *r = p->data;
-    r->headers_done = 1;
+    conn_t *c = p->data;
+    c->headers_done = 1;
     unsigned status = p->status_code;
     /* RFC 9112 6.3: whatever the header fields say, these have no body */
-    if (r->head_only || (status >= 100 && status < 200) || status == 204 || status == 304)
+    if (c->head_only || (status >= 100 && status < 200) || status == 204 || status == 304)
         return 1;
     if (p->flags & F_CONTENTLENGTH) {
-        if (p->content_length > r->max_body) {
-            fail(r, "too-large", "the response body from %s is %llu bytes, more than the limit of %zu", r->peer,
-                 (unsigned long long)p->content_length, r->max_body);
+        if (p->content_length > c->max_body) {
+            fail(c, "too-large", "the response body from %s is %llu bytes, more than the limit of %zu", c->peer,
+                 (unsigned long long)p->content_length, c->max_body);
             return -1;
         }
         /* the exact size at once: growing by doubling would hold up to twice the body */
-        if (p->content_length > r->body.cap) {
-            char *b = realloc(r->body.p, (size_t)p->content_length);
+        if (p->content_length > c->body.cap) {
+            char *b = realloc(c->body.p, (size_t)p->content_length);
             if (b == NULL)
-                return fail(r, "ENOMEM", "out of memory");
-            r->body.p = b;
-            r->body.cap = (size_t)p->content_length;
+                return fail(c, "ENOMEM", "out of memory");
+            c->body.p = b;
+            c->body.cap = (size_t)p->content_length;
         }
     }
     return 0;
@@ -311,115 +352,121 @@ static int on_headers_complete(http_parser *p)
 
 static int on_body(http_parser *p, const char *at, size_t len)
 {
-    request_t *r = p->data;
-    if (r->body.len + len > r->max_body)
-        return fail(r, "too-large", "the response body from %s is larger than the limit of %zu bytes", r->peer,
-                    r->max_body);
-    if (buf_append(&r->body, at, len) < 0)
-        return fail(r, "ENOMEM", "out of memory");
+    conn_t *c = p->data;
+    if (c->body.len + len > c->max_body)
+        return fail(c, "too-large", "the response body from %s is larger than the limit of %zu bytes", c->peer,
+                    c->max_body);
+    if (buf_append(&c->body, at, len) < 0)
+        return fail(c, "ENOMEM", "out of memory");
     return 0;
 }
 
 static int on_message_complete(http_parser *p)
 {
-    request_t *r = p->data;
+    conn_t *c = p->data;
     if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101)
         return 0; /* interim (100 Continue, 103 Early Hints): the final response follows */
-    r->message_done = 1;
+    c->message_done = 1;
+    /* RFC 9112 9.3: HTTP/1.1 persists unless Connection: close; http_should_keep_alive also says
+     * no to a body that only the connection's end delimits. HTTP/1.0 keep-alive is not worth it. */
+    c->reusable = p->http_major == 1 && p->http_minor >= 1 && !p->upgrade && http_should_keep_alive(p);
     http_parser_pause(p, 1); /* whatever follows is not ours */
     return 0;
 }
 
-static void feed(request_t *r, const char *data, size_t len)
+static void feed(conn_t *c, const char *data, size_t len)
 {
-    http_parser_execute(&r->parser, &parser_settings, data, len);
-    enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
+    size_t used = http_parser_execute(&c->parser, &parser_settings, data, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (e != HPE_OK && e != HPE_PAUSED)
-        fail(r, "bad-response", "malformed response from %s: %s", r->peer, http_errno_description(e));
+        fail(c, "bad-response", "malformed response from %s: %s", c->peer, http_errno_description(e));
+    if (c->message_done && used < len)
+        c->reusable = 0; /* bytes after the response that no request asked for */
 }
 
 /* The server closed the connection (TCP end, or TLS close_notify). */
-static void end_of_stream(request_t *r)
+static void end_of_stream(conn_t *c)
 {
-    if (r->message_done || r->error)
+    if (c->message_done || c->error)
         return;
-    if (!r->handshake_done) {
-        fail(r, "tls-failed", "%s closed the connection during the TLS handshake", r->peer);
-    } else if (r->headers_done && !(r->parser.flags & (F_CHUNKED | F_CONTENTLENGTH))) {
+    c->peer_gone = 1;
+    if (!c->handshake_done) {
+        fail(c, "tls-failed", "%s closed the connection during the TLS handshake", c->peer);
+    } else if (c->headers_done && !(c->parser.flags & (F_CHUNKED | F_CONTENTLENGTH))) {
         /* A body that ends with the connection: only a TLS close_notify tells a complete body
          * from one cut short by someone closing the TCP connection. */
-        if (!r->close_notify)
-            fail(r, "bad-response", "%s closed the connection without TLS close_notify: the body may be truncated",
-                 r->peer);
+        if (!c->close_notify)
+            fail(c, "bad-response", "%s closed the connection without TLS close_notify: the body may be truncated",
+                 c->peer);
         else
-            feed(r, NULL, 0);
-    } else if (!r->got_bytes) {
-        fail(r, "bad-response", "%s closed the connection without a response", r->peer);
+            feed(c, NULL, 0);
+    } else if (!c->got_bytes) {
+        fail(c, "bad-response", "%s closed the connection without a response", c->peer);
     }
-    if (!r->message_done)
-        fail(r, "bad-response", "%s closed the connection before the response ended", r->peer);
+    if (!c->message_done)
+        fail(c, "bad-response", "%s closed the connection before the response ended", c->peer);
 }
 
 /* ---------------------------------------------------------------- the TLS pump */
 
-static void handshake_failed(request_t *r, int rc)
+static void handshake_failed(conn_t *c, int rc)
 {
     char text[200];
-    long verify = SSL_get_verify_result(r->ssl);
+    long verify = SSL_get_verify_result(c->ssl);
     if (verify != X509_V_OK) {
         ERR_clear_error();
-        fail(r, "tls-verification-failed", "the certificate of %s did not verify: %s", r->peer,
+        fail(c, "tls-verification-failed", "the certificate of %s did not verify: %s", c->peer,
              X509_verify_cert_error_string(verify));
-    } else if (SSL_get_error(r->ssl, rc) == SSL_ERROR_SYSCALL && ERR_peek_last_error() == 0) {
-        fail(r, "tls-failed", "%s closed the connection during the TLS handshake", r->peer);
+    } else if (SSL_get_error(c->ssl, rc) == SSL_ERROR_SYSCALL && ERR_peek_last_error() == 0) {
+        fail(c, "tls-failed", "%s closed the connection during the TLS handshake", c->peer);
     } else {
-        fail(r, "tls-failed", "TLS handshake with %s failed: %s", r->peer, SSL_FAILURE_TEXT(text));
+        fail(c, "tls-failed", "TLS handshake with %s failed: %s", c->peer, SSL_FAILURE_TEXT(text));
     }
 }
 
 /* Advances the handshake, sends the request, reads and parses what has arrived. */
-static void pump(request_t *r)
+static void pump(conn_t *c)
 {
-    if (r->closed || r->finished)
+    if (c->closed || c->finished)
         return;
-    if (!r->handshake_done) {
+    if (!c->handshake_done) {
         ERR_clear_error();
-        int rc = SSL_do_handshake(r->ssl);
+        int rc = SSL_do_handshake(c->ssl);
         if (rc != 1) {
-            int e = SSL_get_error(r->ssl, rc);
+            int e = SSL_get_error(c->ssl, rc);
             if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
-                handshake_failed(r, rc);
-            flush(r); /* the next handshake message, or an alert that says why we stop */
-            if (r->error)
-                finish(r);
+                handshake_failed(c, rc);
+            flush(c); /* the next handshake message, or an alert that says why we stop */
+            if (c->error)
+                finish(c);
             return;
         }
-        r->handshake_done = 1;
-        send_request(r);
+        c->handshake_done = 1;
+        send_request(c);
     }
     char plain[PLAIN_CHUNK];
-    while (!r->error && !r->message_done) {
+    while (!c->error && !c->message_done) {
         ERR_clear_error();
-        int n = SSL_read(r->ssl, plain, sizeof plain);
+        int n = SSL_read(c->ssl, plain, sizeof plain);
         if (n > 0) {
-            r->got_bytes = 1;
-            feed(r, plain, (size_t)n);
+            c->got_bytes = 1;
+            feed(c, plain, (size_t)n);
             continue;
         }
-        int e = SSL_get_error(r->ssl, n);
+        int e = SSL_get_error(c->ssl, n);
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
             break;
         if (e == SSL_ERROR_ZERO_RETURN) {
-            r->close_notify = 1;
-            end_of_stream(r);
+            c->close_notify = 1;
+            end_of_stream(c);
         } else {
             char text[200];
-            fail(r, "tls-failed", "TLS read from %s failed: %s", r->peer, SSL_FAILURE_TEXT(text));
+            fail(c, "tls-failed", "TLS read from %s failed: %s", c->peer, SSL_FAILURE_TEXT(text));
         }
     }
-    flush(r);
-    if (r->error || r->message_done)
-        finish(r);
+    flush(c);
+    if (c->error || c->message_done)
+        finish(c);
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -429,127 +476,79 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(read_buffer, sizeof read_buffer);
 }
 
+/* A parked connection reads only to learn that it is no longer usable: the server closed it
+ * (its idle timeout, a restart) or sent bytes nobody asked for. It closes at once then, and the
+ * pool finds it dead instead of sending a request into it. A TLS 1.3 session ticket or key
+ * update is no reason: SSL_read handles those and wants more. */
+static void parked_input(conn_t *c)
+{
+    char plain[256];
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, plain, sizeof plain);
+    if (n <= 0 && SSL_get_error(c->ssl, n) == SSL_ERROR_WANT_READ) {
+        flush(c); /* a key update may want its answer */
+        return;
+    }
+    ERR_clear_error();
+    conn_close(c);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
-    request_t *r = stream->data;
-    if (r->closed || r->finished)
+    conn_t *c = stream->data;
+    if (c->closed)
+        return;
+    if (c->parked) {
+        if (nread < 0 || BIO_write(c->rbio, buf->base, (int)nread) != (int)nread)
+            conn_close(c);
+        else if (nread > 0)
+            parked_input(c);
+        return;
+    }
+    if (c->finished)
         return;
     if (nread == UV_EOF) {
-        pump(r); /* what is still buffered in OpenSSL comes first */
-        if (r->closed || r->finished)
+        pump(c); /* what is still buffered in OpenSSL comes first */
+        if (c->closed || c->finished)
             return;
-        end_of_stream(r);
-        finish(r);
+        end_of_stream(c);
+        finish(c);
         return;
     }
     if (nread < 0) {
-        fail(r, uv_err_name((int)nread), "reading from %s: %s", r->peer, uv_strerror((int)nread));
-        finish(r);
+        c->peer_gone = is_peer_gone((int)nread);
+        fail(c, uv_err_name((int)nread), "reading from %s: %s", c->peer, uv_strerror((int)nread));
+        finish(c);
         return;
     }
     if (nread == 0)
         return;
-    if (BIO_write(r->rbio, buf->base, (int)nread) != (int)nread) {
-        fail(r, "ENOMEM", "out of memory");
-        finish(r);
+    if (BIO_write(c->rbio, buf->base, (int)nread) != (int)nread) {
+        fail(c, "ENOMEM", "out of memory");
+        finish(c);
         return;
     }
-    pump(r);
+    pump(c);
 }
 
 static void on_connect(uv_connect_t *req, int status)
 {
-    request_t *r = req->data;
-    if (r->closed)
+    conn_t *c = req->data;
+    if (c->closed)
         return; /* closed while connecting: libuv cancelled the attempt */
     if (status < 0) {
-        fail(r, uv_err_name(status), "connecting to %s: %s", r->peer, uv_strerror(status));
-        finish(r);
+        fail(c, uv_err_name(status), "connecting to %s: %s", c->peer, uv_strerror(status));
+        finish(c);
         return;
     }
-    uv_tcp_nodelay(&r->tcp, 1);
-    int rc = uv_read_start((uv_stream_t *)&r->tcp, on_alloc, on_read);
+    uv_tcp_nodelay(&c->tcp, 1);
+    int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (rc < 0) {
-        fail(r, uv_err_name(rc), "reading from %s: %s", r->peer, uv_strerror(rc));
-        finish(r);
+        fail(c, uv_err_name(rc), "reading from %s: %s", c->peer, uv_strerror(rc));
+        finish(c);
         return;
     }
-    pump(r); /* the ClientHello */
-}
-
-/* ---------------------------------------------------------------- Lua: contexts */
-
-static const char *opt_str(lua_State *L, int idx, const char *field)
-{
-    lua_getfield(L, idx, field);
-    const char *s = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-    lua_pop(L, 1); /* the options table keeps the string alive */
-    return s;
-}
-
-static int tls_config_fail(lua_State *L, SSL_CTX *ctx, const char *what, const char *path)
-{
-    char text[200];
-    SSL_CTX_free(ctx);
-    return sacm_fail(L, "tls-config", "%s %s: %s", what, path, SSL_FAILURE_TEXT(text));
-}
-
-static int l_context_gc(lua_State *L)
-{
-    context_box *box = luaL_checkudata(L, 1, CONTEXT_MT);
-    SSL_CTX_free(box->ctx); /* requests hold their own reference through their SSL */
-    box->ctx = NULL;
-    return 0;
-}
-
-/* context{cafile=, cert=, key=, insecure=} -> ctx, or nil, err (tls-config). Without cafile the
- * system's trust store is used; insecure skips verification entirely. */
-static int l_context(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    const char *cafile = opt_str(L, 1, "cafile");
-    const char *cert = opt_str(L, 1, "cert");
-    const char *key = opt_str(L, 1, "key");
-    lua_getfield(L, 1, "insecure");
-    int insecure = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (key && cert == NULL)
-        return luaL_error(L, "http: a client key needs its certificate (cert)");
-
-    context_box *box = lua_newuserdatauv(L, sizeof *box, 0);
-    box->ctx = NULL;
-    box->verify = !insecure;
-    luaL_setmetatable(L, CONTEXT_MT);
-
-    ERR_clear_error();
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (ctx == NULL)
-        return tls_config_fail(L, NULL, "cannot create a TLS context", "");
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-    if (insecure) {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    } else {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        if (cafile) {
-            if (SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1)
-                return tls_config_fail(L, ctx, "cannot load the CA file", cafile);
-        } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-            return tls_config_fail(L, ctx, "cannot load the system trust store", "");
-        }
-    }
-    if (cert) {
-        if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
-            return tls_config_fail(L, ctx, "cannot load the client certificate", cert);
-        if (SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert, SSL_FILETYPE_PEM) != 1)
-            return tls_config_fail(L, ctx, "cannot load the client key", key ? key : cert);
-        if (SSL_CTX_check_private_key(ctx) != 1)
-            return tls_config_fail(L, ctx, "the client key does not match the certificate", cert);
-    }
-    static const unsigned char alpn[] = "\x08http/1.1";
-    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
-    box->ctx = ctx;
-    return 1;
+    pump(c); /* the ClientHello */
 }
 
 /* ---------------------------------------------------------------- Lua: requests */
@@ -568,26 +567,60 @@ static lua_Integer opt_int(lua_State *L, int idx, const char *field, lua_Integer
     return v;
 }
 
-/* request(ctx, opts, callback) -> req, or nil, err.
+typedef struct {
+    const char *data;
+    size_t len;
+    int head_only;
+    size_t max_body;
+} request_opts;
+
+/* data (the whole request), head (true: the response has no body), max_body */
+static void check_request_opts(lua_State *L, int idx, request_opts *o)
+{
+    luaL_checktype(L, idx, LUA_TTABLE);
+    o->max_body = (size_t)opt_int(L, idx, "max_body", 16 << 20);
+    lua_getfield(L, idx, "data");
+    o->data = luaL_checklstring(L, -1, &o->len);
+    lua_pop(L, 1); /* the options table keeps the string alive */
+    lua_getfield(L, idx, "head");
+    o->head_only = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+}
+
+/* Makes the connection's state that of a new request, whose callback is at cb_idx and whose
+ * userdata at self_idx; -1 when out of memory. */
+static int begin_request(lua_State *L, conn_t *c, const request_opts *o, int cb_idx, int self_idx)
+{
+    c->finished = c->headers_done = c->message_done = c->got_bytes = c->close_notify = 0;
+    c->reusable = c->peer_gone = 0;
+    c->error = NULL;
+    c->head_only = o->head_only;
+    c->max_body = o->max_body;
+    c->requests++;
+    http_parser_init(&c->parser, HTTP_RESPONSE);
+    c->parser.data = c;
+    if (buf_append(&c->out, o->data, o->len) < 0)
+        return -1;
+    lua_pushvalue(L, cb_idx);
+    c->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* in flight, the request keeps its userdata (and the program) alive */
+    lua_pushvalue(L, self_idx);
+    c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* request(ctx, opts, callback) -> conn, or nil, err: a new connection and its first request.
  * opts: address (numeric), port, host (the name the certificate must carry: a DNS name, sent
- * as SNI, or an IP literal), data (the whole request), head (true: the response has no body),
- * max_body. */
+ * as SNI, or an IP literal), and those of check_request_opts. */
 static int l_request(lua_State *L)
 {
-    context_box *cbox = luaL_checkudata(L, 1, CONTEXT_MT);
-    luaL_checktype(L, 2, LUA_TTABLE);
+    context_box *cbox = client_tls_check_context(L, 1);
+    request_opts o;
+    check_request_opts(L, 2, &o);
     luaL_checktype(L, 3, LUA_TFUNCTION);
-    const char *address = opt_str(L, 2, "address");
-    const char *host = opt_str(L, 2, "host");
+    const char *address = http_opt_str(L, 2, "address");
+    const char *host = http_opt_str(L, 2, "host");
     lua_Integer port = opt_int(L, 2, "port", 443);
-    lua_Integer max_body = opt_int(L, 2, "max_body", 16 << 20);
-    lua_getfield(L, 2, "data");
-    size_t dlen;
-    const char *data = luaL_checklstring(L, -1, &dlen);
-    lua_pop(L, 1);
-    lua_getfield(L, 2, "head");
-    int head_only = lua_toboolean(L, -1);
-    lua_pop(L, 1);
     luaL_argcheck(L, address != NULL && host != NULL, 2, "address and host are required");
     luaL_argcheck(L, port > 0 && port < 65536, 2, "port out of range");
     luaL_argcheck(L, cbox->ctx != NULL, 1, "closed TLS context");
@@ -599,91 +632,144 @@ static int l_request(lua_State *L)
     if (rc < 0)
         return luaL_error(L, "http: address must be a numeric IPv4 or IPv6 address, got \"%s\"", address);
 
-    request_box *box = lua_newuserdatauv(L, sizeof *box, 0);
-    box->r = NULL;
-    luaL_setmetatable(L, REQUEST_MT);
-    request_t *r = calloc(1, sizeof *r);
-    if (r == NULL)
+    conn_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+    int self = lua_gettop(L);
+    box->c = NULL;
+    luaL_setmetatable(L, CONN_MT);
+    conn_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
         return luaL_error(L, "out of memory");
-    r->cb_ref = r->self_ref = LUA_NOREF;
-    r->head_only = head_only;
-    r->max_body = (size_t)max_body;
-    snprintf(r->peer, sizeof r->peer, is_v6 ? "[%s]:%d" : "%s:%d", address, (int)port);
-    uv_tcp_init(sacm_loop(), &r->tcp);
-    r->tcp.data = r;
-    r->connect_req.data = r;
-    box->r = r;
-    r->box = box;
+    c->cb_ref = c->self_ref = LUA_NOREF;
+    snprintf(c->peer, sizeof c->peer, is_v6 ? "[%s]:%d" : "%s:%d", address, (int)port);
+    uv_tcp_init(sacm_loop(), &c->tcp);
+    c->tcp.data = c;
+    c->connect_req.data = c;
+    box->c = c;
+    c->box = box;
 
     ERR_clear_error();
-    r->ssl = SSL_new(cbox->ctx);
-    r->rbio = BIO_new(BIO_s_mem());
-    r->wbio = BIO_new(BIO_s_mem());
-    if (r->ssl == NULL || r->rbio == NULL || r->wbio == NULL || buf_append(&r->out, data, dlen) < 0) {
-        BIO_free(r->rbio);
-        BIO_free(r->wbio);
-        r->rbio = r->wbio = NULL;
-        request_close(r);
+    c->ssl = SSL_new(cbox->ctx);
+    c->rbio = BIO_new(BIO_s_mem());
+    c->wbio = BIO_new(BIO_s_mem());
+    if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {
+        BIO_free(c->rbio);
+        BIO_free(c->wbio);
+        c->rbio = c->wbio = NULL;
+        conn_close(c);
         return luaL_error(L, "out of memory");
     }
     /* an empty read BIO means "wait for more", not the end of the stream */
-    BIO_set_mem_eof_return(r->rbio, -1);
-    SSL_set_bio(r->ssl, r->rbio, r->wbio);
-    SSL_set_connect_state(r->ssl);
+    BIO_set_mem_eof_return(c->rbio, -1);
+    SSL_set_bio(c->ssl, c->rbio, c->wbio);
+    SSL_set_connect_state(c->ssl);
 
-    unsigned char ip[sizeof(struct in6_addr)];
-    int host_is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
-    int ok = 1;
-    if (!host_is_ip)
-        ok = SSL_set_tlsext_host_name(r->ssl, host) == 1; /* SNI is for names only (RFC 6066 3) */
-    if (ok && cbox->verify) {
-        X509_VERIFY_PARAM *param = SSL_get0_param(r->ssl);
-        if (host_is_ip) {
-            ok = X509_VERIFY_PARAM_set1_ip_asc(param, host) == 1;
-        } else {
-            X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-            ok = SSL_set1_host(r->ssl, host) == 1;
-        }
-    }
-    if (!ok) {
+    if (client_tls_expect(c->ssl, cbox, host) < 0) {
         char text[200];
-        request_close(r);
+        conn_close(c);
         return sacm_fail(L, "bad-url", "cannot use \"%s\" as a TLS server name: %s", host,
                          SSL_FAILURE_TEXT(text));
     }
-    http_parser_init(&r->parser, HTTP_RESPONSE);
-    r->parser.data = r;
-
-    rc = uv_tcp_connect(&r->connect_req, &r->tcp, (struct sockaddr *)&addr, on_connect);
+    rc = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&addr, on_connect);
     if (rc < 0) {
-        request_close(r);
-        return sacm_fail_uv(L, rc, r->peer);
+        conn_close(c);
+        return sacm_fail_uv(L, rc, c->peer);
     }
-    lua_pushvalue(L, 3);
-    r->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    /* in flight, the request keeps its userdata (and the program) alive */
-    lua_pushvalue(L, -1);
-    r->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (begin_request(L, c, &o, 3, self) < 0) {
+        conn_close(c);
+        return luaL_error(L, "out of memory");
+    }
     return 1;
 }
 
-/* req:close(): abandons the request; its callback is not called. Idempotent. */
-static int l_request_close(lua_State *L)
+/* conn:request(opts, callback) -> conn, or nil, err, stale: the next request on a connection
+ * whose last response left it reusable (parked or not). The TLS session and the server's
+ * verified identity are the connection's: the pool only asks this of the same host and port
+ * with the same TLS options. */
+static int l_conn_request(lua_State *L)
 {
-    request_box *box = luaL_checkudata(L, 1, REQUEST_MT);
-    if (box->r)
-        request_close(box->r);
+    conn_box *box = luaL_checkudata(L, 1, CONN_MT);
+    request_opts o;
+    check_request_opts(L, 2, &o);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    conn_t *c = box->c;
+    if (c == NULL || c->closed) {
+        lua_pushnil(L);
+        sacm_push_error(L, "closed", "the connection was closed while idle");
+        lua_pushboolean(L, 1);
+        return 3;
+    }
+    if (!c->finished || !c->reusable)
+        return luaL_error(L, "http: a request on a connection that is busy or cannot be reused");
+    if (c->parked) {
+        c->parked = 0; /* reading already */
+    } else {
+        int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        if (rc < 0) {
+            conn_close(c);
+            return sacm_fail(L, uv_err_name(rc), "reading from %s: %s", c->peer, uv_strerror(rc));
+        }
+    }
+    uv_ref((uv_handle_t *)&c->tcp);
+    if (begin_request(L, c, &o, 3, 1) < 0) {
+        conn_close(c);
+        return luaL_error(L, "out of memory");
+    }
+    send_request(c);
+    flush(c);
+    if (c->error) {
+        lua_pushnil(L);
+        sacm_push_error(L, c->error, "%s", c->error_text);
+        lua_pushboolean(L, c->peer_gone);
+        conn_close(c);
+        return 3;
+    }
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* conn:park() -> true when the connection now waits, idle, for its next request: reading (to
+ * notice the server's close) but not keeping the loop alive. false when it cannot be reused. */
+static int l_conn_park(lua_State *L)
+{
+    conn_box *box = luaL_checkudata(L, 1, CONN_MT);
+    conn_t *c = box->c;
+    if (c && !c->closed && !c->parked && c->finished && c->reusable) {
+        c->parked = 1;
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0)
+            conn_close(c);
+        else
+            parked_input(c); /* whatever came with the response, after it */
+    }
+    lua_pushboolean(L, c && !c->closed && c->parked);
+    return 1;
+}
+
+/* conn:alive() -> true while parked and open (the server has not closed it) */
+static int l_conn_alive(lua_State *L)
+{
+    conn_box *box = luaL_checkudata(L, 1, CONN_MT);
+    lua_pushboolean(L, box->c && !box->c->closed && box->c->parked);
+    return 1;
+}
+
+/* conn:close(): abandons the request in flight, if any (its callback is not called), and closes
+ * the connection. Idempotent. */
+static int l_conn_close(lua_State *L)
+{
+    conn_box *box = luaL_checkudata(L, 1, CONN_MT);
+    if (box->c)
+        conn_close(box->c);
     return 0;
 }
 
-static int l_request_gc(lua_State *L)
+static int l_conn_gc(lua_State *L)
 {
-    request_box *box = luaL_checkudata(L, 1, REQUEST_MT);
-    if (box->r) {
-        box->r->box = NULL;
-        request_close(box->r);
+    conn_box *box = luaL_checkudata(L, 1, CONN_MT);
+    if (box->c) {
+        box->c->box = NULL;
+        conn_close(box->c);
     }
-    box->r = NULL;
+    box->c = NULL;
     return 0;
 }
 
@@ -697,14 +783,14 @@ int luaopen_sacm__http_client(lua_State *L)
     parser_settings.on_body = on_body;
     parser_settings.on_message_complete = on_message_complete;
 
-    static const luaL_Reg no_methods[] = {{NULL, NULL}};
-    sacm_define_type(L, CONTEXT_MT, no_methods, l_context_gc);
-    lua_pop(L, 1);
-    static const luaL_Reg request_methods[] = {{"close", l_request_close}, {NULL, NULL}};
-    sacm_define_type(L, REQUEST_MT, request_methods, l_request_gc);
+    client_tls_define_context(L);
+    static const luaL_Reg conn_methods[] = {{"request", l_conn_request}, {"park", l_conn_park},
+                                            {"alive", l_conn_alive}, {"close", l_conn_close},
+                                            {NULL, NULL}};
+    sacm_define_type(L, CONN_MT, conn_methods, l_conn_gc);
     lua_pop(L, 1);
 
-    static const luaL_Reg fns[] = {{"context", l_context}, {"request", l_request}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"context", client_tls_context}, {"request", l_request}, {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
 }

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/err.h>
+#include <lauxlib.h>
 #include "http_common.h"
 
 int buf_append(buffer *b, const char *data, size_t len)
@@ -118,4 +119,12 @@ const char *ssl_error_text(char *out, size_t size, const char *fallback)
         ERR_error_string_n(e, out, size);
     ERR_clear_error();
     return out;
+}
+
+const char *http_opt_str(lua_State *L, int idx, const char *field)
+{
+    lua_getfield(L, idx, field);
+    const char *s = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    lua_pop(L, 1);
+    return s;
 }

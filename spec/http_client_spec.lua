@@ -1,12 +1,14 @@
 -- The HTTPS client (http.request) against real servers: sacm.http's own server, nginx, and
 -- spec/support/tls_responder.py (Python's ssl module) for the answers well-behaved servers do
--- not give (bodies ended by the connection, truncation, interim and malformed responses, silence).
+-- not give (bodies ended by the connection, truncation, interim and malformed responses, silence,
+-- a kept-alive connection closed under the next request).
 local http = require "sacm.http"
 local proc = require "sacm.proc"
 local fs = require "sacm.fs"
 local sync = require "sacm.sync"
 local task = require "sacm.task"
 local certs = require "support.certs"
+local time = require "sacm.time"
 
 local dir, ca, other_ca, server_pair, name_only_pair, wrong_name_pair, client_pair
 
@@ -81,7 +83,7 @@ describe("http.request", function()
       assert.equal("HTTP/1.1", res.version)
       assert.equal("text/plain", res.headers["content-type"])
       assert.equal("a, b", res.headers["x-twice"])
-      assert.equal("close", res.headers.connection:lower())
+      assert.equal("keep-alive", res.headers.connection:lower())
       assert.equal(("GET|/rolie/servicedocument?x=1|localhost:%d|%s|application/atomsvc+xml|"):format(
         srv.port, require("sacm.http_client").USER_AGENT), res.body)
       assert.matches("^TLSv1%.[23]$", res.tls.version)
@@ -222,11 +224,13 @@ describe("http.request", function()
           ticks = ticks + 1
         end
       end)
-      local res, err = http.request{ url = url(srv, "/slow"), cafile = ca.cert, timeout = 0.3 }
+      local res, err = http.request{ url = url(srv, "/slow?token=s3cret"), cafile = ca.cert, timeout = 0.3 }
       ticker:cancel()
       release:set()
       assert.is_nil(res)
       assert.equal("timeout", err.condition)
+      -- what failed, without the query (it may hold a token)
+      assert.equal(("GET %s: no complete response within 0.3s"):format(url(srv, "/slow")), err.text)
       assert.is_true(ticks > 0, "the loop was blocked")
     end)
 
@@ -257,6 +261,202 @@ describe("http.request", function()
       assert.equal("cancelled", err.condition)
       release:set()
       -- (spec/run.lua fails the run if a handle of the request were left open)
+    end)
+  end)
+
+  describe("keep-alive against sacm.http", function()
+    before_each(function() http.close_idle() end)
+    after_each(function() http.close_idle() end)
+
+    -- the pool's counters since the last call (they count from the program's start)
+    local last
+    local function pool_delta()
+      local now = http.pool_stats()
+      local d = { idle = now.idle, reused = now.reused - (last and last.reused or 0),
+                  opened = now.opened - (last and last.opened or 0) }
+      last = now
+      return d
+    end
+
+    it("sends 50 sequential GETs over one connection", function()
+      local srv <close> = listen(nil, echo)
+      pool_delta()
+      for i = 1, 50 do
+        local res = assert(http.request{ url = url(srv, "/n" .. i), cafile = ca.cert })
+        assert.matches("^GET|/n" .. i .. "|", res.body)
+      end
+      assert.equal(1, srv:stats().accepted)
+      assert.same({ idle = 1, reused = 49, opened = 1 }, pool_delta())
+      http.close_idle()
+      assert.equal(0, http.pool_stats().idle)
+    end)
+
+    it("does not send a request into a connection the server closed while it was idle", function()
+      local srv <close> = listen({ timeouts = { idle = 0.2 } }, echo)
+      assert(http.request{ url = url(srv, "/1"), cafile = ca.cert })
+      assert.equal(1, http.pool_stats().idle)
+      task.sleep(0.5)
+      -- the parked connection read the server's close_notify and closed
+      assert.equal(0, http.pool_stats().idle)
+      local res = assert(http.request{ url = url(srv, "/2"), cafile = ca.cert })
+      assert.equal(200, res.status)
+      assert.equal(2, srv:stats().accepted)
+    end)
+
+    it("keeps no connection the server or the request said to close", function()
+      local srv <close> = listen(nil, function(req)
+        if req.path == "/last" then return 200, { Connection = "close" }, "bye" end
+        return echo(req)
+      end)
+      local res = assert(http.request{ url = url(srv, "/last"), cafile = ca.cert })
+      assert.equal("close", res.headers.connection)
+      assert.equal(0, http.pool_stats().idle)
+      assert(http.request{ url = url(srv, "/next"), cafile = ca.cert })
+      assert.equal(2, srv:stats().accepted)
+      assert.equal(1, http.pool_stats().idle)
+      -- keep_alive = false: a connection of its own, with Connection: close, not kept after
+      res = assert(http.request{ url = url(srv, "/own"), cafile = ca.cert, keep_alive = false })
+      assert.equal("close", res.headers.connection)
+      assert.equal(3, srv:stats().accepted)
+      assert.equal(1, http.pool_stats().idle)
+      assert(http.request{ url = url(srv, "/pooled"), cafile = ca.cert })
+      assert.equal(3, srv:stats().accepted)
+    end)
+
+    it("never reuses the connection of a timed-out, cancelled or too-large request", function()
+      local release = sync.event()
+      local started = sync.event()
+      local srv <close> = listen(nil, function(req)
+        if req.path == "/slow" then
+          started:set()
+          release:wait(30)
+        end
+        if req.path == "/big" then return 200, nil, ("x"):rep(1000) end
+        return echo(req)
+      end)
+      local function accepted() return srv:stats().accepted end
+      assert(http.request{ url = url(srv, "/a"), cafile = ca.cert })
+      local _, err = http.request{ url = url(srv, "/slow"), cafile = ca.cert, timeout = 0.3 }
+      assert.equal("timeout", err.condition)
+      assert.equal(1, accepted()) -- it went on the kept connection
+      assert.equal(0, http.pool_stats().idle)
+      assert(http.request{ url = url(srv, "/b"), cafile = ca.cert })
+      assert.equal(2, accepted())
+
+      started:clear()
+      local t = task.spawn(http.request, { url = url(srv, "/slow"), cafile = ca.cert })
+      assert(started:wait(10))
+      t:cancel()
+      assert.equal("cancelled", select(2, t:await()).condition)
+      assert.equal(0, http.pool_stats().idle)
+      assert(http.request{ url = url(srv, "/c"), cafile = ca.cert })
+      assert.equal(3, accepted())
+
+      _, err = http.request{ url = url(srv, "/big"), cafile = ca.cert, max_body = 10 }
+      assert.equal("too-large", err.condition)
+      assert.equal(0, http.pool_stats().idle)
+      assert(http.request{ url = url(srv, "/d"), cafile = ca.cert })
+      assert.equal(4, accepted())
+      release:set()
+    end)
+
+    it("PUTs 2 MB bodies on a kept connection", function()
+      local parts = {}
+      for i = 1, 2 * 1024 * 1024 / 8 do parts[i] = ("%08x"):format(i * 2654435761 % 4294967296) end
+      local big = table.concat(parts)
+      local srv <close> = listen({ limits = { body = 4 * 1024 * 1024 } }, function(req)
+        if req.method == "PUT" then return 201, nil, ("%d %s"):format(#req.body, tostring(req.body == big)) end
+        return echo(req)
+      end)
+      pool_delta()
+      assert(http.request{ url = url(srv, "/before"), cafile = ca.cert })
+      for i = 1, 2 do
+        local res = assert(http.request{ method = "PUT", url = url(srv, "/upload/" .. i), cafile = ca.cert, body = big })
+        assert.equal(201, res.status)
+        assert.equal(#big .. " true", res.body)
+      end
+      local res = assert(http.request{ url = url(srv, "/after"), cafile = ca.cert })
+      assert.matches("^GET|/after|", res.body)
+      assert.equal(1, srv:stats().accepted)
+      assert.same({ idle = 1, reused = 3, opened = 1 }, pool_delta())
+    end)
+
+    it("keeps one pool entry per host, port and TLS options, and verifies each new one", function()
+      local copy = dir .. "/ca-copy.pem"
+      assert(fs.write(copy, assert(fs.read(ca.cert))))
+      local srv <close> = listen(nil, echo)
+      local function accepted() return srv:stats().accepted end
+      assert(http.request{ url = url(srv, "/1"), cafile = ca.cert })
+      assert(http.request{ url = url(srv, "/2"), cafile = copy })
+      assert.equal(2, accepted())
+      assert.equal(2, http.pool_stats().idle)
+      assert(http.request{ url = url(srv, "/3"), cafile = ca.cert })
+      assert(http.request{ url = url(srv, "/4"), cafile = copy })
+      assert.equal(2, accepted())
+      -- the same server by IP address is another entry: its certificate is checked for the address
+      assert(http.request{ url = url(srv, "/5", "127.0.0.1"), cafile = ca.cert })
+      assert.equal(3, accepted())
+      -- a CA that does not know the server gets no verified connection from the pool
+      local _, err = http.request{ url = url(srv, "/6"), cafile = other_ca.cert }
+      assert.equal("tls-verification-failed", err.condition)
+      assert.equal(4, accepted())
+      -- and a request that verifies never gets a connection made without verification
+      assert(http.request{ url = url(srv, "/7"), insecure = true })
+      assert.equal(5, accepted())
+      assert(http.request{ url = url(srv, "/8"), cafile = ca.cert })
+      assert.equal(5, accepted())
+      assert.equal(4, http.pool_stats().idle)
+    end)
+
+    it("keeps at most MAX_IDLE_PER_KEY connections per key and MAX_IDLE in all", function()
+      local pool = require "sacm.http_pool"
+      local arrived, all_there = 0, sync.event()
+      local srv <close> = listen(nil, function(req)
+        arrived = arrived + 1
+        if arrived == 10 then all_there:set() end
+        all_there:wait(10) -- all ten at once: each needs a connection of its own
+        return echo(req)
+      end)
+      pool_delta()
+      local tasks = {}
+      for i = 1, 10 do tasks[i] = task.spawn(http.request, { url = url(srv, "/c" .. i), cafile = ca.cert }) end
+      for _, r in ipairs(task.all(tasks, 30)) do assert.equal(200, r.value.status) end
+      assert.same({ idle = pool.MAX_IDLE_PER_KEY, reused = 0, opened = 10 }, pool_delta())
+
+      http.close_idle()
+      local saved = pool.MAX_IDLE
+      pool.MAX_IDLE = 2
+      local ok, err = pcall(function()
+        local others = { listen(nil, echo), listen(nil, echo) }
+        assert(http.request{ url = url(srv, "/first"), cafile = ca.cert })
+        for _, other in ipairs(others) do assert(http.request{ url = url(other, "/"), cafile = ca.cert }) end
+        assert.equal(2, http.pool_stats().idle)
+        -- the connection idle longest (to srv) made room
+        assert(http.request{ url = url(srv, "/again"), cafile = ca.cert })
+        assert.equal(12, srv:stats().accepted)
+        for _, other in ipairs(others) do other:close() end
+      end)
+      pool.MAX_IDLE = saved
+      assert(ok, err)
+    end)
+
+    it("lets a script end while connections are kept", function()
+      -- (the server would keep the idle connection open for a minute: a client waiting for it shows)
+      local srv <close> = listen({ timeouts = { idle = 60 } }, echo)
+      local script = ([[
+        local http = require "sacm.http"
+        local res = assert(http.request{ url = %q, cafile = %q })
+        assert(http.pool_stats().idle == 1, "the connection was not kept")
+        print(res.status)
+      ]]):format(url(srv, "/child"), ca.cert)
+      local started = time.monotonic()
+      local r = assert(proc.run({ os.getenv("SACMRUN_BIN") or "./sacmrun", "-e", script },
+        { timeout = 20, env = { SACMRUN_STRICT_EXIT = "1" } }))
+      local took = time.monotonic() - started
+      assert.equal(0, r.code, r.stderr)
+      assert.equal("200\n", r.stdout)
+      assert.is_true(took < 10, ("the script took %.1f s to exit"):format(took))
+      assert.equal(1, srv:stats().accepted)
     end)
   end)
 
@@ -342,6 +542,33 @@ while True:
       assert.equal(304, res.status)
       assert.equal("", res.body)
       assert.equal("1234", res.headers["content-length"])
+    end)
+
+    it("sends a GET again on a new connection when the server closed the kept one under it, not a POST", function()
+      http.close_idle()
+      local res = assert(get("/keep-then-drop"))
+      local first = tonumber(res.body:match("^connection (%d+)$"))
+      local before = http.pool_stats()
+      -- the responder reads this request on the kept connection, then closes it unanswered
+      res = assert(get("/keep-then-drop"))
+      assert.equal("connection " .. (first + 1), res.body)
+      local after = http.pool_stats()
+      assert.equal(1, after.reused - before.reused)
+      assert.equal(1, after.opened - before.opened)
+      local _, err = get("/keep-then-drop", { method = "POST", body = "twice?" })
+      assert.matches("not sent twice", err.text)
+      assert.matches("^POST https://", err.text)
+      assert.equal(0, http.pool_stats().idle)
+    end)
+
+    it("lets a kept connection go before the server's Keep-Alive timeout", function()
+      http.close_idle()
+      assert.equal("ok", assert(get("/keep-alive-timeout")).body)
+      assert.equal(1, http.pool_stats().idle)
+      task.sleep(0.2)
+      assert.equal(1, http.pool_stats().idle)
+      task.sleep(0.5) -- timeout=1: kept for half of it
+      assert.equal(0, http.pool_stats().idle)
     end)
 
     it("reports malformed and missing responses as bad-response, silence as timeout", function()

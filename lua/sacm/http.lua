@@ -277,6 +277,10 @@ end
 ---------------------------------------------------------------------------- the client
 
 --- request(opts) -> res, or nil, err: an HTTPS request from a task (lua/sacm/http_client.lua).
-M.request = require("sacm.http_client").request
+local client = require "sacm.http_client"
+M.request = client.request
+--- close_idle(), pool_stats() -> {idle, reused, opened}: the client's keep-alive connections.
+M.close_idle = client.close_idle
+M.pool_stats = client.pool_stats
 
 return M

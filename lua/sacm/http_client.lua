@@ -3,11 +3,14 @@
 --   local res, err = http.request{ url = "https://repo.example/rolie/servicedocument",
 --     headers = { accept = "application/atomsvc+xml" }, cafile = "/etc/sacm/ca.pem" }
 --
--- One request per connection (Connection: close). This file checks the options, parses the URL,
--- resolves the name on libuv's threadpool, writes the request head, keeps the deadline and tries
--- the host's addresses in turn; runtime/http_client.c connects, verifies the server's
--- certificate, sends the request and parses the response with http-parser. See docs/api/http.md.
+-- Connections are kept for the next request to the same server (keep-alive, sacm.http_pool).
+-- This file checks the options, parses the URL, takes a pooled connection or resolves the name
+-- on libuv's threadpool, writes the request head, keeps the deadline, tries the host's addresses
+-- in turn and retries once what a server's close of an idle connection cut off;
+-- runtime/http_client.c connects, verifies the server's certificate (http_client_tls.c), sends
+-- the request and parses the response with http-parser. See docs/api/http.md.
 local core = require "sacm._http_client"
+local pool = require "sacm.http_pool"
 local dns = require "sacm._dns"
 local new_timer = require("sacm._timer").new
 local build = require "sacm._build"
@@ -24,13 +27,17 @@ M.USER_AGENT = "sacmrun/" .. tostring(build.version or "0")
 M.CONTEXT_TTL = 60
 
 local OPTIONS = { method = true, url = true, headers = true, body = true, cafile = true, cert = true,
-                  key = true, insecure = true, timeout = true, max_body = true }
+                  key = true, insecure = true, timeout = true, max_body = true, keep_alive = true }
 -- framing is the client's business: a caller's value could contradict what is sent
 local OWNED = { host = true, ["content-length"] = true, ["transfer-encoding"] = true, connection = true,
                 te = true, upgrade = true }
 -- connection failures after which the host's next address is worth a try
 local TRY_NEXT = { ECONNREFUSED = true, ENETUNREACH = true, EHOSTUNREACH = true, ETIMEDOUT = true,
                    EADDRNOTAVAIL = true, EAFNOSUPPORT = true, ECONNRESET = true }
+-- Requests that may be sent twice (RFC 9110 9.2.2): only these are retried on a new connection
+-- when the server had closed the pooled one. A POST that reached the server might have been
+-- acted on already.
+local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true }
 
 local function bad_url(url, why)
   return nil, errors.new("bad-url", ("%s: %s"):format(url, why))
@@ -98,14 +105,15 @@ local function header_lines(out, headers)
 end
 
 -- The bytes of the request: head and body.
-local function request_data(method, u, headers, body)
+local function request_data(method, u, headers, body, keep_alive)
   local out = { method, " ", u.target, " HTTP/1.1\r\nHost: ", u.authority, "\r\n" }
   local given = header_lines(out, headers or {})
   if not given["user-agent"] then out[#out + 1] = "User-Agent: " .. M.USER_AGENT .. "\r\n" end
   if body or method == "POST" or method == "PUT" or method == "PATCH" then
     out[#out + 1] = "Content-Length: " .. #(body or "") .. "\r\n"
   end
-  out[#out + 1] = "Connection: close\r\n\r\n"
+  -- HTTP/1.1 connections persist unless one side says close (RFC 9112 9.3)
+  out[#out + 1] = keep_alive and "\r\n" or "Connection: close\r\n\r\n"
   out[#out + 1] = body
   return table.concat(out)
 end
@@ -115,8 +123,12 @@ end
 -- Loading a CA bundle costs milliseconds (the system store ~15 ms): reuse it across requests.
 local contexts = {}
 
+local function tls_key(opts)
+  return table.concat({ opts.cafile or "", opts.cert or "", opts.key or "", opts.insecure and "1" or "0" }, "\0")
+end
+
 local function context(opts)
-  local key = table.concat({ opts.cafile or "", opts.cert or "", opts.key or "", opts.insecure and "1" or "0" }, "\0")
+  local key = tls_key(opts)
   local now = os.time()
   local entry = contexts[key]
   if entry and now - entry.made < M.CONTEXT_TTL then return entry.ctx end
@@ -164,17 +176,72 @@ local function resolve(state, host)
   return addresses, err
 end
 
-local function exchange(state, u, ctx, data, opts)
+-- Sends a request and suspends until its response, its failure or the deadline: start(callback)
+-- returns the connection it sent on (or nil, err, stale). -> res, reusable, nil, conn on success;
+-- nil, err, stale otherwise, the connection closed then (a timed-out or cancelled request leaves
+-- a stream in an unknown state, never fit for another request).
+local function roundtrip(state, start)
+  if state.expired then return nil, TIMED_OUT end
+  local live = true
+  local conn, err, stale = start(function(...) if live then task.wake(state.task, ...) end end)
+  if not conn then return nil, err, stale end
+  local a, b, c = task.suspend(function()
+    live = false
+    conn:close()
+  end)
+  live = false
+  if not a then
+    conn:close()
+    return nil, b, c
+  end
+  return a, b, nil, conn
+end
+
+-- How long a connection may stay idle: ours, or less when the server said when it gives up.
+-- Keep-Alive ("timeout=5, max=100") is an HTTP/1.0-era header outside RFC 9110 that Apache and
+-- others still send. We let go a second before (half of it under two seconds) so that we do
+-- not race the server's close; a server that says nothing is watched (see http_pool.lua).
+local function idle_seconds(res)
+  local ka = res.headers["keep-alive"]
+  local t = ka and tonumber(ka:lower():match("timeout%s*=%s*\"?(%d+)"))
+  if not t then return pool.IDLE_TIMEOUT end
+  return math.min(pool.IDLE_TIMEOUT, t < 2 and t / 2 or t - 1)
+end
+
+local function done(o, key, res, reusable, conn)
+  if o.keep_alive and reusable then pool.put(key, conn, idle_seconds(res)) else conn:close() end
+  return res
+end
+
+local function exchange(state, u, ctx, data, o, key)
+  local req = { data = data, head = o.method == "HEAD", max_body = o.max_body }
+  local conn = o.keep_alive and pool.take(key)
+  if conn then
+    local res, b, stale, c = roundtrip(state, function(cb) return conn:request(req, cb) end)
+    if res then return done(o, key, res, b, c) end
+    if stale and not IDEMPOTENT[o.method] then
+      return nil, errors.new(b.condition, ("%s (on a kept-alive connection the server had closed; a %s is not "
+        .. "sent twice: send it again if it cannot have been acted on, or with keep_alive = false)"):format(
+        b.text, o.method))
+    end
+    if not stale then return nil, b end
+    -- The server closed the idle connection as the request went out (its idle timeout, a
+    -- restart): nothing of the request was answered, so once more on a new connection.
+    log.debug("%s %s: %s; sending it again on a new connection", o.method, o.url, b.text)
+    pool.drop(key)
+  end
   local addresses, err = resolve(state, u.host)
   if not addresses then return nil, err end
   for _, address in ipairs(addresses) do
-    local res, e = wait(state, function(cb)
-      return core.request(ctx, { address = address, port = u.port, host = u.host, data = data,
-                                 head = opts.method == "HEAD", max_body = opts.max_body }, cb)
+    local res, b, _, c = roundtrip(state, function(cb)
+      local fresh, e = core.request(ctx, { address = address, port = u.port, host = u.host, data = data,
+                                           head = req.head, max_body = o.max_body }, cb)
+      if fresh then pool.opened() end
+      return fresh, e
     end)
-    if res then return res end
-    err = e
-    if e == TIMED_OUT or not TRY_NEXT[e.condition] then break end
+    if res then return done(o, key, res, b, c) end
+    err = b
+    if b == TIMED_OUT or not TRY_NEXT[b.condition] then break end
   end
   return nil, err
 end
@@ -203,16 +270,22 @@ local function check(opts)
   if math.type(max_body) ~= "integer" or max_body < 0 then
     error("http.request: max_body must be a non-negative integer", 3)
   end
+  if opts.keep_alive ~= nil and type(opts.keep_alive) ~= "boolean" then
+    error("http.request: keep_alive must be true or false", 3)
+  end
   local timeout = opts.timeout or M.DEFAULT_TIMEOUT
   local ms = task._seconds_to_ms(timeout, "http.request timeout")
-  return { method = method, max_body = max_body, timeout = timeout, timeout_ms = ms }
+  -- in texts and logs, the URL without its query: that may carry a token (upload slots do)
+  local shown = type(opts.url) == "string" and opts.url:gsub("[?#].*$", "") or tostring(opts.url)
+  return { method = method, url = shown, max_body = max_body, timeout = timeout, timeout_ms = ms,
+           keep_alive = opts.keep_alive ~= false }
 end
 
 --- request(opts) -> res, or nil, err. Waits (suspends the calling task).
 -- opts: url (https only), method ("GET"), headers ({name = value or {values}}), body (string),
 -- cafile (default: the system trust store), cert, key (a client certificate), insecure (true:
 -- no verification, logged as a warning), timeout (seconds for everything, default 30),
--- max_body (bytes, default 16 MiB).
+-- max_body (bytes, default 16 MiB), keep_alive (false: a connection of its own, closed after).
 -- res: {status, reason, version, headers = {lowercase name = value}, body, tls = {version, cipher}}.
 -- err.condition: a libuv name (ECONNREFUSED, EAI_NONAME...), tls-verification-failed, tls-failed,
 -- tls-config, timeout, bad-response, too-large, bad-url.
@@ -221,10 +294,13 @@ function M.request(opts)
   local me = task._require_task("http.request", 3)
   local u, err = M.parse_url(opts.url)
   if not u then return nil, err end
-  local data = request_data(o.method, u, opts.headers, opts.body)
+  local data = request_data(o.method, u, opts.headers, opts.body, o.keep_alive)
   local ctx
   ctx, err = context(opts)
   if not ctx then return nil, err end
+  -- what a pooled connection must share with this request: where it goes, whom it trusts, which
+  -- certificate it showed (a connection made with other TLS options never carries it)
+  local key = ("https\0%s\0%d\0%s"):format(u.host, u.port, tls_key(opts))
 
   local state = { task = me }
   local timer <close> = new_timer()
@@ -235,11 +311,21 @@ function M.request(opts)
     end)
   end
   local res
-  res, err = exchange(state, u, ctx, data, o)
+  res, err = exchange(state, u, ctx, data, o, key)
   if err == TIMED_OUT then
-    err = errors.new("timeout", ("%s %s: no complete response within %gs"):format(o.method, opts.url, o.timeout))
+    err = errors.new("timeout", ("%s %s: no complete response within %gs"):format(o.method, o.url, o.timeout))
+  elseif err then
+    err = errors.new(err.condition, ("%s %s: %s"):format(o.method, o.url, err.text))
   end
   return res, err
 end
+
+--- close_idle(): closes the idle connections kept for keep-alive (they would time out anyway;
+-- useful before a long pause, or to make the next request open a new connection).
+M.close_idle = pool.close_idle
+
+--- pool_stats() -> {idle, reused, opened}: idle connections now; requests sent on a pooled
+-- connection and connections opened, since the program started.
+M.pool_stats = pool.stats
 
 return M

@@ -2,7 +2,8 @@
 
 Real servers (sacm.http, nginx) answer only well-formed HTTP; this one sends what they will not:
 bodies delimited by the connection's end (with and without TLS close_notify), interim responses,
-malformed status lines, chunked bodies of any size, and no answer at all.
+malformed status lines, chunked bodies of any size, no answer at all, and a kept-alive connection
+closed under the client's next request.
 
     python3 tls_responder.py CERT KEY PORT_FILE
 
@@ -27,7 +28,8 @@ def chunked(body, size):
 BIG = bytes(range(256)) * 4096  # 1 MiB
 
 # path -> (response bytes, how the connection ends: "notify" (close_notify, then close),
-# "cut" (TCP close without close_notify), "hold" (never answer, never close))
+# "cut" (TCP close without close_notify), "hold" (never answer, never close), "drop-next" (keep
+# the connection, and close it without an answer when the next request comes))
 ANSWERS = {
     "/close-delimited": (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + BIG, "notify"),
     "/http10": (b"HTTP/1.0 200 OK\r\n\r\nold style", "notify"),
@@ -38,24 +40,42 @@ ANSWERS = {
                  b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nfinal", "notify"),
     "/malformed": (b"HTTP/1.1 2x0 Strange\r\nContent-Length: 0\r\n\r\n", "notify"),
     "/nothing": (b"", "notify"),
-    "/not-modified": (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\nETag: \"v1\"\r\n\r\n", "hold"),
+    # (Connection: close: a 304 is complete at its head, so the client could keep the connection)
+    "/not-modified": (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\nETag: \"v1\"\r\n"
+                      b"Connection: close\r\n\r\n", "hold"),
     "/silent": (b"", "hold"),
+    # the body is the connection's number: "connection 3" (see serve)
+    "/keep-then-drop": (None, "drop-next"),
+    "/keep-alive-timeout": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=1, max=5\r\n\r\nok",
+                            "drop-next"),
 }
 
 
-def serve(conn):
+def read_head(conn):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def serve(conn, number):
     try:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return
-            data += chunk
+        data = read_head(conn)
+        if data is None:
+            return
         line = data.split(b"\r\n", 1)[0].decode("latin-1")
         path = line.split(" ")[1] if line.count(" ") >= 2 else "/"
         answer, end = ANSWERS.get(path, (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", "notify"))
+        if answer is None:
+            body = b"connection %d" % number
+            answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
         conn.sendall(answer)
-        if end == "hold":
+        if end == "drop-next":
+            read_head(conn)  # then close, as a server whose idle timeout ran out just then
+        elif end == "hold":
             threading.Event().wait()
         elif end == "notify":
             conn.unwrap()  # sends close_notify and waits for the peer's (or its close)
@@ -75,14 +95,16 @@ def main():
     with open(port_file + ".tmp", "w") as f:
         f.write(str(listener.getsockname()[1]))
     os.rename(port_file + ".tmp", port_file)
+    number = 0
     while True:
         raw, _ = listener.accept()
+        number += 1
         try:
             conn = ctx.wrap_socket(raw, server_side=True)
         except (OSError, ssl.SSLError):
             raw.close()
             continue
-        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+        threading.Thread(target=serve, args=(conn, number), daemon=True).start()
 
 
 if __name__ == "__main__":
