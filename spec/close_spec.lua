@@ -101,19 +101,28 @@ end)()
   end)
 
   describe("with a grid member (orchestrator) on a real Prosody", function()
-    local server
+    local server, repo, dir
     lazy_setup(function()
-      server = prosody.start({ users = { orchestrator = "pw" }, admins = { "orchestrator" } })
+      server = prosody.start({ users = { orchestrator = "pw", repository = "pw" }, shipped = true })
+      -- the repository makes the grid's nodes and admits the orchestrator
+      dir = require("support.tmp").dir("close-grid")
+      local g = require("support.grid").new(server, dir)
+      repo = assert(require("sacm.roles.repository").start(g:options("repository", { database = dir .. "/grid.db" })))
     end)
-    lazy_teardown(function() if server then server:stop() end end)
+    lazy_teardown(function()
+      if repo then repo:close() end
+      if server then server:stop() end
+      if dir then require("support.tmp").remove(dir) end
+    end)
 
     it("the documented <close> pattern reports discover's timeout, not the close handler's error", function()
       local r = run_script(([[
 local orchestrator = require "sacm.roles.orchestrator"
 local o <close> = assert(orchestrator.start{ jid = %q, password = "pw", host = %q, port = %d,
-  cafile = %q, heartbeat = false })
+  cafile = %q, heartbeat = false, repository = %q })
 assert(o:discover{ collectors = 5, timeout = 0.5 })
-]]):format(server:jid("orchestrator") .. "/close", server.host, server.port, server.ca_file))
+]]):format(server:jid("orchestrator") .. "/close", server.host, server.port, server.ca_file,
+        server:jid("repository")))
       assert.equal(1, r.code)
       assert.matches("sacmrun: [^\n]*timeout: grid components not found in time: collector 0/5", r.stderr)
       assert.not_matches("must be called inside a task", r.stderr)
@@ -123,7 +132,8 @@ assert(o:discover{ collectors = 5, timeout = 0.5 })
       local pretty = require "sacm.pretty"
       local orchestrator = require "sacm.roles.orchestrator"
       local o <close> = assert(orchestrator.start{ jid = server:jid("orchestrator") .. "/print", password = "pw",
-        host = server.host, port = server.port, cafile = server.ca_file, heartbeat = false })
+        host = server.host, port = server.port, cafile = server.ca_file, heartbeat = false,
+        repository = server:jid("repository") })
       local s = pretty.format(o)
       assert.matches("^<object 0x%x+ %(methods: [%w_, ]+[^\n]*%)>$", s)
       assert.matches("discover", s)
