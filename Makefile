@@ -45,6 +45,10 @@ REPL_OBJS = $(REPL_SRCS:runtime/%.c=build/obj/%.o)
 ASAN_REPL_OBJS = $(REPL_SRCS:runtime/%.c=build/asan/%.o)
 SANITIZE  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
+# Installed commands: examples/SCRIPT.lua as PREFIX/bin/sacm-NAME (SCRIPT:NAME).
+COMMANDS = grid/repository:repository grid/evaluator:evaluator grid/collector:collector \
+           grid/orchestrator:orchestrator assess:assess policy:policy backup:backup
+
 .PHONY: all deps test test-unit test-asan check-install demo bench install uninstall clean FORCE
 
 all: sacmrun sacmrun-tls.so sacmrun-sqlite.so sacmrun-repl.so
@@ -120,14 +124,21 @@ test-asan: sacmrun-asan
 # from anywhere, without the source tree.
 check-install:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	mkdir -p "$$tmp/src"; cp -R Makefile runtime lua docs "$$tmp/src/"; \
+	mkdir -p "$$tmp/src"; cp -R Makefile runtime lua docs examples "$$tmp/src/"; \
 	if [ -d policies ]; then cp -R policies "$$tmp/src/"; fi; \
 	$(MAKE) -s -C "$$tmp/src" install PREFIX="$$tmp/prefix" >/dev/null; \
 	rm -rf "$$tmp/src"; \
 	out=$$(cd / && "$$tmp/prefix/bin/sacmrun" -e 'print(require("sacm._build").share_dir, sacm.crypto.uuid() ~= nil and require("sacm._xmpp").new ~= nil and require("sacm._sqlite").open(":memory:") ~= nil)'); \
 	test "$$out" = "$$tmp/prefix/share/sacmrun	true" || { echo "check-install: got '$$out'"; exit 1; }; \
 	test -f "$$tmp/prefix/share/man/man1/sacmrun.1"; \
-	echo "check-install: installed sacmrun runs from its prefix"
+	cd / && "$$tmp/prefix/bin/sacm-assess" --help | grep -q '^usage: sacm-assess' \
+	  || { echo "check-install: sacm-assess --help does not run from the prefix"; exit 1; }; \
+	"$$tmp/prefix/bin/sacm-policy" check "$$tmp/prefix/share/sacmrun/policies/"*.lua >/dev/null \
+	  || { echo "check-install: sacm-policy does not check the installed policies"; exit 1; }; \
+	if command -v systemd-analyze >/dev/null; then \
+	  SYSTEMD_LOG_LEVEL=err systemd-analyze verify --man=no "$$tmp/prefix/share/sacmrun/systemd/"*.service "$$tmp/prefix/share/sacmrun/systemd/"*.timer \
+	    || { echo "check-install: systemd-analyze verify refused the installed units"; exit 1; }; fi; \
+	echo "check-install: installed sacmrun, its commands and units run from the prefix"
 
 demo: deps
 	$(MAKE) all
@@ -146,9 +157,20 @@ install: all
 	cp -R lua $(DESTDIR)$(SHAREDIR)/
 	if [ -d policies ]; then cp -R policies $(DESTDIR)$(SHAREDIR)/; fi
 	install -m 0644 docs/sacmrun.1 $(DESTDIR)$(MANDIR)/sacmrun.1
+	# what docs/deploy.md uses: the role scripts, commands, server configurations and docs
+	cp -R examples docs $(DESTDIR)$(SHAREDIR)/
+	install -d $(DESTDIR)$(SHAREDIR)/systemd
+	for unit in examples/systemd/*.service examples/systemd/*.timer; do \
+	  sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SHAREDIR@|$(SHAREDIR)|g' "$$unit" \
+	    > $(DESTDIR)$(SHAREDIR)/systemd/$$(basename "$$unit"); done
+	for cmd in $(COMMANDS); do \
+	  printf '#!/bin/sh\n# sacm-%s: installed by sacmrun'"'"'s make install\nexec "%s/sacmrun" "%s/examples/%s.lua" "$$@"\n' \
+	    "$${cmd##*:}" "$(BINDIR)" "$(SHAREDIR)" "$${cmd%%:*}" > $(DESTDIR)$(BINDIR)/sacm-$${cmd##*:}; \
+	  chmod 0755 $(DESTDIR)$(BINDIR)/sacm-$${cmd##*:}; done
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sacmrun $(DESTDIR)$(MANDIR)/sacmrun.1
+	for cmd in $(COMMANDS); do rm -f $(DESTDIR)$(BINDIR)/sacm-$${cmd##*:}; done
 	rm -rf $(DESTDIR)$(SHAREDIR) $(DESTDIR)$(LIBDIR)
 
 clean:

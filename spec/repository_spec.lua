@@ -84,6 +84,38 @@ describe("repository storage", function()
     assert.equal("bad-request", select(2, repo:query({ type = "bogus" })).condition)
   end)
 
+  it("prunes history older than the retention, keeping current results and the newest posture", function()
+    -- rule x: pass (old), fail (old), pass (new, current); rule y: fail (old, still current)
+    repo:store_result(result("x1", "x", "pass", T0))
+    repo:store_result(result("x2", "x", "fail", T0 + 10))
+    repo:store_result(result("x3", "x", "pass", T0 + 1000))
+    repo:store_result(result("y1", "y", "fail", T0 + 20))
+    for i = 1, 4 do repo:store_posture(posture("s" .. i, "sshd", T0 + i * 100, {})) end
+    local removed = assert(repo:prune(T0 + 500, 1)) -- batches of one: the loop must go on
+    assert.equal(2, removed.results)   -- x1, x2 (y1 is current)
+    assert.equal(3, removed.posture)   -- s1..s3 (s4 is the newest sshd posture, and newer anyway)
+    assert.equal(3, removed.history)   -- x: ->pass, pass>fail; y: ->fail (x's fail>pass is new)
+    local left = {}
+    for _, row in ipairs(assert(repo:query({ type = "results" })).rows) do left[#left + 1] = row.id end
+    assert.same({ "x3", "y1" }, left)
+    assert.same({ pass = 1, fail = 1 }, repo:totals())
+    assert.equal(1, #assert(repo:query({ type = "posture" })).rows)
+  end)
+
+  it("backs up online into a new file, mode 0600, that opens as the same repository", function()
+    repo:store_result(result("b1", "x", "pass", T0))
+    local store = require "sacm.grid.store"
+    local fs = require "sacm.fs"
+    assert(store.backup(dir .. "/r.db", dir .. "/backup.db")) -- while repo holds the database open
+    assert.equal(384, assert(fs.stat(dir .. "/backup.db")).mode & 511)
+    local copy = assert(store.open(dir .. "/backup.db"))
+    assert.equal("b1", assert(copy:query({ type = "results" })).rows[1].id)
+    copy:close()
+    local none, err = store.backup(dir .. "/r.db", dir .. "/backup.db")
+    assert.is_nil(none)
+    assert.matches("exists: a backup goes to a new file", tostring(err))
+  end)
+
   it("reopens the same database without migrating again", function()
     repo:store_result(result("r1", "x", "pass", T0))
     repo.db:close()

@@ -456,6 +456,40 @@ function Store:totals()
   return t
 end
 
+--- store:prune(before [, batch]) -> {posture, results, result_sets, history, refusals} removed |
+-- nil, err. Removes what was collected, evaluated or changed before `before` (epoch seconds),
+-- but never the current result of a rule on an endpoint (nor the result set it came in) nor the
+-- newest posture of a kind on an endpoint. Works in transactions of `batch` rows (1000) per table so that a large prune does not
+-- hold the database (or the loop) for long.
+function Store:prune(before, batch)
+  batch = batch or 1000
+  local removed = { posture = 0, results = 0, result_sets = 0, history = 0, refusals = 0 }
+  local steps = {
+    { "history", "DELETE FROM history WHERE seq IN (SELECT seq FROM history WHERE at < :before LIMIT :n)" },
+    { "results", [[DELETE FROM result WHERE seq IN (SELECT seq FROM result WHERE evaluated < :before
+        AND id NOT IN (SELECT result_id FROM current_result) LIMIT :n)]] },
+    { "result_sets", [[DELETE FROM result_set WHERE seq IN (SELECT seq FROM result_set WHERE evaluated < :before
+        AND id NOT IN (SELECT result_set FROM result WHERE result_set IS NOT NULL) LIMIT :n)]] },
+    -- the newest posture of each kind of each endpoint stays, however old: it is what is known
+    { "posture", [[DELETE FROM posture WHERE seq IN (SELECT p.seq FROM posture p WHERE p.collected < :before
+        AND p.seq < (SELECT max(q.seq) FROM posture q WHERE q.endpoint = p.endpoint AND q.kind = p.kind) LIMIT :n)]] },
+    { "refusals", "DELETE FROM refusal WHERE seq IN (SELECT seq FROM refusal WHERE at < :before LIMIT :n)" },
+  }
+  for _, step in ipairs(steps) do
+    while true do
+      local n, err = write(self, "a prune of " .. step[1], function(db)
+        local changes, e = db:run(step[2], { before = before, n = batch })
+        if not changes then return nil, e end
+        return changes
+      end)
+      if not n then return nil, err end
+      removed[step[1]] = removed[step[1]] + n
+      if n < batch then break end
+    end
+  end
+  return removed
+end
+
 --- store:refusals([n]) -> the newest n (default 10) refused uploads: {at, uploader, what, reason}
 function Store:refusals(n)
   return self.db:query("SELECT at, uploader, what, reason FROM refusal ORDER BY seq DESC LIMIT ?", { n or 10 }) or {}
@@ -483,6 +517,29 @@ local function prepare_file(path)
   if not st then return fs.write(path, "", { mode = 384 }) end -- 0600
   if st.mode and (st.mode & 0x3f) ~= 0 then
     log.warn("%s is readable or writable by other users and holds every endpoint's posture: chmod 600 it", path)
+  end
+  return true
+end
+
+--- store.backup(path, dest) -> true | nil, err: an online, consistent copy of the database at
+-- `path` into the new file `dest` (mode 0600), while the repository goes on writing. SQLite's
+-- VACUUM INTO reads one snapshot of the WAL database (as the backup API would, but in one
+-- statement and compacted); a restore is copying `dest` back while the repository is stopped.
+function M.backup(path, dest)
+  if fs.stat(dest) then return nil, errors.new("EEXIST", ("%s exists: a backup goes to a new file"):format(dest)) end
+  local ok, err = fs.write(dest, "", { mode = 384 }) -- VACUUM INTO takes an empty file; it keeps its mode
+  if not ok then return nil, err end
+  local db
+  db, err = sqlite.open(path, { readonly = true, create = false })
+  if not db then
+    fs.remove(dest)
+    return nil, err
+  end
+  ok, err = db:run("VACUUM INTO ?", { dest })
+  db:close()
+  if not ok then
+    fs.remove(dest)
+    return nil, errors.new(err.condition or "internal-error", ("backing up %s to %s: %s"):format(path, dest, tostring(err)))
   end
   return true
 end

@@ -236,7 +236,7 @@ end
 
 local function on_policy_event(self, ev)
   if ev.type == "rejected" then
-    log.error("policy file %s rejected, previous version stays active: %s", tostring(ev.file), tostring(ev.error))
+    -- sacm.policy has logged it (once); the grid hears it as a status notification
     self.member:status("policy-rejected", { file = ev.file }, tostring(ev.error))
   elseif ev.type == "loaded" or ev.type == "removed" then
     log.info("policy %s %s%s", tostring(ev.policy_id), ev.type, ev.version and (" (" .. ev.version:sub(1, 12) .. ")") or "")
@@ -318,19 +318,17 @@ local function add_commands(self, allowed)
 end
 
 --- evaluator.start(opts) -> evaluator | nil, err
--- opts: the sacm.grid.member options, policies (directory, default "policies"), instructions and
+-- opts: the sacm.grid.member options, policies (directory, default the policies shipped with sacmrun: SHAREDIR/policies), instructions and
 -- memory (budgets per rule evaluation), auto (evaluate scheduled posture as it arrives; default
 -- true), allowed (who may run commands; default the peers).
 function M.start(opts)
   local self = setmetatable({ latest = {}, hostnames = {}, by_correlation = {}, correlation_order = {},
     pending = {}, evaluations = 0, auto = opts.auto ~= false }, Evaluator)
-  self.engine = policy.engine({ dir = opts.policies or "policies", instructions = opts.instructions,
-    memory = opts.memory })
+  -- default: the policies shipped with sacmrun (the source tree's, or the installed ones)
+  local dir = opts.policies or (require("sacm._build").share_dir .. "/policies")
+  self.engine = policy.engine({ dir = dir, instructions = opts.instructions, memory = opts.memory })
   local loaded, lerr = self.engine:load_all()
   if not loaded then return nil, lerr end
-  for _, rej in ipairs(loaded.rejected) do
-    log.error("policy file %s rejected: %s", tostring(rej.file), tostring(rej.error))
-  end
   local mopts = {}
   for k, v in pairs(opts) do mopts[k] = v end
   mopts.role = "evaluator"
@@ -358,7 +356,7 @@ function M.start(opts)
     task.spawn({ name = "policy event" }, on_policy_event, self, ev)
   end)
   if not watching then log.warn("policies will not be reloaded: %s", tostring(werr)) end
-  log.info("evaluating with %d rules from %s", #self.engine:rules(), opts.policies or "policies")
+  log.info("evaluating with %d rules from %s", #self.engine:rules(), dir)
   return self
 end
 

@@ -145,7 +145,8 @@ end
 -- service: listen = sacm.http listen options, base_url, max_size), admit (JIDs or domains whose
 -- components are admitted to the grid's nodes; default our domain), endpoints ({[endpoint id] =
 -- collector JID}: bindings made ahead; otherwise an endpoint is bound to the collector whose
--- posture of it is stored first), allowed (who may run
+-- posture of it is stored first), retention (seconds: history older than this is pruned, hourly;
+-- the current results and the newest posture of each kind stay), allowed (who may run
 -- commands; default the peers), rolie (the options of sacm.rolie.serve but repository: serve
 -- the store as ROLIE feeds over HTTPS; the provider is r.rolie).
 function M.start(opts)
@@ -187,6 +188,19 @@ function M.start(opts)
   local cache = self.member.caps_cache
   self.admission = cache:on_update(function(jid, info) if info then admit(self, jid, info) end end)
   for _, jid in ipairs(cache:jids()) do admit(self, jid, cache:info_for(jid)) end
+  if opts.retention then
+    -- history older than `retention` seconds goes, checked every hour (and once now)
+    local function prune()
+      local removed, perr = s:prune(time.now() - opts.retention)
+      if not removed then
+        log.error("pruning %s failed: %s", opts.database, tostring(perr))
+      elseif removed.posture + removed.results + removed.history > 0 then
+        log.info("pruned %d posture, %d results, %d result sets, %d history rows older than %g days", removed.posture,
+          removed.results, removed.result_sets, removed.history, opts.retention / 86400)
+      end
+    end
+    self.pruner = require("sacm.timer").every(opts.retention_interval or 3600, prune, { first = 0 })
+  end
   if opts.rolie then
     local ropts = { repository = s }
     for k, v in pairs(opts.rolie) do ropts[k] = v end
@@ -211,6 +225,7 @@ function Repository:close()
   if self.closed then return end
   self.closed = true
   if self.admission then self.admission.remove() end
+  if self.pruner then self.pruner:cancel() end
   if self.rolie then self.rolie:close() end
   if self.uploads then self.uploads:close() end
   if self.member then self.member:close() end
