@@ -10,7 +10,6 @@ local config = require "sacm.grid.config"
 local collector = require "sacm.roles.collector"
 local evaluator = require "sacm.roles.evaluator"
 local repository = require "sacm.roles.repository"
-local wait_until = require("support.wait").until_true
 
 local PYTHON = "/usr/bin/python3"
 

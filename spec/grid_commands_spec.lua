@@ -96,9 +96,9 @@ return { id = "t", title = "t", rules = {
     s:cancel()
     -- a submission carrying the evaluate form's FORM_TYPE
     local iq = st.iq({ type = "set", to = coll.member.conn.jid })
-    local start = assert(orch.conn:iq(st.iq({ type = "set", to = coll.member.conn.jid })
+    local opened = assert(orch.conn:iq(st.iq({ type = "set", to = coll.member.conn.jid })
       :tag("command", { xmlns = commands.NS, node = proto.CMD.collect, action = "execute" }):up()))
-    local sid = start:child("command", commands.NS).attr.sessionid
+    local sid = opened:child("command", commands.NS).attr.sessionid
     iq:tag("command", { xmlns = commands.NS, node = proto.CMD.collect, sessionid = sid, action = "complete" })
       :add(forms.submit({ form_type = proto.CMD.evaluate, fields = { { var = "policies", type = "list-multi" } } }, {}))
     local reply, rerr = orch.conn:iq(iq)
@@ -111,13 +111,13 @@ return { id = "t", title = "t", rules = {
     local s, err = commands.execute(outsider, coll.member.conn.jid, proto.CMD.status, nil, 10)
     assert.is_nil(s)
     assert.equal("forbidden", err.condition)
-    local start = assert(commands.start(orch.conn, coll.member.conn.jid, proto.CMD.collect))
+    local session = assert(commands.start(orch.conn, coll.member.conn.jid, proto.CMD.collect))
     local iq = st.iq({ type = "set", to = coll.member.conn.jid })
-      :tag("command", { xmlns = commands.NS, node = proto.CMD.collect, sessionid = start.sessionid, action = "complete" }):up()
+      :tag("command", { xmlns = commands.NS, node = proto.CMD.collect, sessionid = session.sessionid, action = "complete" }):up()
     local reply, ferr = outsider:iq(iq, 10)
     assert.is_nil(reply)
     assert.equal("forbidden", ferr.condition)
-    start:cancel()
+    session:cancel()
   end)
 
   it("evaluates a known correlation, lists failed endpoints by id, and refuses an unknown correlation", function()

@@ -25,8 +25,6 @@ local task = require "sacm.task"
 local proto = require "sacm.grid.protocol"
 local payload = require "sacm.grid.payload"
 
-local task = require "sacm.task"
-
 local M = {}
 M.log = require("sacm.log").new("grid")
 
