@@ -1,4 +1,4 @@
--- One assessment of the grid: sacmrun examples/grid/orchestrator.lua grid.conf [report.json]
+-- One assessment of the grid: sacmrun examples/grid/orchestrator.lua grid.conf [report.json|.html|.xml]
 -- Finds collectors and evaluators, collects, evaluates, prints the report (its last line the
 -- totals per result) and, if asked, writes it as JSON. Exits 0 when the assessment ran (whatever
 -- the results), 1 when it could not or covered less than it asked for (a collector or evaluator
@@ -30,7 +30,10 @@ if not assessment then
   io.stderr:write("orchestrator: assessment failed: ", tostring(aerr), "\n")
   sacm.exit(1)
 end
-if arg[2] then assert(sacm.fs.write(arg[2], report.json(assessment))) end
+if arg[2] then -- the report's format follows the file's name: .html, .xml (JUnit), else JSON
+  local render = arg[2]:match("%.html?$") and report.html or arg[2]:match("%.xml$") and report.junit or report.json
+  assert(sacm.fs.write(arg[2], render(assessment)))
+end
 print(report.text(assessment))
 if #assessment.incomplete > 0 then
   io.stderr:write("orchestrator: the assessment is incomplete: ", table.concat(assessment.incomplete, "; "), "\n")
