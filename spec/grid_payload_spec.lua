@@ -82,4 +82,79 @@ describe("sacm.grid.payload", function()
     assert.equal("ssh.lua", back.fields.file)
     assert.matches("unexpected symbol", back.text)
   end)
+
+  local DIGEST = ("ab"):rep(32)
+  local function posture_el(id, extra)
+    local p = { id = id, kind = "os", endpoint = "e1", hostname = "web1", collected = 1795000000,
+      collector = "c@grid.example/x", data = { attributes = { hostname = "web1" }, items = {} } }
+    for k, v in pairs(extra or {}) do p[k] = v end
+    return payload.posture(p)
+  end
+
+  it("announces large posture by reference, and refuses references that are not https, sized and hashed", function()
+    local el = posture_el("p1", { data = false, ref = { href = "https://repo.example:8443/grid/content/p1?key=k",
+      size = 1234567, digest = DIGEST } })
+    local back = assert(payload.parse_posture(assert(xml.parse(xml.serialize(el)))))
+    assert.same({ href = "https://repo.example:8443/grid/content/p1?key=k", size = 1234567, digest = DIGEST }, back.ref)
+    assert.is_nil(back.data)
+    local text = xml.serialize(el)
+    for _, case in ipairs {
+      { text:gsub("https://", "http://"), "is not an https URL" },
+      { text:gsub('size="1234567"', 'size="lots"'), "is not a byte count" },
+      { text:gsub("sha%-256:", "md5:"), "is not sha%-256:<64 hex digits>" },
+    } do
+      local none, err = payload.parse_posture(assert(xml.parse(case[1])))
+      assert.is_nil(none)
+      assert.matches(case[2], err.text)
+    end
+  end)
+
+  it("round-trips posture sets and refuses postures of another endpoint or collector in them", function()
+    local set = payload.posture_set({ id = "s1", endpoint = "e1", hostname = "web1", collector = "c@grid.example/x",
+      postures = { posture_el("p1"), posture_el("p2") } })
+    local back = assert(payload.parse_posture_set(assert(xml.parse(xml.serialize(set)))))
+    assert.equal(2, #back.postures)
+    assert.equal("p2", back.postures[2].id)
+    local mixed = payload.posture_set({ id = "s2", endpoint = "e1", collector = "c@grid.example/x",
+      postures = { posture_el("p1"), posture_el("p3", { endpoint = "e2" }) } })
+    local none, err = payload.parse_posture_set(assert(xml.parse(xml.serialize(mixed))))
+    assert.is_nil(none)
+    assert.matches("posture p3 is of another endpoint or collector", err.text)
+    none, err = payload.parse_posture_set(assert(xml.parse(xml.serialize(payload.posture_set({ id = "s3",
+      endpoint = "e1", postures = {} })))))
+    assert.is_nil(none)
+    assert.matches("holds no posture", err.text)
+  end)
+
+  it("round-trips result sets, checks their totals, and reads a pending set announced by its totals", function()
+    local function result_el(id)
+      return payload.result({ id = id, endpoint = "e1", rule_id = "r-" .. id, policy_id = "p", policy_version = "v",
+        result = "pass", evaluated = 1795000000, evaluator = "ev@grid.example/e", posture_collected = 1794999000 })
+    end
+    local set = payload.result_set({ id = "rs1", endpoint = "e1", evaluator = "ev@grid.example/e", evaluated = 1795000000,
+      totals = { total = 2, pass = 2 }, results = { result_el("a"), result_el("b") } })
+    local back = assert(payload.parse_result_set(assert(xml.parse(xml.serialize(set)))))
+    assert.equal(2, #back.results)
+    assert.equal(1794999000, back.results[1].posture_collected)
+    local wrong = xml.serialize(set):gsub('total="2"', 'total="3"')
+    local none, err = payload.parse_result_set(assert(xml.parse(wrong)))
+    assert.is_nil(none)
+    assert.matches("total='3' but it holds 2 results", err.text)
+    local pending = payload.result_set({ id = "rs2", endpoint = "e1", evaluator = "ev@grid.example/e",
+      evaluated = 1795000000, totals = { total = 5, fail = 5 } })
+    pending.attr.delivery = "pending"
+    back = assert(payload.parse_result_set(assert(xml.parse(xml.serialize(pending)))))
+    assert.is_true(back.pending)
+    assert.is_nil(back.results)
+    assert.equal(5, back.totals.fail)
+  end)
+
+  it("cuts long text on a UTF-8 character boundary", function()
+    local s = ("é"):rep(3000) -- 6000 bytes of two-byte characters
+    local cut = payload.clip(s)
+    assert.is_true(#cut <= payload.MAX_TEXT)
+    assert.truthy(utf8.len(cut), "the cut text must stay valid UTF-8")
+    assert.matches("%.%.%.$", cut)
+  end)
 end)
+

@@ -98,6 +98,7 @@ local function clip(s)
   while cut > 0 and (s:byte(cut + 1) or 0) & 0xC0 == 0x80 do cut = cut - 1 end
   return s:sub(1, cut) .. "..."
 end
+M.clip = clip
 
 ------------------------------------------------------------------------------------ references
 

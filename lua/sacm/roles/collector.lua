@@ -87,7 +87,7 @@ local function error_notices(set_el, condition, text)
     for k, v in pairs(p.attr) do e.attr[k] = v end
     e.ns = p.ns
     e.attr.status = "error"
-    e:tag("error", { condition = condition }):text(text):up()
+    e:tag("error", { condition = condition }):text(payload.clip(text)):up()
     out[#out + 1] = { id = p.attr.id, el = e }
   end
   return out
