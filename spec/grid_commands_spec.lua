@@ -239,3 +239,78 @@ describe("provenance at the repository #e2e", function()
     assert.matches("is bound to collector", text)
   end)
 end)
+
+describe("hostile submissions and data #e2e", function()
+  local xml = require "sacm.xml"
+  local payload = require "sacm.grid.payload"
+  local upload = require "sacm.grid.upload"
+  local crypto = require "sacm.crypto"
+  local time = require "sacm.time"
+  local server, dir, g, repo, coll, eval, orch
+  local running = {}
+
+  local function start(mod, role, extra)
+    local r = assert(mod.start(g:options(role, extra)))
+    running[#running + 1] = r
+    return r
+  end
+
+  lazy_setup(function()
+    server = prosody.start({ users = { orchestrator = "pw", collector = "pw", evaluator = "pw", repository = "pw" },
+      shipped = true })
+    dir = tmp.dir("hostile")
+    g = grid.new(server, dir)
+    assert(fs.mkdir(dir .. "/policies"))
+    repo = start(repository, "repository", { database = dir .. "/grid.db" })
+    orch = start(orchestrator, "orchestrator")
+    eval = start(evaluator, "evaluator", { policies = dir .. "/policies" })
+    coll = start(collector, "collector", { kinds = { "os" }, endpoint = "web1" })
+    assert(orch:discover({ collectors = 1, evaluators = 1, timeout = 15 }))
+  end)
+
+  lazy_teardown(function()
+    for i = #running, 1, -1 do running[i]:close() end
+    if server then server:stop() end
+    if dir then tmp.remove(dir) end
+  end)
+
+  local function refused_at_once(jid, node, values, pattern)
+    local t0 = time.monotonic()
+    local s, err = orch:command(jid, node, values)
+    assert.is_nil(s)
+    assert.equal("bad-request", err.condition, tostring(err))
+    assert.equal("bad-payload", err.app_condition)
+    assert.matches(pattern, err.text)
+    -- and the component still answers at once (no work was started)
+    assert(orch.conn:ping(jid, 5))
+    return time.monotonic() - t0
+  end
+
+  it("refuses identifiers with markup, oversized values and too many values, naming the field", function()
+    refused_at_once(coll.member.conn.jid, "collect", { correlation = "<img src=x>" }, "correlation: '<img src=x>' is not an identifier")
+    refused_at_once(coll.member.conn.jid, "collect", { correlation = ("c"):rep(200 * 1024) }, "correlation: longer than 4096 bytes")
+    local many = {}
+    for i = 1, 3000 do many[i] = "os" end
+    refused_at_once(coll.member.conn.jid, "collect", { kinds = many }, "kinds: more than 1000 values %(3000%)")
+    refused_at_once(eval.member.conn.jid, "evaluate", { endpoints = { "web1", "<script>" } }, "endpoints: '<script>' is not an identifier")
+    refused_at_once(repo.member.conn.jid, "query", { type = "posture", endpoint = "x' OR '1'='1" }, "endpoint: .* is not an identifier")
+  end)
+
+  it("refuses posture dated ahead of the repository's clock, and the evaluator ignores it", function()
+    local up = upload.client(coll.member.conn, { service = repo.member.conn.jid, cafile = server.ca_file })
+    local id = crypto.uuid()
+    local p = payload.posture({ id = crypto.uuid(), kind = "os", endpoint = "web1", collector = coll.member.conn.jid,
+      collected = time.parse("9999-01-01T00:00:00Z"), data = { attributes = { hostname = "forged" }, items = {} } })
+    local text = xml.serialize(payload.posture_set({ id = id, endpoint = "web1", collector = coll.member.conn.jid, postures = { p } }))
+    local ok, err = up:upload(id, text)
+    assert.is_nil(ok)
+    assert.matches("more than 300 s ahead of the repository's clock", tostring(err))
+    -- announced straight on the node, the evaluator drops it and keeps judging real posture
+    assert(coll.member:publish("posture", p.attr.id, p))
+    wait_until(function() return (eval.refused_future or 0) >= 1 end, 10, "the evaluator dropping the future posture")
+    local real = assert(orch:collect({ kinds = { "os" }, timeout = 20 }))
+    local run = assert(orch:evaluate({ correlation = real.correlation, timeout = 20 }))
+    assert.equal(0, #run.results) -- no policy here: the point is that evaluation still runs on real posture
+    assert.is_true(eval.latest.web1.os.collected < time.now() + 1)
+  end)
+end)

@@ -452,7 +452,43 @@ local function empty(v)
 end
 
 -- Checks and converts one value; returns the typed value, or nil, reason.
+-- Bounds on what a submission may carry (per field: max_values, max_bytes override them), checked
+-- before anything else looks at the values: a hostile form costs a refusal, not work.
+M.MAX_VALUES = 1000
+M.MAX_VALUE_BYTES = 4096
+
+local function too_much(f, v)
+  local max_bytes = f.max_bytes or M.MAX_VALUE_BYTES
+  if is_list(v) then
+    local max_values = f.max_values or M.MAX_VALUES
+    if #v > max_values then return ("more than %d values (%d)"):format(max_values, #v) end
+    for _, item in ipairs(v) do
+      if type(item) == "string" and #item > max_bytes then
+        return ("a value longer than %d bytes (%d)"):format(max_bytes, #item)
+      end
+    end
+  elseif type(v) == "string" and #v > max_bytes then
+    return ("longer than %d bytes (%d)"):format(max_bytes, #v)
+  end
+end
+
+local check_typed
+
+-- f.check (a definition's own function(value) -> true | nil, reason) judges each value the types
+-- let through: identifiers, names, anything the XEP-0004 types cannot say.
 local function check(f, v)
+  local excess = too_much(f, v)
+  if excess then return nil, excess end
+  local typed, reason = check_typed(f, v)
+  if reason or not f.check or typed == nil then return typed, reason end
+  for _, item in ipairs(type(typed) == "table" and typed or { typed }) do
+    local ok, why = f.check(item)
+    if not ok then return nil, why or ("'%s' is not accepted"):format(tostring(item)) end
+  end
+  return typed
+end
+
+check_typed = function(f, v)
   local ftype = f.type or "text-single"
   if ftype == "boolean" then
     if is_list(v) then

@@ -166,7 +166,13 @@ function M.parse_posture(el)
   for _, k in ipairs { "id", "kind", "endpoint", "collected" } do
     if type(a[k]) ~= "string" or a[k] == "" then return bad("posture without %s", k) end
   end
-  if not a.kind:match("^[%w_%-]+$") then return bad("posture kind '%s' is not a name", a.kind) end
+  if not a.kind:match("^[%w_%-]+$") or #a.kind > 64 then return bad("posture kind '%s' is not a name", a.kind:sub(1, 64)) end
+  for _, k in ipairs { "id", "endpoint", "correlation" } do
+    if a[k] ~= nil and not proto.valid_id(a[k]) then
+      return bad("posture %s '%s' is not an identifier (letters, digits, . _ : @ / -, at most %d bytes)", k,
+        a[k]:sub(1, 64), proto.ID_MAX)
+    end
+  end
   local collected = time.parse(a.collected)
   if not collected then return bad("posture collected='%s' is not an XEP-0082 date-time", a.collected) end
   local p = {
@@ -223,6 +229,9 @@ function M.parse_posture_set(el)
   for _, k in ipairs { "id", "endpoint" } do
     if type(a[k]) ~= "string" or a[k] == "" then return bad("posture set without %s", k) end
   end
+  for _, k in ipairs { "id", "endpoint", "correlation" } do
+    if a[k] ~= nil and not proto.valid_id(a[k]) then return bad("posture set %s is not an identifier", k) end
+  end
   local set = { id = a.id, endpoint = a.endpoint, hostname = a.hostname, collector = a.collector,
     correlation = a.correlation, postures = {}, elements = {} }
   for child in el:children("posture", proto.NS_POSTURE) do
@@ -273,6 +282,12 @@ function M.parse_result(el)
     if type(a[k]) ~= "string" or a[k] == "" then return bad("result without %s", k) end
   end
   if not proto.RESULT_SET[a.result] then return bad("result '%s' is not an XCCDF result value", a.result) end
+  for _, k in ipairs { "id", "endpoint", "rule", "policy", "correlation" } do
+    if a[k] ~= nil and not proto.valid_id(a[k]) then
+      return bad("result %s '%s' is not an identifier (letters, digits, . _ : @ / -, at most %d bytes)", k,
+        a[k]:sub(1, 64), proto.ID_MAX)
+    end
+  end
   if a.severity and not proto.SEVERITY_SET[a.severity] then return bad("unknown severity '%s'", a.severity) end
   local evaluated = time.parse(a.evaluated)
   if not evaluated then return bad("result evaluated='%s' is not an XEP-0082 date-time", a.evaluated) end
@@ -320,6 +335,9 @@ function M.parse_result_set(el)
   local a = el.attr
   for _, k in ipairs { "id", "endpoint", "evaluated" } do
     if type(a[k]) ~= "string" or a[k] == "" then return bad("result set without %s", k) end
+  end
+  for _, k in ipairs { "id", "endpoint", "correlation" } do
+    if a[k] ~= nil and not proto.valid_id(a[k]) then return bad("result set %s is not an identifier", k) end
   end
   local evaluated = time.parse(a.evaluated)
   if not evaluated then return bad("result set evaluated='%s' is not an XEP-0082 date-time", a.evaluated) end

@@ -110,6 +110,19 @@ M.NOTICE_MAX = 16384
 M.INLINE_MAX = 8192
 M.UPLOAD_MAX = 64 * 1024 * 1024 -- default largest upload a repository accepts
 
+-- Identifiers (posture, result and set ids, endpoint ids, correlation ids): at most ID_MAX bytes
+-- of letters, digits and . _ : @ / -, starting with a letter or digit. Nothing else can reach a
+-- report, a database key or a URL path.
+M.ID_MAX = 128
+function M.valid_id(s)
+  return type(s) == "string" and #s >= 1 and #s <= M.ID_MAX and s:match("^[%w][%w%._:@/%-]*$") ~= nil
+end
+
+-- How far in the future a producer's clock may be: posture collected, or results evaluated,
+-- later than this many seconds from the receiver's now are refused (a date far ahead would
+-- otherwise stay "the newest" for ever).
+M.MAX_CLOCK_SKEW = 300
+
 -- Result values (XCCDF 1.2 result types used by the grid).
 M.RESULTS = { "pass", "fail", "error", "notapplicable", "notchecked" }
 M.RESULT_SET = {}
@@ -120,6 +133,14 @@ M.SEVERITY_SET = {}
 for _, s in ipairs(M.SEVERITIES) do M.SEVERITY_SET[s] = true end
 
 ------------------------------------------------------------------------------ command forms
+
+-- A form field's check (sacm.forms) for identifiers.
+local function id_check(v)
+  if M.valid_id(v) then return true end
+  return nil, ("'%s' is not an identifier (letters, digits, . _ : @ / -, at most %d bytes)"):format(
+    v:sub(1, 64):gsub("[%c]", "?"), M.ID_MAX)
+end
+M.id_check = id_check
 
 M.MAX_KIND_TIMEOUT = 3600 -- seconds: the largest time budget per kind a collect command may ask for
 M.QUERY_MAX = 500 -- largest page a repository returns
@@ -133,7 +154,7 @@ function M.collect_form(kinds)
     instructions = "Collect posture attributes from this collector's endpoint and publish them.",
     fields = {
       { var = "kinds", type = "list-multi", label = "Posture kinds (none: all)", options = options },
-      { var = "correlation", type = "text-single", label = "Correlation id" },
+      { var = "correlation", type = "text-single", label = "Correlation id", check = id_check },
       { var = "timeout", type = "text-single", label = "Time budget per kind (s)", datatype = "xs:integer",
         range = { min = 1, max = M.MAX_KIND_TIMEOUT } },
     },
@@ -146,8 +167,8 @@ function M.evaluate_form(policies)
   return {
     title = "Evaluate posture", form_type = M.CMD.evaluate,
     fields = {
-      { var = "endpoints", type = "text-multi", label = "Endpoints (none: every endpoint with posture)" },
-      { var = "correlation", type = "text-single", label = "Correlation id of the posture to judge" },
+      { var = "endpoints", type = "text-multi", label = "Endpoints (none: every endpoint with posture)", check = id_check },
+      { var = "correlation", type = "text-single", label = "Correlation id of the posture to judge", check = id_check },
       { var = "policies", type = "list-multi", label = "Policies (none: all)", options = options },
       { var = "kinds", type = "list-multi", label = "Judge only rules whose posture kinds are among these (none: all)" },
     },
@@ -156,7 +177,7 @@ end
 
 M.CANCEL_FORM = {
   title = "Cancel", form_type = M.CMD.cancel,
-  fields = { { var = "correlation", type = "text-single", label = "Correlation id", required = true } },
+  fields = { { var = "correlation", type = "text-single", label = "Correlation id", required = true, check = id_check } },
 }
 
 M.QUERY_FORM = {
@@ -164,13 +185,13 @@ M.QUERY_FORM = {
   fields = {
     { var = "type", type = "list-single", label = "What", required = true, value = "results",
       options = { "posture", "results", "history" } },
-    { var = "endpoint", type = "text-single", label = "Endpoint id or hostname" },
-    { var = "kind", type = "text-single", label = "Posture kind" },
+    { var = "endpoint", type = "text-single", label = "Endpoint id or hostname", check = id_check },
+    { var = "kind", type = "text-single", label = "Posture kind", check = id_check },
     { var = "attribute", type = "text-single", label = "Posture attribute name" },
-    { var = "rule", type = "text-single", label = "Rule id" },
-    { var = "policy", type = "text-single", label = "Policy id" },
+    { var = "rule", type = "text-single", label = "Rule id", check = id_check },
+    { var = "policy", type = "text-single", label = "Policy id", check = id_check },
     { var = "result", type = "list-single", label = "Result", options = M.RESULTS },
-    { var = "correlation", type = "text-single", label = "Correlation id" },
+    { var = "correlation", type = "text-single", label = "Correlation id", check = id_check },
     { var = "since", type = "text-single", label = "From (XEP-0082 date-time)" },
     { var = "until", type = "text-single", label = "To (XEP-0082 date-time)" },
     { var = "max", type = "text-single", label = "Page size", datatype = "xs:integer", value = "50",
@@ -181,7 +202,7 @@ M.QUERY_FORM = {
 
 M.GET_FORM = {
   title = "Retrieve an item", form_type = M.CMD.get,
-  fields = { { var = "id", type = "text-single", label = "Posture or result id", required = true } },
+  fields = { { var = "id", type = "text-single", label = "Posture or result id", required = true, check = id_check } },
 }
 
 

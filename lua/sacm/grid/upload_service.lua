@@ -160,6 +160,12 @@ local function accept_document(self, slot, body)
       return refuse(self, slot, 403, ("posture set %s names collector '%s' but was uploaded by %s"):format(
         set.id, tostring(set.collector), slot.jid))
     end
+    for _, p in ipairs(set.postures) do
+      if p.collected > time.now() + proto.MAX_CLOCK_SKEW then
+        return refuse(self, slot, 400, ("posture %s was collected %s, more than %d s ahead of the repository's clock"):format(
+          p.id, time.format(p.collected), proto.MAX_CLOCK_SKEW))
+      end
+    end
     receipt, err = self.store:put_posture_set(set, slot.jid, slot.bare)
     if not receipt and err.condition == "forbidden" then return refuse(self, slot, 403, err.text) end
   elseif doc.name == "results" and doc.ns == proto.NS_RESULT then
@@ -172,6 +178,10 @@ local function accept_document(self, slot, body)
     if jidlib.bare(set.evaluator or "") ~= slot.bare then
       return refuse(self, slot, 403, ("result set %s names evaluator '%s' but was uploaded by %s"):format(
         set.id, tostring(set.evaluator), slot.jid))
+    end
+    if set.evaluated > time.now() + proto.MAX_CLOCK_SKEW then
+      return refuse(self, slot, 400, ("result set %s was evaluated %s, more than %d s ahead of the repository's clock")
+        :format(set.id, time.format(set.evaluated), proto.MAX_CLOCK_SKEW))
     end
     receipt, err = self.store:put_result_set(set, doc, slot.jid)
   else

@@ -217,6 +217,13 @@ local function on_posture(self, item)
     log.warn("ignored posture item %s: %s", tostring(item.id), tostring(err))
     return
   end
+  if p.collected > time.now() + proto.MAX_CLOCK_SKEW then
+    -- a date far ahead would stay "the newest" and shadow every real posture after it
+    self.refused_future = (self.refused_future or 0) + 1
+    log.warn("ignored posture %s of %s: collected %s, more than %d s ahead of this clock", p.id, p.endpoint,
+      time.format(p.collected), proto.MAX_CLOCK_SKEW)
+    return
+  end
   remember(self, p)
   if self.auto and not p.correlation then auto_evaluate(self, p.endpoint) end
 end
