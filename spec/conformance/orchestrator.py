@@ -1073,7 +1073,16 @@ class Suite:
         expect(p.get('status') == 'error' and p['_error'] and p['_error'][0] == 'cancelled',
                "expected <error condition='cancelled'>, got %s" % short(evs[0]['el']))
         s = await self.wait_status(corr, ('collection-done', 'collection-failed'), 10)
+        self.state['failed-status'] = s
         expect(s is not None and s['type'] == 'collection-failed', 'expected collection-failed, got %s' % (s and s['type']))
+
+    async def c_failed_fields(self):
+        s = self.need('failed-status', 'the end of the cancelled collection')
+        want = ['collection', 'kinds', 'published', 'failed', 'spooled']
+        missing = [k for k in want if k not in s['attrs']]
+        expect(not missing, '%s: expected fields %s (4.3), missing %s, got %s' % (s['type'], want, missing, s['attrs']))
+        expect(status_list(s, 'kinds') == [self.c1['slow_kind']] and s['attrs']['failed'] == ['1'],
+               'expected kinds=%s failed=1, got %s' % (self.c1['slow_kind'], s['attrs']))
 
     async def c_cancel_unknown(self):
         f1, c = await self.o.run(self.c1['jid'], 'cancel', {'correlation': str(uuid.uuid4())})
@@ -1090,9 +1099,7 @@ class Suite:
         await self.c_execute_stage(self.cfg['evaluator'], 'evaluate')
         f = self.state['form:evaluate']['fields']
         want = {'endpoints': 'text-multi', 'correlation': 'text-single', 'policies': 'list-multi'}
-        got = {k: (f[k]['type'] if k in f else 'missing') for k in want}
-        if got.get('correlation') is None:
-            got['correlation'] = 'text-single'
+        got = {k: ((f[k]['type'] or 'text-single') if k in f else 'missing') for k in want}
         expect(got == want, 'expected fields %s, got %s' % (want, got))
         expect(self.cfg['policy']['id'] in f['policies']['options'], 'expected the policy among the options, got %s' % f['policies']['options'])
 
@@ -1310,15 +1317,43 @@ class Suite:
         corr = self.need('corr3', 'the evaluation')
         r = await self.query({'type': 'results', 'correlation': corr})
         expect(r.type == 'result' and r.form, 'expected a result form, got %s' % r.describe())
+        if r.form['items']:
+            self.state['some-result-id'] = (r.form['items'][0].get('id') or [None])[0]
         want = ['id', 'endpoint', 'hostname', 'rule', 'policy', 'policy_version', 'result', 'severity', 'evaluated', 'evaluator', 'correlation']
         missing = [w for w in want if w not in r.form['reported']]
         expect(not missing, 'expected columns %s, missing %s' % (want, missing))
-        expect(fval(r.form, 'count') == '6' and len(r.form['items']) == 6, 'expected the 6 results, got count=%s' % fval(r.form, 'count'))
-        self.state['some-result-id'] = r.form['items'][0]['id'][0]
+        sets = [e for e in self.o.events if e['node'] == PN['results'] and e['el'] is not None and e['el'].get('correlation') == corr]
+        n = sum(int(e['el'].get('total') or 0) for e in sets)
+        expect(fval(r.form, 'count') == str(n) and len(r.form['items']) == n,
+               'expected the %d results of the %d result sets announced for the correlation, got count=%s, %d items' % (
+                   n, len(sets), fval(r.form, 'count'), len(r.form['items'])))
 
     async def c_query_history(self):
         r = await self.query({'type': 'history', 'endpoint': self.c1['endpoint']})
         expect(r.type == 'result' and r.form and r.form['items'], 'expected history rows, got %s' % r.describe())
+
+    async def c_query_filters(self):
+        corr = self.need('corr3', 'the evaluation')
+        rule = self.cfg['policy']['rules']['os']
+        r = await self.query({'type': 'results', 'correlation': corr, 'rule': rule, 'result': 'pass',
+                              'policy': self.cfg['policy']['id']})
+        expect(r.type == 'result' and r.form, 'expected a result form, got %s' % r.describe())
+        rows = [(it.get('rule', [''])[0], it.get('result', [''])[0]) for it in r.form['items']]
+        n = len([e for e in self.o.events if e['node'] == PN['results'] and e['el'] is not None and e['el'].get('correlation') == corr])
+        expect(rows == [(rule, 'pass')] * n, 'expected %d row(s) (%s, pass), one per result set of the correlation, got %s' % (n, rule, rows))
+        r = await self.query({'type': 'posture', 'correlation': corr, 'since': '2999-01-01T00:00:00.000Z'})
+        expect(r.type == 'result' and r.form and fval(r.form, 'count') == '0', 'expected no posture since 2999, got %s' % (
+            r.describe() if r.type != 'result' else 'count=%s' % fval(r.form, 'count')))
+        r = await self.query({'type': 'posture', 'correlation': corr, 'until': '2000-01-01T00:00:00.000Z'})
+        expect(r.type == 'result' and r.form and fval(r.form, 'count') == '0', 'expected no posture until 2000, got %s' % (
+            r.describe() if r.type != 'result' else 'count=%s' % fval(r.form, 'count')))
+
+    async def c_evaluate_policies(self):
+        corr = self.need('corr3', 'the evaluation')
+        first, r = await self.o.run(self.cfg['evaluator'], 'evaluate', {'endpoints': [self.c1['endpoint']], 'correlation': corr,
+                                                                      'policies': [self.cfg['policy']['id']]}, timeout=40)
+        expect(r is not None and r.status == 'completed', 'expected completed, got %s' % (r or first).describe())
+        expect(fval(r.form, 'total') == '6', 'expected total=6 for the one policy, got %s' % fval(r.form, 'total'))
 
     async def c_query_paging(self):
         seen, after, pages = [], None, 0
@@ -1343,6 +1378,12 @@ class Suite:
         expect(r is not None and r.type == 'result' and r.status == 'completed', 'expected completed, got %s' % (r or first).describe())
         el = r.cmd.find(q(tag, ns))
         expect(el is not None and el.get('id') == i, 'expected the stored <%s> with id %s as the payload, got %s' % (tag, i, short(r.cmd, 200)))
+        if tag == 'posture':
+            ann = [e['el'] for e in self.state.get('posture3', []) if e['el'].get('id') == i]
+            if ann and not ann[0].get('href'):
+                a, b = dict(ann[0].attrib), dict(el.attrib)
+                expect(a == b and len(list(ann[0])) == len(list(el)),
+                       'expected the posture exactly as announced, attributes %s vs %s, %d vs %d children' % (a, b, len(list(ann[0])), len(list(el))))
 
     async def c_get_unknown(self):
         first, r = await self.o.run(self.repo_full, 'get', {'id': str(uuid.uuid4())})
@@ -1457,13 +1498,46 @@ class Suite:
         self.refusal_log.append(("400 for another id than the slot's", await self.refused_now() - b))
         expect(status == 400, "expected 400 for a document whose id is not the slot's, got %d %r" % (status, data[:200]))
 
+    async def refusing_put(self, name, body, slot_size=None, ctype='application/xml', slot_id=None):
+        set_id = slot_id or str(uuid.uuid4())
+        put, _ = await self.get_slot(set_id, slot_size if slot_size is not None else len(body(set_id)))
+        b = await self.refused_now()
+        status, h, data = self.put(put, body(set_id), ctype)
+        self.refusal_log.append((name, await self.refused_now() - b))
+        return status, h, data
+
+    async def c_put_wrong_size(self):
+        me = str(self.ca.boundjid)
+        status, _, data = await self.refusing_put("400 for a size other than the slot's", lambda i: self.posture_set(i, me),
+                                                  slot_size=len(self.posture_set(str(uuid.uuid4()), me)) + 10)
+        expect(status == 400, "expected 400 for a body of another size than the slot's, got %d %r" % (status, data[:200]))
+
+    async def c_put_not_well_formed(self):
+        status, _, data = await self.refusing_put('400 for a document not well-formed', lambda i: b'<posture-set xmlns="urn:sacmrun:posture:1"')
+        expect(status == 400, 'expected 400 for a document that is not well-formed, got %d %r' % (status, data[:200]))
+
+    async def c_put_not_a_set(self):
+        status, _, data = await self.refusing_put('415 for a document that is no set', lambda i: ('<note xmlns="urn:example" id="%s"/>' % i).encode())
+        expect(status == 415, 'expected 415 for application/xml that is not a posture set or result set, got %d %r' % (status, data[:200]))
+
+    async def c_put_child_other(self):
+        me = str(self.ca.boundjid)
+
+        def body(i):
+            el = ET.fromstring(self.posture_set(i, me))
+            el.find(q('posture', NS_POSTURE)).set('collector', self.c2['jid'])
+            return ET.tostring(el, encoding='utf-8')
+        status, _, data = await self.refusing_put('403 for a posture naming another collector', body)
+        expect(status == 403, "expected 403 for a set of this collector holding a posture of %s (5.3: each posture's collector), got %d %r" % (
+            self.c2['jid'], status, data[:200]))
+
     async def refused_now(self):
         f = await self.get_status('repository', self.repo_full)
         v = fval(f, 'refused')
         return int(v) if v and INT.match(v) else -10 ** 6
 
     async def c_refused_counted(self):
-        expect(len(self.refusal_log) == 4, 'cannot check: %d of the 4 refusals were made' % len(self.refusal_log))
+        expect(len(self.refusal_log) == 8, 'cannot check: %d of the 8 refusals were made' % len(self.refusal_log))
         missed = [what for what, d in self.refusal_log if d < 1]
         expect(not missed, "expected every refusal (400, 403, 413, 415) counted in the status command's refused (5.3), "
                "not counted: %s" % ', '.join(missed))
@@ -1571,6 +1645,7 @@ class Suite:
         # cancel
         await self.check('cancel-form', self.c_cancel_form)
         await self.check('cancel-running-collection', self.c_cancel)
+        await self.check('status-collection-failed-fields', self.c_failed_fields)
         await self.check('cancel-unknown-item-not-found', self.c_cancel_unknown)
         await self.check('cancel-missing-correlation', self.c_cancel_missing)
         # status
@@ -1593,6 +1668,7 @@ class Suite:
         await self.check('evaluate-unknown-endpoint-failed', self.c_evaluate_unknown_endpoint)
         await self.check('evaluate-unknown-correlation', self.c_evaluate_unknown_correlation)
         await self.check('evaluate-wrong-form-type', self.c_wrong_form_type, cfg['evaluator'], 'evaluate', {'endpoints': [self.c1['endpoint']]})
+        await self.check('evaluate-policies-field', self.c_evaluate_policies)
         await self.check('evaluate-forbidden-non-peer', self.c_forbidden, cfg['evaluator'], 'evaluate')
         await self.check('result-not-applicable-posture', self.c_notapplicable)
         # query, get
@@ -1602,6 +1678,7 @@ class Suite:
         await self.check('query-results', self.c_query_results)
         await self.check('query-history', self.c_query_history)
         await self.check('query-paging', self.c_query_paging)
+        await self.check('query-filters', self.c_query_filters)
         await self.check('query-max-ten-bad-payload', self.c_query_bad, {'type': 'posture', 'max': 'ten'}, 'max')
         await self.check('query-since-yesterday-bad-payload', self.c_query_bad, {'type': 'posture', 'since': 'yesterday'}, 'since')
         await self.check('query-filter-not-applicable-bad-payload', self.c_query_bad, {'type': 'results', 'kind': 'os'}, 'kind')
@@ -1625,6 +1702,10 @@ class Suite:
         await self.check('upload-put-other-collector-403', self.c_put_other_collector)
         await self.check('upload-put-wrong-content-type-415', self.c_put_wrong_type)
         await self.check('upload-put-wrong-id-400', self.c_put_wrong_id)
+        await self.check('upload-put-wrong-size-400', self.c_put_wrong_size)
+        await self.check('upload-put-not-well-formed-400', self.c_put_not_well_formed)
+        await self.check('upload-put-not-a-set-415', self.c_put_not_a_set)
+        await self.check('upload-put-posture-of-other-collector-403', self.c_put_child_other)
         await self.check('upload-refusals-counted', self.c_refused_counted)
         # the reference orchestrator (examples/grid/orchestrator.lua)
         await self.check('reference-orchestrator-says-what-it-found', self.c_reference_short)
