@@ -25,7 +25,7 @@ local ACCOUNTS = { "orchestrator", "plain", "collector", "collector2", "evaluato
 
 -- The number of checks the client runs; a change of the client changes it here too, so a check
 -- that silently stops running shows.
-local CHECKS = 127
+local CHECKS = 135
 
 -- The test policy (its rules are named in the client's config, below).
 local POLICY = [[
@@ -138,6 +138,7 @@ local function each_server(name, key, start_server)
           { jid = c2.member.conn.jid, endpoint = c2.endpoint, configured = { "os", "packages", "sshd" },
             vanishing_kind = "packages", vanishing_file = dir .. "/vanishing-status" },
         },
+        policies_dir = dir .. "/policies",
         policy = { id = "conformance", rules = { os = "conf-os", sysctl = "conf-sysctl-fails",
           packages = "conf-packages", sshd = "conf-sshd", users = "conf-users", evidence = "conf-evidence" } },
         reference = { sacmrun = BIN, script = "examples/grid/orchestrator.lua",

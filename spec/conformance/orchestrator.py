@@ -687,6 +687,36 @@ class Suite:
         want = {PN['posture']: 'member', PN['results']: 'member', PN['status']: 'publisher'}
         expect(got == want, 'expected the orchestrator affiliated %s (section 4), got %s (%s)' % (want, got, how))
 
+    async def c_node_metadata(self):
+        bad, seen = [], 0
+        for node in PN.values():
+            r = await self.o.disco_info(self.cfg['pubsub'], node)
+            expect(r.type == 'result', 'expected disco#info of node %s, got %s' % (node, r.describe()))
+            for x in r.child('query', NS_INFO).findall(q('x', NS_DATA)):
+                f = parse_form(x)
+                if f['form_type'] != 'http://jabber.org/protocol/pubsub#meta_data':
+                    continue
+                am = fval(f, 'pubsub#access_model')
+                if am is not None:
+                    seen += 1
+                    if am != 'whitelist':
+                        bad.append('%s access_model=%s' % (node, am))
+                pi = fval(f, 'pubsub#persist_items')
+                if pi is not None and pi not in ('0', 'false'):
+                    bad.append('%s persist_items=%s' % (node, pi))
+        expect(not bad, 'expected whitelist nodes that persist no item (section 4), got %s' % bad)
+
+    async def c_no_items(self):
+        kept = {}
+        for node in PN.values():
+            r = await self.o.iq(self.cfg['pubsub'], 'get', pubsub_el('items', {'node': node}))
+            if r.type == 'result':
+                items = r.child('pubsub', NS_PUBSUB).find(q('items', NS_PUBSUB))
+                n = len(items.findall(q('item', NS_PUBSUB))) if items is not None else 0
+                if n:
+                    kept[node] = n
+        expect(not kept, 'expected transient nodes: the XMPP server keeps no item (section 4), got items kept %s' % kept)
+
     async def c_orch_publish(self):
         st = ET.Element(q('status', NS_STATUS), {'type': 'online', 'component': str(self.o.boundjid),
                                                  'role': 'orchestrator', 'at': now()})
@@ -879,6 +909,14 @@ class Suite:
         got = (fval(f, 'correlation'), fval(f, 'endpoint'), sorted(fvals(f, 'kinds') or []))
         want = (corr, self.c1['endpoint'], ['os', 'sysctl'])
         expect(got == want, 'expected (correlation, endpoint, kinds) = %s, got %s' % (want, got))
+
+    async def c_default_correlation(self):
+        first, r = await self.o.run(self.c1['jid'], 'collect', {'kinds': ['os']})
+        expect(r is not None and r.status == 'completed', 'expected completed, got %s' % (r or first).describe())
+        corr = fval(r.form, 'correlation')
+        expect(UUID4.match(corr or ''), 'expected a version 4 UUID correlation when the requester gives none (3), got %r' % corr)
+        evs = await self.wait_posture(corr, 1, 15)
+        expect(evs, 'expected the posture announced with that correlation, got none')
 
     async def c_posture_notifications(self):
         corr = self.need('corr1', 'the first collection')
@@ -1463,6 +1501,16 @@ class Suite:
         put2, _ = await self.get_slot(set_id, len(body))
         status, _, data = self.put(put2, body)
         expect(status == 200, 'expected 200 OK (everything already stored) for the same set again, got %d %r' % (status, data[:200]))
+        rc = ET.fromstring(data)
+        expect(rc.get('stored') == '0' and rc.get('duplicates') == '1', 'expected a receipt stored=0 duplicates=1, got %s' % short(rc))
+
+    async def c_fetch_slot_get(self):
+        set_id, body, put, get = self.need('upload', 'a slot')
+        status, h, data = self.https.request('GET', get)
+        expect(status == 200, "expected 200 from the slot's get URL, got %d %r" % (status, data[:200]))
+        el = ET.fromstring(data)
+        expect(el.tag == q('posture-set', NS_POSTURE) and el.get('id') == set_id,
+               "expected the collection's posture set %s (5.4), got %s" % (set_id, short(el, 150)))
 
     async def c_fetch_receipt(self):
         c = self.need('receipt', 'a receipt')
@@ -1553,6 +1601,62 @@ class Suite:
         expect(got[0] == 64 and 'resource-constraint' in got[1].conditions,
                'expected resource-constraint for slot 65, got %s at slot %d' % (got[1].describe(), got[0] + 1))
 
+    # -- policies (4.3, 2.2) ----------------------------------------------------------------
+    def wait_policy_status(self, typ, pred, timeout=10):
+        return self.o.wait_events(lambda e: e['node'] == PN['status'] and e['el'].tag == q('status', NS_STATUS)
+                                  and e['el'].get('type') == typ and pred(status_of(e['el'])), 1, timeout)
+
+    async def c_policy_loaded(self):
+        path = os.path.join(self.cfg['policies_dir'], 'conformance_extra.lua')
+        text = EXTRA_POLICY.encode()
+        ver_before = self.caps_of(self.cfg['evaluator'])
+        self.state['ver-before'] = ver_before
+        with open(path, 'wb') as f:
+            f.write(text)
+        self.state['extra-path'] = path
+        evs = await self.wait_policy_status('policy-loaded', lambda s: s['attrs'].get('policy') == ['conformance-extra'], 15)
+        expect(evs, 'expected a policy-loaded status notification with policy=conformance-extra within 15 s of writing the file, got none')
+        s = status_of(evs[0]['el'])
+        want = hashlib.sha256(text).hexdigest()
+        expect(s['attrs'].get('version') == [want] and s.get('role') == 'evaluator',
+               'expected version=%s (SHA-256 of the file) from the evaluator, got %s' % (want, s['attrs']))
+
+    def caps_of(self, jid):
+        p = self.component_presence(jid)
+        c = p.find(q('c', NS_CAPS)) if p is not None else None
+        return c.get('ver') if c is not None else None
+
+    async def c_policy_caps(self):
+        before = self.state.get('ver-before')
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.caps_of(self.cfg['evaluator']) == before:
+            await asyncio.sleep(0.2)
+        ver = self.caps_of(self.cfg['evaluator'])
+        expect(ver != before, 'expected a new caps ver in the evaluator presence once it loaded a policy (2.2), still %s' % ver)
+        r = await self.o.disco_info(self.cfg['evaluator'])
+        qr = r.child('query', NS_INFO)
+        feats = {f.get('var') for f in qr.findall(q('feature', NS_INFO))}
+        expect(NS_GRID + ':policy:conformance-extra' in feats, 'expected feature %s:policy:conformance-extra, got %s' % (NS_GRID, sorted(feats)))
+        expect(caps_ver(qr) == ver, 'expected the new ver %s to be the hash of the new disco#info, it is %s' % (ver, caps_ver(qr)))
+
+    async def c_policy_rejected(self):
+        path = os.path.join(self.cfg['policies_dir'], 'conformance_broken.lua')
+        with open(path, 'w') as f:
+            f.write('return { id = "conformance-broken", rules = { \n')
+        try:
+            evs = await self.wait_policy_status('policy-rejected', lambda s: any('conformance_broken' in v for v in s['attrs'].get('file', [])), 15)
+        finally:
+            os.remove(path)
+        expect(evs, 'expected a policy-rejected status notification with field file naming conformance_broken.lua, got none in 15 s')
+        s = status_of(evs[0]['el'])
+        expect(s['text'], 'expected a <text> with the compile error, got none')
+
+    async def c_policy_removed(self):
+        path = self.need('extra-path', 'the extra policy')
+        os.remove(path)
+        evs = await self.wait_policy_status('policy-removed', lambda s: s['attrs'].get('policy') == ['conformance-extra'], 15)
+        expect(evs, 'expected a policy-removed status notification with policy=conformance-extra, got none in 15 s')
+
     # -- the reference orchestrator ---------------------------------------------------------
     def reference(self, conf, extra=()):
         ref = self.cfg['reference']
@@ -1606,6 +1710,7 @@ class Suite:
         await self.check('pubsub-orchestrator-publishes-status', self.c_orch_publish)
         await self.check('pubsub-orchestrator-cannot-publish-posture', self.c_orch_publish_posture)
         await self.check('pubsub-create-node-forbidden', self.c_create_forbidden)
+        await self.check('pubsub-node-metadata', self.c_node_metadata)
         roles = {'collector': self.c1['jid'], 'collector2': self.c2['jid'], 'evaluator': cfg['evaluator'],
                  'repository': self.repo_full or cfg['repository']}
         for name, jid in roles.items():
@@ -1621,6 +1726,7 @@ class Suite:
         await self.check('collect-form-timeout-xs-integer', self.c_collect_timeout_datatype)
         await self.check('collect-complete', self.c_collect_complete)
         await self.check('posture-notifications', self.c_posture_notifications)
+        await self.check('collect-default-correlation-uuid', self.c_default_correlation)
         await self.check('posture-attributes', self.c_posture_attributes)
         await self.check('posture-inline-data', self.c_posture_inline)
         await self.check('status-collection-started', self.c_started)
@@ -1687,6 +1793,7 @@ class Suite:
         await self.check('get-posture', self.c_get, 'some-posture-id', 'posture', NS_POSTURE)
         await self.check('get-result', self.c_get, 'some-result-id', 'result', NS_RESULT)
         await self.check('get-unknown-item-not-found', self.c_get_unknown)
+        await self.check('pubsub-nodes-keep-no-items', self.c_no_items)
         # affiliations of an account that advertises no role (it registered at the start)
         await self.check('pubsub-plain-account-no-affiliation', self.c_plain_no_affiliation)
         await self.check('pubsub-plain-account-cannot-subscribe', self.c_plain_subscribe)
@@ -1699,6 +1806,7 @@ class Suite:
         await self.check('upload-put-201-receipt', self.c_put_own)
         await self.check('upload-put-reused-slot-403-then-200', self.c_put_again)
         await self.check('fetch-receipt-content', self.c_fetch_receipt)
+        await self.check('fetch-slot-get-url-posture-set', self.c_fetch_slot_get)
         await self.check('upload-put-other-collector-403', self.c_put_other_collector)
         await self.check('upload-put-wrong-content-type-415', self.c_put_wrong_type)
         await self.check('upload-put-wrong-id-400', self.c_put_wrong_id)
@@ -1707,6 +1815,11 @@ class Suite:
         await self.check('upload-put-not-a-set-415', self.c_put_not_a_set)
         await self.check('upload-put-posture-of-other-collector-403', self.c_put_child_other)
         await self.check('upload-refusals-counted', self.c_refused_counted)
+        # policies loaded, rejected, removed
+        await self.check('status-policy-loaded', self.c_policy_loaded)
+        await self.check('caps-ver-changes-with-policies', self.c_policy_caps)
+        await self.check('status-policy-rejected', self.c_policy_rejected)
+        await self.check('status-policy-removed', self.c_policy_removed)
         # the reference orchestrator (examples/grid/orchestrator.lua)
         await self.check('reference-orchestrator-says-what-it-found', self.c_reference_short)
         await self.check('reference-orchestrator-covers-every-endpoint', self.c_reference_full)
@@ -1716,6 +1829,16 @@ class Suite:
         for acc in (self.ca, self.p, self.o):
             acc.disconnect()
         await asyncio.sleep(0.3)
+
+
+EXTRA_POLICY = '''return {
+  id = "conformance-extra", title = "A policy the conformance client adds", description = "spec/conformance/orchestrator.py",
+  rules = {
+    { id = "conf-extra-os", title = "os again", severity = "info", rationale = "a test", requires = { "os" },
+      check = function(p) return "pass", "os" end },
+  },
+}
+'''
 
 
 def report_endpoints(path):
