@@ -25,7 +25,7 @@ local ACCOUNTS = { "orchestrator", "plain", "collector", "collector2", "evaluato
 
 -- The number of checks the client runs; a change of the client changes it here too, so a check
 -- that silently stops running shows.
-local CHECKS = 135
+local CHECKS = 138
 
 -- The test policy (its rules are named in the client's config, below).
 local POLICY = [[

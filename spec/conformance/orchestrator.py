@@ -1066,8 +1066,13 @@ class Suite:
         posted = sorted(e['el'].get('kind') for e in self.posture_events(corr))
         extra = [k for k in posted if k not in advertised]
         self.state['nokinds-posture'] = self.posture_events(corr)
-        expect(not extra, 'expected posture only of the advertised kinds %s, got also %s' % (
-            advertised, ['%s (%s)' % (e['el'].get('kind'), short(e['el'].find(q('error', NS_POSTURE)), 120)) for e in self.posture_events(corr) if e['el'].get('kind') in extra]))
+        def what(e):
+            p = posture_of(e['el'])
+            if p['_error']:
+                return "%s status='%s' condition='%s' (%s)" % (p['kind'], p.get('status'), p['_error'][0], p['_error'][1][:80])
+            return "%s status='%s'" % (p['kind'], p.get('status'))
+        expect(not extra, 'expected posture only of the advertised kinds %s (none asked for), got also %s' % (
+            advertised, [what(e) for e in self.posture_events(corr) if e['el'].get('kind') in extra]))
         expect(s is not None, 'expected the end of the collection, got none')
 
     async def c_no_kinds_published(self):
@@ -1748,6 +1753,8 @@ class Suite:
         await self.check('command-unknown-node', self.c_unknown_node)
         await self.check('collect-forbidden-non-peer', self.c_forbidden, self.c1['jid'], 'collect')
         await self.check('collect-forbidden-non-peer-complete', self.c_forbidden_complete)
+        await self.check('cancel-forbidden-non-peer', self.c_forbidden, self.c1['jid'], 'cancel')
+        await self.check('status-forbidden-non-peer', self.c_forbidden, self.c1['jid'], 'status')
         # cancel
         await self.check('cancel-form', self.c_cancel_form)
         await self.check('cancel-running-collection', self.c_cancel)
@@ -1790,6 +1797,7 @@ class Suite:
         await self.check('query-filter-not-applicable-bad-payload', self.c_query_bad, {'type': 'results', 'kind': 'os'}, 'kind')
         await self.check('query-type-missing-bad-payload', self.c_query_bad, {'endpoint': self.c1['endpoint']}, 'type')
         await self.check('query-forbidden-non-peer', self.c_forbidden, roles['repository'], 'query')
+        await self.check('get-forbidden-non-peer', self.c_forbidden, roles['repository'], 'get')
         await self.check('get-posture', self.c_get, 'some-posture-id', 'posture', NS_POSTURE)
         await self.check('get-result', self.c_get, 'some-result-id', 'result', NS_RESULT)
         await self.check('get-unknown-item-not-found', self.c_get_unknown)
