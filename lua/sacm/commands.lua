@@ -221,6 +221,14 @@ local function prefilled(def, values)
   return copy
 end
 
+-- After a refused submission the session waits for a corrected one, unless its command was added
+-- with end_on_refusal: then the refusal ends it (the requester starts again with execute).
+local function refused(session)
+  if not session.spec.end_on_refusal then return end
+  end_session(session, "refused")
+  error(errors.new("cancelled", "the submission was refused"), 0)
+end
+
 --- session:ask(form [, opts]) -> values. Sends form (a sacm.forms definition or element) to the
 -- requester and waits for the answer: the values, validated against the form and typed
 -- (forms.validate). An answer that fails validation gets bad-request <bad-payload/> and the
@@ -291,6 +299,7 @@ function Session:ask(def, opts)
       -- XEP-0050 4.4: only the actions <actions/> offered (and execute, the default) are valid
       respond(self, req, error_iq(req.stanza, "bad-request", ("action '%s' is not offered at this stage (use %s)")
         :format(req.action, opts.last and "complete" or "next"), "bad-action"))
+      refused(self)
     else
       local parsed = submitted and forms.parse(submitted, def)
       local values, err = forms.validate(def, parsed and parsed.values or {})
@@ -304,6 +313,7 @@ function Session:ask(def, opts)
         return values
       end
       respond(self, req, error_iq(req.stanza, "bad-request", err.text, "bad-payload"))
+      refused(self)
     end
   end
 end

@@ -220,7 +220,8 @@ function M.posture_set(set)
 end
 
 --- parse_posture_set(el) -> {id, endpoint, hostname, collector, correlation, postures = {p},
--- elements = {el}} | nil, err. Every posture must be of the set's endpoint and collector.
+-- elements = {el}} | nil, err. Every posture must be of the set's endpoint; whose collector each
+-- names is for the receiver to check against who sent it.
 function M.parse_posture_set(el)
   if not xml.is_element(el) or el.name ~= "posture-set" or el.ns ~= proto.NS_POSTURE then
     return bad("not a posture set")
@@ -239,8 +240,8 @@ function M.parse_posture_set(el)
     local p, err = M.parse_posture(child)
     if not p then return nil, err end
     if p.ref then return bad("posture set %s: posture %s is a reference, not content", a.id, p.id) end
-    if p.endpoint ~= set.endpoint or p.collector ~= set.collector then
-      return bad("posture set %s: posture %s is of another endpoint or collector", a.id, p.id)
+    if p.endpoint ~= set.endpoint then
+      return bad("posture set %s: posture %s is of another endpoint (%s)", a.id, p.id, p.endpoint)
     end
     set.postures[#set.postures + 1] = p
     set.elements[#set.elements + 1] = child

@@ -94,6 +94,8 @@ M.NODE_CONFIG = {
   deliver_payloads = true,
   notify_retract = false,
   notify_delete = true,
+  -- a subscriber gets what is published from then on, never an old notification replayed
+  send_last_published_item = "never",
 }
 
 -- What each role's account may do on each node (XEP-0060 affiliations the repository sets).

@@ -161,6 +161,10 @@ local function accept_document(self, slot, body)
         set.id, tostring(set.collector), slot.jid))
     end
     for _, p in ipairs(set.postures) do
+      if jidlib.bare(p.collector or "") ~= slot.bare then
+        return refuse(self, slot, 403, ("posture %s names collector '%s' but was uploaded by %s"):format(
+          p.id, tostring(p.collector), slot.jid))
+      end
       if p.collected > time.now() + proto.MAX_CLOCK_SKEW then
         return refuse(self, slot, 400, ("posture %s was collected %s, more than %d s ahead of the repository's clock"):format(
           p.id, time.format(p.collected), proto.MAX_CLOCK_SKEW))
@@ -202,9 +206,13 @@ local function on_put(self, req, token, filename)
   local slot = self.slots[token]
   if not slot or slot.expires < time.monotonic() then
     if slot then release(self, token) end
-    return text_response(403, "no such upload slot, or it expired: ask for a new one")
+    -- refused like any other upload, though who sent it is not known: the slot was the credential
+    return refuse(self, slot or { jid = req.remote or "unknown", filename = filename }, 403,
+      "no such upload slot, or it was used or expired: ask for a new one")
   end
-  if filename ~= slot.filename then return text_response(403, "this slot is for " .. slot.filename) end
+  if filename ~= slot.filename then
+    return refuse(self, slot, 403, "this slot is for " .. slot.filename .. ", not " .. filename)
+  end
   if #req.body ~= slot.size then
     release(self, token)
     return refuse(self, slot, 400, ("the slot is for %d bytes, the body has %d"):format(slot.size, #req.body))

@@ -222,6 +222,7 @@ local function add_commands(self, allowed)
   cmds:add(proto.CMD.collect, {
     name = "Collect posture",
     allowed = allowed,
+    end_on_refusal = true, -- docs/protocol.md 3: a refused submission ends the session
     form = function() return proto.collect_form(self.kinds) end,
     run = function(session, values)
       local correlation = values.correlation
@@ -247,6 +248,7 @@ local function add_commands(self, allowed)
   cmds:add(proto.CMD.status, {
     name = "Collector status",
     allowed = allowed,
+    end_on_refusal = true, -- docs/protocol.md 3: a refused submission ends the session
     run = function()
       local running = 0
       for _ in pairs(self.running) do running = running + 1 end
@@ -265,6 +267,7 @@ local function add_commands(self, allowed)
   cmds:add(proto.CMD.cancel, {
     name = "Cancel a collection",
     allowed = allowed,
+    end_on_refusal = true, -- docs/protocol.md 3: a refused submission ends the session
     form = proto.CANCEL_FORM,
     run = function(session, values)
       local n = 0

@@ -268,6 +268,7 @@ local function add_commands(self, allowed)
   cmds:add(proto.CMD.evaluate, {
     name = "Evaluate posture",
     allowed = allowed,
+    end_on_refusal = true, -- docs/protocol.md 3: a refused submission ends the session
     form = function() return proto.evaluate_form(policy_ids(self)) end,
     run = function(session, values)
       local correlation = values.correlation ~= "" and values.correlation or nil
@@ -307,6 +308,7 @@ local function add_commands(self, allowed)
   cmds:add(proto.CMD.status, {
     name = "Evaluator status",
     allowed = allowed,
+    end_on_refusal = true, -- docs/protocol.md 3: a refused submission ends the session
     run = function()
       local pols, endpoints = {}, {}
       for _, pol in ipairs(self.engine:policies()) do pols[#pols + 1] = pol.id .. " " .. pol.version end

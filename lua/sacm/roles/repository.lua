@@ -69,6 +69,7 @@ local function add_commands(self, allowed)
   cmds:add(proto.CMD.query, {
     name = "Query posture and results",
     allowed = allowed,
+    end_on_refusal = true, -- docs/protocol.md 3: a refused submission ends the session
     form = proto.QUERY_FORM,
     run = function(_, values)
       local page, err = self.store:query(values)
@@ -92,12 +93,14 @@ local function add_commands(self, allowed)
   cmds:add(proto.CMD.get, {
     name = "Retrieve posture or a result",
     allowed = allowed,
+    end_on_refusal = true, -- docs/protocol.md 3: a refused submission ends the session
     form = proto.GET_FORM,
     run = function(_, values) return self.store:get(values.id) end,
   })
   cmds:add(proto.CMD.status, {
     name = "Repository status",
     allowed = allowed,
+    end_on_refusal = true, -- docs/protocol.md 3: a refused submission ends the session
     run = function()
       local s = self.store:stats()
       local totals = self.store:totals()
