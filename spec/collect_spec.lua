@@ -321,6 +321,74 @@ time.sleep(60)
       assert.equal(sh("sysctl -n kernel.randomize_va_space"), defaults["kernel.randomize_va_space"])
     end)
 
+    it("parses sysctl.d lines: comments, slashes, '-' prefix, globs, exclusions", function()
+      local a = sysctl.parse_conf("# c\n ; c\nnet/ipv4/ip_forward=0\n-kernel.x = 1 \nnet.ipv4.conf.*.rp_filter = 2\n"
+        .. "-net.ipv4.conf.all.rp_filter\nnot an assignment\nkernel.y =\n")
+      assert.same({
+        { name = "net.ipv4.ip_forward", value = "0", line = 3, ignore_failure = false },
+        { name = "kernel.x", value = "1", line = 4, ignore_failure = true },
+        { name = "net.ipv4.conf.*.rp_filter", value = "2", line = 5, ignore_failure = false, glob = true },
+        { name = "net.ipv4.conf.all.rp_filter", line = 6, ignore_failure = true },
+        { name = "kernel.y", value = "", line = 8, ignore_failure = false },
+      }, a)
+    end)
+
+    it("resolves the persistent configuration with systemd-sysctl's precedence (fixture tree)", function()
+      local root = sh("pwd") .. "/" .. FIXTURES .. "sysctl-root" -- opts.root is absolute
+      local keys = { "kernel.randomize_va_space", "net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter",
+        "net.ipv4.conf.eth0.rp_filter", "kernel.sysrq" }
+      local data = run_ok("sysctl", { root = root, keys = keys })
+      -- run time from the tree's proc/sys; a key it does not have is absent
+      assert.equal("2", data.attributes["kernel.randomize_va_space"])
+      assert.equal("0", data.attributes["net.ipv4.ip_forward"])
+      assert.is_nil(data.attributes["kernel.sysrq"])
+      -- 10-net (etc, hides usr/lib's), 50-default, 60-run, 80-late, 99-sysctl (the link to
+      -- sysctl.conf, read once); 70-masked is a link to /dev/null in etc and hides lib's
+      assert.equal(5, data.attributes.persistent_files)
+      local items = by(data.items, "name")
+      assert.same({ "kernel.dmesg_restrict", "kernel.randomize_va_space", "net.ipv4.conf.all.accept_redirects",
+        "net.ipv4.conf.all.send_redirects", "net.ipv4.conf.default.rp_filter", "net.ipv4.conf.eth0.rp_filter",
+        "net.ipv4.ip_forward" }, (function()
+          local names = {}
+          for i, item in ipairs(data.items) do names[i] = item.name end
+          return names
+        end)())
+      -- /etc's 10-net.conf wins over /usr/lib's of the same name: ip_forward 0, no syncookies
+      assert.same({ name = "net.ipv4.ip_forward", value = "0", file = "/etc/sysctl.d/10-net.conf", line = 2,
+        ignore_failure = false, assignments = 1 }, items["net.ipv4.ip_forward"])
+      assert.equal("/etc/sysctl.d/10-net.conf", items["net.ipv4.conf.all.send_redirects"].file)
+      assert.is_true(items["net.ipv4.conf.all.accept_redirects"].ignore_failure)
+      -- files apply in name order across directories; the last line of the last file wins
+      assert.same({ "2", "/lib/sysctl.d/80-late.conf", 2, 4 }, { items["kernel.randomize_va_space"].value,
+        items["kernel.randomize_va_space"].file, items["kernel.randomize_va_space"].line,
+        items["kernel.randomize_va_space"].assignments })
+      assert.equal("/run/sysctl.d/60-run.conf", items["net.ipv4.conf.default.rp_filter"].file)
+      -- a glob sets the keys asked for that nothing sets explicitly; "-key" keeps it off "all"
+      assert.same({ "2", "net.ipv4.conf.*.rp_filter" }, { items["net.ipv4.conf.eth0.rp_filter"].value,
+        items["net.ipv4.conf.eth0.rp_filter"].glob })
+      assert.is_nil(items["net.ipv4.conf.all.rp_filter"])
+      assert.equal("/etc/sysctl.d/99-sysctl.conf", items["kernel.dmesg_restrict"].file)
+      assert.is_nil(items["kernel.sysrq"]) -- masked
+    end)
+
+    it("reports this host's persistent settings with the file and line that set them", function()
+      local data = run_ok("sysctl")
+      -- Not compared with `sysctl --system`: it has no dry run and would change this host. Each
+      -- item must point at a line of the host's file that assigns that value to that key.
+      assert.is_true(data.attributes.persistent_files > 0) -- Debian ships /usr/lib/sysctl.d files
+      for _, item in ipairs(data.items) do
+        local line = sh(("sed -n '%dp' '%s'"):format(item.line, item.file))
+        local key, value = line:match("^%s*%-?%s*([^=%s]+)%s*=%s*(.-)%s*$")
+        assert.equal(item.glob or item.name, sysctl.normalize(key), line)
+        assert.equal(item.value, value, line)
+      end
+      -- procps's 99-protect-links.conf sets the link protections on Debian 12, unless an admin
+      -- file overrides them
+      local links = by(data.items, "name")["fs.protected_symlinks"]
+      assert.is_not_nil(links)
+      assert.equal(sh("sysctl -n fs.protected_symlinks"), data.attributes["fs.protected_symlinks"])
+    end)
+
     it("reports an invalid key as the module's error", function()
       local err = run_fails("sysctl", { keys = { "../etc/passwd" } }, "internal-error")
       assert.matches("not a sysctl name", err.text)
@@ -645,7 +713,10 @@ time.sleep(60)
       assert.equal(sh("hostname"), all.os.data.attributes.hostname)
       assert.same({ "net.ipv4.ip_forward" }, (function()
         local keys = {}
-        for k in pairs(all.sysctl.data.attributes) do keys[#keys + 1] = k end
+        -- sysctl names have dots; persistent_files and persistent_unreadable are the kind's own
+        for k in pairs(all.sysctl.data.attributes) do
+          if k:find(".", 1, true) then keys[#keys + 1] = k end
+        end
         return keys
       end)())
       assert.equal("timeout", all.zz_hang.error.condition)

@@ -117,7 +117,17 @@ describe("sacm.policy", function()
       assert.matches("OpenSSH default", results["ssh-x11-forwarding"].evidence[1], 1, true)
     end)
 
-    local function sysctl(attrs) return { sysctl = { attributes = attrs, items = {} } } end
+    -- run-time attributes and, unless `persistent` says otherwise, the same values persistently
+    local function sysctl(attrs, persistent)
+      local items = {}
+      for k, v in pairs(persistent or attrs) do
+        if k:find(".", 1, true) then
+          items[#items + 1] = { name = k, value = v, file = "/etc/sysctl.d/60-test.conf", line = #items + 1 }
+        end
+      end
+      table.sort(items, function(a, b) return a.name < b.name end)
+      return { sysctl = { attributes = attrs, items = items } }
+    end
     for rule_id, case in pairs({
       ["kernel-ip-forward"] = { keys = { "net.ipv4.ip_forward" }, good = "0", bad = "1" },
       ["kernel-accept-redirects"] = { keys = { "net.ipv4.conf.all.accept_redirects",
@@ -129,14 +139,28 @@ describe("sacm.policy", function()
         good = "1", bad = "0" },
       ["kernel-dmesg-restrict"] = { keys = { "kernel.dmesg_restrict" }, good = "1", bad = "0" },
     }) do
-      it(rule_id .. ": pass, fail on one bad key, notapplicable without the keys", function()
+      it(rule_id .. ": pass on both sides, fail on a bad run-time or persistent value, notapplicable without the keys", function()
         local attrs = { ["vm.swappiness"] = "60" }
         for _, k in ipairs(case.keys) do attrs[k] = case.good end
         assert.equal("pass", eval(sysctl(attrs), rule_id).result)
-        attrs[case.keys[#case.keys]] = case.bad
-        local r = eval(sysctl(attrs), rule_id)
+        local last = case.keys[#case.keys]
+        -- right on disk, wrong now
+        local disk = {}
+        for k, v in pairs(attrs) do disk[k] = v end
+        attrs[last] = case.bad
+        local r = eval(sysctl(attrs, disk), rule_id)
         assert.equal("fail", r.result)
-        assert.matches(case.keys[#case.keys] .. " = " .. case.bad, r.evidence[1], 1, true)
+        assert.matches(last .. " = " .. case.bad .. " at run time", r.evidence[1], 1, true)
+        -- right now, wrong on disk: the reboot would undo it
+        attrs[last], disk[last] = case.good, case.bad
+        r = eval(sysctl(attrs, disk), rule_id)
+        assert.equal("fail", r.result)
+        assert.matches(last .. " = " .. case.bad .. " persistently in /etc/sysctl.d/60-test.conf", r.evidence[1], 1, true)
+        -- right now, set nowhere
+        disk[last] = nil
+        r = eval(sysctl(attrs, disk), rule_id)
+        assert.equal("fail", r.result)
+        assert.matches(last .. " is not set persistently", r.evidence[1], 1, true)
         assert.equal("notapplicable", eval(sysctl({ ["vm.swappiness"] = "60" }), rule_id).result)
       end)
     end
