@@ -222,8 +222,11 @@ time.sleep(60)
       assert.equal(8, #entries) -- comment, NIS and malformed lines skipped
       local items = by(users.items(entries, users.parse_shadow(fixture("shadow"))), "name")
       assert.same({ name = "alice", uid = 1000, gid = 1000, home = "/home/alice", shell = "/bin/bash",
-        gecos = "Alice Example,,,", password = "set", password_max_days = 90, password_expires = 20000 },
+        gecos = "Alice Example,,,", password = "set", password_max_days = 90, password_expires = 20000,
+        password_min_days = 0, password_warn_days = 7, password_last_change = 19700, shadowed = true },
         items.alice)
+      assert.is_false(items.legacy.shadowed) -- its hash is in passwd itself
+      assert.is_nil(items.toor.password_max_days)
       assert.equal("locked", items.root.password)
       assert.equal("locked", items.daemon.password)
       assert.equal("locked", items.bob.password)
