@@ -133,6 +133,10 @@ local policy = {
       title = "No world-writable files in monitored paths",
       severity = "medium",
       requires = { "files" },
+      references = {
+        { system = "ssg", id = SSG .. "file_permissions_unauthorized_world_writable" },
+        { system = "cis-debian12", id = "7.1.11", title = "Ensure world writable files and directories are secured" },
+      },
       rationale = "A file any user may write can be changed by any compromised account or "
         .. "service: a writable script, configuration or binary is a way to run code as "
         .. "whoever uses it next, often root. Directories may be world-writable only with the "

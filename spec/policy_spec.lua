@@ -250,7 +250,7 @@ describe("sacm.policy", function()
       assert.equal("high", r.severity)
       assert.equal("number", type(r.duration))
       local only = engine:evaluate(sshd({}), nil, { policies = { "accounts" } })
-      assert.equal(2, #only)
+      assert.equal(12, #only)
       for _, x in ipairs(only) do assert.equal("accounts", x.policy_id) end
     end)
   end)
@@ -323,6 +323,55 @@ describe("sacm.policy", function()
 
   ------------------------------------------------------------------------ validation
   describe("validation", function()
+    it("validates rule references and hands them out with the rules", function()
+      local function with_refs(id, refs)
+        return ([[return { id = %q, title = "t", rules = { { id = %q, title = "t", severity = "low",
+          rationale = "r", references = %s, check = function() return "pass" end } } }]]):format(id, id .. "-1", refs)
+      end
+      local e, report = engine_with({
+        ["good.lua"] = with_refs("good", [[{ { system = "ssg", id = "xccdf_org.ssgproject.content_rule_sysctl_kernel_randomize_va_space" },
+          { system = "cis-debian12", id = "1.5.1", title = "Ensure address space layout randomization is enabled" },
+          { system = "stig", id = "V-238369", href = "https://public.cyber.mil/stigs/" } }]]),
+        ["empty.lua"] = with_refs("empty", "{}"),
+        ["notable.lua"] = with_refs("notable", [["ssg"]]),
+        ["noid.lua"] = with_refs("noid", [[{ { system = "cis-debian12" } }]]),
+        ["badsystem.lua"] = with_refs("badsystem", [[{ { system = "CIS Debian", id = "1.5.1" } }]]),
+        ["badssg.lua"] = with_refs("badssg", [[{ { system = "ssg", id = "sysctl_kernel_randomize_va_space" } }]]),
+        ["badtitle.lua"] = with_refs("badtitle", [[{ { system = "cis", id = "1", title = 42 } }]]),
+        ["many.lua"] = with_refs("many", "{ " .. ("{ system = 'x', id = '1' }, "):rep(policy.MAX_REFERENCES + 1) .. "}"),
+      })
+      local why = {}
+      for _, ev in ipairs(report.rejected) do why[ev.file] = ev.error end
+      assert.same({ "good" }, (function()
+        local ids = {}
+        for i, ev in ipairs(report.loaded) do ids[i] = ev.policy_id end
+        return ids
+      end)())
+      assert.matches("references is empty", why["empty.lua"], 1, true)
+      assert.matches("references must be a table", why["notable.lua"], 1, true)
+      assert.matches("references[1]: id is missing", why["noid.lua"], 1, true)
+      assert.matches('system "CIS Debian" must be lower-case', why["badsystem.lua"], 1, true)
+      assert.matches("is not an SSG rule id", why["badssg.lua"], 1, true)
+      assert.matches("title must be a string", why["badtitle.lua"], 1, true)
+      assert.matches("more than " .. policy.MAX_REFERENCES .. " references", why["many.lua"], 1, true)
+      local r = e:rules()[1]
+      assert.same({
+        { system = "ssg", id = "xccdf_org.ssgproject.content_rule_sysctl_kernel_randomize_va_space" },
+        { system = "cis-debian12", id = "1.5.1", title = "Ensure address space layout randomization is enabled" },
+        { system = "stig", id = "V-238369", href = "https://public.cyber.mil/stigs/" },
+      }, r.references)
+      -- copies: changing them changes nothing
+      r.references[1].id = "x"
+      assert.equal("xccdf_org.ssgproject.content_rule_sysctl_kernel_randomize_va_space", e:rules()[1].references[1].id)
+      local summary = assert(e:check(assert(fs.read(dir .. "/good.lua")), "good.lua"))
+      assert.equal("1.5.1", summary.rules[1].references[2].id)
+      -- a rule without references has an empty list
+      local e2 = engine_with({ ["plain.lua"] = policy_text("plain", { 'return "pass"' }) })
+      for _, rule in ipairs(e2:rules()) do
+        if rule.rule_id == "plain-r1" then assert.same({}, rule.references) end
+      end
+    end)
+
     it("rejects files that do not compile or validate and loads the rest", function()
       local _, report = engine_with({
         ["good.lua"] = policy_text("good", { 'return "pass"' }),

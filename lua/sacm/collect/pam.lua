@@ -55,7 +55,9 @@ function M.parse_stack(s)
         local path, args = (rest or ""):match("^(%S+)%s*(.*)$")
         if ptype and control and path then
           local module = path:match("([^/]+)$"):gsub("%.so$", "")
-          out[#out + 1] = { type = ptype:lower(), control = control, module = module, args = args, line = start }
+          -- white space within the options (a continued line's indentation) means nothing to PAM
+          out[#out + 1] = { type = ptype:lower(), control = control, module = module,
+            args = (args:gsub("%s+", " ")), line = start }
         end
       end
     end
