@@ -108,6 +108,24 @@ return {
       end,
     },
     {
+      id = "accounts-root-access-controlled",
+      title = "root has a password or is locked",
+      severity = "high",
+      requires = { "users" },
+      references = refs({ "ensure_root_access_controlled" }, "5.4.2.4", "Ensure root account access is controlled"),
+      rationale = "root must either need a password or not be able to log in with one at all (locked, "
+        .. "administrators using sudo). An empty root password gives the whole machine to anyone at "
+        .. "the console or with su.",
+      check = function(posture)
+        local root = find_item(posture.users.items, "name", "root")
+        if root == nil then return "fail", "there is no root account in /etc/passwd" end
+        if root.password == "set" then return "pass", "root has a password" end
+        if root.password == "locked" then return "pass", "root's password is locked" end
+        if root.password == "unknown" then return "notchecked", "the shadow file was not readable" end
+        return "fail", ("root's password is %s: passwd root, or passwd -l root"):format(tostring(root.password))
+      end,
+    },
+    {
       id = "accounts-root-gid0",
       title = "root's primary group is GID 0, and no other account's is",
       severity = "medium",
@@ -134,7 +152,7 @@ return {
       title = "Only the group root has GID 0",
       severity = "medium",
       requires = { "groups" },
-      references = refs({}, "5.4.2.3", "Ensure group root is the only GID 0 group"),
+      references = refs({ "groups_no_zero_gid_except_root" }, "5.4.2.3", "Ensure group root is the only GID 0 group"),
       rationale = "A second group name for GID 0 grants root group's rights under a name that reviews "
         .. "of group root's membership do not see.",
       check = function(posture)
@@ -187,7 +205,7 @@ return {
       title = "The shadow group has no members",
       severity = "medium",
       requires = { "users", "groups" },
-      references = refs({}, "7.2.4", "Ensure shadow group is empty"),
+      references = refs({ "ensure_shadow_group_empty" }, "7.2.4", "Ensure shadow group is empty"),
       rationale = "Members of the shadow group can read /etc/shadow and crack every password hash on "
         .. "the host offline. Only programs (through set-group-ID binaries) need that access.",
       check = function(posture)

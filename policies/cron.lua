@@ -92,6 +92,10 @@ local rules = {
     severity = "low",
     requires = { "file_permissions" },
     references = {
+      { system = "ssg", id = SSG .. "file_at_allow_exists" },
+      { system = "ssg", id = SSG .. "file_permissions_at_allow" },
+      { system = "ssg", id = SSG .. "file_owner_at_allow" },
+      { system = "ssg", id = SSG .. "file_groupowner_at_allow" },
       { system = "cis-debian12", id = "2.4.2.1", title = "Ensure at is restricted to authorized users" },
     },
     rationale = "at runs a command once, later, with the submitter's rights: the same persistence and "

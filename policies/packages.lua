@@ -32,7 +32,7 @@ return {
       references = {
         { system = "ssg", id = "xccdf_org.ssgproject.content_rule_package_telnetd_removed" },
         { system = "ssg", id = "xccdf_org.ssgproject.content_rule_package_rsh-server_removed" },
-        { system = "ssg", id = "xccdf_org.ssgproject.content_rule_package_nis_removed" },
+        { system = "ssg", id = "xccdf_org.ssgproject.content_rule_package_ypserv_removed" },
         { system = "ssg", id = "xccdf_org.ssgproject.content_rule_package_tftp-server_removed" },
         { system = "cis-debian12", id = "2.1.10", title = "Ensure nis server services are not in use" },
         { system = "cis-debian12", id = "2.1.16", title = "Ensure tftp server services are not in use" },

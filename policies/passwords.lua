@@ -165,7 +165,7 @@ local rules = {
     severity = "low",
     requires = { "logindefs", "users" },
     references = refs({ "accounts_minimum_age_login_defs", "accounts_password_set_min_life_existing" },
-      "5.4.1.2", "Ensure minimum password age is configured"),
+      "5.4.1.2", "Ensure minimum password days is configured"),
     rationale = "Without a minimum age a user forced to change a password can change it several times "
       .. "in a row and end up with the old one again, defeating both expiry and password history.",
     check = ageing("pass_min_days", "password_min_days", number(1), "at least 1", false),
@@ -175,7 +175,7 @@ local rules = {
     title = "Users are warned at least 7 days before their password expires",
     severity = "low",
     requires = { "logindefs", "users" },
-    references = refs({ "accounts_password_warn_age_login_defs", "accounts_password_set_warn_age_existing" },
+    references = refs({ "accounts_password_warn_age_login_defs" },
       "5.4.1.3", "Ensure password expiration warning days is configured"),
     rationale = "A warning well ahead of expiry lets users choose a good new password in their own "
       .. "time instead of an easy one under pressure, and keeps accounts from locking unexpectedly.",
@@ -261,7 +261,7 @@ local rules = {
     title = "Password changes go through pam_pwquality",
     severity = "medium",
     requires = { "pam" },
-    references = refs({}, "5.3.2.3", "Ensure pam_pwquality module is enabled"),
+    references = refs({ "accounts_password_pam_pwquality_enabled" }, "5.3.2.3", "Ensure pam_pwquality module is enabled"),
     rationale = "pam_pwquality is what checks a new password's length, variety and presence in a "
       .. "dictionary. Without it in the password stack, none of its settings are applied and users "
       .. "may pick any password pam_unix accepts.",
@@ -331,7 +331,7 @@ local rules = {
     title = "New passwords contain no monotonic sequence longer than 3",
     severity = "low",
     requires = { "pam" },
-    references = refs({}, "5.3.3.2.5", "Ensure password maximum sequential characters is configured"),
+    references = refs({ "accounts_password_pam_maxsequence" }, "5.3.3.2.5", "Ensure password maximum sequential characters is configured"),
     rationale = "Sequences such as \"12345\" or \"abcde\" are the first thing guessing tools try and "
       .. "make long passwords weak; maxsequence rejects them.",
     check = module_setting("pwquality", "maxsequence", "0", number(1, 3), "between 1 and 3"),
@@ -351,7 +351,7 @@ local rules = {
     title = "Password quality failures are refused, not just warned about",
     severity = "medium",
     requires = { "pam" },
-    references = refs({}, "5.3.3.2.7", "Ensure password quality checking is enforced"),
+    references = refs({ "accounts_password_pam_enforcing" }, "5.3.3.2.7", "Ensure password quality checking is enforced"),
     rationale = "With enforcing = 0 pam_pwquality only prints a warning and accepts the weak password "
       .. "anyway, which makes every other setting advisory.",
     check = module_setting("pwquality", "enforcing", "1", function(v) return v == true or int(v) ~= 0 end, "not 0"),
@@ -371,7 +371,7 @@ local rules = {
     title = "Repeated login failures lock the account (pam_faillock)",
     severity = "medium",
     requires = { "pam" },
-    references = refs({}, "5.3.2.2", "Ensure pam_faillock module is enabled"),
+    references = refs({ "accounts_passwords_pam_faillock_enabled" }, "5.3.2.2", "Ensure pam_faillock module is enabled"),
     rationale = "Without a lockout an attacker can try passwords against an account as fast as the "
       .. "services answer. pam_faillock counts failures (preauth and authfail lines in the auth stack) "
       .. "and refuses logins once the limit is reached; the account stack resets the count on success.",
@@ -428,7 +428,7 @@ local rules = {
     title = "Failed logins lock root as well",
     severity = "low",
     requires = { "pam" },
-    references = refs({ "accounts_passwords_pam_faillock_deny_root" }, "5.3.3.1.3", "Ensure password failed attempts lockout includes root account"),
+    references = refs({ "accounts_passwords_pam_faillock_root_unlock_time" }, "5.3.3.1.3", "Ensure password failed attempts lockout includes root account"),
     rationale = "pam_faillock leaves root out unless told otherwise, which leaves the most valuable "
       .. "account open to unlimited guessing. even_deny_root (or a root_unlock_time of at least 60 "
       .. "seconds) includes it.",
@@ -449,7 +449,7 @@ local rules = {
     title = "The last 24 passwords cannot be reused",
     severity = "low",
     requires = { "pam" },
-    references = refs({}, "5.3.3.3.1", "Ensure password history remember is configured"),
+    references = refs({ "accounts_password_pam_pwhistory_remember" }, "5.3.3.3.1", "Ensure password history remember is configured"),
     rationale = "Expiry is worth little if users may go back to the password they just retired. "
       .. "pam_pwhistory keeps old hashes (in /etc/security/opasswd) and refuses their reuse.",
     check = module_setting("pwhistory", "remember", "10", number(24), "at least 24"),
@@ -459,7 +459,7 @@ local rules = {
     title = "pam_unix does not accept empty passwords",
     severity = "high",
     requires = { "pam" },
-    references = refs({ "no_empty_passwords" }, "5.3.3.4.1", "Ensure pam_unix does not include nullok"),
+    references = refs({ "no_empty_passwords_unix" }, "5.3.3.4.1", "Ensure pam_unix does not include nullok"),
     rationale = "With nullok, pam_unix lets an account whose password field is empty log in without "
       .. "any password. Debian's default stacks carry it; removing it means such an account cannot "
       .. "log in at all until it is given a password.",
@@ -486,7 +486,7 @@ local rules = {
     title = "pam_unix hashes new passwords with yescrypt or SHA-512",
     severity = "medium",
     requires = { "pam" },
-    references = refs({}, "5.3.3.4.3", "Ensure pam_unix includes a strong password hashing algorithm"),
+    references = refs({ "set_password_hashing_algorithm_systemauth" }, "5.3.3.4.3", "Ensure pam_unix includes a strong password hashing algorithm"),
     rationale = "pam_unix, not login.defs, decides how a password changed with passwd is hashed. "
       .. "Its password line must name yescrypt or sha512; without either it falls back to the "
       .. "crypt default, and md5 or bigcrypt are crackable.",
@@ -503,11 +503,100 @@ local rules = {
     end,
   },
   {
+    id = "pam-unix-enabled",
+    title = "pam_unix is in every common stack",
+    severity = "medium",
+    requires = { "pam" },
+    references = refs({ "accounts_password_pam_unix_enabled" }, "5.3.2.1", "Ensure pam_unix module is enabled"),
+    rationale = "pam_unix checks and changes the passwords in /etc/shadow and applies account expiry. "
+      .. "A stack without it either lets everyone in or no one, depending on what else it holds.",
+    check = function(posture)
+      local bad, good = {}, {}
+      for _, st in ipairs({ { "common-auth", "auth" }, { "common-account", "account" }, { "common-password", "password" },
+        { "common-session", "session" } }) do
+        local l = lines_of(posture.pam, st[1], "pam_unix", st[2])
+        if #l == 0 then bad[#bad + 1] = ("no %s line calls pam_unix in /etc/pam.d/%s"):format(st[2], st[1])
+        else good[#good + 1] = ("%s pam_unix (%s)"):format(st[2], at(st[1], l[1].line)) end
+      end
+      if #bad > 0 then return "fail", bad end
+      return "pass", good
+    end,
+  },
+  {
+    id = "pam-pwhistory-enabled",
+    title = "Password changes go through pam_pwhistory",
+    severity = "low",
+    requires = { "pam" },
+    references = refs({ "accounts_password_pam_pwhistory_enabled" }, "5.3.2.4", "Ensure pam_pwhistory module is enabled"),
+    rationale = "pam_pwhistory is what remembers earlier passwords and refuses them; without it in the "
+      .. "password stack, expiry can be answered by setting the same password again.",
+    check = module_enabled("common-password", "pam_pwhistory", { "password" }),
+  },
+  {
+    id = "pam-pwhistory-enforce-for-root",
+    title = "Password history applies to root too",
+    severity = "low",
+    requires = { "pam" },
+    references = refs({ "accounts_password_pam_pwhistory_enforce_root" }, "5.3.3.3.2", "Ensure password history is enforced for the root user"),
+    rationale = "pam_pwhistory lets root reuse old passwords unless enforce_for_root is given, and "
+      .. "root's is the password whose reuse matters most.",
+    check = module_setting("pwhistory", "enforce_for_root", nil, function(v) return v ~= nil and v ~= false end, "set"),
+  },
+  {
+    id = "pam-pwhistory-use-authtok",
+    title = "pam_pwhistory checks the password the stack already asked for",
+    severity = "low",
+    requires = { "pam" },
+    references = refs({ "accounts_password_pam_pwhistory_use_authtok" }, "5.3.3.3.3", "Ensure pam_pwhistory includes use_authtok"),
+    rationale = "With use_authtok pam_pwhistory judges the new password pam_pwquality accepted instead "
+      .. "of prompting again, so the password checked for reuse is the one that is set.",
+    check = module_setting("pwhistory", "use_authtok", nil, function(v) return v ~= nil and v ~= false end, "set"),
+  },
+  {
+    id = "pam-unix-no-remember",
+    title = "pam_unix keeps no password history of its own",
+    severity = "low",
+    requires = { "pam" },
+    references = refs({ "accounts_password_pam_unix_no_remember" }, "5.3.3.4.2", "Ensure pam_unix does not include remember"),
+    rationale = "pam_unix's remember option stores old hashes in /etc/security/opasswd with the hash "
+      .. "method of its own day and duplicates what pam_pwhistory does; one place for the history is "
+      .. "easier to protect and reason about.",
+    check = function(posture)
+      for _, service in ipairs({ "common-auth", "common-account", "common-password", "common-session" }) do
+        for _, u in ipairs(unix_lines(posture.pam, service)) do
+          if u.args.remember then
+            return "fail", ("pam_unix %s (%s) has remember: use pam_pwhistory instead"):format(u.line.args, at(service, u.line.line))
+          end
+        end
+      end
+      return "pass", "no pam_unix line has remember"
+    end,
+  },
+  {
+    id = "pam-unix-use-authtok",
+    title = "pam_unix sets the password the stack already checked",
+    severity = "low",
+    requires = { "pam" },
+    references = refs({ "accounts_password_pam_unix_authtok" }, "5.3.3.4.4", "Ensure pam_unix includes use_authtok"),
+    rationale = "Without use_authtok pam_unix may prompt for the new password itself, and then sets a "
+      .. "password pam_pwquality and pam_pwhistory never saw.",
+    check = function(posture)
+      local lines = unix_lines(posture.pam, "common-password", "password")
+      if #lines == 0 then return "fail", "no password line calls pam_unix in /etc/pam.d/common-password" end
+      for _, u in ipairs(lines) do
+        if not u.args.use_authtok then
+          return "fail", ("password pam_unix %s (%s) lacks use_authtok"):format(u.line.args, at("common-password", u.line.line))
+        end
+      end
+      return "pass", ("password pam_unix %s (%s)"):format(lines[1].line.args, at("common-password", lines[1].line.line))
+    end,
+  },
+  {
     id = "pam-su-restricted",
     title = "su is restricted to the members of an empty group",
     severity = "medium",
     requires = { "pam", "groups" },
-    references = refs({ "use_pam_wheel_group_for_su" }, "5.2.7", "Ensure access to the su command is restricted"),
+    references = refs({ "use_pam_wheel_group_for_su", "ensure_pam_wheel_group_empty" }, "5.2.7", "Ensure access to the su command is restricted"),
     rationale = "Anyone who learns root's password can become root with su from any account. With "
       .. "pam_wheel and an empty group nobody can: administrators use sudo, which names the person "
       .. "and logs the command.",

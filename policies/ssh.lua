@@ -248,7 +248,7 @@ return {
       title = "sshd shows a warning banner",
       severity = "low",
       requires = { "sshd" },
-      references = refs({ "sshd_enable_warning_banner" }, "5.1.5", "Ensure sshd Banner is configured"),
+      references = refs({ "sshd_enable_warning_banner_net" }, "5.1.5", "Ensure sshd Banner is configured"),
       rationale = "A banner saying that access is restricted and monitored is what many jurisdictions "
         .. "expect before unauthorised use can be prosecuted, and it tells honest users where they are.",
       check = judged("banner", function(v)
@@ -301,7 +301,7 @@ return {
       title = "sshd forwards nothing (DisableForwarding)",
       severity = "low",
       requires = { "sshd" },
-      references = refs({}, "5.1.8", "Ensure sshd DisableForwarding is enabled"),
+      references = refs({ "sshd_disable_forwarding" }, "5.1.8", "Ensure sshd DisableForwarding is enabled"),
       rationale = "Port, agent, X11 and socket forwarding turn an SSH login into a tunnel through the "
         .. "firewall, in either direction. DisableForwarding switches all of them off at once; servers "
         .. "that need tunnels should allow them per user with Match.",
@@ -324,7 +324,7 @@ return {
       title = "sshd limits which users or groups may log in",
       severity = "low",
       requires = { "sshd" },
-      references = refs({}, "5.1.4", "Ensure sshd access is configured"),
+      references = refs({ "sshd_limit_user_access" }, "5.1.4", "Ensure sshd access is configured"),
       rationale = "AllowUsers, AllowGroups, DenyUsers or DenyGroups name who may use SSH at all, so a "
         .. "service account or a forgotten user with a weak password is not a way in from the network.",
       check = function(posture)

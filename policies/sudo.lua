@@ -89,7 +89,7 @@ return {
       title = "sudo asks for a password (no NOPASSWD)",
       severity = "medium",
       requires = { "sudoers" },
-      references = refs({ "sudo_remove_nopasswd" }, "5.2.4", "Ensure users must provide password for privilege escalation"),
+      references = refs({ "sudo_require_authentication" }, "5.2.4", "Ensure users must provide password for privilege escalation"),
       rationale = "Without the password prompt, anything that runs as the user (a malicious "
         .. "dependency, a browser exploit) can become root without the user knowing. The prompt is "
         .. "what makes sudo a decision of the person.",

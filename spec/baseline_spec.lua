@@ -273,6 +273,16 @@ CASES["pam-unix-strong-hash"] = { pass = pam(), fail = pam({ args = { ["common-p
 CASES["pam-su-restricted"] = { pass = pam(), fail = pam({ groups = {}, args = { ["su pam_wheel"] = "use_uid group=wheel" } }),
   fail_evidence = "group wheel" }
 
+CASES["pam-unix-enabled"] = { pass = pam({ attrs = {} }), fail = pam({ drop = { "common-password pam_unix" } }) }
+-- the fixture's common-session has no lines: give pam-unix-enabled's pass case one
+table.insert(CASES["pam-unix-enabled"].pass.pam.items, { service = "common-session", type = "session", control = "required",
+  module = "pam_unix", args = "", line = 1 })
+CASES["pam-pwhistory-enabled"] = { pass = pam(), fail = pam({ drop = { "common-password pam_pwhistory" } }) }
+CASES["pam-pwhistory-enforce-for-root"] = { pass = pam({ attrs = { ["pwhistory.enforce_for_root"] = true } }), fail = pam() }
+CASES["pam-pwhistory-use-authtok"] = { pass = pam({ attrs = { ["pwhistory.use_authtok"] = true } }), fail = pam() }
+CASES["pam-unix-no-remember"] = { pass = pam(), fail = pam({ args = { ["common-password pam_unix"] = "obscure use_authtok yescrypt remember=5" } }) }
+CASES["pam-unix-use-authtok"] = { pass = pam(), fail = pam({ args = { ["common-password pam_unix"] = "obscure yescrypt" } }) }
+
 CASES["sudo-installed"] = {
   pass = { packages = kind({}, { { name = "sudo", version = "1.9.13p3-1+deb12u1", status = "installed" } }) },
   fail = { packages = kind({}, { { name = "sudo", version = "1.9.13p3-1+deb12u1", status = "config-files" } }) } }
@@ -345,6 +355,7 @@ local function people(extra, group_extra)
 end
 CASES["accounts-single-uid0"] = { pass = people(), fail = people({ { name = "toor", uid = 0 } }) }
 CASES["accounts-no-empty-password"] = { pass = people(), fail = people({ { name = "bob", uid = 1001, password = "empty" } }) }
+CASES["accounts-root-access-controlled"] = { pass = people(), fail = { users = users({ user({ password = "empty" }) }) } }
 CASES["accounts-root-gid0"] = { pass = people(), fail = people({ { name = "bob", uid = 1001, gid = 0 } }) }
 CASES["groups-single-gid0"] = { pass = people(), fail = people(nil, { { name = "wheel", gid = 0, members = "" } }) }
 CASES["accounts-shadowed-passwords"] = { pass = people(), fail = people({ { name = "bob", uid = 1001, shadowed = false } }) }
@@ -358,6 +369,40 @@ CASES["accounts-unique-name"] = { pass = people(), fail = people({ { name = "ali
 CASES["groups-unique-name"] = { pass = people(), fail = people(nil, { { name = "alice", gid = 1001, members = "" } }) }
 CASES["accounts-system-no-shell"] = { pass = people({ { name = "sync", uid = 4, shell = "/bin/sync" } }),
   fail = people({ { name = "postgres", uid = 101, shell = "/bin/bash" } }), fail_evidence = "postgres" }
+
+-- services: with systemd (enabled and state), and from /proc (running only)
+local function services_posture(pkgs, units, source)
+  local p = {}
+  for i, name in ipairs(pkgs) do p[i] = { name = name, version = "1", status = "installed" } end
+  return { packages = kind({}, p), services = kind({ source = source or "systemd" }, units) }
+end
+CASES["service-cron-enabled"] = {
+  pass = services_posture({ "cron" }, { { name = "cron.service", state = "active", enabled = true, unit_file_state = "enabled" } }),
+  fail = services_posture({ "cron" }, { { name = "cron.service", state = "active", enabled = false, unit_file_state = "disabled" } }),
+  fail_evidence = "systemctl enable cron" }
+for _, s in ipairs({ { "autofs", "autofs" }, { "avahi", "avahi-daemon" }, { "dhcp-server", "isc-dhcp-server" },
+  { "dns-server", "bind9", "named" }, { "dnsmasq", "dnsmasq" }, { "ftp-server", "vsftpd" }, { "ldap-server", "slapd" },
+  { "mail-access-server", "dovecot-imapd", "dovecot" }, { "nfs-server", "nfs-kernel-server", "nfs-server" },
+  { "print-server", "cups" }, { "rpcbind", "rpcbind" }, { "rsync-server", "rsync" }, { "samba", "samba", "smbd" },
+  { "snmp", "snmpd" }, { "web-proxy", "squid" }, { "web-server", "nginx", "apache2" }, { "xinetd", "xinetd" } }) do
+  local unit = (s[3] or s[2]) .. ".service"
+  -- passing: installed as a dependency, but stopped and not starting at boot; failing: enabled
+  -- at boot though stopped now (the next reboot starts it)
+  CASES["service-" .. s[1] .. "-not-in-use"] = {
+    pass = services_posture({ s[2] }, { { name = unit, state = "inactive", enabled = false, unit_file_state = "masked" } }),
+    fail = services_posture({ s[2] }, { { name = unit, state = "inactive", enabled = true, unit_file_state = "enabled" } }),
+    fail_evidence = "enabled" }
+end
+-- either web server counts: nginx running while apache2 is stopped fails
+CASES["service-web-server-not-in-use"].fail = services_posture({ "apache2", "nginx" }, {
+  { name = "apache2.service", state = "inactive", enabled = false, unit_file_state = "masked" },
+  { name = "nginx.service", state = "active", enabled = false, unit_file_state = "disabled" } })
+CASES["service-web-server-not-in-use"].fail_evidence = "nginx.service is active"
+for _, c in ipairs({ { "prelink", "prelink" }, { "nis-client", "nis" }, { "rsh-client", "rsh-client" }, { "talk-client", "talk" },
+  { "telnet-client", "inetutils-telnet" }, { "ldap-client", "ldap-utils" }, { "ftp-client", "tnftp" } }) do
+  CASES["packages-" .. c[1] .. "-removed"] = { pass = services_posture({ "openssh-client" }, {}),
+    fail = services_posture({ c[2] }, {}), fail_evidence = c[2] .. " 1" }
+end
 
 CASES["packages-legacy-servers"] = {
   pass = { packages = kind({}, { { name = "telnet", version = "0.17", status = "installed" } }) },
