@@ -250,7 +250,12 @@ describe("sacm.policy", function()
       assert.equal("high", r.severity)
       assert.equal("number", type(r.duration))
       local only = engine:evaluate(sshd({}), nil, { policies = { "accounts" } })
-      assert.equal(12, #only)
+      local in_accounts = 0
+      for _, rule in ipairs(engine:rules()) do
+        if rule.policy_id == "accounts" then in_accounts = in_accounts + 1 end
+      end
+      assert.is_true(in_accounts >= 2)
+      assert.equal(in_accounts, #only)
       for _, x in ipairs(only) do assert.equal("accounts", x.policy_id) end
     end)
   end)
