@@ -1,6 +1,7 @@
 -- Mount options of the file systems users can write to (posture kind "mounts": items {target,
--- mounted, source, fstype, options, fstab, fstab_options, fstab_line, ...}). Both sides are
--- judged: the options in force now (/proc/self/mounts) and those /etc/fstab gives at boot.
+-- mounted, source, fstype, options, fstab, fstab_options, boot_options, boot_from, ...}). Both
+-- sides are judged: the options in force now (/proc/self/mounts) and those boot gives (/etc/fstab,
+-- or an enabled systemd mount unit such as tmp.mount; the collector resolves which wins).
 -- /dev/shm is special: systemd mounts it at every boot with nosuid and nodev (and without
 -- noexec) when fstab does not mention it, so those are its persistent options then
 -- (attributes.systemd says systemd is the init).
@@ -17,6 +18,8 @@ end
 
 -- the options a target gets at boot and where they come from, or nil when nothing mounts it
 local function persistent(item, attrs)
+  if item.boot_options ~= nil then return item.boot_options, tostring(item.boot_from) end
+  -- collectors older than boot_options report fstab only
   if item.fstab then
     return item.fstab_options, ("/etc/fstab line %s"):format(tostring(item.fstab_line))
   end
@@ -27,12 +30,12 @@ end
 local function check_option(target, option)
   return function(posture)
     local item = find_item(posture.mounts.items, "target", target)
-    if item == nil or (not item.mounted and not item.fstab) then
+    if item == nil or (not item.mounted and not item.fstab and item.boot_options == nil) then
       return "notapplicable", ("%s is not a separate file system (neither mounted nor in /etc/fstab)"):format(target)
     end
     local bad, good = {}, {}
     if not item.mounted then
-      bad[#bad + 1] = ("%s is in /etc/fstab but not mounted now: mount it"):format(target)
+      bad[#bad + 1] = ("%s is mounted at boot but not mounted now: mount it"):format(target)
     elseif has(item.options, option) then
       good[#good + 1] = ("%s is mounted with %s (%s)"):format(target, option, tostring(item.options))
     else
@@ -41,12 +44,12 @@ local function check_option(target, option)
     end
     local opts, from = persistent(item, posture.mounts.attributes)
     if opts == nil then
-      bad[#bad + 1] = ("%s is mounted but not in /etc/fstab: the next boot will not mount it with %s; "
-        .. "add an fstab line with %s"):format(target, option, option)
+      bad[#bad + 1] = ("%s is mounted but nothing mounts it at boot (neither /etc/fstab nor an enabled "
+        .. "mount unit): the next boot will not mount it with %s; add an fstab line with %s"):format(target, option, option)
     elseif has(opts, option) then
       good[#good + 1] = ("%s has %s at boot (%s: %s)"):format(target, option, from, tostring(opts))
     else
-      bad[#bad + 1] = ("%s gets no %s at boot (%s: %s): add %s to its options in /etc/fstab"):format(target,
+      bad[#bad + 1] = ("%s gets no %s at boot (%s: %s): add %s to its options there"):format(target,
         option, from, tostring(opts), option)
     end
     if #bad > 0 then return "fail", bad end
@@ -62,8 +65,8 @@ local function check_separate(target)
       bad[#bad + 1] = ("%s is not a mounted file system of its own: it shares the file system of its parent"):format(target)
     end
     if item == nil or persistent(item, posture.mounts.attributes) == nil then
-      -- systemd mount units (tmp.mount) are not collected: see docs/policies.md
-      bad[#bad + 1] = ("nothing in /etc/fstab mounts %s at boot: add it there"):format(target)
+      bad[#bad + 1] = ("nothing mounts %s at boot (neither /etc/fstab nor an enabled mount unit): add it "
+        .. "to /etc/fstab%s"):format(target, target == "/tmp" and " or enable systemd's tmp.mount" or "")
     end
     if #bad > 0 then return "fail", bad end
     local _, from = persistent(item, posture.mounts.attributes)

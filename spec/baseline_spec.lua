@@ -37,7 +37,10 @@ end
 local function mount(target, runtime, boot, systemd)
   local item = { target = target, mounted = runtime ~= nil, fstab = boot ~= nil }
   if runtime then item.source, item.fstype, item.options = "tmpfs", "tmpfs", runtime end
-  if boot then item.fstab_source, item.fstab_fstype, item.fstab_options, item.fstab_line = "tmpfs", "tmpfs", boot, 4 end
+  if boot then
+    item.fstab_source, item.fstab_fstype, item.fstab_options, item.fstab_line = "tmpfs", "tmpfs", boot, 4
+    item.boot_options, item.boot_from = boot, "/etc/fstab line 4"
+  end
   return { mounts = kind({ systemd = systemd or false }, { item }) }
 end
 
@@ -204,6 +207,10 @@ for _, t in ipairs({ { "/tmp", "tmp", { "nodev", "nosuid", "noexec" }, true },
 end
 -- /dev/shm under systemd: systemd's own mount gives nosuid,nodev at boot, not noexec
 CASES["mount-dev-shm-nosuid"].pass = mount("/dev/shm", "rw,nosuid,nodev", nil, true)
+-- /tmp from an enabled tmp.mount and no fstab line
+CASES["mount-tmp-noexec"].pass = mount("/tmp", "rw,nosuid,nodev,noexec", nil)
+CASES["mount-tmp-noexec"].pass.mounts.items[1].boot_options = "mode=1777,strictatime,nosuid,nodev,noexec"
+CASES["mount-tmp-noexec"].pass.mounts.items[1].boot_from = "systemd unit /etc/systemd/system/tmp.mount"
 
 local SSH = {
   ["ssh-permit-root-login"] = { { permitrootlogin = "no" }, { permitrootlogin = "without-password" } },

@@ -471,13 +471,23 @@ time.sleep(60)
 
     it("joins the mounted file systems and fstab per target (fixture tree)", function()
       local data = run_ok("mounts", { root = sh("pwd") .. "/" .. FIXTURES .. "mounts-root" })
-      assert.same({ mounted = 7, fstab_entries = 6, fstab_readable = true, systemd = false }, data.attributes)
+      assert.same({ mounted = 7, fstab_entries = 6, fstab_readable = true, mount_units = 3, systemd = false }, data.attributes)
       local m = by(data.items, "target")
       -- mounted twice: the later mount is the one in force
       assert.same({ target = "/dev/shm", mounted = true, source = "tmpfs", fstype = "tmpfs",
         options = "rw,nosuid,nodev,noexec,relatime", fstab = false }, m["/dev/shm"])
+      assert.same({ what = "tmpfs", where = "/tmp", type = "tmpfs", options = "mode=1777" },
+        mounts.parse_mount_unit("[Unit]\nWhere=/x\n[Mount]\nWhat=tmpfs\nWhere=/tmp\nType=tmpfs\n# c\nOptions=mode=1777\n"))
       -- two fstab lines: the later one mounts last at boot
       assert.same({ "defaults,nosuid,nodev,noexec", 6 }, { m["/tmp"].fstab_options, m["/tmp"].fstab_line })
+      -- an enabled unit in /etc/systemd/system wins over fstab (its last Options= line counts);
+      -- fstab wins over a packaged unit in /usr/lib; a unit nothing wants mounts nothing
+      assert.same({ "mode=1777,strictatime,nosuid,nodev,noexec,size=50%", "systemd unit /etc/systemd/system/tmp.mount" },
+        { m["/tmp"].boot_options, m["/tmp"].boot_from })
+      assert.same({ "nodev,nosuid,noexec", "/etc/fstab line 7", "var-tmp.mount" },
+        { m["/var/tmp"].boot_options, m["/var/tmp"].boot_from, m["/var/tmp"].unit })
+      assert.is_nil(m["/srv/backup"])
+      assert.is_nil(m["/dev/shm"].boot_options)
       assert.same({ false, true, "nodev,nosuid,noexec" }, { m["/var/tmp"].mounted, m["/var/tmp"].fstab, m["/var/tmp"].fstab_options })
       assert.equal("defaults,nodev", m["/home"].fstab_options) -- "/home/" in fstab
       assert.equal("rw,relatime", m["/srv/my data"].options)
