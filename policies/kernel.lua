@@ -35,8 +35,9 @@ local function advice(key, want, item)
     return ("change %s line %s to \"%s\""):format(file, tostring(item.line), line)
   end
   local name = file:match("[^/]*$")
-  return ("add \"%s\" to /etc/sysctl.d/%s (a file of the same name in /etc hides %s) or to a file "
-    .. "in /etc/sysctl.d/ whose name sorts after %s"):format(line, name, file, name)
+  return ("add \"%s\" to a file in /etc/sysctl.d/ whose name sorts after %s, or copy %s to "
+    .. "/etc/sysctl.d/%s and change the line there (a file of that name in /etc hides the whole of %s)")
+    :format(line, name, file, name, file)
 end
 
 -- The rule shared by every setting here: each key the kernel has must have one of the wanted
