@@ -4,6 +4,7 @@
 -- here fails the "every rule has a case" test.
 local policy = require "sacm.policy"
 local collect = require "sacm.collect"
+local proc = require "sacm.proc"
 local build = require "sacm._build"
 
 local DIR = build.share_dir .. "/policies"
@@ -492,6 +493,63 @@ describe("the Debian 12 baseline", function()
       end
     end)
   end
+
+  it("judges what the collectors read from the fixture trees (kinds and rules together)", function()
+    local function tree(name)
+      local dir = assert(proc.run({ "pwd" }, { timeout = 5 })).stdout:gsub("\n$", "")
+      return dir .. "/spec/fixtures/collect/" .. name
+    end
+    local function run(kind, root)
+      local data = assert(collect.run(kind, { root = tree(root) }))
+      return data
+    end
+    local posture = {
+      sysctl = run("sysctl", "sysctl-root"), modules = run("modules", "modules-root"),
+      mounts = run("mounts", "mounts-root"), logindefs = run("logindefs", "auth-root"),
+      pam = run("pam", "auth-root"), sudoers = run("sudoers", "sudo-root"),
+      users = users({ user(), user({ name = "alice", uid = 1000, gid = 1000 }) }), groups = groups(),
+    }
+    local got = {}
+    for _, r in ipairs(engine:evaluate(posture)) do got[r.rule_id] = r.result end
+    local want = {
+      -- sysctl-root: 2 at run time and, after 50-default, 60-run and 80-late, persistently
+      ["kernel-randomize-va-space"] = "pass",
+      ["kernel-dmesg-restrict"] = "pass",      -- through the 99-sysctl.conf link to sysctl.conf
+      ["kernel-ip-forward"] = "pass",          -- /etc's 10-net.conf hides /usr/lib's (which says 1)
+      ["kernel-rp-filter"] = "fail",           -- all.rp_filter is 2 at run time
+      -- modules-root
+      ["modules-cramfs-disabled"] = "pass", ["modules-jffs2-disabled"] = "pass", -- not in this kernel
+      ["modules-usb-storage-disabled"] = "fail", -- loaded
+      ["modules-hfsplus-disabled"] = "fail",   -- available, nothing keeps it out
+      ["modules-hfs-disabled"] = "pass",       -- lib's 50-hfs.conf comes first and says /bin/false
+      -- mounts-root
+      ["mount-tmp-noexec"] = "pass",           -- mounted noexec, tmp.mount has it at boot
+      ["mount-dev-shm-noexec"] = "fail",       -- noexec now, but nothing mounts it at boot
+      ["mount-var-tmp-nodev"] = "fail",        -- in fstab, not mounted
+      ["mount-home-nodev"] = "fail",           -- fstab has nodev, the mount in force does not
+      ["mount-var-nodev"] = "notapplicable",
+      -- auth-root
+      ["logindefs-pass-max-days"] = "pass", ["logindefs-encrypt-method"] = "pass", ["logindefs-umask"] = "pass",
+      ["pam-pwquality-minlen"] = "pass",       -- 15 on the PAM line beats pwquality.conf's 8
+      ["pam-pwquality-difok"] = "pass",        -- 5 from pwquality.conf.d
+      ["pam-faillock-deny"] = "pass",          -- 4 on the authfail line beats faillock.conf's 10
+      ["pam-faillock-unlock-time"] = "pass", ["pam-faillock-root"] = "pass", ["pam-faillock-enabled"] = "pass",
+      ["pam-unix-no-nullok"] = "fail",         -- common-auth keeps Debian's nullok
+      ["pam-unix-strong-hash"] = "pass", ["pam-pwhistory-remember"] = "pass",
+      ["pam-su-restricted"] = "pass",          -- pam_wheel group=sugroup, an empty group
+      -- sudo-root
+      ["sudo-use-pty"] = "pass",               -- !use_pty in 10-deploy, use_pty again in 20-late
+      ["sudo-logfile"] = "pass", ["sudo-timestamp-timeout"] = "pass",
+      ["sudo-password-required"] = "fail",     -- deploy's NOPASSWD
+      ["sudo-authenticate"] = "fail",          -- Defaults:backup !authenticate
+    }
+    local wrong = {}
+    for id, result in pairs(want) do
+      if got[id] ~= result then wrong[#wrong + 1] = ("%s: %s, want %s"):format(id, tostring(got[id]), result) end
+    end
+    table.sort(wrong)
+    assert.same({}, wrong)
+  end)
 
   it("evaluates this host's posture without an error from any rule, within budget", function()
     local posture = {}
