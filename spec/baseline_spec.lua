@@ -5,6 +5,8 @@
 local policy = require "sacm.policy"
 local collect = require "sacm.collect"
 local proc = require "sacm.proc"
+local fs = require "sacm.fs"
+local tmp = require "support.tmp"
 local build = require "sacm._build"
 
 local DIR = build.share_dir .. "/policies"
@@ -544,9 +546,37 @@ describe("the Debian 12 baseline", function()
       ["sudo-authenticate"] = "fail",          -- Defaults:backup !authenticate
     }
     local wrong = {}
-    for id, result in pairs(want) do
-      if got[id] ~= result then wrong[#wrong + 1] = ("%s: %s, want %s"):format(id, tostring(got[id]), result) end
+    local function compare(results, expected, label)
+      local by = {}
+      for _, r in ipairs(results) do by[r.rule_id] = r.result end
+      for id, result in pairs(expected) do
+        if by[id] ~= result then wrong[#wrong + 1] = ("%s%s: %s, want %s"):format(label, id, tostring(by[id]), result) end
+      end
     end
+    compare(engine:evaluate(posture), want, "")
+
+    -- sshd: what the stand-in sshd -T prints, and sshd_config read when sshd -T fails
+    local fixtures = tree("")
+    local t = assert(collect.run("sshd", { sshd_path = fixtures .. "bin/sshd", config_path = fixtures .. "sshd_config" }))
+    compare(engine:evaluate({ sshd = t }), {
+      ["ssh-permit-root-login"] = "pass", ["ssh-max-auth-tries"] = "pass", ["ssh-loglevel"] = "pass",
+      ["ssh-x11-forwarding"] = "fail", ["ssh-login-grace-time"] = "fail", ["ssh-ciphers"] = "pass",
+      ["ssh-use-pam"] = "pass", ["ssh-ignore-rhosts"] = "pass", ["ssh-hostbased-authentication"] = "pass",
+    }, "sshd -T: ")
+    local dir = tmp.dir("baseline")
+    finally(function() tmp.remove(dir) end)
+    assert(fs.write(dir .. "/sshd", "#!/bin/sh\necho 'sshd: no hostkeys available -- exiting.' >&2\nexit 1\n",
+      { mode = tonumber("755", 8) }))
+    local c = assert(collect.run("sshd", { sshd_path = dir .. "/sshd", config_path = fixtures .. "sshd_config",
+      config_dir = fixtures }))
+    compare(engine:evaluate({ sshd = c }), {
+      ["ssh-permit-root-login"] = "fail",      -- the drop-in's prohibit-password wins (first value)
+      ["ssh-access-limited"] = "pass",         -- AllowGroups ssh-users in 20-site.conf
+      ["ssh-banner"] = "pass", ["ssh-max-auth-tries"] = "pass", -- MaxAuthTries=4
+      ["ssh-client-alive"] = "pass",           -- ClientAliveInterval 300, default count 3
+      ["ssh-password-authentication"] = "pass", -- the drop-in's no, not the Match block's
+      ["ssh-x11-forwarding"] = "fail", ["ssh-max-startups"] = "fail", -- 10:30:100 by default
+    }, "sshd_config: ")
     table.sort(wrong)
     assert.same({}, wrong)
   end)
