@@ -2,7 +2,7 @@
 -- and kmod (modprobe.d) read, with their precedence: the *.conf files of all the directories are
 -- taken together in name order, and a name found in several directories is read from the first
 -- directory of the list only ("a file in /etc overrides the same name in /run and /usr/lib",
--- systemd.syntax(7), sysctl.d(5), modprobe.d(5)). A file in a earlier directory that is a link to
+-- systemd.syntax(7), sysctl.d(5), modprobe.d(5)). A file in an earlier directory that is a link to
 -- /dev/null masks the name: nothing of that name is read.
 --
 -- Collectors read these through a root prefix (opts.root) so that specs can point them at fixture

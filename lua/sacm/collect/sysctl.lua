@@ -81,7 +81,7 @@ local function glob_pattern(glob)
   return "^" .. glob:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", "[^.]*"):gsub("%?", "[^.]") .. "$"
 end
 
---- parse_conf(text, file) -> list of assignments {name, value, line, ignore_failure, glob} in file
+--- parse_conf(text) -> list of assignments {name, value, line, ignore_failure, glob} in file
 -- order, as sysctl.d(5) reads a file: "#" and ";" start comments, "key = value" with white space
 -- around either side ignored, a "-" before the key says a failure to set it is not an error, and
 -- a "-key" line without a value excludes the key from the globs of other lines (value nil).
@@ -126,13 +126,13 @@ function M.conf_files(root)
   return files
 end
 
---- resolve(files_assignments, keys) -> items {name, value, file, line, ignore_failure, glob,
+--- resolve(files, keys) -> items {name, value, file, line, ignore_failure, glob,
 -- assignments} sorted by name: for every key assigned explicitly, its last assignment (later files
 -- and later lines win); for each of `keys` set only by a glob line, the last glob that matches.
 -- As in systemd-sysctl, an explicit assignment of a key wins over every glob, whatever the order,
 -- and "-key" without a value keeps the globs off that key (no item). `assignments` counts the
 -- explicit lines that set the key (more than 1: some file overrode another).
--- files_assignments = { {path = "/etc/sysctl.d/x.conf", assignments = parse_conf(...)}, ... }.
+-- files = { {path = "/etc/sysctl.d/x.conf", assignments = parse_conf(...)}, ... }.
 function M.resolve(files, keys)
   local explicit, count, globs = {}, {}, {}
   for _, f in ipairs(files) do
