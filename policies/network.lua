@@ -37,6 +37,9 @@ return {
       title = "Only allowed services listen on the network",
       severity = "medium",
       requires = { "sockets" },
+      references = {
+        { system = "cis-debian12", id = "2.1.22", title = "Ensure only approved services are listening on a network interface" },
+      },
       rationale = "Every listening socket is attack surface: a service nobody meant to expose "
         .. "(a debug port, a database bound to all addresses, a forgotten daemon) is often how "
         .. "an attacker gets in. Comparing what listens against a short list of what should "

@@ -29,6 +29,14 @@ return {
       title = "No telnet, rsh/rlogin, NIS or TFTP server is installed",
       severity = "high",
       requires = { "packages" },
+      references = {
+        { system = "ssg", id = "xccdf_org.ssgproject.content_rule_package_telnetd_removed" },
+        { system = "ssg", id = "xccdf_org.ssgproject.content_rule_package_rsh-server_removed" },
+        { system = "ssg", id = "xccdf_org.ssgproject.content_rule_package_ypserv_removed" },
+        { system = "ssg", id = "xccdf_org.ssgproject.content_rule_package_tftp-server_removed" },
+        { system = "cis-debian12", id = "2.1.10", title = "Ensure nis server services are not in use" },
+        { system = "cis-debian12", id = "2.1.16", title = "Ensure tftp server services are not in use" },
+      },
       rationale = "telnet and the r-commands send passwords and sessions in clear text, and rsh "
         .. "and rlogin can trust a client's claim about the user's name (.rhosts). NIS hands out "
         .. "password hashes to anyone who asks for the domain, and TFTP serves files without "

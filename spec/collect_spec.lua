@@ -34,6 +34,15 @@ local function by(items, key)
   return out
 end
 
+-- the pam items of one stack (and module)
+local function filter_lines(items, service, module)
+  local out = {}
+  for _, item in ipairs(items) do
+    if item.service == service and (module == nil or item.module == module) then out[#out + 1] = item end
+  end
+  return out
+end
+
 local function run_ok(kind, opts)
   local data, err = collect.run(kind, opts)
   assert(data, tostring(err))
@@ -222,8 +231,11 @@ time.sleep(60)
       assert.equal(8, #entries) -- comment, NIS and malformed lines skipped
       local items = by(users.items(entries, users.parse_shadow(fixture("shadow"))), "name")
       assert.same({ name = "alice", uid = 1000, gid = 1000, home = "/home/alice", shell = "/bin/bash",
-        gecos = "Alice Example,,,", password = "set", password_max_days = 90, password_expires = 20000 },
+        gecos = "Alice Example,,,", password = "set", password_max_days = 90, password_expires = 20000,
+        password_min_days = 0, password_warn_days = 7, password_last_change = 19700, shadowed = true },
         items.alice)
+      assert.is_false(items.legacy.shadowed) -- its hash is in passwd itself
+      assert.is_nil(items.toor.password_max_days)
       assert.equal("locked", items.root.password)
       assert.equal("locked", items.daemon.password)
       assert.equal("locked", items.bob.password)
@@ -321,9 +333,319 @@ time.sleep(60)
       assert.equal(sh("sysctl -n kernel.randomize_va_space"), defaults["kernel.randomize_va_space"])
     end)
 
+    it("parses sysctl.d lines: comments, slashes, '-' prefix, globs, exclusions", function()
+      local a = sysctl.parse_conf("# c\n ; c\nnet/ipv4/ip_forward=0\n-kernel.x = 1 \nnet.ipv4.conf.*.rp_filter = 2\n"
+        .. "-net.ipv4.conf.all.rp_filter\nnot an assignment\nkernel.y =\n")
+      assert.same({
+        { name = "net.ipv4.ip_forward", value = "0", line = 3, ignore_failure = false },
+        { name = "kernel.x", value = "1", line = 4, ignore_failure = true },
+        { name = "net.ipv4.conf.*.rp_filter", value = "2", line = 5, ignore_failure = false, glob = true },
+        { name = "net.ipv4.conf.all.rp_filter", line = 6, ignore_failure = true },
+        { name = "kernel.y", value = "", line = 8, ignore_failure = false },
+      }, a)
+    end)
+
+    it("resolves the persistent configuration with systemd-sysctl's precedence (fixture tree)", function()
+      local root = sh("pwd") .. "/" .. FIXTURES .. "sysctl-root" -- opts.root is absolute
+      local keys = { "kernel.randomize_va_space", "net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter",
+        "net.ipv4.conf.eth0.rp_filter", "kernel.sysrq" }
+      local data = run_ok("sysctl", { root = root, keys = keys })
+      -- run time from the tree's proc/sys; a key it does not have is absent
+      assert.equal("2", data.attributes["kernel.randomize_va_space"])
+      assert.equal("0", data.attributes["net.ipv4.ip_forward"])
+      assert.is_nil(data.attributes["kernel.sysrq"])
+      -- 10-net (etc, hides usr/lib's), 50-default, 60-run, 80-late, 99-sysctl (the link to
+      -- sysctl.conf, read once); 70-masked is a link to /dev/null in etc and hides lib's
+      assert.equal(5, data.attributes.persistent_files)
+      local items = by(data.items, "name")
+      assert.same({ "kernel.dmesg_restrict", "kernel.randomize_va_space", "net.ipv4.conf.all.accept_redirects",
+        "net.ipv4.conf.all.send_redirects", "net.ipv4.conf.default.rp_filter", "net.ipv4.conf.eth0.rp_filter",
+        "net.ipv4.ip_forward" }, (function()
+          local names = {}
+          for i, item in ipairs(data.items) do names[i] = item.name end
+          return names
+        end)())
+      -- /etc's 10-net.conf wins over /usr/lib's of the same name: ip_forward 0, no syncookies
+      assert.same({ name = "net.ipv4.ip_forward", value = "0", file = "/etc/sysctl.d/10-net.conf", line = 2,
+        ignore_failure = false, assignments = 1 }, items["net.ipv4.ip_forward"])
+      assert.equal("/etc/sysctl.d/10-net.conf", items["net.ipv4.conf.all.send_redirects"].file)
+      assert.is_true(items["net.ipv4.conf.all.accept_redirects"].ignore_failure)
+      -- files apply in name order across directories; the last line of the last file wins
+      assert.same({ "2", "/lib/sysctl.d/80-late.conf", 2, 4 }, { items["kernel.randomize_va_space"].value,
+        items["kernel.randomize_va_space"].file, items["kernel.randomize_va_space"].line,
+        items["kernel.randomize_va_space"].assignments })
+      assert.equal("/run/sysctl.d/60-run.conf", items["net.ipv4.conf.default.rp_filter"].file)
+      -- a glob sets the keys asked for that nothing sets explicitly; "-key" keeps it off "all"
+      assert.same({ "2", "net.ipv4.conf.*.rp_filter" }, { items["net.ipv4.conf.eth0.rp_filter"].value,
+        items["net.ipv4.conf.eth0.rp_filter"].glob })
+      assert.is_nil(items["net.ipv4.conf.all.rp_filter"])
+      assert.equal("/etc/sysctl.d/99-sysctl.conf", items["kernel.dmesg_restrict"].file)
+      assert.is_nil(items["kernel.sysrq"]) -- masked
+    end)
+
+    it("reports this host's persistent settings with the file and line that set them", function()
+      local data = run_ok("sysctl")
+      -- Not compared with `sysctl --system`: it has no dry run and would change this host. Each
+      -- item must point at a line of the host's file that assigns that value to that key.
+      assert.is_true(data.attributes.persistent_files > 0) -- Debian ships /usr/lib/sysctl.d files
+      for _, item in ipairs(data.items) do
+        local line = sh(("sed -n '%dp' '%s'"):format(item.line, item.file))
+        local key, value = line:match("^%s*%-?%s*([^=%s]+)%s*=%s*(.-)%s*$")
+        assert.equal(item.glob or item.name, sysctl.normalize(key), line)
+        assert.equal(item.value, value, line)
+      end
+      -- procps's 99-protect-links.conf sets the link protections on Debian 12, unless an admin
+      -- file overrides them
+      local links = by(data.items, "name")["fs.protected_symlinks"]
+      assert.is_not_nil(links)
+      assert.equal(sh("sysctl -n fs.protected_symlinks"), data.attributes["fs.protected_symlinks"])
+    end)
+
     it("reports an invalid key as the module's error", function()
       local err = run_fails("sysctl", { keys = { "../etc/passwd" } }, "internal-error")
       assert.matches("not a sysctl name", err.text)
+    end)
+  end)
+
+  describe("modules", function()
+    local modules = require "sacm.collect.modules"
+
+    it("parses /proc/modules, modules.dep and modprobe.d lines", function()
+      assert.same({ usb_storage = true, ext4 = true }, modules.parse_proc_modules("usb_storage 81920 1 uas, Live 0x0\next4 1 0 - Live 0x0\n"))
+      assert.same({ udf = true, usb_storage = true, squashfs = true },
+        modules.parse_module_list("kernel/fs/udf/udf.ko.xz: kernel/lib/crc-itu-t.ko.xz\nkernel/drivers/usb/storage/usb-storage.ko.zst:\nkernel/fs/squashfs/squashfs.ko\n"))
+      assert.same({
+        { directive = "install", name = "usb_storage", command = "/bin/false --quiet", line = 2 },
+        { directive = "blacklist", name = "cramfs", line = 4 },
+      }, modules.parse_modprobe("# c\ninstall usb-storage \\\n /bin/false --quiet\nblacklist cramfs\noptions x y=1\n"))
+      assert.is_true(modules.disables("/bin/false"))
+      assert.is_true(modules.disables("/bin/true --anything"))
+      assert.is_false(modules.disables("/sbin/modprobe --ignore-install hfs"))
+      assert.is_false(modules.disables(nil))
+    end)
+
+    it("reports loaded, available and the modprobe.d lines kmod would use (fixture tree)", function()
+      local data = run_ok("modules", { root = sh("pwd") .. "/" .. FIXTURES .. "modules-root" })
+      assert.same({ kernel_release = "6.1.0-28-amd64", module_lists_readable = true, loaded_count = 3, modprobe_files = 2 },
+        data.attributes)
+      local m = by(data.items, "name")
+      assert.same({ name = "cramfs", loaded = false, available = true, builtin = false, disabled = true,
+        install = "/bin/false", install_file = "/etc/modprobe.d/cis.conf", install_line = 2,
+        blacklisted = true, blacklist_file = "/etc/modprobe.d/cis.conf", blacklist_line = 3 }, m.cramfs)
+      -- a line continued with "\", and "-" spelled module names
+      assert.same({ true, true, "/bin/false", 5 }, { m.usb_storage.loaded, m.usb_storage.disabled,
+        m.usb_storage.install, m.usb_storage.install_line })
+      -- files in name order across directories, the first install command wins: lib's
+      -- 50-hfs.conf (which hides usr/lib's) is read before etc's cis.conf
+      assert.same({ "/bin/false", "/lib/modprobe.d/50-hfs.conf" }, { m.hfs.install, m.hfs.install_file })
+      assert.is_nil(m.dccp.install) -- /usr/lib/modprobe.d/50-hfs.conf is hidden
+      assert.is_false(m.jffs2.available)
+      assert.is_true(m.squashfs.builtin)
+      assert.is_false(m.hfsplus.disabled)
+      assert.is_true(m.sctp.loaded)
+    end)
+
+    it("collects this host's modules, or says why it cannot", function()
+      local data, err = collect.run("modules")
+      if fs.exists("/proc/modules") then
+        assert(data, tostring(err))
+        local loaded = sh("cut -d' ' -f1 /proc/modules | wc -l")
+        assert.equal(tonumber(loaded), data.attributes.loaded_count)
+      else
+        -- this development VM's kernel has no module support
+        assert.equal("not-applicable", err.condition)
+        assert.matches("/proc/modules does not exist", err.text, 1, true)
+      end
+    end)
+  end)
+
+  describe("mounts", function()
+    local mounts = require "sacm.collect.mounts"
+
+    it("parses mount tables: escapes, defaults, comments", function()
+      assert.same({
+        { source = "/dev/sdb1", target = "/srv/my data", fstype = "ext4", options = "rw", line = 2 },
+        { source = "UUID=1", target = "/home", fstype = "ext4", options = "defaults", line = 3 },
+      }, mounts.parse_mounts("# c\n/dev/sdb1 /srv/my\\040data ext4 rw 0 0\nUUID=1 /home/ ext4\n"))
+    end)
+
+    it("joins the mounted file systems and fstab per target (fixture tree)", function()
+      local data = run_ok("mounts", { root = sh("pwd") .. "/" .. FIXTURES .. "mounts-root" })
+      assert.same({ mounted = 7, fstab_entries = 6, fstab_readable = true, mount_units = 3, systemd = false }, data.attributes)
+      local m = by(data.items, "target")
+      -- mounted twice: the later mount is the one in force
+      assert.same({ target = "/dev/shm", mounted = true, source = "tmpfs", fstype = "tmpfs",
+        options = "rw,nosuid,nodev,noexec,relatime", fstab = false }, m["/dev/shm"])
+      assert.same({ what = "tmpfs", where = "/tmp", type = "tmpfs", options = "mode=1777" },
+        mounts.parse_mount_unit("[Unit]\nWhere=/x\n[Mount]\nWhat=tmpfs\nWhere=/tmp\nType=tmpfs\n# c\nOptions=mode=1777\n"))
+      -- two fstab lines: the later one mounts last at boot
+      assert.same({ "defaults,nosuid,nodev,noexec", 6 }, { m["/tmp"].fstab_options, m["/tmp"].fstab_line })
+      -- an enabled unit in /etc/systemd/system wins over fstab (its last Options= line counts);
+      -- fstab wins over a packaged unit in /usr/lib; a unit nothing wants mounts nothing
+      assert.same({ "mode=1777,strictatime,nosuid,nodev,noexec,size=50%", "systemd unit /etc/systemd/system/tmp.mount" },
+        { m["/tmp"].boot_options, m["/tmp"].boot_from })
+      assert.same({ "nodev,nosuid,noexec", "/etc/fstab line 7", "var-tmp.mount" },
+        { m["/var/tmp"].boot_options, m["/var/tmp"].boot_from, m["/var/tmp"].unit })
+      assert.is_nil(m["/srv/backup"])
+      assert.is_nil(m["/dev/shm"].boot_options)
+      assert.same({ false, true, "nodev,nosuid,noexec" }, { m["/var/tmp"].mounted, m["/var/tmp"].fstab, m["/var/tmp"].fstab_options })
+      assert.equal("defaults,nodev", m["/home"].fstab_options) -- "/home/" in fstab
+      assert.equal("rw,relatime", m["/srv/my data"].options)
+      assert.is_nil(m.none) -- swap is left out
+    end)
+
+    it("collects this host's mounts as /proc/self/mounts lists them", function()
+      local data = run_ok("mounts")
+      local targets = {}
+      for t in sh("awk '{print $2}' /proc/self/mounts | sort -u"):gmatch("[^\n]+") do
+        targets[#targets + 1] = (t:gsub("\\040", " "))
+      end
+      local mounted = {}
+      for _, item in ipairs(data.items) do
+        if item.mounted then mounted[#mounted + 1] = item.target end
+      end
+      table.sort(targets)
+      assert.same(targets, mounted)
+      assert.equal(fs.exists("/run/systemd/system") == true, data.attributes.systemd)
+    end)
+  end)
+
+  describe("logindefs", function()
+    it("reads login.defs (last value wins, quotes removed) and useradd's defaults (fixture tree)", function()
+      local data = run_ok("logindefs", { root = sh("pwd") .. "/" .. FIXTURES .. "auth-root" })
+      local a = data.attributes
+      assert.same({ "365", "1", "7", "YESCRYPT", "027", "30", "/bin/sh" }, { a.pass_max_days, a.pass_min_days,
+        a.pass_warn_age, a.encrypt_method, a.umask, a["useradd.inactive"], a["useradd.shell"] })
+      assert.same({ name = "pass_max_days", value = "365", file = "/etc/login.defs", line = 9 },
+        by(data.items, "name").pass_max_days)
+    end)
+
+    it("collects this host's login.defs as grep reads it", function()
+      local a = run_ok("logindefs").attributes
+      assert.equal(sh("awk '$1 == \"PASS_MAX_DAYS\" {v = $2} END {print v}' /etc/login.defs"), a.pass_max_days)
+      assert.equal(sh("awk '$1 == \"UMASK\" {v = $2} END {print v}' /etc/login.defs"), a.umask)
+    end)
+  end)
+
+  describe("pam", function()
+    local pam = require "sacm.collect.pam"
+
+    it("parses PAM stack lines: brackets, continuations, '-' types, @include", function()
+      assert.same({
+        { type = "auth", control = "[success=1 default=ignore]", module = "pam_unix", args = "nullok", line = 2 },
+        { type = "session", control = "optional", module = "pam_systemd", args = "", line = 3 },
+        { type = "@include", module = "common-session", args = "", line = 4 },
+        { type = "password", control = "requisite", module = "pam_pwquality", args = "retry=3 minlen=14", line = 5 },
+      }, pam.parse_stack("# c\nauth [success=1 default=ignore] pam_unix.so nullok # why\n-session optional pam_systemd.so\n"
+        .. "@include common-session\npassword requisite /lib/security/pam_pwquality.so retry=3 \\\n minlen=14\n"))
+      assert.same({ retry = "3", enforce_for_root = true }, pam.parse_args("retry=3 enforce_for_root"))
+    end)
+
+    it("reports each module setting in effect and where it comes from (fixture tree)", function()
+      local data = run_ok("pam", { root = sh("pwd") .. "/" .. FIXTURES .. "auth-root" })
+      local a = data.attributes
+      -- the PAM line's option wins over pwquality.conf; pwquality.conf.d wins over the main file
+      assert.same({ "15", "/etc/pam.d/common-password:1" }, { a["pwquality.minlen"], a["pwquality.minlen.from"] })
+      assert.same({ "5", "/etc/security/pwquality.conf.d/50-site.conf:2" }, { a["pwquality.difok"], a["pwquality.difok.from"] })
+      assert.is_true(a["pwquality.enforce_for_root"])
+      assert.same({ "4", "/etc/pam.d/common-auth:4" }, { a["faillock.deny"], a["faillock.deny.from"] })
+      assert.equal("900", a["faillock.unlock_time"])
+      assert.is_true(a["faillock.even_deny_root"])
+      assert.equal("24", a["pwhistory.remember"])
+      assert.is_true(a["su.read"])
+      local unix = filter_lines(data.items, "common-password", "pam_unix")
+      assert.equal("obscure use_authtok try_first_pass yescrypt", unix[1].args)
+      local wheel = filter_lines(data.items, "su", "pam_wheel")
+      assert.equal("use_uid group=sugroup", wheel[1].args)
+    end)
+
+    it("collects this host's PAM stacks as they are written", function()
+      local data = run_ok("pam")
+      local n = tonumber(sh("grep -cE '^[[:space:]]*-?(auth|account|password|session|@include)' /etc/pam.d/common-auth"))
+      assert.equal(n, #filter_lines(data.items, "common-auth"))
+      assert.is_true(#filter_lines(data.items, "common-auth", "pam_unix") >= 1)
+    end)
+  end)
+
+  describe("sudoers", function()
+    local sudoers = require "sacm.collect.sudoers"
+
+    it("parses Defaults (bindings, lists, negation, quotes), rules and includes", function()
+      local e = sudoers.parse('Defaults:alice !authenticate, env_keep+="A, B"\n#includedir /etc/sudoers.d\n'
+        .. "User_Alias A = x\n%sudo ALL=(ALL) NOPASSWD: ALL # comment\n# just a comment\n")
+      assert.same({
+        { kind = "defaults", binding = ":alice", name = "authenticate", negated = true, value = false, line = 1 },
+        { kind = "defaults", binding = ":alice", name = "env_keep", negated = false, operator = "+=", value = "A, B", line = 1 },
+        { kind = "include", path = "/etc/sudoers.d", dir = true, line = 2 },
+        { kind = "rule", text = "%sudo ALL=(ALL) NOPASSWD: ALL", nopasswd = true, line = 4 },
+      }, e)
+    end)
+
+    it("reads sudoers and its includes in sudo's order, skipping names sudo skips (fixture tree)", function()
+      local data = run_ok("sudoers", { root = sh("pwd") .. "/" .. FIXTURES .. "sudo-root" })
+      local a = data.attributes
+      assert.same({ 4, 0 }, { a.files, a.unreadable }) -- 30-old.dpkg-old and 40-backup~ are not read
+      assert.is_true(a["defaults.use_pty"])             -- !use_pty in 10-deploy, then use_pty in 20-late
+      assert.equal("/var/log/sudo.log", a["defaults.logfile"])
+      assert.equal("15", a["defaults.timestamp_timeout"]) -- sudoers.local, included last
+      local nopasswd = {}
+      for _, e in ipairs(data.items) do
+        if e.kind == "rule" and e.nopasswd then nopasswd[#nopasswd + 1] = e.file .. ":" .. e.line end
+      end
+      assert.same({ "/etc/sudoers.d/10-deploy:1" }, nopasswd)
+      local noauth = {}
+      for _, e in ipairs(data.items) do
+        if e.kind == "defaults" and e.name == "authenticate" then noauth[#noauth + 1] = e.binding end
+      end
+      assert.same({ ":backup" }, noauth)
+    end)
+
+    it("is not applicable on this host without sudo, or reads its sudoers", function()
+      local data, err = collect.run("sudoers")
+      if fs.exists("/etc/sudoers") then
+        assert(data, tostring(err))
+        assert.is_true(data.attributes.files >= 1)
+      else
+        assert.equal("not-applicable", err.condition)
+      end
+    end)
+  end)
+
+  describe("file_permissions", function()
+    it("reports owner, group and mode of the benchmark paths under a root (temporary tree)", function()
+      local dir = tmp.dir("fperm")
+      finally(function() sh("rm -rf '" .. dir .. "'") end)
+      assert(fs.mkdir(dir .. "/etc/cron.d", { parents = true, mode = tonumber("755", 8) }))
+      assert(fs.write(dir .. "/etc/passwd", "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+        { mode = tonumber("644", 8) }))
+      assert(fs.write(dir .. "/etc/group", "root:x:0:\nshadow:x:42:\nalice:x:1000:\n", { mode = tonumber("644", 8) }))
+      assert(fs.write(dir .. "/etc/shadow", "root:!:1::::::\n", { mode = tonumber("640", 8) }))
+      sh(("chown 0:42 '%s/etc/shadow' && chown 1000:1000 '%s/etc/cron.d'"):format(dir, dir))
+      sh(("ln -s /dev/null '%s/etc/motd'"):format(dir))
+      local data = run_ok("file_permissions", { root = dir,
+        paths = { "/etc/passwd", "/etc/shadow", "/etc/cron.d", "/etc/motd", "/etc/gshadow" } })
+      local f = by(data.items, "path")
+      assert.same({ "file", "0644", "root", "root" }, { f["/etc/passwd"].type, f["/etc/passwd"].mode, f["/etc/passwd"].owner,
+        f["/etc/passwd"].group })
+      assert.same({ "0640", "root", "shadow" }, { f["/etc/shadow"].mode, f["/etc/shadow"].owner, f["/etc/shadow"].group })
+      -- names come from the tree's passwd and group, not the host's
+      assert.same({ "directory", "alice", "alice" }, { f["/etc/cron.d"].type, f["/etc/cron.d"].owner, f["/etc/cron.d"].group })
+      assert.same({ "link", "/dev/null" }, { f["/etc/motd"].type, f["/etc/motd"].target })
+      assert.same({ path = "/etc/gshadow", exists = false }, f["/etc/gshadow"])
+      assert.is_nil(f["/etc/passwd"].sha256) -- metadata only
+    end)
+
+    it("agrees with stat on this host", function()
+      local data = run_ok("file_permissions")
+      local checked = 0
+      for _, item in ipairs(data.items) do
+        if item.exists then
+          local st = sh(("stat -c '%%04a %%U %%G' '%s'"):format(item.path))
+          assert.equal(st, ("%s %s %s"):format(item.mode:sub(-4):gsub("^0(%d%d%d%d)$", "%1"), item.owner, item.group), item.path)
+          checked = checked + 1
+        end
+      end
+      assert.is_true(checked >= 8) -- passwd, group, shadow, gshadow and their backups at least
     end)
   end)
 
@@ -574,11 +896,15 @@ time.sleep(60)
 
     it("lists every file on package.path as a kind, sorted", function()
       local kinds = collect.kinds()
-      assert.same({ "files", "groups", "os", "packages", "services", "sockets", "sshd", "sysctl", "users",
-        "zz_hang", "zz_malformed", "zz_raise", "zz_spin", "zz_unavailable", "zz_wrong_kind" }, kinds)
+      local shipped = { "file_permissions", "files", "groups", "logindefs", "modules", "mounts", "os", "packages",
+        "pam", "services", "sockets", "sshd", "sudoers", "sysctl", "users" }
+      local with_fixtures = { table.unpack(shipped) }
+      for _, k in ipairs({ "zz_hang", "zz_malformed", "zz_raise", "zz_spin", "zz_unavailable", "zz_wrong_kind" }) do
+        with_fixtures[#with_fixtures + 1] = k
+      end
+      assert.same(with_fixtures, kinds)
       package.path = saved_path
-      assert.same({ "files", "groups", "os", "packages", "services", "sockets", "sshd", "sysctl", "users" },
-        collect.kinds())
+      assert.same(shipped, collect.kinds())
       package.path = fixture_modules .. ";" .. saved_path
     end)
 
@@ -645,7 +971,10 @@ time.sleep(60)
       assert.equal(sh("hostname"), all.os.data.attributes.hostname)
       assert.same({ "net.ipv4.ip_forward" }, (function()
         local keys = {}
-        for k in pairs(all.sysctl.data.attributes) do keys[#keys + 1] = k end
+        -- sysctl names have dots; persistent_files and persistent_unreadable are the kind's own
+        for k in pairs(all.sysctl.data.attributes) do
+          if k:find(".", 1, true) then keys[#keys + 1] = k end
+        end
         return keys
       end)())
       assert.equal("timeout", all.zz_hang.error.condition)

@@ -35,6 +35,13 @@ M.MAX_FILE_BYTES = 1024 * 1024
 local ID_PATTERN = "^[%w][%w%._%-]*$"
 local KIND_PATTERN = "^[a-z][a-z0-9_]*$"
 
+-- References tie a rule to the benchmarks it implements, so results can be mapped onto theirs
+-- (and exported as XCCDF idents). `system` names the catalogue; for "ssg" the id must be an
+-- XCCDF rule id, since that is what OpenSCAP reports and what a mapping is joined on.
+M.MAX_REFERENCES = 16
+local REF_SYSTEM_PATTERN = "^[a-z][a-z0-9%-%.]*$"
+local SSG_ID_PATTERN = "^xccdf_org%.ssgproject%.content_rule_[%w_%-]+$"
+
 ---------------------------------------------------------------------------- helpers
 
 local function truncate(s)
@@ -110,6 +117,35 @@ local function check_id(id, where, what)
   end
 end
 
+-- rule.references (optional) -> a list of {system, id, title, href} copies. Raises on a bad one.
+local function references(r, where)
+  local refs = field(r, "references", "table", where, true)
+  if refs == nil then return {} end
+  local n = rawlen(refs)
+  if n == 0 then error(where .. ": references is empty (leave it out instead)", 0) end
+  if n > M.MAX_REFERENCES then
+    error(("%s: more than %d references"):format(where, M.MAX_REFERENCES), 0)
+  end
+  local out = {}
+  for j = 1, n do
+    local ref = rawget(refs, j)
+    local rw = ("%s, references[%d]"):format(where, j)
+    if type(ref) ~= "table" then error(("%s must be a table, not %s"):format(rw, quote(ref)), 0) end
+    local system = field(ref, "system", "string", rw)
+    if #system > 64 or not system:find(REF_SYSTEM_PATTERN) then
+      error(("%s: system %s must be lower-case letters, digits, '.' or '-'"):format(rw, quote(system)), 0)
+    end
+    local id = field(ref, "id", "string", rw)
+    if #id > 256 then error(("%s: id is longer than 256 bytes"):format(rw), 0) end
+    if system == "ssg" and not id:find(SSG_ID_PATTERN) then
+      error(("%s: %s is not an SSG rule id (xccdf_org.ssgproject.content_rule_...)"):format(rw, quote(id)), 0)
+    end
+    out[j] = { system = system, id = id, title = field(ref, "title", "string", rw, true),
+      href = field(ref, "href", "string", rw, true) }
+  end
+  return out
+end
+
 -- The table a policy file returned -> a policy record. Raises a message (level 0) on a problem.
 -- Only raw reads: the table was built by sandboxed code.
 local function validate(def, file, version)
@@ -156,6 +192,7 @@ local function validate(def, file, version)
       end
     end
     policy.rules[i] = {
+      references = references(r, rwhere),
       id = rid,
       title = field(r, "title", "string", rwhere),
       severity = severity,
@@ -415,6 +452,14 @@ function Engine:policies()
   return out
 end
 
+local function copy_references(refs)
+  local out = {}
+  for i, ref in ipairs(refs) do
+    out[i] = { system = ref.system, id = ref.id, title = ref.title, href = ref.href }
+  end
+  return out
+end
+
 --- engine:check(text, file) -> {id, title, description, version, file, rules = {{id, title,
 -- severity, rationale, requires}}} | nil, err (bad-request). Compiles a policy file's text in the
 -- sandbox within the engine's budgets, as loading it would, and checks that its policy and rule ids
@@ -433,7 +478,7 @@ function Engine:check(text, file)
   local rules = {}
   for i, r in ipairs(p.rules) do
     rules[i] = { id = r.id, title = r.title, severity = r.severity, rationale = r.rationale,
-      requires = { table.unpack(r.requires) } }
+      requires = { table.unpack(r.requires) }, references = copy_references(r.references) }
   end
   return { id = p.id, title = p.title, description = p.description, version = p.version, file = file,
     rules = rules }
@@ -448,7 +493,8 @@ function Engine:rules()
       local requires = {}
       for i, k in ipairs(r.requires) do requires[i] = k end
       out[#out + 1] = { policy_id = p.id, policy_version = p.version, rule_id = r.id, title = r.title,
-        severity = r.severity, rationale = r.rationale, requires = requires }
+        severity = r.severity, rationale = r.rationale, requires = requires,
+        references = copy_references(r.references) }
     end
   end
   return out

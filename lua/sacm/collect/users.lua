@@ -47,7 +47,8 @@ function M.password_state(hash)
   return "set"
 end
 
---- parse_shadow(text) -> {[name] = {password, last_change, max_days, expire}} from shadow(5);
+--- parse_shadow(text) -> {[name] = {password, last_change, min_days, max_days, warn_days,
+-- inactive, expire}} from shadow(5);
 -- day counts are integers or nil when empty.
 function M.parse_shadow(s)
   local out = {}
@@ -57,7 +58,10 @@ function M.parse_shadow(s)
       out[f[1]] = {
         password = M.password_state(f[2]),
         last_change = tonumber(f[3] or ""),
+        min_days = tonumber(f[4] or ""),
         max_days = tonumber(f[5] or ""),
+        warn_days = tonumber(f[6] or ""),
+        inactive = tonumber(f[7] or ""),
         expire = tonumber(f[8] or ""),
       }
     end
@@ -84,6 +88,10 @@ function M.items(entries, shadow)
       name = text(e.name), uid = e.uid, gid = e.gid, home = text(e.home), shell = text(e.shell),
       gecos = text(e.gecos), password = state,
       password_expires = sh and sh.expire or nil, password_max_days = sh and sh.max_days or nil,
+      password_min_days = sh and sh.min_days or nil, password_warn_days = sh and sh.warn_days or nil,
+      password_inactive = sh and sh.inactive or nil, password_last_change = sh and sh.last_change or nil,
+      -- the passwd field holds "x" when the hash is in shadow, as it should be
+      shadowed = e.passwd_field == "x",
     }
   end
   table.sort(items, function(a, b)
@@ -99,7 +107,8 @@ function M.applicable()
 end
 
 --- collect() -> {attributes = {count, shadow_readable}, items = {name, uid, gid, gecos, home,
--- shell, password, password_max_days, password_expires}}.
+-- shell, password, shadowed, password_last_change, password_min_days, password_max_days,
+-- password_warn_days, password_inactive, password_expires}}.
 function M.collect()
   local passwd, err = fs.read(PASSWD)
   if not passwd then return nil, err end
