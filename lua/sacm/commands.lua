@@ -226,7 +226,7 @@ end
 local function refused(session)
   if not session.spec.end_on_refusal then return end
   end_session(session, "refused")
-  error(errors.new("cancelled", "the submission was refused"), 0)
+  session.task:cancel("the submission was refused") -- as a requester's cancel: the task ends quietly
 end
 
 --- session:ask(form [, opts]) -> values. Sends form (a sacm.forms definition or element) to the

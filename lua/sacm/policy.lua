@@ -46,7 +46,10 @@ local SSG_ID_PATTERN = "^xccdf_org%.ssgproject%.content_rule_[%w_%-]+$"
 
 local function truncate(s)
   if #s <= M.MAX_EVIDENCE_BYTES then return s end
-  return s:sub(1, M.MAX_EVIDENCE_BYTES) .. ("... (%d bytes in all)"):format(#s)
+  -- cut where a character starts (never inside one: the text goes into XML)
+  local cut = M.MAX_EVIDENCE_BYTES
+  while cut > 0 and (s:byte(cut + 1) or 0) & 0xC0 == 0x80 do cut = cut - 1 end
+  return s:sub(1, cut) .. ("... (%d bytes in all)"):format(#s)
 end
 
 local function quote(v)
