@@ -213,6 +213,8 @@ function M.main(argv)
     status = M.exit_status(a, opts.fail_on)
   end)
   o:close()
+  -- let the stream's closing handshake finish before the process exits (sacm.exit stops the loop)
+  require("sacm.task").sleep(0.2)
   if not ok then
     io.stderr:write("sacm-assess: ", tostring(err), "\n")
     return M.EXIT.grid
