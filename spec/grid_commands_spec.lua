@@ -296,6 +296,15 @@ describe("hostile submissions and data #e2e", function()
     refused_at_once(repo.member.conn.jid, "query", { type = "posture", endpoint = "x' OR '1'='1" }, "endpoint: .* is not an identifier")
   end)
 
+  it("ignores a posture notification whose server-verified publisher is not the collector it names", function()
+    local before = eval.refused_provenance or 0
+    local p = payload.posture({ id = crypto.uuid(), kind = "os", endpoint = "db9", collector = server:jid("evaluator") .. "/x",
+      collected = time.now(), data = { attributes = { hostname = "forged" }, items = {} } })
+    assert(coll.member:publish("posture", p.attr.id, p))
+    wait_until(function() return (eval.refused_provenance or 0) > before end, 10, "the evaluator refusing the forgery")
+    assert.is_nil(eval.latest.db9)
+  end)
+
   it("refuses posture dated ahead of the repository's clock, and the evaluator ignores it", function()
     local up = upload.client(coll.member.conn, { service = repo.member.conn.jid, cafile = server.ca_file })
     local id = crypto.uuid()

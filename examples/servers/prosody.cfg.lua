@@ -75,3 +75,6 @@ Component "pubsub.grid.example" "pubsub"             -- DEPLOY: pubsub.<domain>
     -- which it has no affiliation of its own (an explicit one, even "member", takes precedence).
     -- The grid's nodes are transient (persist_items = false), so pubsub storage holds no items.
     admins = { "repository@grid.example" }           -- DEPLOY: repository@<domain>
+    -- Each notification says who published it (the server's word, not the publisher's), so
+    -- evaluators and orchestrators can check it against the collector or evaluator it names.
+    expose_publisher = true

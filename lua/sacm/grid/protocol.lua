@@ -96,6 +96,9 @@ M.NODE_CONFIG = {
   notify_delete = true,
   -- a subscriber gets what is published from then on, never an old notification replayed
   send_last_published_item = "never",
+  -- each notification carries its server-verified publisher (ejabberd; Prosody: the pubsub
+  -- component's expose_publisher), which readers check against the producer it names
+  itemreply = "publisher",
 }
 
 -- What each role's account may do on each node (XEP-0060 affiliations the repository sets).

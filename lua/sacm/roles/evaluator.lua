@@ -20,6 +20,7 @@ local time = require "sacm.time"
 local crypto = require "sacm.crypto"
 local xml = require "sacm.xml"
 local errors = require "sacm.error"
+local jidlib = require "sacm.jid"
 local delivery = require "sacm.grid.delivery"
 
 local M = {}
@@ -211,10 +212,39 @@ local function auto_evaluate(self, endpoint)
   end)
 end
 
+-- Whether posture p may be believed: the pubsub service's word on who published it must be the
+-- collector p names, and an endpoint's posture comes from one collector (the first seen here;
+-- the repository holds the binding that counts). Refusals are counted and logged.
+local function believable(self, item, p)
+  local publisher = item.publisher and jidlib.bare(item.publisher)
+  local collector = p.collector and jidlib.bare(p.collector)
+  if not publisher then
+    if not self.warned_no_publisher then
+      self.warned_no_publisher = true
+      log.warn("the pubsub service does not say who published posture: its provenance cannot be checked here "
+        .. "(docs/deploy.md: expose_publisher for Prosody)")
+    end
+  elseif publisher ~= collector then
+    return false, ("published by %s but names collector %s"):format(publisher, tostring(p.collector))
+  end
+  local owner = self.endpoint_owner[p.endpoint]
+  if owner and collector and owner ~= collector then
+    return false, ("endpoint %s's posture comes from %s, not %s"):format(p.endpoint, owner, collector)
+  end
+  if collector then self.endpoint_owner[p.endpoint] = owner or collector end
+  return true
+end
+
 local function on_posture(self, item)
   local p, err = payload.parse_posture(item.payload)
   if not p then
     log.warn("ignored posture item %s: %s", tostring(item.id), tostring(err))
+    return
+  end
+  local ok, why = believable(self, item, p)
+  if not ok then
+    self.refused_provenance = (self.refused_provenance or 0) + 1
+    log.warn("ignored posture %s of %s: %s", p.id, p.endpoint, why)
     return
   end
   if p.collected > time.now() + proto.MAX_CLOCK_SKEW then
@@ -332,7 +362,7 @@ end
 -- true), allowed (who may run commands; default the peers).
 function M.start(opts)
   local self = setmetatable({ latest = {}, hostnames = {}, by_correlation = {}, correlation_order = {},
-    pending = {}, evaluations = 0, auto = opts.auto ~= false }, Evaluator)
+    pending = {}, evaluations = 0, auto = opts.auto ~= false, endpoint_owner = {} }, Evaluator)
   -- default: the policies shipped with sacmrun (the source tree's, or the installed ones)
   local dir = opts.policies or (require("sacm._build").share_dir .. "/policies")
   self.engine = policy.engine({ dir = dir, instructions = opts.instructions, memory = opts.memory })

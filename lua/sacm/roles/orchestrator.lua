@@ -68,6 +68,12 @@ local function deliver(self, kind, item)
     local handlers = self.status_handlers
     for i = 1, #handlers do handlers[i](v) end
   end
+  -- the pubsub service's word on who published a result set must be the evaluator it names
+  local producer = kind == "results" and v.evaluator or kind == "posture" and v.collector
+  if producer and item.publisher and jidlib.bare(item.publisher) ~= jidlib.bare(producer) then
+    log.warn("ignored %s item %s: published by %s but names %s", kind, tostring(item.id), item.publisher, producer)
+    return
+  end
   local w = v.correlation and self.watches[v.correlation]
   if not w then return end
   if kind == "results" then
