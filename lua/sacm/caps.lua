@@ -643,6 +643,11 @@ function Cache:find(feature)
   return out
 end
 
+--- cache:looking_up() -> true while a disco#info lookup of some entity's caps is in flight.
+function Cache:looking_up()
+  return next(self.lookups) ~= nil
+end
+
 --- cache:jids() -> sorted list of the full JIDs with verified caps.
 function Cache:jids()
   local out = {}

@@ -129,11 +129,13 @@ function Orchestrator:discover(opts)
   opts = opts or {}
   local want = { collector = opts.collectors or 1, evaluator = opts.evaluators or 1,
     repository = opts.repositories or 0 }
+  -- the numbers asked for, and no component whose caps are still being verified: a grid of two
+  -- collectors is not assessed as one because the second one's lookup was a moment late
   local ok = self.cache:wait(function()
     for role, n in pairs(want) do
       if #self:components(role) < n then return false end
     end
-    return true
+    return not self.cache:looking_up()
   end, opts.timeout or 10)
   local found = {}
   for _, role in ipairs(proto.ROLES) do found[role] = self:components(role) end
