@@ -3,6 +3,7 @@
  *
  * An element is {name=, ns=, attr={}, child1, child2, ...} with the registry's SACM_ELEMENT_MT
  * as metatable; children are element tables or strings. See docs/api/xml.md. */
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,9 +18,17 @@
 
 #define DEFAULT_MAX_DEPTH 256
 #define DEFAULT_MAX_BYTES (16 * 1024 * 1024)
-/* Deep enough for any document parse() accepts by default, shallow enough for the C stack
- * (the serializer recurses once per level). */
+/* Deep enough for any document, shallow enough for the C stack (the serializer recurses once
+ * per level). parse() caps a caller's max_depth here too, so every tree it returns can be
+ * serialized, and a huge max_depth still gives an error return instead of a Lua stack
+ * overflow (parse keeps one stack slot per open element). */
 #define SERIALIZE_MAX_DEPTH 1000
+/* The tree parse() builds may cost at most MEMORY_FACTOR times the document's size plus
+ * MEMORY_SLACK (Lua bytes, counted by the allocator), unless opts.max_memory says otherwise.
+ * Without a bound, 16 MiB of "<b/>" becomes 4 million tables, about 1 GB. A typical stanza
+ * costs 5-11 times its size; the slack covers the fixed cost of small documents. */
+#define MEMORY_FACTOR 8
+#define MEMORY_SLACK (1024 * 1024)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Metatables. Each is created on first use, so C code (the XMPP side) can push elements before
@@ -52,7 +61,7 @@ static void push_resource_mt(lua_State *L, const char *name, lua_CFunction close
 static void element_push(lua_State *L, int mt_idx, const char *name, size_t namelen,
                          const char *ns, size_t nslen)
 {
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, ns ? 3 : 2); /* 2 hash slots instead of 4 for most elements */
     lua_pushlstring(L, name, namelen);
     lua_setfield(L, -2, "name");
     if (ns) {
@@ -94,6 +103,7 @@ typedef struct parser_ud {
     char *text; /* character data not yet stored: adjacent pieces merge here */
     size_t textlen, textcap;
     int depth, max_depth;
+    size_t mem_base, max_memory; /* Lua bytes in use when parsing began, and the budget */
     int stopped;  /* no more callbacks may touch Lua */
     int mt_idx, result_idx, err_idx; /* slots in parse()'s frame */
     int lua_failed; /* a Lua error object waits at err_idx */
@@ -145,6 +155,25 @@ static void parser_lua_failed(parser_ud *p)
     p->lua_failed = 1;
     p->stopped = 1;
     XML_StopParser(p->xp, XML_FALSE);
+}
+
+static size_t lua_bytes(lua_State *L)
+{
+    return (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
+}
+
+/* Refuses the document once the tree (plus the pending-text buffer) outgrows its budget. The
+ * count can only overstate what the tree costs: anything else freed meanwhile lowers it. */
+static int over_budget(parser_ud *p)
+{
+    size_t now = lua_bytes(p->L) + p->textcap;
+    if (now <= p->mem_base || now - p->mem_base <= p->max_memory)
+        return 0;
+    char msg[128];
+    snprintf(msg, sizeof msg, "the tree needs more than %zu bytes of memory (max_memory)",
+             p->max_memory);
+    parser_refuse(p, "policy-violation", msg);
+    return 1;
 }
 
 /* Appends the pending text to the element at idx as one string child. May raise. */
@@ -237,6 +266,7 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
     if (p->depth == 0)
         lua_copy(L, -1, p->result_idx);
     p->depth++;
+    over_budget(p);
 }
 
 static void XMLCALL on_end(void *ud, const XML_Char *name)
@@ -258,6 +288,8 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
             parser_lua_failed(p);
             return;
         }
+        if (over_budget(p))
+            return;
     }
     lua_pop(L, 1);
     p->depth--;
@@ -327,14 +359,17 @@ static int l_parse(lua_State *L)
 {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
-    lua_Integer max_depth = DEFAULT_MAX_DEPTH, max_bytes = DEFAULT_MAX_BYTES;
+    lua_Integer max_depth = DEFAULT_MAX_DEPTH, max_bytes = DEFAULT_MAX_BYTES, max_memory = -1;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         max_depth = opt_int_field(L, 2, "max_depth", DEFAULT_MAX_DEPTH, 1);
         max_bytes = opt_int_field(L, 2, "max_bytes", DEFAULT_MAX_BYTES, 0);
+        max_memory = opt_int_field(L, 2, "max_memory", -1, 0);
     }
-    if (max_depth > 1000000)
-        max_depth = 1000000; /* beyond what the Lua stack could hold anyway */
+    if (max_depth > SERIALIZE_MAX_DEPTH)
+        max_depth = SERIALIZE_MAX_DEPTH;
+    if (max_memory < 0) /* len <= max_bytes, a lua_Integer: no overflow on 64-bit size_t */
+        max_memory = (lua_Integer)(MEMORY_FACTOR * len + MEMORY_SLACK);
     lua_settop(L, 2);
     if ((lua_Unsigned)len > (lua_Unsigned)max_bytes) {
         char msg[96]; /* sacm_fail formats like lua_pushfstring, which has no %zu */
@@ -353,6 +388,8 @@ static int l_parse(lua_State *L)
     lua_toclose(L, 6);
     p->L = L;
     p->max_depth = (int)max_depth;
+    p->max_memory = (size_t)max_memory;
+    p->mem_base = lua_bytes(L);
     p->mt_idx = 3;
     p->result_idx = 4;
     p->err_idx = 5;
@@ -418,6 +455,9 @@ static int l_parse(lua_State *L)
 typedef struct outbuf {
     char *p;
     size_t n, cap;
+    XML_Parser probe; /* checks non-ASCII names (see name_parses), made on first need */
+    char *probe_doc;
+    size_t probe_cap;
 } outbuf;
 
 static int outbuf_close(lua_State *L)
@@ -426,6 +466,13 @@ static int outbuf_close(lua_State *L)
     free(b->p);
     b->p = NULL;
     b->n = b->cap = 0;
+    if (b->probe) {
+        XML_ParserFree(b->probe);
+        b->probe = NULL;
+    }
+    free(b->probe_doc);
+    b->probe_doc = NULL;
+    b->probe_cap = 0;
     return 0;
 }
 
@@ -539,6 +586,47 @@ static int is_ncname(const char *s, size_t n)
             return 0;
         i += k;
     }
+    return 1;
+}
+
+/* Expat classifies non-ASCII name characters by the tables of XML 1.0 fourth edition, which
+ * allow fewer than the fifth edition's ranges above (U+10000 and up, U+2070, U+F900, ... are
+ * refused). So that everything serialize() writes parses back, a non-ASCII name that passes
+ * is_ncname is also shown to expat itself, as "<name/>". Such names are rare; ASCII names never
+ * get here. Returns 1 when expat accepts the name. */
+static int name_parses(ser *S, const char *name, size_t n)
+{
+    outbuf *b = S->b;
+    if (n > SIZE_MAX / 2 || n + 3 > (size_t)INT_MAX)
+        return 0;
+    if (!b->probe) {
+        b->probe = XML_ParserCreate("UTF-8");
+        if (!b->probe)
+            luaL_error(S->L, "not enough memory");
+    } else if (!XML_ParserReset(b->probe, "UTF-8")) {
+        luaL_error(S->L, "serialize: cannot reset the name-checking parser");
+    }
+    if (b->probe_cap < n + 3) {
+        char *d = realloc(b->probe_doc, n + 3);
+        if (!d)
+            luaL_error(S->L, "not enough memory");
+        b->probe_doc = d;
+        b->probe_cap = n + 3;
+    }
+    b->probe_doc[0] = '<';
+    memcpy(b->probe_doc + 1, name, n);
+    memcpy(b->probe_doc + 1 + n, "/>", 2);
+    return XML_Parse(b->probe, b->probe_doc, (int)(n + 3), XML_TRUE) == XML_STATUS_OK;
+}
+
+/* A name serialize() may write: an NCName that expat will read back. */
+static int ser_name_ok(ser *S, const char *s, size_t n)
+{
+    if (!is_ncname(s, n))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= 0x80)
+            return name_parses(S, s, n);
     return 1;
 }
 
@@ -715,7 +803,7 @@ static void ser_attributes(ser *S, int attr_idx, const char *name, size_t namele
             size_t urilen = (size_t)(sp - k);
             local = sp + 1;
             locallen = kn - urilen - 1;
-            if (urilen == 0 || !is_ncname(local, locallen))
+            if (urilen == 0 || !ser_name_ok(S, local, locallen))
                 bad_value(S, &w, "invalid namespaced attribute key (expected 'URI localname')");
             if (urilen == sizeof XML_NS_URI - 1 && memcmp(k, XML_NS_URI, urilen) == 0)
                 bad_value(S, &w, "XML namespace attribute spelt out (use 'xml:name')");
@@ -737,10 +825,10 @@ static void ser_attributes(ser *S, int attr_idx, const char *name, size_t namele
         } else if (kn > 4 && memcmp(k, "xml:", 4) == 0) {
             local = k + 4;
             locallen = kn - 4;
-            if (!is_ncname(local, locallen))
+            if (!ser_name_ok(S, local, locallen))
                 bad_value(S, &w, "invalid name");
             memcpy(prefix, "xml", 4);
-        } else if (!is_ncname(k, kn)) {
+        } else if (!ser_name_ok(S, k, kn)) {
             bad_value(S, &w, memchr(k, ':', kn)
                                  ? "invalid name (namespaced attributes are keyed 'URI localname')"
                                  : "invalid name");
@@ -770,7 +858,7 @@ static void ser_attributes(ser *S, int attr_idx, const char *name, size_t namele
     lua_remove(L, keys_idx);
 }
 
-/* Writes the element at idx. pns is the parent's namespace (NULL: none, or the root), inl is
+/* Writes the element at idx. pns is the default namespace in scope (NULL: none), inl is
  * set inside mixed content where pretty-printing must not add whitespace. */
 static void ser_element(ser *S, int idx, const char *pns, size_t pnslen, int depth, int inl,
                         const char *pname, size_t pnamelen, lua_Integer pos)
@@ -793,7 +881,7 @@ static void ser_element(ser *S, int idx, const char *pns, size_t pnslen, int dep
     if (rawget_field(L, idx, "name") != LUA_TSTRING)
         bad_element(S, pname, pnamelen, pos, "element without a string name");
     const char *name = lua_tolstring(L, -1, &namelen);
-    if (!is_ncname(name, namelen)) {
+    if (!ser_name_ok(S, name, namelen)) {
         snprintf(problem, sizeof problem, "invalid element name '%s'",
                  shown(buf, sizeof buf, name, namelen));
         bad_element(S, pname, pnamelen, pos, problem);
@@ -812,20 +900,36 @@ static void ser_element(ser *S, int idx, const char *pns, size_t pnslen, int dep
         luaL_error(L, "serialize: %s", problem);
     }
 
+    /* dns: the default namespace in scope for the children. An element in the XML namespace
+     * (parse() gives one for <xml:e/>) is written with the prefix xml, which is bound by
+     * definition: Namespaces in XML 1.0 forbids declaring that namespace as the default, and
+     * parsers refuse xmlns="http://www.w3.org/XML/1998/namespace". It leaves the default as
+     * it was. The xmlns namespace cannot hold elements at all (no prefix may be bound to it),
+     * so parse() never returns one and serialize() refuses it. */
+    const char *dns = ns;
+    size_t dnslen = nslen;
+    int xml_prefix = ns && nslen == sizeof XML_NS_URI - 1 && memcmp(ns, XML_NS_URI, nslen) == 0;
     out_lit(S, "<");
-    out_add(S, name, namelen);
-    if (ns && (!pns || pnslen != nslen || memcmp(pns, ns, nslen) != 0)) {
+    if (xml_prefix) {
+        dns = pns;
+        dnslen = pnslen;
+        out_lit(S, "xml:");
+        out_add(S, name, namelen);
+    } else if (ns && (!pns || pnslen != nslen || memcmp(pns, ns, nslen) != 0)) {
+        out_add(S, name, namelen);
         where w = { name, namelen, "namespace", NULL, 0 };
         if (memchr(ns, ' ', nslen))
             bad_value(S, &w, "space character");
-        if ((nslen == sizeof XML_NS_URI - 1 && memcmp(ns, XML_NS_URI, nslen) == 0) ||
-            (nslen == sizeof XMLNS_NS_URI - 1 && memcmp(ns, XMLNS_NS_URI, nslen) == 0))
-            bad_value(S, &w, "reserved namespace name");
+        if (nslen == sizeof XMLNS_NS_URI - 1 && memcmp(ns, XMLNS_NS_URI, nslen) == 0)
+            bad_value(S, &w, "reserved namespace name (no element can be in the xmlns namespace)");
         out_lit(S, " xmlns=\"");
         out_escaped(S, ns, nslen, 1, &w);
         out_lit(S, "\"");
     } else if (!ns && pns) {
+        out_add(S, name, namelen);
         out_lit(S, " xmlns=\"\"");
+    } else {
+        out_add(S, name, namelen);
     }
 
     t = rawget_field(L, idx, "attr");
@@ -875,7 +979,7 @@ static void ser_element(ser *S, int idx, const char *pns, size_t pnslen, int dep
         } else if (ct == LUA_TTABLE) {
             if (block)
                 out_newline(S, depth + 1);
-            ser_element(S, lua_gettop(L), ns, nslen, depth + 1, inl || mixed, name, namelen, i);
+            ser_element(S, lua_gettop(L), dns, dnslen, depth + 1, inl || mixed, name, namelen, i);
         } else {
             snprintf(problem, sizeof problem, "child %d of <%s> is a %s (expected an element or a string)",
                      (int)i, shown(buf, sizeof buf, name, namelen), lua_typename(L, ct));
@@ -886,6 +990,8 @@ static void ser_element(ser *S, int idx, const char *pns, size_t pnslen, int dep
     if (block)
         out_newline(S, depth);
     out_lit(S, "</");
+    if (xml_prefix)
+        out_lit(S, "xml:");
     out_add(S, name, namelen);
     out_lit(S, ">");
     lua_settop(L, top);
@@ -924,11 +1030,79 @@ static int l_serialize(lua_State *L)
     return 1; /* returning closes the buffer */
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* clean_text(s [, max_bytes]) -> string, replaced, cut
+ *
+ * Makes any string valid XML 1.0 character data, so content never makes serialize() raise:
+ * each byte that is not part of a valid UTF-8 sequence, and each character XML 1.0 forbids
+ * (C0 controls other than tab, LF and CR; U+FFFE, U+FFFF), becomes U+FFFD. With max_bytes the
+ * result is cut to at most that many bytes, at a character boundary. replaced counts the
+ * substitutions; cut says whether anything was left off. */
+#define REPLACEMENT "\xEF\xBF\xBD" /* U+FFFD */
+
+static int l_clean_text(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lua_Integer max = luaL_optinteger(L, 2, -1);
+    if (!lua_isnoneornil(L, 2) && max < 0)
+        return luaL_argerror(L, 2, "max_bytes must be >= 0");
+    size_t limit = max < 0 ? SIZE_MAX : (size_t)max;
+    const unsigned char *u = (const unsigned char *)s;
+
+    /* The common case, text that is already clean and short enough, is returned as it is. */
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t k = utf8_decode(u + i, n - i, &cp);
+        if (k == 0 || !is_xml_char(cp))
+            break;
+        i += k;
+    }
+    if (i == n && n <= limit) {
+        lua_settop(L, 1);
+        lua_pushinteger(L, 0);
+        lua_pushboolean(L, 0);
+        return 3;
+    }
+
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    size_t out = 0, replaced = 0;
+    int cut = 0;
+    i = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t k = utf8_decode(u + i, n - i, &cp);
+        const char *piece = s + i;
+        size_t plen = k;
+        int bad = k == 0 || !is_xml_char(cp);
+        if (bad) {
+            piece = REPLACEMENT;
+            plen = sizeof REPLACEMENT - 1;
+            k = k ? k : 1; /* an invalid byte is replaced on its own; the next may start a char */
+        }
+        if (plen > limit - out) {
+            cut = 1;
+            break;
+        }
+        replaced += (size_t)bad;
+        luaL_addlstring(&b, piece, plen);
+        out += plen;
+        i += k;
+    }
+    luaL_pushresult(&b);
+    lua_pushinteger(L, (lua_Integer)replaced);
+    lua_pushboolean(L, cut);
+    return 3;
+}
+
 int luaopen_sacm__xml(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         { "parse", l_parse },
         { "serialize", l_serialize },
+        { "clean_text", l_clean_text },
         { NULL, NULL },
     };
     luaL_newlib(L, fns);
