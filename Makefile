@@ -63,6 +63,9 @@ sacmrun-sqlite.so: $(SQLITE_OBJS)
 sacmrun-repl.so: $(REPL_OBJS)
 	$(CC) $(CFLAGS) -shared -o $@ $(REPL_OBJS) $(REPL_LIBS)
 
+# the parser and the serializer share xml_internal.h
+$(foreach d,obj asan,build/$(d)/xml.o build/$(d)/xml_write.o): runtime/xml_internal.h
+
 # the HTTPS server and client share http_common.h
 HTTP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_client http_common))
 $(HTTP_OBJS): runtime/http_common.h
