@@ -30,7 +30,8 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
 # the runtime's sacm_* functions, for the TLS module
 EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 
-TLS_SRCS  = runtime/crypto.c runtime/xmpp.c runtime/http.c runtime/http_client.c runtime/http_common.c
+TLS_SRCS  = runtime/crypto.c runtime/xmpp.c runtime/http.c runtime/http_conn.c runtime/http_tls.c \
+            runtime/http_client.c runtime/http_common.c
 SQLITE_SRCS = runtime/sqlite.c
 REPL_SRCS = runtime/repl.c
 SRCS      = $(filter-out $(TLS_SRCS) $(SQLITE_SRCS) $(REPL_SRCS),$(wildcard runtime/*.c))
@@ -66,9 +67,11 @@ sacmrun-repl.so: $(REPL_OBJS)
 # the parser and the serializer share xml_internal.h
 $(foreach d,obj asan,build/$(d)/xml.o build/$(d)/xml_write.o): runtime/xml_internal.h
 
-# the HTTPS server and client share http_common.h
-HTTP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_client http_common))
+# the HTTPS server and client share http_common.h; the server's parts share http_server.h
+HTTP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_conn http_tls http_client http_common))
 $(HTTP_OBJS): runtime/http_common.h
+HTTP_SERVER_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_conn http_tls))
+$(HTTP_SERVER_OBJS): runtime/http_server.h
 
 build/obj/%.o: runtime/%.c runtime/sacmrun.h | build/obj
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
