@@ -146,6 +146,7 @@ install: all
 	install -m 0644 sacmrun-repl.so $(DESTDIR)$(LIBDIR)/sacmrun-repl.so
 	cp -R lua $(DESTDIR)$(SHAREDIR)/
 	if [ -d policies ]; then cp -R policies $(DESTDIR)$(SHAREDIR)/; fi
+	if [ -d examples/servers/prosody-modules ]; then cp -R examples/servers/prosody-modules $(DESTDIR)$(SHAREDIR)/; fi
 	install -m 0644 docs/sacmrun.1 $(DESTDIR)$(MANDIR)/sacmrun.1
 
 uninstall:
