@@ -71,6 +71,14 @@ static void note_reason(const char *area, const char *msg)
         activity++;
     } else if (strncmp(msg, "SENT:", 5) == 0) {
         return;
+    } else if (strcmp(area, "xmpp") == 0 && strncmp(msg, "parse error", 11) == 0) {
+        /* "parse error [<the bytes read>]": the server sent what libstrophe's expat refuses, and
+         * libstrophe answers with an invalid-xml stream error. Said first, and the bytes (the
+         * peer's text) never searched. A server relaying an element in the xml prefix's
+         * namespace does this (see examples/servers/prosody-modules/mod_sacm_xmlns_guard.lua). */
+        snprintf(last_reason, sizeof last_reason,
+                 "the server sent XML that is not namespace-well-formed; libstrophe ended the stream "
+                 "with invalid-xml");
     } else if ((p = strstr(msg, "connection failed, error ")) && sscanf(p + 25, "%d", &err) == 1) {
         last_socket_error = err;
     } else if ((p = strstr(msg, "Certificate verification FAILED, result=")) != NULL) {

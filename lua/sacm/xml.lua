@@ -18,7 +18,8 @@ local xml = {}
 -- clone() never see it). Weak keys: an element no longer used is collected with its cursor.
 local cursors = setmetatable({}, { __mode = "k" })
 
---- parse(s [, opts]) -> element | nil, err. opts.max_depth (256), opts.max_bytes (16 MiB).
+--- parse(s [, opts]) -> element | nil, err. opts.max_depth (256, at most 1000), opts.max_bytes
+-- (16 MiB), opts.max_memory (8 x #s + 1 MiB: what the tree may cost).
 xml.parse = core.parse
 
 --- serialize(el [, opts]) -> string. opts.indent pretty-prints. Raises on invalid data.
