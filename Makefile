@@ -30,8 +30,8 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
 # the runtime's sacm_* functions, for the TLS module
 EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 
-TLS_SRCS  = runtime/crypto.c runtime/xmpp.c runtime/xmpp_error.c runtime/http.c runtime/http_client.c \
-            runtime/http_client_tls.c runtime/http_common.c
+TLS_SRCS  = runtime/crypto.c runtime/xmpp.c runtime/xmpp_error.c runtime/http.c runtime/http_conn.c \
+            runtime/http_tls.c runtime/http_client.c runtime/http_client_tls.c runtime/http_common.c
 SQLITE_SRCS = runtime/sqlite.c
 REPL_SRCS = runtime/repl.c
 SRCS      = $(filter-out $(TLS_SRCS) $(SQLITE_SRCS) $(REPL_SRCS),$(wildcard runtime/*.c))
@@ -68,9 +68,14 @@ sacmrun-sqlite.so: $(SQLITE_OBJS)
 sacmrun-repl.so: $(REPL_OBJS)
 	$(CC) $(CFLAGS) -shared -o $@ $(REPL_OBJS) $(REPL_LIBS)
 
-# the HTTPS server and client share http_common.h
-HTTP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_client http_client_tls http_common))
+# the parser and the serializer share xml_internal.h
+$(foreach d,obj asan,build/$(d)/xml.o build/$(d)/xml_write.o): runtime/xml_internal.h
+
+# the HTTPS server and client share http_common.h; the server's parts share http_server.h
+HTTP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_conn http_tls http_client http_client_tls http_common))
 $(HTTP_OBJS): runtime/http_common.h
+HTTP_SERVER_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_conn http_tls))
+$(HTTP_SERVER_OBJS): runtime/http_server.h
 XMPP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,xmpp xmpp_error))
 $(XMPP_OBJS): runtime/xmpp_link.h
 CLIENT_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http_client http_client_tls))
@@ -156,6 +161,7 @@ install: all
 	install -m 0644 sacmrun-repl.so $(DESTDIR)$(LIBDIR)/sacmrun-repl.so
 	cp -R lua $(DESTDIR)$(SHAREDIR)/
 	if [ -d policies ]; then cp -R policies $(DESTDIR)$(SHAREDIR)/; fi
+	if [ -d examples/servers/prosody-modules ]; then cp -R examples/servers/prosody-modules $(DESTDIR)$(SHAREDIR)/; fi
 	install -m 0644 docs/sacmrun.1 $(DESTDIR)$(MANDIR)/sacmrun.1
 	# what docs/deploy.md uses: the role scripts, commands, server configurations and docs
 	cp -R examples docs $(DESTDIR)$(SHAREDIR)/

@@ -4,6 +4,7 @@ local http = require "sacm.http"
 local proc = require "sacm.proc"
 local sync = require "sacm.sync"
 local task = require "sacm.task"
+local loop = require "sacm._loop"
 local certs = require "support.certs"
 local tmp = require "support.tmp"
 
@@ -352,16 +353,131 @@ print(repr(s.recv(100)))
     end)
   end)
 
-  it("refuses connections over its limit and serves again once one closes", function()
-    local srv <close> = listen({ limits = { connections = 1 }, timeouts = { headers = 2 } }, echo)
+  it("at its connection limit sheds a connection without a request instead of refusing", function()
+    local srv <close> = listen({ limits = { connections = 1 }, timeouts = { headers = 20 } }, echo)
     local holder = task.spawn(s_client, srv, "") -- handshakes, then holds its connection open
     while srv:stats().accepted < 1 do task.sleep(0.01) end
+    task.sleep(0.2) -- the handshake is over: the holder is waiting in its headers' deadline
+    local t0 = loop.hrtime()
+    local r = curl(srv, { url(srv, "/served") })
+    assert.equal("GET|/served|-|-|", r.stdout, r.stderr)
+    holder:await() -- shed at once, not after its 20 s headers deadline
+    assert.is_true((loop.hrtime() - t0) / 1e9 < 5)
+    local st = srv:stats()
+    assert.equal(1, st.shed)
+    assert.equal(0, st.refused)
+  end)
+
+  it("refuses a connection only when every connection at the limit has a request in a handler", function()
+    local release = sync.event()
+    local srv <close> = listen({ limits = { connections = 1 } }, function(req)
+      if req.path == "/busy" then release:wait(10) end
+      return echo(req)
+    end)
+    local busy = task.spawn(curl, srv, { url(srv, "/busy") })
+    while srv:stats().requests < 1 do task.sleep(0.01) end
     local r = curl(srv, { url(srv, "/refused") })
     assert.not_equal(0, r.code)
     assert.equal(1, srv:stats().refused)
-    holder:await() -- closed by the headers deadline
+    assert.equal(0, srv:stats().shed)
+    release:set()
+    assert.equal("GET|/busy|-|-|", busy:await().stdout)
     r = curl(srv, { url(srv, "/served") })
     assert.equal("GET|/served|-|-|", r.stdout)
+  end)
+
+  it("caps connections per client address, shedding only that address's own", function()
+    -- 127.0.0.2 is loopback too: a second client address without a second host
+    local srv <close> = listen({ limits = { connections = 10, per_address = 2 } }, echo)
+    local r = assert(proc.run({ "python3", "-c", [[
+import socket, sys, time
+port = int(sys.argv[1])
+def open_from(src):
+    s = socket.socket()
+    s.bind((src, 0))
+    s.connect(("127.0.0.1", port))
+    time.sleep(0.15)
+    return s
+other = open_from("127.0.0.2")
+own = [open_from("127.0.0.1") for _ in range(3)]
+time.sleep(0.3)
+def state(s):
+    s.setblocking(False)
+    try:
+        return "closed" if s.recv(1) == b"" else "data"
+    except BlockingIOError:
+        return "open"
+    except ConnectionResetError:
+        return "closed"
+print(" ".join(state(s) for s in [other] + own))
+]], tostring(srv.port) }, { timeout = 30 }))
+    assert.equal("open closed open open\n", r.stdout, r.stderr)
+    assert.equal(1, srv:stats().shed)
+  end)
+
+  it("cuts slow clients early: the handshake and the first headers are due from connecting", function()
+    local srv <close> = listen({ timeouts = { handshake = 0.3, headers = 1 } }, echo)
+    local r = assert(proc.run({ "python3", "-c", [[
+import select, socket, ssl, sys, time
+port = int(sys.argv[1])
+# a TCP client that never starts TLS: closed at the handshake deadline
+s = socket.create_connection(("127.0.0.1", port))
+s.settimeout(10)
+t0 = time.monotonic()
+s.recv(100)
+print("handshake %.1f" % (time.monotonic() - t0))
+# a TLS client trickling its request line one byte every 0.1 s: 408 one second after connecting
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+t0 = time.monotonic()
+t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+t.settimeout(10)
+got = b""
+try:
+    for b in b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 100:
+        t.send(bytes([b]))
+        if select.select([t], [], [], 0.1)[0]:
+            break # the server answered
+except (ssl.SSLError, OSError):
+    pass
+t0_answer = time.monotonic()
+try:
+    while True:
+        d = t.recv(1000)
+        if not d: break
+        got += d
+except (ssl.SSLError, OSError):
+    pass
+print("headers %.1f %s" % (t0_answer - t0, got.split(b"\r\n")[0].decode()))
+]], tostring(srv.port), ca.cert }, { timeout = 30 }))
+    local hs, hd, status = r.stdout:match("^handshake ([%d.]+)\nheaders ([%d.]+) (.*)\n$")
+    assert.is_not_nil(hs, r.stdout .. r.stderr)
+    assert.is_true(tonumber(hs) < 0.9, r.stdout)
+    assert.is_true(tonumber(hd) < 1.9, r.stdout)
+    assert.equal("HTTP/1.1 408 Request Timeout", status)
+    assert.equal(2, srv:stats().timeouts)
+  end)
+
+  it("answers 505 to other HTTP versions, 400 to a request line without one, 413 to an absurd chunk, at once", function()
+    local srv <close> = listen(nil, echo)
+    for _, case in ipairs {
+      { "GET / HTTP/9.9\r\nHost: x\r\n\r\n", 505 },
+      { "GET / HTTP/2.0\r\n\r\n", 505 },
+      { "GET /\r\n\r\n", 400 },
+      { "GET / HTTP/1.1 trailing\r\nHost: x\r\n\r\n", 400 },
+      { "GET / FTP/1.1\r\nHost: x\r\n\r\n", 400 },
+      { "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\nabc", 413 },
+      { "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n100001\r\n", 413 },
+    } do
+      local t0 = loop.hrtime()
+      local r = s_client(srv, case[1]) -- returns only once the server has closed
+      assert.equal(case[2], status_of(r.stdout), case[1] .. ": " .. r.stdout .. r.stderr)
+      assert.matches("Connection: close", r.stdout)
+      assert.is_true((loop.hrtime() - t0) / 1e9 < 5, case[1])
+    end
+    assert.equal(7, srv:stats().bad_requests)
+    assert.equal(0, srv:stats().requests)
+    local r = curl(srv, { url(srv, "/after") })
+    assert.equal("GET|/after|-|-|", r.stdout)
   end)
 
   it("survives plain HTTP sent to its TLS port", function()
@@ -414,5 +530,12 @@ print(repr(s.recv(100)))
     assert.has_error(function() http.listen({ cert = server_pair.cert, verify_client = "required" }, echo) end)
     assert.has_error(function() http.listen({ cert = server_pair.cert, limits = { bogus = 1 } }, echo) end)
     assert.has_error(function() http.listen({ cert = server_pair.cert, max_body = 1 }, echo) end)
+    -- options the C side checks are all read before it allocates (under ASan: nothing leaks)
+    for _, bad in ipairs { { limits = { connections = 0 } }, { limits = { per_address = 0 } },
+                           { limits = { body = -1 } }, { timeouts = { handshake = "soon" } } } do
+      local o = { cert = server_pair.cert, key = server_pair.key }
+      for k, v in pairs(bad) do o[k] = v end
+      assert.has_error(function() http.listen(o, echo) end)
+    end
   end)
 end)

@@ -375,4 +375,274 @@ describe("sacm.xml", function()
       assert.is_false(xml.is_element("a"))
     end)
   end)
+
+  describe("bounds", function()
+    it("caps max_depth at 1000, so a huge setting still returns an error, never raises", function()
+      local n = 2000000
+      local deep = ("<a>"):rep(n) .. ("</a>"):rep(n)
+      local ok, el, err = pcall(xml.parse, deep, { max_depth = 1e6 })
+      assert.is_true(ok, tostring(el))
+      assert.is_nil(el)
+      assert.equal("policy-violation", err.condition)
+      assert.matches("1000", err.text)
+      -- 1000 levels parse with a high enough max_depth, and serialize back the same
+      local thousand = ("<a>"):rep(1000) .. ("</a>"):rep(1000)
+      local t = P(thousand, { max_depth = 5000 })
+      assert.equal(thousand:gsub("<a></a>", "<a/>"), xml.serialize(t))
+      assert.equal("policy-violation", select(2, xml.parse("<a>" .. thousand .. "</a>", { max_depth = 5000 })).condition)
+    end)
+
+    it("refuses a tree that would cost more than 8x its document's size plus 1 MiB", function()
+      local mem = require "sacm._mem"
+      local doc = "<a>" .. ("<b/>"):rep(4 * 1024 * 1024 - 2) .. "</a>" -- 16 MiB of <b/>
+      collectgarbage()
+      -- Allow a little more than the bound: going past it would raise "not enough memory".
+      local before = mem.limit()
+      mem.set_limit(mem.usage() + 8 * #doc + 4 * 1024 * 1024)
+      local ok, el, err = pcall(xml.parse, doc)
+      mem.set_limit(before)
+      assert.is_true(ok, tostring(el))
+      assert.is_nil(el)
+      assert.equal("policy-violation", err.condition)
+      assert.matches("max_memory", err.text)
+      el = nil
+      collectgarbage()
+      -- ordinary documents are inside the bound; max_memory sets it per call
+      local results = "<r xmlns='urn:x'>" .. ("<result rule='r-0001' status='pass'><evidence>ok</evidence></result>"):rep(50000) .. "</r>"
+      assert.is_not_nil(xml.parse(results))
+      local form = "<x xmlns='jabber:x:data'>" .. ("<field var='k'><value>os</value></field>"):rep(2000) .. "</x>"
+      assert.is_not_nil(xml.parse(form))
+      assert.equal("policy-violation", select(2, xml.parse(form, { max_memory = 100000 })).condition)
+      assert.is_not_nil(xml.parse(doc:sub(1, 4003) .. "</a>", { max_memory = 10 * 1024 * 1024 }))
+    end)
+  end)
+
+  describe("symmetry", function()
+    local XML_NS = "http://www.w3.org/XML/1998/namespace"
+
+    it("writes elements in the XML namespace with the xml prefix, as parse gives them", function()
+      for _, s in ipairs {
+        "<xml:e/>",
+        '<a xmlns="u"><xml:e v="1" xml:lang="en"><f/></xml:e><g/></a>',
+        '<xml:e><f xmlns="u"><xml:g/></f></xml:e>',
+      } do
+        local t = P(s)
+        assert.equal(s, xml.serialize(t))
+      end
+      assert.equal(XML_NS, P("<xml:e/>").ns)
+      assert.equal("u", P('<a xmlns="u"><xml:e><f/></xml:e></a>')[1][1].ns)
+      -- no element can be in the xmlns namespace: parse refuses it, serialize too
+      assert.equal("not-well-formed", select(2, xml.parse("<xmlns:e/>")).condition)
+      raises("xmlns namespace", xml.serialize, { name = "e", ns = "http://www.w3.org/2000/xmlns/" })
+    end)
+
+    it("refuses names expat would not read back", function()
+      -- XML 1.0 fifth edition allows these, expat's (fourth edition) tables do not
+      for _, n in ipairs { "\u{10000}", "\u{2070}", "a\u{203F}", "\u{F900}" } do
+        assert.is_nil(xml.parse("<" .. n .. "/>"))
+        raises("invalid element name", xml.serialize, { name = n })
+        raises("invalid name", xml.serialize, { name = "a", attr = { [n] = "v" } })
+      end
+      for _, n in ipairs { "é", "日本", "a·b", "Ωmega" } do
+        assert.equal("<" .. n .. "/>", xml.serialize(P("<" .. n .. "/>")))
+      end
+    end)
+
+    -- Random documents: trees of names, namespaces, attributes and text over the whole range of
+    -- XML characters. Deterministic per seed; a failure names its seed.
+    local rand
+    local function pick(list) return list[rand(#list)] end
+    local NAME_START = { "a", "b", "Z", "_", "é", "ß", "Ω", "日", "ж" }
+    local NAME_REST = { "a", "z", "0", "9", "-", ".", "_", "é", "·", "本" }
+    local URIS = { "urn:a", "urn:b", "http://example.com/x?y=1&z='\"<>", "urn:é\u{10000}", "urn:c" }
+    local CHARS = { "a", "Z", "0", " ", "&", "<", ">", "\"", "'", "]]>", "]", "\r", "\n", "\t", "\r\n",
+                    "é", "€", "\u{7FF}", "\u{D7FF}", "\u{E000}", "\u{FFFD}", "\u{10000}", "\u{1F600}",
+                    "\u{10FFFF}", "&amp;", "<![CDATA[", "--", "?>" }
+    local function name()
+      local t = { pick(NAME_START) }
+      for i = 2, rand(0, 5) + 1 do t[i] = pick(NAME_REST) end
+      return table.concat(t)
+    end
+    local function text(maxlen)
+      local t = {}
+      for i = 1, rand(1, maxlen) do t[i] = pick(CHARS) end
+      return table.concat(t)
+    end
+    local function tree(depth, ns)
+      local r = rand(10)
+      if r <= 2 then ns = pick(URIS) elseif r == 3 then ns = nil elseif r == 4 then ns = XML_NS end
+      local el = xml.element(name())
+      el.ns = ns
+      for _ = 1, rand(0, 3) do
+        local k = rand(6)
+        local key = k == 1 and ("xml:" .. pick { "lang", "space", "x" })
+                 or k == 2 and (pick(URIS) .. " " .. name()) or name()
+        el.attr[key] = rand(4) == 1 and "" or text(6)
+      end
+      local last_text = false
+      for _ = 1, depth > 0 and rand(0, 4) or 0 do
+        if not last_text and rand(3) == 1 then
+          el[#el + 1] = text(8)
+          last_text = true
+        else
+          el[#el + 1] = tree(depth - 1, ns ~= XML_NS and ns or nil)
+          last_text = false
+        end
+      end
+      return el
+    end
+
+    -- Writes el in one of the many equivalent spellings XML allows: prefixes or default
+    -- declarations, either quote, character references, CDATA sections, comments.
+    local prefix_seq = 0
+    local function fresh_prefix()
+      prefix_seq = prefix_seq + 1
+      return "p" .. prefix_seq
+    end
+    local function charref(c) return rand(2) == 1 and ("&#%d;"):format(utf8.codepoint(c)) or ("&#x%X;"):format(utf8.codepoint(c)) end
+    local function escape_chars(s, q)
+      return (s:gsub(utf8.charpattern, function(c)
+        if c == "&" then return rand(2) == 1 and "&amp;" or "&#38;" end
+        if c == "<" then return "&lt;" end
+        if c == ">" then return "&gt;" end
+        if c == q then return q == '"' and "&quot;" or "&apos;" end
+        if c == "\r" then return "&#13;" end
+        if q and (c == "\t" or c == "\n") then return charref(c) end
+        if rand(8) == 1 then return charref(c) end
+        return c
+      end))
+    end
+    local function write_text(out, s)
+      while #s > 0 do
+        local cut = rand(#s)
+        while cut < #s and s:byte(cut + 1) >= 0x80 and s:byte(cut + 1) < 0xC0 do cut = cut + 1 end
+        local piece = s:sub(1, cut)
+        s = s:sub(cut + 1)
+        if rand(3) == 1 and not piece:find("]]>", 1, true) and not piece:find("\r", 1, true)
+           and piece:sub(-1) ~= "]" then
+          out[#out + 1] = "<![CDATA[" .. piece .. "]]>"
+        else
+          out[#out + 1] = escape_chars(piece)
+        end
+        if rand(4) == 1 then out[#out + 1] = "<!-- c -->" end
+      end
+    end
+    local function write(out, el, default_ns)
+      local tag, decls, child_default = el.name, {}, default_ns
+      if el.ns == XML_NS then
+        tag = "xml:" .. el.name
+      elseif el.ns and rand(2) == 1 then
+        local p = fresh_prefix()
+        tag = p .. ":" .. el.name
+        decls[#decls + 1] = { "xmlns:" .. p, el.ns }
+      elseif el.ns ~= default_ns then
+        decls[#decls + 1] = { "xmlns", el.ns or "" }
+        child_default = el.ns
+      end
+      local uri_prefix = {}
+      for k, v in pairs(el.attr) do
+        local uri, lname = k:match("^(.-) (.+)$")
+        if uri then
+          if not uri_prefix[uri] then
+            uri_prefix[uri] = fresh_prefix()
+            decls[#decls + 1] = { "xmlns:" .. uri_prefix[uri], uri }
+          end
+          decls[#decls + 1] = { uri_prefix[uri] .. ":" .. lname, v }
+        else
+          decls[#decls + 1] = { k, v }
+        end
+      end
+      out[#out + 1] = "<" .. tag
+      for _, d in ipairs(decls) do
+        local q = rand(2) == 1 and '"' or "'"
+        out[#out + 1] = (rand(4) == 1 and "\n\t" or " ") .. d[1] .. (rand(4) == 1 and " = " or "=") .. q .. escape_chars(d[2], q) .. q
+      end
+      if #el == 0 and rand(2) == 1 then
+        out[#out + 1] = (rand(3) == 1 and " " or "") .. "/>"
+        return
+      end
+      out[#out + 1] = ">"
+      for _, c in ipairs(el) do
+        if type(c) == "string" then write_text(out, c) else write(out, c, child_default) end
+      end
+      out[#out + 1] = "</" .. tag .. (rand(4) == 1 and " " or "") .. ">"
+    end
+
+    it("parse(serialize(t)) == t and serialize(parse(s)) is stable, over 400 generated documents", function()
+      local seed = tonumber(os.getenv("SACMRUN_XML_SEED")) or 18
+      for i = 1, 400 do
+        math.randomseed(seed, i)
+        rand = math.random
+        local t = tree(rand(0, 5), nil)
+        local where = ("seed %d, case %d"):format(seed, i)
+        local s = xml.serialize(t)
+        local back, err = xml.parse(s)
+        assert(back, where .. ": serialize wrote what parse refuses: " .. tostring(err) .. "\n" .. s)
+        assert(xml.equal(t, back), where .. ": the tree changed in a round trip\n" .. s)
+        assert.equal(s, xml.serialize(back), where)
+        -- the same tree written any other way XML allows parses to the same tree
+        local out = {}
+        if rand(2) == 1 then out[1] = "<?xml version='1.0' encoding='UTF-8'?>\n<!-- lead -->" end
+        write(out, t, nil)
+        local w = table.concat(out)
+        local from_w, werr = xml.parse(w)
+        assert(from_w, where .. ": " .. tostring(werr) .. "\n" .. w)
+        assert(xml.equal(t, from_w), where .. ": the other spelling parsed differently\n" .. w .. "\n" .. s)
+        assert.equal(s, xml.serialize(from_w), where)
+        -- pretty output parses too
+        assert.is_not_nil(xml.parse(xml.serialize(t, { indent = "  " })), where)
+      end
+    end)
+  end)
+
+  describe("clean_text", function()
+    it("passes clean text through unchanged", function()
+      local s = "plain \t\r\n text é € \u{10000} ]]> <&>"
+      local out, replaced, cut = xml.clean_text(s)
+      assert.equal(s, out)
+      assert.equal(0, replaced)
+      assert.is_false(cut)
+      assert.equal("42", xml.clean_text(42))
+    end)
+
+    it("replaces NUL, ESC, other controls and non-characters with U+FFFD", function()
+      local out, replaced = xml.clean_text("a\0b\27c\1d\u{FFFE}e\u{FFFF}f\127g")
+      assert.equal("a\u{FFFD}b\u{FFFD}c\u{FFFD}d\u{FFFD}e\u{FFFD}f\127g", out)
+      assert.equal(5, replaced)
+      assert.is_not_nil(xml.parse("<e>" .. xml.serialize(xml.element("e"):text(out)) .. "</e>"))
+    end)
+
+    it("replaces each byte that is not UTF-8 (Latin-1, surrogates, overlong, cut sequences)", function()
+      assert.equal("caf\u{FFFD}", (xml.clean_text("caf\233")))
+      assert.equal("\u{FFFD}\u{FFFD}", (xml.clean_text("\255\254")))
+      assert.equal("\u{FFFD}\u{FFFD}x", (xml.clean_text("\xC0\xAFx")))          -- overlong '/'
+      assert.equal("\u{FFFD}\u{FFFD}\u{FFFD}", (xml.clean_text("\xED\xA0\x80"))) -- U+D800
+      assert.equal("\u{FFFD}\u{FFFD}", (xml.clean_text("\xE2\x82")))           -- cut short
+      assert.equal("\u{FFFD}€", (xml.clean_text("\xE2€")))
+    end)
+
+    it("cuts to max_bytes on a character boundary", function()
+      local long = ("é"):rep(2500) -- 5000 bytes of non-ASCII text
+      local out, replaced, cut = xml.clean_text(long, 1024)
+      assert.equal(1024, #out)
+      assert.equal(("é"):rep(512), out)
+      assert.equal(0, replaced)
+      assert.is_true(cut)
+      out = xml.clean_text("a" .. long, 1024)
+      assert.equal(1023, #out)
+      assert.is_true(utf8.len(out) ~= nil)
+      out = xml.clean_text("ab\0", 4) -- the replacement does not fit whole
+      assert.equal("ab", out)
+      assert.equal("", (xml.clean_text("\u{10000}", 3)))
+      assert.equal(long, (xml.clean_text(long, 5000)))
+      -- every result serializes, whatever went in
+      for _, s in ipairs { long, "\0\27\255" .. long, ("\255"):rep(5000) } do
+        local c = xml.clean_text(s, 1024)
+        assert.is_true(#c <= 1024)
+        assert.is_not_nil(xml.parse(xml.serialize(xml.element("e"):text(c))))
+      end
+      assert.has_error(function() xml.clean_text("a", -1) end)
+      assert.has_error(function() xml.clean_text(nil) end)
+    end)
+  end)
 end)

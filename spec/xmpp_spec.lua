@@ -196,6 +196,37 @@ describe("sacm.xmpp", function()
     a:close(); b:close()
   end)
 
+  it("stays connected when another account sends it a payload in the xml prefix's namespace", function()
+    -- Prosody relays <xml:e/> as <e xmlns='http://www.w3.org/XML/1998/namespace'/>, which no
+    -- namespace-aware parser takes: without mod_sacm_xmlns_guard the recipient's stream fails
+    -- (invalid-xml), and every reconnect could be made to fail again.
+    local bob = assert(connect("bob"))
+    local alice = assert(connect("alice"))
+    local got = {}
+    bob:on("message", nil, function(s) got[#got + 1] = s end)
+    local to = server:jid("bob") .. "/spec"
+    local errors = {}
+    alice:on("message", nil, function(s) if s.attr.type == "error" then errors[#errors + 1] = s end end)
+    for _, payload in ipairs {
+      "<xml:e/>",
+      "<x xmlns='urn:x'><y><xml:deep a='1'/></y></x>",
+      "<body>hello</body>",
+    } do
+      assert(alice.c:send(("<message to='%s' id='m%d'>%s</message>"):format(to, #got + #errors, payload)))
+    end
+    local deadline = loop.hrtime() + 5e9
+    while (#got < 1 or #errors < 2) and loop.hrtime() < deadline do task.sleep(0.02) end
+    assert.equal("connected", bob.state)
+    assert.is_true(bob:ping() >= 0)
+    assert.equal(1, #got) -- only the ordinary message came through
+    assert.equal("hello", got[1]:find("body#"))
+    assert.equal(2, #errors) -- the sender is told why the others were not
+    assert.equal("bad-request", errors[1]:find("error/*").name)
+    assert.equal("connected", alice.state)
+    alice:close()
+    bob:close()
+  end)
+
   it("logs in with SASL EXTERNAL, taking the JID from the client certificate", function()
     local certs = prosody.start({ client_certs = true })
     local pair = certs:client_cert(certs:jid("carol"))

@@ -62,7 +62,12 @@ admins = {}
 -- smacks: XEP-0198 stream management (resumption after a network blip). pep: also carries
 -- entity capabilities (Prosody has no separate mod_caps). posix: signals (SIGTERM shuts down
 -- cleanly, SIGHUP reloads) and the pid file.
-modules_enabled = { "tls", "saslauth", "disco", "roster", "ping", "adhoc", "smacks", "pep", "posix" }
+-- sacm_xmlns_guard (sacmrun's, installed with it): refuses stanzas with an element in the xml
+-- prefix's namespace, which Prosody would relay as XML no client can parse (the recipient's
+-- stream would fail); see the module's comment.
+plugin_paths = { "/usr/local/share/sacmrun/prosody-modules" } -- DEPLOY: sacmrun's SHAREDIR/prosody-modules
+modules_enabled = { "tls", "saslauth", "disco", "roster", "ping", "adhoc", "smacks", "pep", "posix",
+                    "sacm_xmlns_guard" }
 
 ---------------------------------------------------------------------------- the grid's domain
 VirtualHost "grid.example"                           -- DEPLOY: the grid's XMPP domain

@@ -211,17 +211,18 @@ end
 
 local OPTIONS = { host = true, port = true, backlog = true, cert = true, key = true, ca = true,
                   verify_client = true, limits = true, timeouts = true }
-local LIMITS = { connections = "max_connections", header_size = "max_header_size", headers = "max_headers",
-                 url = "max_url", body = "max_body" }
-local TIMEOUTS = { headers = "headers_ms", body = "body_ms", idle = "idle_ms", write = "write_ms",
-                   handler = "handler_ms", linger = "linger_ms" }
+local LIMITS = { connections = "max_connections", per_address = "max_per_address",
+                 header_size = "max_header_size", headers = "max_headers", url = "max_url", body = "max_body" }
+local TIMEOUTS = { handshake = "handshake_ms", headers = "headers_ms", body = "body_ms", idle = "idle_ms",
+                   write = "write_ms", handler = "handler_ms", linger = "linger_ms" }
 
 --- listen(opts, handler) -> server, or nil, err
 -- opts: host (numeric address, default "127.0.0.1"; "0.0.0.0" or "::" for every interface),
 -- port (0 or absent: an ephemeral port, see server.port), cert, key (PEM files), ca (PEM file of
 -- CAs that client certificates must chain to), verify_client ("optional" or "required"; with a
--- ca and no verify_client, "optional"), backlog, limits = {connections, header_size, headers,
--- url, body}, timeouts = {headers, body, idle, write, handler, linger} (seconds).
+-- ca and no verify_client, "optional"), backlog, limits = {connections, per_address, header_size,
+-- headers, url, body}, timeouts = {handshake, headers, body, idle, write, handler, linger}
+-- (seconds).
 -- handler(req) -> status, headers, body runs as its own task for every request.
 function M.listen(opts, handler)
   if type(opts) ~= "table" then error("http.listen: opts must be a table", 2) end
@@ -253,7 +254,7 @@ function M.listen(opts, handler)
   return self
 end
 
---- server:stats() -> {accepted, active, refused, requests, responses, tls_failures,
+--- server:stats() -> {accepted, active, refused, shed, requests, responses, tls_failures,
 -- bad_requests, timeouts}: counters since listen.
 function Server:stats()
   return self._last_stats or self._core:stats()

@@ -18,11 +18,21 @@ local xml = {}
 -- clone() never see it). Weak keys: an element no longer used is collected with its cursor.
 local cursors = setmetatable({}, { __mode = "k" })
 
---- parse(s [, opts]) -> element | nil, err. opts.max_depth (256), opts.max_bytes (16 MiB).
+--- parse(s [, opts]) -> element | nil, err. opts.max_depth (256, at most 1000), opts.max_bytes
+-- (16 MiB), opts.max_memory (8 x #s + 1 MiB: what the tree may cost).
 xml.parse = core.parse
 
 --- serialize(el [, opts]) -> string. opts.indent pretty-prints. Raises on invalid data.
 xml.serialize = core.serialize
+
+--- clean_text(s [, max_bytes]) -> string, replaced, cut. Makes s valid XML character data:
+-- invalid UTF-8 bytes and characters XML 1.0 forbids become U+FFFD; with max_bytes the result is
+-- cut to at most that many bytes on a character boundary. Numbers are converted with tostring.
+function xml.clean_text(s, max_bytes)
+  if type(s) == "number" then s = tostring(s) end
+  if type(s) ~= "string" then error("clean_text: expected a string, got " .. type(s), 2) end
+  return core.clean_text(s, max_bytes)
+end
 
 --- is_element(v): true for tables made by parse, element, clone or the XMPP code.
 function xml.is_element(v)

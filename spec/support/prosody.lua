@@ -34,7 +34,15 @@ local M = {}
 
 M.START_TIMEOUT = 10      -- seconds until the c2s port must listen
 M.STOP_GRACE = 5          -- seconds between SIGTERM and SIGKILL
-M.MODULES = { "tls", "saslauth", "disco", "roster", "ping", "register", "adhoc", "smacks", "pep", "posix" }
+M.MODULES = { "tls", "saslauth", "disco", "roster", "ping", "register", "adhoc", "smacks", "pep", "posix",
+              "sacm_xmlns_guard" }
+-- The project's own Prosody modules (examples/servers/prosody-modules), as deployments load them.
+-- Absolute: Prosody resolves plugin_paths from its own working directory.
+M.PLUGIN_DIR = h.shipped_file("prosody-modules")
+if M.PLUGIN_DIR:sub(1, 1) ~= "/" then
+  M.PLUGIN_DIR = assert(os.getenv("PWD"), "support.prosody: no PWD to make the plugin path absolute")
+    .. "/" .. M.PLUGIN_DIR:gsub("^%./", "")
+end
 
 ---------------------------------------------------------------------------- config
 local function lua_list(items)
@@ -71,6 +79,7 @@ function M._config(self)
     "http_ports = {}",
     "https_ports = {}",
     "modules_disabled = { \"s2s\" }",
+    "plugin_paths = { " .. q(M.PLUGIN_DIR) .. " }",
     "modules_enabled = " .. lua_list(self.modules),
     "c2s_require_encryption = true",
     "allow_registration = " .. tostring(self.allow_registration),
@@ -114,6 +123,7 @@ M.SHIPPED = {
   c2s_ports = "c2s_ports = { 5222 }",
   ssl = 'ssl = { certificate = "/etc/sacm/xmpp.crt", key = "/etc/sacm/xmpp.key" }',
   certificates = 'certificates = "/etc/sacm"',
+  plugin_paths = 'plugin_paths = { "/usr/local/share/sacmrun/prosody-modules" }',
 }
 
 -- What must not survive the substitution in a setting: the shipped domain and system paths.
@@ -144,6 +154,7 @@ function M._shipped_config(self)
       { what = "the certificate and key", from = M.SHIPPED.ssl,
         to = ("ssl = { certificate = %s, key = %s }"):format(q(self.cert_file), q(self.key_file)) },
       { what = "the certificate directory", from = M.SHIPPED.certificates, to = "certificates = " .. q(self.dir .. "/certs") },
+      { what = "the project's Prosody modules", from = M.SHIPPED.plugin_paths, to = "plugin_paths = { " .. q(M.PLUGIN_DIR) .. " }" },
       { what = "the domain", from = ("VirtualHost %q"):format(d), to = "VirtualHost " .. q(self.domain) },
       { what = "the pubsub component", from = ("Component %q \"pubsub\""):format("pubsub." .. d),
         to = ("Component %s \"pubsub\""):format(q(self.pubsub)) },
