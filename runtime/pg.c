@@ -187,16 +187,7 @@ static void push_result_error(lua_State *L, const PGresult *r)
         {PG_DIAG_DATATYPE_NAME, "datatype"},
     };
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
-        set_field(L, fields[i].name, PQresultErrorField(r, fields[i].code));
-    lua_getfield(L, -1, "position");
-    if (lua_isstring(L, -1)) {
-        lua_Integer pos = lua_tointeger(L, -1);
-        lua_pop(L, 1);
-        lua_pushinteger(L, pos);
-        lua_setfield(L, -2, "position");
-    } else {
-        lua_pop(L, 1);
-    }
+        set_field(L, fields[i].name, PQresultErrorField(r, fields[i].code)); /* pg.lua: numbers */
 }
 
 /* ---- results ---- */
@@ -207,9 +198,7 @@ static void push_value(lua_State *L, const PGresult *r, int row, int col)
     int len = PQgetlength(r, row, col);
     switch (PQftype(r, col)) {
     case OID_INT2: case OID_INT4: case OID_INT8: case OID_OID: {
-        char *end;
-        long long n = strtoll(v, &end, 10);
-        lua_pushinteger(L, (lua_Integer)n);
+        lua_pushinteger(L, (lua_Integer)strtoll(v, NULL, 10));
         break;
     }
     case OID_FLOAT4: case OID_FLOAT8: case OID_NUMERIC:
@@ -310,6 +299,7 @@ static void deliver_result(pgc *c, PGresult *r)
         lua_pushnil(L);
         sacm_push_error(L, "out-of-memory", "postgresql: reading a result of %d rows: %s",
                         PQntuples(r), why ? why : "no memory");
+        set_field(L, "sqlstate", "53200");
     } else if (st == PGRES_PIPELINE_ABORTED) {
         lua_pushnil(L);
         sacm_push_error(L, "pipeline_aborted",
@@ -643,7 +633,7 @@ static int l_send(lua_State *L)
     if (!PQsendQueryParams(c->conn, sql, (int)n, types, values, lengths, formats, 0)) {
         lua_pushnil(L);
         push_libpq_error(L, "send-failed", "postgresql: sending a statement",
-                         PQerrorMessage(c->conn), NULL);
+                         PQerrorMessage(c->conn), "08006");
         return 2;
     }
     kick(c);
@@ -659,7 +649,7 @@ static int l_sync(lua_State *L)
         return 2;
     if (!PQpipelineSync(c->conn)) {
         lua_pushnil(L);
-        push_libpq_error(L, "send-failed", "postgresql: ending a request", PQerrorMessage(c->conn), NULL);
+        push_libpq_error(L, "send-failed", "postgresql: ending a request", PQerrorMessage(c->conn), "08006");
         return 2;
     }
     c->syncs++;
@@ -681,7 +671,7 @@ static int l_script(lua_State *L)
         return luaL_error(L, "postgresql: a script cannot run while requests are in flight");
     if (!PQexitPipelineMode(c->conn) || !PQsendQuery(c->conn, sql)) {
         lua_pushnil(L);
-        push_libpq_error(L, "send-failed", "postgresql: sending a script", PQerrorMessage(c->conn), NULL);
+        push_libpq_error(L, "send-failed", "postgresql: sending a script", PQerrorMessage(c->conn), "08006");
         if (PQpipelineStatus(c->conn) == PQ_PIPELINE_OFF && !PQisBusy(c->conn))
             PQenterPipelineMode(c->conn);
         return 2;
@@ -723,41 +713,18 @@ static int l_close(lua_State *L)
     return 0;
 }
 
-static int l_status(lua_State *L)
-{
-    pgc *c = to_box(L, 1)->c;
-    static const char *const names[] = {"connecting", "ready", "lost", "closed"};
-    lua_pushstring(L, c ? names[c->state] : "closed");
-    return 1;
-}
-
-static int l_in_flight(lua_State *L)
-{
-    pgc *c = check_conn(L, 1);
-    lua_pushinteger(L, c->syncs);
-    return 1;
-}
-
-/* c:transaction_status() -> "idle" | "active" | "intrans" | "inerror" | "unknown" */
-static int l_transaction_status(lua_State *L)
+/* c:_info() -> requests in flight, transaction status ("idle", "active", "intrans", "inerror",
+ * "unknown"), backend pid, server version (150018) */
+static int l_info(lua_State *L)
 {
     pgc *c = check_conn(L, 1);
     static const char *const names[] = {"idle", "active", "intrans", "inerror", "unknown"};
     PGTransactionStatusType st = PQtransactionStatus(c->conn);
+    lua_pushinteger(L, c->syncs);
     lua_pushstring(L, st <= PQTRANS_UNKNOWN ? names[st] : "unknown");
-    return 1;
-}
-
-static int l_backend_pid(lua_State *L)
-{
-    lua_pushinteger(L, PQbackendPID(check_conn(L, 1)->conn));
-    return 1;
-}
-
-static int l_server_version(lua_State *L)
-{
-    lua_pushinteger(L, PQserverVersion(check_conn(L, 1)->conn));
-    return 1;
+    lua_pushinteger(L, PQbackendPID(c->conn));
+    lua_pushinteger(L, PQserverVersion(c->conn));
+    return 4;
 }
 
 /* c:escape_identifier(s) -> "quoted" (for names SQL cannot take as parameters: LISTEN ch) */
@@ -786,17 +753,6 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
-/* bytea(s): marks a string to be sent as bytea (binary) rather than text */
-static int l_bytea(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TSTRING);
-    lua_createtable(L, 1, 0);
-    lua_pushvalue(L, 1);
-    lua_rawseti(L, -2, 1);
-    luaL_setmetatable(L, BYTEA_MT);
-    return 1;
-}
-
 int luaopen_sacm__pg(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -804,11 +760,7 @@ int luaopen_sacm__pg(lua_State *L)
         {"_sync", l_sync},
         {"_script", l_script},
         {"_keep", l_keep},
-        {"status", l_status},
-        {"_in_flight", l_in_flight},
-        {"transaction_status", l_transaction_status},
-        {"backend_pid", l_backend_pid},
-        {"server_version", l_server_version},
+        {"_info", l_info},
         {"escape_identifier", l_escape_identifier},
         {"close", l_close},
         {NULL, NULL},
@@ -821,15 +773,14 @@ int luaopen_sacm__pg(lua_State *L)
     lua_setfield(L, -3, "Connection");
     lua_setfield(L, -2, "metatable");
 
+    /* pg.bytea(s) is {s} with this metatable (lua/sacm/pg.lua) */
     luaL_newmetatable(L, BYTEA_MT);
     lua_pushliteral(L, "pg.Bytea");
     lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
+    lua_setfield(L, -2, "bytea_metatable");
 
     lua_pushcfunction(L, l_connect);
     lua_setfield(L, -2, "connect");
-    lua_pushcfunction(L, l_bytea);
-    lua_setfield(L, -2, "bytea");
     lua_pushinteger(L, PQlibVersion());
     lua_setfield(L, -2, "libpq_version");
     return 1;

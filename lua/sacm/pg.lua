@@ -18,10 +18,17 @@ local new_timer = require("sacm._timer").new
 local log = require("sacm.log").new("pg")
 
 local M = {
-  bytea = core.bytea,
   libpq_version = core.libpq_version, -- 150018 for 15.18
   DEFAULT_CONNECT_TIMEOUT = 10, -- seconds
 }
+
+local BYTEA = core.bytea_metatable
+
+--- bytea(s) -> a value that is sent as bytea (binary, any bytes) instead of text
+function M.bytea(s)
+  if type(s) ~= "string" then error(("pg.bytea: expects a string, got %s"):format(type(s)), 2) end
+  return setmetatable({ s }, BYTEA)
+end
 
 local Connection = core.Connection
 local metatable = core.metatable
@@ -62,6 +69,7 @@ M.CONDITIONS = CONDITIONS
 local function named(err)
   if serror.is(err) and err.condition == "sql_error" and err.sqlstate then
     err.condition = CONDITIONS[err.sqlstate] or CLASSES[err.sqlstate:sub(1, 2)] or "sql_error"
+    err.position = err.position and math.tointeger(tonumber(err.position)) or err.position
   end
   return err
 end
@@ -227,6 +235,14 @@ Connection.close = close
 -- runs it, nothing can be waiting: a pending request keeps the connection reachable).
 metatable.__close = close
 
+--- db:in_flight() -> requests sent whose answers have not all come
+function Connection:in_flight() return (self:_info()) end
+--- db:transaction_status() -> "idle", "active" (a request runs), "intrans", "inerror" or "unknown"
+function Connection:transaction_status() return (select(2, self:_info())) end
+function Connection:backend_pid() return (select(3, self:_info())) end
+--- db:server_version() -> 150018 for 15.18
+function Connection:server_version() return select(4, self:_info()) end
+
 function Connection:is_open()
   local st = states[self]
   return st ~= nil and not st.closed and not st.lost
@@ -266,9 +282,11 @@ function M.connect(target, opts)
 end
 
 ---------------------------------------------------------------------------- requests
-local function param_count(params)
+-- The number of parameters to send: params.n, else the highest integer key (a nil in the list is
+-- a NULL). Raises at the caller of the db method (param_count, request, the method, the caller).
+local function param_count(params, what)
   if params == nil then return 0 end
-  if type(params) ~= "table" then error(("params must be a table, got %s"):format(type(params)), 4) end
+  if type(params) ~= "table" then error(("%s: params must be a table, got %s"):format(what, type(params)), 4) end
   if params.n then return params.n end
   local n = 0
   for k in pairs(params) do
@@ -283,7 +301,7 @@ local function take_turn(st, what)
   while st.owner and st.owner ~= me and not st.closed do
     task.wait_in(st.turn, me, nil, what)
   end
-  if st.closed then error(what .. ": the connection was closed while waiting for it", 3) end
+  if st.closed then return nil, closed_error(what) end
   return me
 end
 
@@ -292,13 +310,16 @@ local function abandon(e) e.task = nil end
 -- Sends statements ({sql, params} each) as one request ending in a sync and waits for it.
 -- Returns the request ({results, err}) or nil, err when nothing could be sent.
 local function request(self, st, what, stmts)
-  local me = take_turn(st, what)
+  local counts = {}
+  for i = 1, #stmts do counts[i] = param_count(stmts[i][2], what) end
+  local me, terr = take_turn(st, what)
+  if not me then return nil, terr end
   if st.lost then return nil, st.lost end
   local sent = 0
   local ok, err = pcall(function()
     for i = 1, #stmts do
       local s = stmts[i]
-      local done, serr = self:_send(s[1], s[2], param_count(s[2]))
+      local done, serr = self:_send(s[1], s[2], counts[i])
       if not done then error(serr, 0) end
       sent = i
     end
@@ -376,7 +397,7 @@ end
 
 -- Has the connection to itself (st.owner) until release; waits until nothing is in flight.
 local function drain(self, st)
-  while self:_in_flight() > 0 and not st.lost and not st.closed do
+  while (self:_info()) > 0 and not st.lost and not st.closed do
     st.drain = task.current()
     task.suspend(function() st.drain = nil end)
     st.drain = nil
@@ -392,7 +413,8 @@ end
 function Connection:exec(script)
   local st = state_of(self, "db:exec")
   check_sql(script, "db:exec")
-  local me = take_turn(st, "db:exec")
+  local me, terr = take_turn(st, "db:exec")
+  if not me then return nil, terr end
   local mine = st.owner == nil
   if mine then st.owner = me end
   local ok, r, rerr = pcall(function()
@@ -473,7 +495,8 @@ function Connection:transaction(fn, ...)
   if type(fn) ~= "function" then
     error(("db:transaction: fn must be a function, got %s"):format(type(fn)), 2)
   end
-  local me = take_turn(st, "db:transaction")
+  local me, terr = take_turn(st, "db:transaction")
+  if not me then return nil, terr end
   local nested = st.owner == me and st.depth > 0
   st.owner = me
   st.depth = st.depth + 1
