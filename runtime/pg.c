@@ -507,6 +507,13 @@ static pgc *ready_conn(lua_State *L, int idx)
     return NULL;
 }
 
+static void on_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    size_t n = strlen(msg);
+    sacm_log(SACM_LOG_DEBUG, "pg", "%.*s", (int)(n > 0 && msg[n - 1] == '\n' ? n - 1 : n), msg);
+}
+
 /* connect(conninfo, callback) -> connection | nil, err. callback receives the events above. */
 static int l_connect(lua_State *L)
 {
@@ -536,6 +543,8 @@ static int l_connect(lua_State *L)
         free(c);
         return 2;
     }
+    /* notices ("relation ... already exists, skipping") go to the log, not to stderr */
+    PQsetNoticeProcessor(c->conn, on_notice, NULL);
     uv_timer_init(sacm_loop(), &c->kick);
     c->kick.data = c;
     c->open_handles = 1;
