@@ -11,12 +11,10 @@
  * Scripts of several statements need the simple protocol, which pipeline mode forbids: for those
  * (only when nothing is in flight) the connection leaves pipeline mode and comes back after.
  *
- * Events reach Lua through the callback kept as the userdata's user value, called with
- *   "connected" | "failed", err | "result", res | "result", nil, err | "sync" |
- *   "notify", channel, payload, pid | "lost", err
- * While a callback is due (connecting, a sync outstanding, or listeners registered: `keep`) the
- * userdata holds a registry reference to itself, so it is not collected under a pending request;
- * an idle connection nobody references is collected and closed.
+ * Events reach Lua through the callback kept as the userdata's user value: "connected" |
+ * "failed", err | "result", res | "result", nil, err | "sync" | "notify", channel, payload, pid |
+ * "lost", err. While one is due (connecting, a sync outstanding, listeners: `keep`) the userdata
+ * holds a registry reference to itself; an idle connection nobody references is collected.
  *
  * Memory follows handle.c: the userdata points at a malloc'd struct that lives until the close
  * callbacks of its libuv handles (a timer and the current poll) have run, so a callback that
@@ -90,6 +88,14 @@ static void poll_close(pgc *c)
 
 static void on_poll(uv_poll_t *poll, int status, int events);
 
+/* The socket keeps the loop alive only while a callback is due: an idle connection must not keep
+ * a finished script running (a forgotten one is closed by the collector). */
+static void poll_ref(pgc *c)
+{
+    if (c->poll)
+        (c->self_ref != LUA_NOREF ? uv_ref : uv_unref)((uv_handle_t *)&c->poll->poll);
+}
+
 /* Watches libpq's current socket for `events`, replacing the poll when the socket changed. */
 static int poll_watch(pgc *c, int events)
 {
@@ -113,6 +119,7 @@ static int poll_watch(pgc *c, int events)
         c->poll = p;
         c->poll_fd = fd;
         c->poll_events = 0;
+        poll_ref(c);
     }
     if (events == c->poll_events)
         return 0;
@@ -132,6 +139,7 @@ static void hold(lua_State *L, pgc *c, int idx)
     if (c->self_ref == LUA_NOREF && wants_hold(c)) {
         lua_pushvalue(L, idx);
         c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        poll_ref(c);
     }
 }
 
@@ -140,6 +148,7 @@ static void maybe_release(pgc *c)
     if (c->self_ref != LUA_NOREF && !wants_hold(c) && !sacm_state_closing()) {
         luaL_unref(sacm_main_state(), LUA_REGISTRYINDEX, c->self_ref);
         c->self_ref = LUA_NOREF;
+        poll_ref(c);
     }
 }
 
@@ -176,15 +185,11 @@ static void push_result_error(lua_State *L, const PGresult *r)
     /* the context prefix is for libpq's own errors; a server error reads as the server wrote it */
     lua_pushstring(L, primary ? primary : "");
     lua_setfield(L, -2, "text");
-    static const struct {
-        int code;
-        const char *name;
-    } fields[] = {
+    static const struct { int code; const char *name; } fields[] = {
         {PG_DIAG_SEVERITY_NONLOCALIZED, "severity"}, {PG_DIAG_MESSAGE_DETAIL, "detail"},
         {PG_DIAG_MESSAGE_HINT, "hint"}, {PG_DIAG_STATEMENT_POSITION, "position"},
-        {PG_DIAG_SCHEMA_NAME, "schema"}, {PG_DIAG_TABLE_NAME, "table"},
-        {PG_DIAG_COLUMN_NAME, "column"}, {PG_DIAG_CONSTRAINT_NAME, "constraint"},
-        {PG_DIAG_DATATYPE_NAME, "datatype"},
+        {PG_DIAG_SCHEMA_NAME, "schema"}, {PG_DIAG_TABLE_NAME, "table"}, {PG_DIAG_COLUMN_NAME, "column"},
+        {PG_DIAG_CONSTRAINT_NAME, "constraint"}, {PG_DIAG_DATATYPE_NAME, "datatype"},
     };
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
         set_field(L, fields[i].name, PQresultErrorField(r, fields[i].code)); /* pg.lua: numbers */
@@ -612,12 +617,10 @@ static int l_send(lua_State *L)
             values[i] = num;
         } else if (t == LUA_TNUMBER) {
             double d = (double)lua_tonumber(L, -1);
-            if (isnan(d))
-                values[i] = "NaN";
-            else if (isinf(d))
-                values[i] = d > 0 ? "Infinity" : "-Infinity";
-            else
+            if (isfinite(d))
                 snprintf(num, NUM, "%.17g", d), values[i] = num;
+            else
+                values[i] = isnan(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity";
         } else if (t == LUA_TSTRING) {
             size_t len;
             const char *s = lua_tolstring(L, -1, &len);
@@ -627,7 +630,7 @@ static int l_send(lua_State *L)
             values[i] = s; /* alive: the params table holds it */
         } else if (is_bytea(L, -1)) {
             lua_rawgeti(L, -1, 1);
-            size_t len;
+            size_t len = 0;
             const char *s = lua_tolstring(L, -1, &len);
             lua_pop(L, 1);
             if (len > INT_MAX)

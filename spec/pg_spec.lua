@@ -467,6 +467,25 @@ describe("sacm.pg #e2e", function()
       holder:await(5)
     end)
 
+    it("an idle connection does not keep the loop alive; one with a listener does", function()
+      local loop = require "sacm._loop"
+      local function holding()
+        task.yield() -- a request's answer wakes its task before the C side has finished its turn
+        local n = 0
+        for _, hd in ipairs(loop.handles()) do
+          if hd.type == "poll" and hd.active and hd.ref then n = n + 1 end
+        end
+        return n
+      end
+      local before = holding()
+      local db <close> = connect()
+      assert.equal(before, holding())
+      assert(db:listen("ch", function() end))
+      assert.equal(before + 1, holding())
+      assert(db:unlisten("ch"))
+      assert.equal(before, holding())
+    end)
+
     it("a connection nobody holds is collected and closed", function()
       local watcher <close> = connect()
       local before = backends(watcher)
