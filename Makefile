@@ -8,11 +8,13 @@ MANDIR    = $(PREFIX)/share/man/man1
 
 # The binary links only what every script needs. OpenSSL and libstrophe cost more at exec than
 # the whole runtime (docs/performance.md), so the modules that use them (crypto.c, xmpp.c) are a
-# shared object loaded on first require; so is sqlite.c (libsqlite3 added 11% to start-up).
+# shared object loaded on first require; so is sqlite.c (libsqlite3 added 11% to start-up), and
+# pg.c (libpq pulls in OpenSSL, Kerberos and LDAP: no plain script should map those).
 CORE_PKGS = lua5.4 libuv expat
 TLS_PKGS  = lua5.4 libuv openssl libstrophe
 SQLITE_PKGS = lua5.4 sqlite3
-PKGS      = $(CORE_PKGS) $(TLS_PKGS) $(SQLITE_PKGS)
+PG_PKGS   = lua5.4 libpq
+PKGS      = $(CORE_PKGS) $(TLS_PKGS) $(SQLITE_PKGS) $(PG_PKGS)
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARNINGS = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -23,6 +25,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CORE_LIBS  := $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -ldl -lm
 TLS_LIBS   := $(shell pkg-config --libs $(TLS_PKGS) 2>/dev/null) -lhttp_parser
 SQLITE_LIBS := $(shell pkg-config --libs $(SQLITE_PKGS) 2>/dev/null)
+PG_LIBS    := $(shell pkg-config --libs $(PG_PKGS) 2>/dev/null || echo -lpq)
 # readline also costs every start (about 0.5 ms and 300 KB): the REPL is a module of its own too.
 REPL_LIBS  := $(shell pkg-config --libs readline 2>/dev/null || echo -lreadline)
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
@@ -33,14 +36,17 @@ EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 TLS_SRCS  = runtime/crypto.c runtime/xmpp.c runtime/xmpp_error.c runtime/http.c runtime/http_conn.c \
             runtime/http_tls.c runtime/http_client.c runtime/http_client_tls.c runtime/http_common.c
 SQLITE_SRCS = runtime/sqlite.c
+PG_SRCS   = runtime/pg.c
 REPL_SRCS = runtime/repl.c
-SRCS      = $(filter-out $(TLS_SRCS) $(SQLITE_SRCS) $(REPL_SRCS),$(wildcard runtime/*.c))
+SRCS      = $(filter-out $(TLS_SRCS) $(SQLITE_SRCS) $(PG_SRCS) $(REPL_SRCS),$(wildcard runtime/*.c))
 OBJS      = $(SRCS:runtime/%.c=build/obj/%.o)
 TLS_OBJS  = $(TLS_SRCS:runtime/%.c=build/obj/%.o)
 ASAN_OBJS = $(SRCS:runtime/%.c=build/asan/%.o)
 ASAN_TLS_OBJS = $(TLS_SRCS:runtime/%.c=build/asan/%.o)
 SQLITE_OBJS = $(SQLITE_SRCS:runtime/%.c=build/obj/%.o)
 ASAN_SQLITE_OBJS = $(SQLITE_SRCS:runtime/%.c=build/asan/%.o)
+PG_OBJS   = $(PG_SRCS:runtime/%.c=build/obj/%.o)
+ASAN_PG_OBJS = $(PG_SRCS:runtime/%.c=build/asan/%.o)
 REPL_OBJS = $(REPL_SRCS:runtime/%.c=build/obj/%.o)
 ASAN_REPL_OBJS = $(REPL_SRCS:runtime/%.c=build/asan/%.o)
 SANITIZE  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -51,7 +57,7 @@ COMMANDS = grid/repository:repository grid/evaluator:evaluator grid/collector:co
 
 .PHONY: all deps test test-unit test-asan check-install demo bench install uninstall clean FORCE
 
-all: sacmrun sacmrun-tls.so sacmrun-sqlite.so sacmrun-repl.so
+all: sacmrun sacmrun-tls.so sacmrun-sqlite.so sacmrun-pg.so sacmrun-repl.so
 
 deps:
 	@tools/install-deps.sh
@@ -65,6 +71,8 @@ sacmrun-tls.so: $(TLS_OBJS)
 
 sacmrun-sqlite.so: $(SQLITE_OBJS)
 	$(CC) $(CFLAGS) -shared -o $@ $(SQLITE_OBJS) $(SQLITE_LIBS)
+sacmrun-pg.so: $(PG_OBJS)
+	$(CC) $(CFLAGS) -shared -o $@ $(PG_OBJS) $(PG_LIBS)
 sacmrun-repl.so: $(REPL_OBJS)
 	$(CC) $(CFLAGS) -shared -o $@ $(REPL_OBJS) $(REPL_LIBS)
 
@@ -92,7 +100,7 @@ FORCE:
 
 # The same binary with AddressSanitizer and UBSan. It lives in the source tree's root as
 # sacmrun-asan so it finds lua/ the same way ./sacmrun does.
-sacmrun-asan: $(ASAN_OBJS) runtime/exports.list sacmrun-asan-tls.so sacmrun-asan-sqlite.so sacmrun-asan-repl.so
+sacmrun-asan: $(ASAN_OBJS) runtime/exports.list sacmrun-asan-tls.so sacmrun-asan-sqlite.so sacmrun-asan-pg.so sacmrun-asan-repl.so
 	$(CC) $(CFLAGS) $(SANITIZE) $(EXPORTS) -o $@ $(ASAN_OBJS) $(CORE_LIBS)
 
 sacmrun-asan-tls.so: $(ASAN_TLS_OBJS)
@@ -100,6 +108,8 @@ sacmrun-asan-tls.so: $(ASAN_TLS_OBJS)
 
 sacmrun-asan-sqlite.so: $(ASAN_SQLITE_OBJS)
 	$(CC) $(CFLAGS) $(SANITIZE) -shared -o $@ $(ASAN_SQLITE_OBJS) $(SQLITE_LIBS)
+sacmrun-asan-pg.so: $(ASAN_PG_OBJS)
+	$(CC) $(CFLAGS) $(SANITIZE) -shared -o $@ $(ASAN_PG_OBJS) $(PG_LIBS)
 sacmrun-asan-repl.so: $(ASAN_REPL_OBJS)
 	$(CC) $(CFLAGS) $(SANITIZE) -shared -o $@ $(ASAN_REPL_OBJS) $(REPL_LIBS)
 
@@ -133,7 +143,7 @@ check-install:
 	if [ -d policies ]; then cp -R policies "$$tmp/src/"; fi; \
 	$(MAKE) -s -C "$$tmp/src" install PREFIX="$$tmp/prefix" >/dev/null; \
 	rm -rf "$$tmp/src"; \
-	out=$$(cd / && "$$tmp/prefix/bin/sacmrun" -e 'print(require("sacm._build").share_dir, sacm.crypto.uuid() ~= nil and require("sacm._xmpp").new ~= nil and require("sacm._sqlite").open(":memory:") ~= nil)'); \
+	out=$$(cd / && "$$tmp/prefix/bin/sacmrun" -e 'print(require("sacm._build").share_dir, sacm.crypto.uuid() ~= nil and require("sacm._xmpp").new ~= nil and require("sacm._sqlite").open(":memory:") ~= nil and require("sacm._pg").connect ~= nil)'); \
 	test "$$out" = "$$tmp/prefix/share/sacmrun	true" || { echo "check-install: got '$$out'"; exit 1; }; \
 	test -f "$$tmp/prefix/share/man/man1/sacmrun.1"; \
 	cd / && "$$tmp/prefix/bin/sacm-assess" --help | grep -q '^usage: sacm-assess' \
@@ -158,6 +168,7 @@ install: all
 	install -m 0755 sacmrun $(DESTDIR)$(BINDIR)/sacmrun
 	install -m 0644 sacmrun-tls.so $(DESTDIR)$(LIBDIR)/sacmrun-tls.so
 	install -m 0644 sacmrun-sqlite.so $(DESTDIR)$(LIBDIR)/sacmrun-sqlite.so
+	install -m 0644 sacmrun-pg.so $(DESTDIR)$(LIBDIR)/sacmrun-pg.so
 	install -m 0644 sacmrun-repl.so $(DESTDIR)$(LIBDIR)/sacmrun-repl.so
 	cp -R lua $(DESTDIR)$(SHAREDIR)/
 	if [ -d policies ]; then cp -R policies $(DESTDIR)$(SHAREDIR)/; fi

@@ -119,6 +119,7 @@ int luaopen_sacm__crypto(lua_State *L);
 int luaopen_sacm__dns(lua_State *L);
 int luaopen_sacm__xmpp(lua_State *L);
 int luaopen_sacm__sqlite(lua_State *L);
+int luaopen_sacm__pg(lua_State *L);
 int luaopen_sacm__http(lua_State *L);
 int luaopen_sacm__http_client(lua_State *L);
 

@@ -22,7 +22,8 @@ static lua_State *main_state;
 static int closing;
 
 /* Modules kept out of the binary because their libraries are costly to map at every start:
- * OpenSSL and libstrophe (sacmrun-tls.so), SQLite (sacmrun-sqlite.so), readline (sacmrun-repl.so).
+ * OpenSSL and libstrophe (sacmrun-tls.so), SQLite (sacmrun-sqlite.so), libpq (sacmrun-pg.so),
+ * readline (sacmrun-repl.so).
  * Loaded on first require. */
 struct lazy_library {
     const char *suffix; /* the file is <binary>-<suffix>.so in the tree, sacmrun-<suffix>.so installed */
@@ -31,6 +32,7 @@ struct lazy_library {
 };
 static struct lazy_library tls_library = {"tls", "", NULL};
 static struct lazy_library sqlite_library = {"sqlite", "", NULL};
+static struct lazy_library pg_library = {"pg", "", NULL};
 static struct lazy_library repl_library = {"repl", "", NULL};
 
 lua_State *sacm_main_state(void) { return main_state; }
@@ -120,7 +122,7 @@ static void set_paths(lua_State *L)
      * ./sacmrun-asan gets its own instrumented copies); installed, in the library directory. */
     char exe[PATH_MAX];
     ssize_t n = in_tree ? readlink("/proc/self/exe", exe, sizeof exe - 1) : -1;
-    struct lazy_library *libs[] = {&tls_library, &sqlite_library, &repl_library};
+    struct lazy_library *libs[] = {&tls_library, &sqlite_library, &pg_library, &repl_library};
     for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
         if (n > 0)
             snprintf(libs[i]->path, sizeof libs[i]->path, "%.*s-%s.so", (int)n, exe, libs[i]->suffix);
@@ -211,6 +213,7 @@ static void preload(lua_State *L)
         {"sacm._http", &tls_library},
         {"sacm._http_client", &tls_library},
         {"sacm._sqlite", &sqlite_library},
+        {"sacm._pg", &pg_library},
         {"sacm._repl", &repl_library},
     };
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);

@@ -1,7 +1,10 @@
 -- sacm.roles.repository's storage: what it keeps, the history of changes, queries with paging,
--- and that it survives reopening. (The grid flow and a killed repository are in grid_spec.lua.)
+-- and that it survives reopening, on both backends: SQLite (a file) and PostgreSQL (a private
+-- server, spec/support/postgres.lua; a fresh database per test). (The grid flow and a killed
+-- repository are in grid_spec.lua.)
 local repository = require "sacm.roles.repository"
 local payload = require "sacm.grid.payload"
+local task = require "sacm.task"
 local tmp = require "support.tmp"
 
 local T0 = 1795000000
@@ -16,15 +19,48 @@ local function result(id, rule, value, t, correlation)
     policy_version = "v", result = value, severity = "high", evaluated = t, correlation = correlation })
 end
 
-describe("repository storage", function()
-  local dir, repo
+-- A backend: setup/teardown for the file, new() -> the database setting of a fresh store,
+-- version(db) -> its recorded schema version.
+local SQLITE = {
+  name = "SQLite", tag = "",
+  setup = function(self) self.dir = tmp.dir("repo") end,
+  teardown = function(self) tmp.remove(self.dir) end,
+  new = function(self)
+    self.n = (self.n or 0) + 1
+    return self.dir .. "/r" .. self.n .. ".db"
+  end,
+  version = function(db) return db:first("PRAGMA user_version").user_version end,
+}
+
+local POSTGRES = {
+  name = "PostgreSQL", tag = " #e2e",
+  setup = function(self)
+    self.server = require("support.postgres").start()
+    self.admin = assert(require("sacm.pg").connect(self.server:conninfo()))
+  end,
+  teardown = function(self)
+    if self.admin then self.admin:close() end
+    if self.server then self.server:stop() end
+  end,
+  new = function(self)
+    self.n = (self.n or 0) + 1
+    assert(self.admin:run("CREATE DATABASE r" .. self.n))
+    return self.server:url("r" .. self.n)
+  end,
+  version = function(db) return require("sacm.grid.store_pg").version(db) end,
+}
+
+for _, backend in ipairs({ SQLITE, POSTGRES }) do
+describe("repository storage on " .. backend.name .. backend.tag, function()
+  local database, repo
+  lazy_setup(function() backend:setup() end)
+  lazy_teardown(function() backend:teardown() end)
   before_each(function()
-    dir = tmp.dir("repo")
-    repo = assert(repository.open(dir .. "/r.db"))
+    database = backend:new()
+    repo = assert(repository.open(database))
   end)
   after_each(function()
     repo.db:close()
-    tmp.remove(dir)
   end)
 
   it("stores posture and results once, whatever arrives twice", function()
@@ -118,9 +154,52 @@ describe("repository storage", function()
 
   it("reopens the same database without migrating again", function()
     repo:store_result(result("r1", "x", "pass", T0))
+    local secret = repo.secret
     repo.db:close()
-    repo = assert(repository.open(dir .. "/r.db"))
+    repo = assert(repository.open(database))
     assert.equal(1, #assert(repo:query({ type = "results" })).rows)
-    assert.equal(#repository.MIGRATIONS, repo.db:first("PRAGMA user_version").user_version)
+    assert.equal(#repository.MIGRATIONS, backend.version(repo.db))
+    assert.equal(secret, repo.secret)
+  end)
+
+  it("takes the same documents from two writers at once exactly once", function()
+    if backend == SQLITE then return end -- one writing process per SQLite file (docs/api/sqlite.md)
+    local other = assert(repository.open(database))
+    local jobs = {}
+    for w, store in ipairs({ repo, other }) do
+      jobs[w] = task.spawn(function()
+        local fresh = 0
+        for i = 1, 20 do
+          local stored, err = store:store_result(result("r" .. i, "rule" .. (i % 2), i % 3 == 0 and "fail" or "pass", T0 + i))
+          assert(stored ~= nil, tostring(err))
+          if stored then fresh = fresh + 1 end
+          local p, perr = store:store_posture(posture("p" .. i, "sshd", T0 + i, { n = tostring(i) }))
+          assert(p ~= nil, tostring(perr))
+        end
+        return fresh
+      end)
+    end
+    local r = task.all(jobs, 30)
+    assert.is_true(r[1].ok, tostring(r[1].err)); assert.is_true(r[2].ok, tostring(r[2].err))
+    assert.equal(20, r[1].value + r[2].value) -- each result was new to exactly one of them
+    local stats = repo:stats()
+    assert.equal(20, stats.results)
+    assert.equal(20, stats.posture)
+    assert.equal(20, #assert(repo:query({ type = "posture", attribute = "n", max = 100 })).rows)
+    -- the history as one writer would have made it
+    local want, last = {}, {}
+    for i = 1, 20 do
+      local rule, value = "rule" .. (i % 2), i % 3 == 0 and "fail" or "pass"
+      if last[rule] ~= value then want[#want + 1] = ("%s %s>%s"):format(rule, last[rule] or "-", value) end
+      last[rule] = value
+    end
+    local got = {}
+    for _, row in ipairs(assert(repo:query({ type = "history", max = 100 })).rows) do
+      got[#got + 1] = ("%s %s>%s"):format(row.rule, row.previous or "-", row.result)
+    end
+    table.sort(want); table.sort(got)
+    assert.same(want, got)
+    other.db:close()
   end)
 end)
+end

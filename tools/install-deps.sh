@@ -3,7 +3,7 @@
 # apt-get; otherwise it prints the exact command to run and fails, so nothing is half set up.
 # Quiet when nothing is missing; safe to run again.
 #
-# Some packages (prosody, ejabberd) are servers that the specs start privately on loopback. Their
+# Some packages (prosody, ejabberd, nginx, postgresql) are servers that the specs start privately on loopback. Their
 # maintainer scripts would start a system daemon; that daemon is not wanted (a leftover server is a
 # defect), so the install runs under a policy-rc.d that forbids starting services (exit 101, see
 # /usr/share/doc/init-system-helpers/README.policy-rc.d.gz). An existing policy-rc.d is left as it
@@ -14,7 +14,7 @@ here=$(dirname "$0")
 policy=/usr/sbin/policy-rc.d
 
 # server packages: package name, service name, the system user its daemon runs as
-servers="prosody:prosody:prosody ejabberd:ejabberd:ejabberd nginx-light:nginx:www-data"
+servers="prosody:prosody:prosody ejabberd:ejabberd:ejabberd nginx-light:nginx:www-data postgresql:postgresql:postgres"
 
 missing=""
 # one package per line; "#" starts a comment, also after a name (names never hold spaces)

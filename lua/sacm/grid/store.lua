@@ -545,8 +545,20 @@ function M.backup(path, dest)
 end
 
 --- store.open(path) -> store | nil, err. Creates the file (mode 0600) and brings its schema up
--- to date.
+-- to date. A postgresql:// URL, or a table {backend = "postgres", <sacm.pg connect options>},
+-- opens the store on PostgreSQL instead (sacm.grid.store_pg: same queries and semantics).
 function M.open(path)
+  if type(path) == "table" or (type(path) == "string" and path:find("^postgres")) then
+    local db, name = require("sacm.grid.store_pg").open(path, M.MIGRATIONS)
+    if not db then return nil, name end
+    local row, rerr = db:first("SELECT value FROM meta WHERE name = 'content_secret'")
+    if not row then
+      db:close()
+      return nil, rerr or errors.new("internal-server-error", "store: no content secret in " .. name)
+    end
+    return setmetatable({ db = db, path = name, backend = "postgres", secret = row.value,
+      counts = { posture = 0, results = 0 } }, Store)
+  end
   local ok, err = prepare_file(path)
   if not ok then return nil, err end
   local db

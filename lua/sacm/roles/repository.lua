@@ -213,7 +213,7 @@ function M.start(opts)
       return nil, err
     end
   end
-  log.info("storing posture and results in %s; uploads at %s", opts.database, self.uploads.base_url)
+  log.info("storing posture and results in %s; uploads at %s", s.path, self.uploads.base_url)
   return self
 end
 
