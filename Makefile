@@ -30,7 +30,7 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
 # the runtime's sacm_* functions, for the TLS module
 EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 
-TLS_SRCS  = runtime/crypto.c runtime/xmpp.c runtime/http.c runtime/http_client.c runtime/http_common.c
+TLS_SRCS  = runtime/crypto.c runtime/x509.c runtime/xmpp.c runtime/http.c runtime/http_client.c runtime/http_common.c
 SQLITE_SRCS = runtime/sqlite.c
 REPL_SRCS = runtime/repl.c
 SRCS      = $(filter-out $(TLS_SRCS) $(SQLITE_SRCS) $(REPL_SRCS),$(wildcard runtime/*.c))
@@ -140,6 +140,11 @@ install: all
 	install -m 0644 sacmrun-repl.so $(DESTDIR)$(LIBDIR)/sacmrun-repl.so
 	cp -R lua $(DESTDIR)$(SHAREDIR)/
 	if [ -d policies ]; then cp -R policies $(DESTDIR)$(SHAREDIR)/; fi
+	# the grid's Prosody modules (ccm2 certificates, EXTERNAL against the ccm2 list): plugin_paths
+	# in examples/servers/prosody.cfg.lua points here
+	if [ -d examples/servers/prosody-modules ]; then \
+		install -d $(DESTDIR)$(SHAREDIR)/prosody-modules && \
+		install -m 0644 examples/servers/prosody-modules/*.lua $(DESTDIR)$(SHAREDIR)/prosody-modules/; fi
 	install -m 0644 docs/sacmrun.1 $(DESTDIR)$(MANDIR)/sacmrun.1
 
 uninstall:
