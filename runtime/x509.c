@@ -29,6 +29,56 @@ typedef struct {
     EVP_PKEY *pkey;
 } key_ud;
 
+/* What a call has allocated from OpenSSL, owned by a userdata pushed before the first
+ * allocation: a Lua error (out of memory under the runtime's memory limit, say) raised while the
+ * results are built unwinds through __gc, which frees all of it. Each call frees it explicitly
+ * too, as soon as it is done; guard_free is idempotent. */
+#define GUARD_MT "sacm.x509.guard"
+
+typedef struct {
+    X509 *cert;
+    X509_REQ *req;
+    STACK_OF(X509_EXTENSION) *exts;
+    GENERAL_NAMES *names;
+    EXTENDED_KEY_USAGE *eku;
+    BIO *bio;
+    BIGNUM *bn;
+    /* OPENSSL_malloc'd by i2d_*: always start from NULL, since i2d_* given a buffer writes into
+     * it (and moves the pointer) instead of allocating */
+    unsigned char *der;
+    unsigned char *spki;
+    char *text;         /* OPENSSL_malloc'd by BN_bn2hex */
+} guard;
+
+static void guard_free(guard *g)
+{
+    X509_free(g->cert);
+    X509_REQ_free(g->req);
+    sk_X509_EXTENSION_pop_free(g->exts, X509_EXTENSION_free);
+    GENERAL_NAMES_free(g->names);
+    EXTENDED_KEY_USAGE_free(g->eku);
+    BIO_free(g->bio);
+    BN_free(g->bn);
+    OPENSSL_free(g->der);
+    OPENSSL_free(g->spki);
+    OPENSSL_free(g->text);
+    memset(g, 0, sizeof *g);
+}
+
+static int l_guard_gc(lua_State *L)
+{
+    guard_free(luaL_checkudata(L, 1, GUARD_MT));
+    return 0;
+}
+
+static guard *push_guard(lua_State *L)
+{
+    guard *g = lua_newuserdatauv(L, sizeof *g, 0);
+    memset(g, 0, sizeof *g);
+    luaL_setmetatable(L, GUARD_MT);
+    return g;
+}
+
 /* The oldest error on the queue, as text, and the queue cleared. */
 static const char *ssl_reason(char *buf, size_t size)
 {
@@ -130,28 +180,27 @@ static int l_generate_key(lua_State *L)
 {
     const char *type = luaL_checkstring(L, 1);
     luaL_checktype(L, 3, LUA_TFUNCTION);
+    /* every argument checked before anything is allocated: a raised argument error leaks nothing */
+    const char *curve = NULL;
+    lua_Integer bits = 0;
+    if (strcmp(type, "ec") == 0) {
+        curve = luaL_optstring(L, 2, "P-256");
+        /* the NIST curves every XMPP server's TLS stack accepts for client certificates */
+        if (strcmp(curve, "P-256") != 0 && strcmp(curve, "P-384") != 0 && strcmp(curve, "P-521") != 0)
+            return luaL_argerror(L, 2, lua_pushfstring(L, "curve must be P-256, P-384 or P-521, not '%s'", curve));
+    } else if (strcmp(type, "rsa") == 0) {
+        bits = luaL_optinteger(L, 2, 3072);
+        if (bits < 2048 || bits > 8192)
+            return luaL_argerror(L, 2, "RSA keys must have 2048 to 8192 bits");
+    } else {
+        return luaL_argerror(L, 1, lua_pushfstring(L, "key type must be 'ec' or 'rsa', not '%s'", type));
+    }
     keygen_req *r = calloc(1, sizeof *r);
     if (r == NULL)
         return luaL_error(L, "out of memory");
-    if (strcmp(type, "ec") == 0) {
-        const char *curve = luaL_optstring(L, 2, "P-256");
-        /* the NIST curves every XMPP server's TLS stack accepts for client certificates */
-        if (strcmp(curve, "P-256") != 0 && strcmp(curve, "P-384") != 0 && strcmp(curve, "P-521") != 0) {
-            free(r);
-            return luaL_argerror(L, 2, lua_pushfstring(L, "curve must be P-256, P-384 or P-521, not '%s'", curve));
-        }
+    if (curve != NULL)
         snprintf(r->curve, sizeof r->curve, "%s", curve);
-    } else if (strcmp(type, "rsa") == 0) {
-        lua_Integer bits = luaL_optinteger(L, 2, 3072);
-        if (bits < 2048 || bits > 8192) {
-            free(r);
-            return luaL_argerror(L, 2, "RSA keys must have 2048 to 8192 bits");
-        }
-        r->bits = (unsigned int)bits;
-    } else {
-        free(r);
-        return luaL_argerror(L, 1, lua_pushfstring(L, "key type must be 'ec' or 'rsa', not '%s'", type));
-    }
+    r->bits = (unsigned int)bits;
     snprintf(r->type, sizeof r->type, "%s", type);
     r->work.data = r;
     lua_pushvalue(L, 3);
@@ -197,27 +246,35 @@ static int l_load_key(lua_State *L)
 static int l_key_pem(lua_State *L)
 {
     EVP_PKEY *pkey = check_key(L, 1);
-    BIO *bio = BIO_new(BIO_s_mem());
-    if (bio == NULL || !PEM_write_bio_PKCS8PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL)) {
+    guard *g = push_guard(L);
+    g->bio = BIO_new(BIO_s_mem());
+    if (g->bio == NULL || !PEM_write_bio_PKCS8PrivateKey(g->bio, pkey, NULL, NULL, 0, NULL, NULL)) {
         char reason[256];
-        BIO_free(bio);
+        guard_free(g);
         return luaL_error(L, "key:pem(): %s", ssl_reason(reason, sizeof reason));
     }
-    push_bio(L, bio);
-    BIO_free(bio);
+    push_bio(L, g->bio);
+    /* the BIO held the private key: clear its memory before it is freed */
+    char *data = NULL;
+    long len = BIO_get_mem_data(g->bio, &data);
+    if (data != NULL && len > 0)
+        OPENSSL_cleanse(data, (size_t)len);
+    guard_free(g);
     return 1;
 }
 
-/* Pushes the DER SubjectPublicKeyInfo of pkey; returns 0 on failure (nothing pushed). */
-static int push_spki(lua_State *L, EVP_PKEY *pkey)
+/* Pushes the DER SubjectPublicKeyInfo of pkey; returns 0 on failure (nothing pushed). The
+ * encoding is the guard's while it is copied into Lua. */
+static int push_spki(lua_State *L, guard *g, EVP_PKEY *pkey)
 {
-    unsigned char *der = NULL;
-    int len = i2d_PUBKEY(pkey, &der);
-    if (len <= 0)
-        return 0;
-    lua_pushlstring(L, (const char *)der, (size_t)len);
-    OPENSSL_free(der);
-    return 1;
+    OPENSSL_free(g->spki);
+    g->spki = NULL;
+    int len = i2d_PUBKEY(pkey, &g->spki);
+    if (len > 0)
+        lua_pushlstring(L, (const char *)g->spki, (size_t)len);
+    OPENSSL_free(g->spki);
+    g->spki = NULL;
+    return len > 0;
 }
 
 /* key:public_der() -> the public key as DER SubjectPublicKeyInfo (to compare with a certificate's) */
@@ -225,7 +282,8 @@ static int l_key_public_der(lua_State *L)
 {
     EVP_PKEY *pkey = check_key(L, 1);
     char reason[256];
-    if (!push_spki(L, pkey))
+    guard *g = push_guard(L);
+    if (!push_spki(L, g, pkey))
         return luaL_error(L, "key:public_der(): %s", ssl_reason(reason, sizeof reason));
     return 1;
 }
@@ -298,17 +356,19 @@ static X509_REQ *parse_req(const char *data, size_t len)
     return r;
 }
 
-/* Pushes a distinguished name in RFC 2253 form ("CN=collector,O=grid"). */
-static void push_name(lua_State *L, const X509_NAME *name)
+/* Pushes a distinguished name in RFC 2253 form ("CN=collector,O=grid"). The BIO is the
+ * guard's while the string is pushed. */
+static void push_name(lua_State *L, guard *g, const X509_NAME *name)
 {
-    BIO *bio = BIO_new(BIO_s_mem());
-    if (bio == NULL || X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) < 0) {
+    g->bio = BIO_new(BIO_s_mem());
+    if (g->bio == NULL || X509_NAME_print_ex(g->bio, name, 0, XN_FLAG_RFC2253) < 0) {
         ERR_clear_error();
         lua_pushliteral(L, "");
     } else {
-        push_bio(L, bio);
+        push_bio(L, g->bio);
     }
-    BIO_free(bio);
+    BIO_free(g->bio);
+    g->bio = NULL;
 }
 
 /* Pushes the list of id-on-xmppAddr values (UTF8String) in a subjectAltName. */
@@ -358,49 +418,45 @@ static int l_cert_info(lua_State *L)
 {
     size_t len;
     const char *data = luaL_checklstring(L, 1, &len);
-    X509 *c = parse_cert(data, len);
-    if (c == NULL)
+    guard *g = push_guard(L);
+    g->cert = parse_cert(data, len);
+    if (g->cert == NULL)
         return fail_ssl(L, "bad-format", "cert_info: not a PEM or DER X.509 certificate");
-    unsigned char *der = NULL;
-    int der_len = i2d_X509(c, &der);
+    X509 *c = g->cert;
+    int der_len = i2d_X509(c, &g->der);
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int md_len = 0;
     lua_Integer nb = 0, na = 0;
     EVP_PKEY *pub = X509_get0_pubkey(c); /* owned by c */
     if (der_len <= 0 || !X509_digest(c, EVP_sha256(), md, &md_len) ||
         !asn1_epoch(X509_get0_notBefore(c), &nb) || !asn1_epoch(X509_get0_notAfter(c), &na) || pub == NULL) {
-        OPENSSL_free(der);
-        X509_free(c);
+        guard_free(g);
         return fail_ssl(L, "bad-format", "cert_info: the certificate's encoding, dates or key cannot be read");
     }
     lua_createtable(L, 0, 9);
-    lua_pushlstring(L, (const char *)der, (size_t)der_len);
+    lua_pushlstring(L, (const char *)g->der, (size_t)der_len);
     lua_setfield(L, -2, "der");
-    OPENSSL_free(der);
     push_hex(L, md, md_len);
     lua_setfield(L, -2, "fingerprint");
-    push_name(L, X509_get_subject_name(c));
+    push_name(L, g, X509_get_subject_name(c));
     lua_setfield(L, -2, "subject");
-    push_name(L, X509_get_issuer_name(c));
+    push_name(L, g, X509_get_issuer_name(c));
     lua_setfield(L, -2, "issuer");
     lua_pushinteger(L, nb);
     lua_setfield(L, -2, "not_before");
     lua_pushinteger(L, na);
     lua_setfield(L, -2, "not_after");
-    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(c), NULL);
-    char *serial = bn ? BN_bn2hex(bn) : NULL;
-    lua_pushstring(L, serial ? serial : "");
+    g->bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(c), NULL);
+    g->text = g->bn ? BN_bn2hex(g->bn) : NULL;
+    lua_pushstring(L, g->text ? g->text : "");
     lua_setfield(L, -2, "serial");
-    OPENSSL_free(serial);
-    BN_free(bn);
-    GENERAL_NAMES *names = X509_get_ext_d2i(c, NID_subject_alt_name, NULL, NULL);
-    push_xmpp_addrs(L, names);
+    g->names = X509_get_ext_d2i(c, NID_subject_alt_name, NULL, NULL);
+    push_xmpp_addrs(L, g->names);
     lua_setfield(L, -2, "xmpp_addrs");
-    GENERAL_NAMES_free(names);
-    if (push_spki(L, pub))
+    if (push_spki(L, g, pub))
         lua_setfield(L, -2, "public_der");
-    ERR_clear_error(); /* a missing SAN leaves a "not found" on the queue */
-    X509_free(c);
+    ERR_clear_error(); /* a certificate without a SAN leaves "not found" on the queue */
+    guard_free(g);
     return 1;
 }
 
@@ -410,36 +466,33 @@ static int l_csr_info(lua_State *L)
 {
     size_t len;
     const char *data = luaL_checklstring(L, 1, &len);
-    X509_REQ *req = parse_req(data, len);
-    if (req == NULL)
+    guard *g = push_guard(L);
+    g->req = parse_req(data, len);
+    if (g->req == NULL)
         return fail_ssl(L, "bad-format", "csr_info: not a PEM or DER PKCS#10 certificate request");
-    EVP_PKEY *pub = X509_REQ_get0_pubkey(req); /* owned by req */
+    EVP_PKEY *pub = X509_REQ_get0_pubkey(g->req); /* owned by the request */
     if (pub == NULL) {
-        X509_REQ_free(req);
+        guard_free(g);
         return fail_ssl(L, "bad-format", "csr_info: the request's public key cannot be read");
     }
     lua_createtable(L, 0, 5);
-    lua_pushboolean(L, X509_REQ_verify(req, pub) == 1);
+    lua_pushboolean(L, X509_REQ_verify(g->req, pub) == 1);
     lua_setfield(L, -2, "signature_ok");
-    push_name(L, X509_REQ_get_subject_name(req));
+    push_name(L, g, X509_REQ_get_subject_name(g->req));
     lua_setfield(L, -2, "subject");
-    STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
-    GENERAL_NAMES *names = exts ? X509V3_get_d2i(exts, NID_subject_alt_name, NULL, NULL) : NULL;
-    push_xmpp_addrs(L, names);
+    g->exts = X509_REQ_get_extensions(g->req);
+    g->names = g->exts ? X509V3_get_d2i(g->exts, NID_subject_alt_name, NULL, NULL) : NULL;
+    push_xmpp_addrs(L, g->names);
     lua_setfield(L, -2, "xmpp_addrs");
-    GENERAL_NAMES_free(names);
-    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
-    if (push_spki(L, pub))
+    if (push_spki(L, g, pub))
         lua_setfield(L, -2, "public_der");
-    unsigned char *der = NULL;
-    int der_len = i2d_X509_REQ(req, &der);
+    int der_len = i2d_X509_REQ(g->req, &g->der);
     if (der_len > 0) {
-        lua_pushlstring(L, (const char *)der, (size_t)der_len);
+        lua_pushlstring(L, (const char *)g->der, (size_t)der_len);
         lua_setfield(L, -2, "der");
     }
-    OPENSSL_free(der);
     ERR_clear_error();
-    X509_REQ_free(req);
+    guard_free(g);
     return 1;
 }
 
@@ -448,11 +501,9 @@ static int l_csr_info(lua_State *L)
 /* The subject attributes csr() accepts, in the order they go into the name. */
 static const char *const SUBJECT_FIELDS[] = {"C", "ST", "L", "O", "OU", "CN", NULL};
 
+/* A request being built: the guard owns its parts; error says what failed. */
 typedef struct {
-    X509_REQ *req;
-    STACK_OF(X509_EXTENSION) *exts;
-    GENERAL_NAMES *names;
-    EXTENDED_KEY_USAGE *eku;
+    guard *g;
     char error[256];
 } csr_build;
 
@@ -463,13 +514,13 @@ static int build_error(csr_build *b, const char *what)
     return 0;
 }
 
-/* Adds one GENERAL_NAME to b->names: an id-on-xmppAddr otherName (UTF8String) or a dNSName. */
+/* Adds one GENERAL_NAME to the request's names: an id-on-xmppAddr otherName (UTF8String) or a dNSName. */
 static int add_name(csr_build *b, const char *value, size_t len, int xmpp)
 {
-    GENERAL_NAME *g = GENERAL_NAME_new();
+    GENERAL_NAME *gen = GENERAL_NAME_new();
     ASN1_STRING *s = ASN1_STRING_type_new(xmpp ? V_ASN1_UTF8STRING : V_ASN1_IA5STRING);
-    if (g == NULL || s == NULL || !ASN1_STRING_set(s, value, (int)len)) {
-        GENERAL_NAME_free(g);
+    if (gen == NULL || s == NULL || !ASN1_STRING_set(s, value, (int)len)) {
+        GENERAL_NAME_free(gen);
         ASN1_STRING_free(s);
         return build_error(b, "building the subjectAltName");
     }
@@ -479,20 +530,20 @@ static int add_name(csr_build *b, const char *value, size_t len, int xmpp)
         if (t == NULL || oid == NULL) {
             ASN1_TYPE_free(t);
             ASN1_STRING_free(s);
-            GENERAL_NAME_free(g);
+            GENERAL_NAME_free(gen);
             return build_error(b, "building an xmppAddr");
         }
         ASN1_TYPE_set(t, V_ASN1_UTF8STRING, s); /* t owns s */
-        if (!GENERAL_NAME_set0_othername(g, oid, t)) {
+        if (!GENERAL_NAME_set0_othername(gen, oid, t)) {
             ASN1_TYPE_free(t);
-            GENERAL_NAME_free(g);
+            GENERAL_NAME_free(gen);
             return build_error(b, "building an xmppAddr");
         }
     } else {
-        GENERAL_NAME_set0_value(g, GEN_DNS, s); /* g owns s */
+        GENERAL_NAME_set0_value(gen, GEN_DNS, s); /* gen owns s */
     }
-    if (!sk_GENERAL_NAME_push(b->names, g)) {
-        GENERAL_NAME_free(g);
+    if (!sk_GENERAL_NAME_push(b->g->names, gen)) {
+        GENERAL_NAME_free(gen);
         return build_error(b, "building the subjectAltName");
     }
     return 1;
@@ -503,8 +554,10 @@ static int add_checked_name(csr_build *b, lua_State *L, const char *field, int i
     size_t len;
     const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
     if (v == NULL || len == 0 || len > 3071) { /* 3071: RFC 7622's limit on a JID */
-        snprintf(b->error, sizeof b->error, "opts.%s%s must be a non-empty string of at most 3071 bytes", field,
-                 i > 0 ? "[i]" : "");
+        if (i > 0)
+            snprintf(b->error, sizeof b->error, "%s[%d] must be a non-empty string of at most 3071 bytes", field, i);
+        else
+            snprintf(b->error, sizeof b->error, "%s must be a non-empty string of at most 3071 bytes", field);
         return 0;
     }
     return add_name(b, v, len, xmpp);
@@ -525,7 +578,7 @@ static int add_names(lua_State *L, csr_build *b, const char *field, int xmpp)
             lua_pop(L, 1);
         }
     } else if (type != LUA_TNIL) {
-        snprintf(b->error, sizeof b->error, "opts.%s must be a string or a list of strings", field);
+        snprintf(b->error, sizeof b->error, "%s must be a string or a list of strings", field);
         ok = 0;
     }
     lua_pop(L, 1);
@@ -534,7 +587,7 @@ static int add_names(lua_State *L, csr_build *b, const char *field, int xmpp)
 
 static int build_subject(lua_State *L, csr_build *b)
 {
-    X509_NAME *name = X509_REQ_get_subject_name(b->req); /* owned by req */
+    X509_NAME *name = X509_REQ_get_subject_name(b->g->req); /* owned by the request */
     int type = lua_getfield(L, 2, "subject");
     int ok = 1;
     if (type == LUA_TTABLE) {
@@ -550,19 +603,11 @@ static int build_subject(lua_State *L, csr_build *b)
             lua_pop(L, 1);
         }
     } else if (type != LUA_TNIL) {
-        snprintf(b->error, sizeof b->error, "opts.subject must be a table such as {CN = \"collector\"}");
+        snprintf(b->error, sizeof b->error, "subject must be a table such as {CN = \"collector\"}");
         ok = 0;
     }
     lua_pop(L, 1);
     return ok;
-}
-
-static void build_free(csr_build *b)
-{
-    X509_REQ_free(b->req);
-    sk_X509_EXTENSION_pop_free(b->exts, X509_EXTENSION_free);
-    GENERAL_NAMES_free(b->names);
-    EXTENDED_KEY_USAGE_free(b->eku);
 }
 
 /* csr(key, {subject = {CN = ...}, xmpp_addrs = jid | {jid...}, dns = name | {names}})
@@ -575,48 +620,42 @@ static int l_csr(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     csr_build b;
     memset(&b, 0, sizeof b);
-    b.req = X509_REQ_new();
-    b.names = GENERAL_NAMES_new();
-    b.eku = EXTENDED_KEY_USAGE_new();
-    b.exts = sk_X509_EXTENSION_new_null();
-    ASN1_OBJECT *client_auth = OBJ_nid2obj(NID_client_auth);
-    int ok = b.req && b.names && b.eku && b.exts && client_auth ? 1 : build_error(&b, "allocating the request");
-    ok = ok && (X509_REQ_set_version(b.req, 0) || build_error(&b, "setting the version")); /* v1, the only one */
+    guard *g = b.g = push_guard(L);
+    g->req = X509_REQ_new();
+    g->names = GENERAL_NAMES_new();
+    g->eku = EXTENDED_KEY_USAGE_new();
+    g->exts = sk_X509_EXTENSION_new_null();
+    ASN1_OBJECT *client_auth = OBJ_nid2obj(NID_client_auth); /* static: EKU's free leaves it */
+    int ok = g->req && g->names && g->eku && g->exts && client_auth ? 1 : build_error(&b, "allocating the request");
+    ok = ok && (X509_REQ_set_version(g->req, 0) || build_error(&b, "setting the version")); /* v1, the only one */
     ok = ok && build_subject(L, &b);
     ok = ok && add_names(L, &b, "xmpp_addr", 1);
     ok = ok && add_names(L, &b, "dns", 0);
-    if (ok && sk_GENERAL_NAME_num(b.names) == 0) {
+    if (ok && sk_GENERAL_NAME_num(g->names) == 0) {
         snprintf(b.error, sizeof b.error, "the request names nobody: give xmpp_addr (the JID) or dns");
         ok = 0;
     }
-    ok = ok && (X509V3_add1_i2d(&b.exts, NID_subject_alt_name, b.names, 0, X509V3_ADD_DEFAULT) == 1 ||
+    ok = ok && (X509V3_add1_i2d(&g->exts, NID_subject_alt_name, g->names, 0, X509V3_ADD_DEFAULT) == 1 ||
                 build_error(&b, "adding subjectAltName"));
-    ok = ok && (sk_ASN1_OBJECT_push(b.eku, client_auth) || build_error(&b, "building extendedKeyUsage"));
-    ok = ok && (X509V3_add1_i2d(&b.exts, NID_ext_key_usage, b.eku, 0, X509V3_ADD_DEFAULT) == 1 ||
+    ok = ok && (sk_ASN1_OBJECT_push(g->eku, client_auth) || build_error(&b, "building extendedKeyUsage"));
+    ok = ok && (X509V3_add1_i2d(&g->exts, NID_ext_key_usage, g->eku, 0, X509V3_ADD_DEFAULT) == 1 ||
                 build_error(&b, "adding extendedKeyUsage"));
-    ok = ok && (X509_REQ_add_extensions(b.req, b.exts) || build_error(&b, "adding the extension request"));
-    ok = ok && (X509_REQ_set_pubkey(b.req, pkey) || build_error(&b, "setting the public key"));
-    ok = ok && (X509_REQ_sign(b.req, pkey, EVP_sha256()) > 0 || build_error(&b, "signing the request"));
+    ok = ok && (X509_REQ_add_extensions(g->req, g->exts) || build_error(&b, "adding the extension request"));
+    ok = ok && (X509_REQ_set_pubkey(g->req, pkey) || build_error(&b, "setting the public key"));
+    ok = ok && (X509_REQ_sign(g->req, pkey, EVP_sha256()) > 0 || build_error(&b, "signing the request"));
     if (!ok) {
-        build_free(&b);
-        lua_pushnil(L);
-        sacm_push_error(L, "bad-request", "csr: %s", b.error);
-        return 2;
+        guard_free(g);
+        return sacm_fail(L, "bad-request", "csr: %s", b.error);
     }
-    BIO *bio = BIO_new(BIO_s_mem());
-    unsigned char *der = NULL;
-    int der_len = i2d_X509_REQ(b.req, &der);
-    if (bio == NULL || der_len <= 0 || !PEM_write_bio_X509_REQ(bio, b.req)) {
-        BIO_free(bio);
-        OPENSSL_free(der);
-        build_free(&b);
+    g->bio = BIO_new(BIO_s_mem());
+    int der_len = i2d_X509_REQ(g->req, &g->der);
+    if (g->bio == NULL || der_len <= 0 || !PEM_write_bio_X509_REQ(g->bio, g->req)) {
+        guard_free(g);
         return fail_ssl(L, "internal-server-error", "csr: encoding the request");
     }
-    push_bio(L, bio);
-    lua_pushlstring(L, (const char *)der, (size_t)der_len);
-    BIO_free(bio);
-    OPENSSL_free(der);
-    build_free(&b);
+    push_bio(L, g->bio);
+    lua_pushlstring(L, (const char *)g->der, (size_t)der_len);
+    guard_free(g);
     return 2;
 }
 
@@ -629,6 +668,9 @@ int luaopen_sacm__x509(lua_State *L)
         {NULL, NULL},
     };
     sacm_define_type(L, KEY_MT, key_methods, l_key_gc);
+    lua_pop(L, 1);
+    static const luaL_Reg no_methods[] = {{NULL, NULL}};
+    sacm_define_type(L, GUARD_MT, no_methods, l_guard_gc);
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {
         {"generate_key", l_generate_key},

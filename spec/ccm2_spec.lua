@@ -310,3 +310,59 @@ describe("ccm2 against Prosody with mod_sacm_ccm2 #e2e", function()
     assert.same({}, assert(ccm2.list(c)))
   end)
 end)
+
+-- ejabberd has no ccm2: docs/deploy.md section 8 issues certificates ahead with the same tooling
+-- (key and CSR by sacm.crypto on the endpoint, signed by the CA with openssl). This checks that
+-- recipe against the shipped ejabberd, and what the section warns about.
+describe("certificates issued ahead for ejabberd #e2e", function()
+  local ejabberd = require "support.ejabberd"
+  local proc = require "sacm.proc"
+  local server, dir
+
+  setup(function()
+    server = ejabberd.start({ shipped = true, users = { ["collector-web1"] = "pw-collector" } })
+    dir = tmp.dir("ccm2-ejabberd")
+  end)
+  teardown(function()
+    if server then server:stop() end
+    if dir then tmp.remove(dir) end
+  end)
+
+  -- the endpoint's half: a key that stays here, and a CSR; the CA's half: openssl x509 -req
+  local function issue(account)
+    local key = assert(crypto.generate_key())
+    local base = dir .. "/" .. account
+    assert(fs.write(base .. ".key", key:pem(), { mode = KEY_MODE }))
+    local csr = assert(crypto.csr({ key = key, subject = { CN = account }, xmpp_addr = server:jid(account) }))
+    assert(fs.write(base .. ".csr", csr))
+    assert(fs.write(base .. ".ext", table.concat({
+      "basicConstraints = critical,CA:FALSE",
+      "keyUsage = critical,digitalSignature",
+      "extendedKeyUsage = clientAuth",
+      "subjectAltName = otherName:1.3.6.1.5.5.7.8.5;UTF8:" .. server:jid(account), "" }, "\n")))
+    local r = assert(proc.run({ "openssl", "x509", "-req", "-in", base .. ".csr", "-CA", server.ca_file,
+      "-CAkey", server.dir .. "/certs/ca.key", "-days", "30", "-set_serial", "0x1" .. crypto.hex(crypto.random(8)),
+      "-extfile", base .. ".ext", "-out", base .. ".crt" }, { timeout = 20, env = { OPENSSL_CONF = "/dev/null" } }))
+    assert.is_true(r.ok, r.stdout .. r.stderr)
+    return { cert = base .. ".crt", key = base .. ".key" }
+  end
+
+  local function login(pair)
+    return xmpp.connect({ client_cert = pair.cert, client_key = pair.key, resource = "ahead",
+      host = server.host, port = server.cert_port, cafile = server.ca_file, reconnect = false })
+  end
+
+  it("logs in with SASL EXTERNAL on the shipped client-certificate listener", function()
+    local pair = issue("collector-web1")
+    assert.equal(KEY_MODE, assert(fs.stat(pair.key)).mode & tonumber("777", 8))
+    local c = assert(login(pair))
+    assert.equal(server:jid("collector-web1") .. "/ahead", c.jid)
+    c:close()
+  end)
+
+  it("admits a CA-signed certificate of an account that does not exist (why the CA must be careful there)", function()
+    local c = login(issue("never-registered"))
+    assert.is_not_nil(c, "ejabberd refused it: deploy.md section 8 can say ejabberd checks accounts")
+    c:close()
+  end)
+end)
