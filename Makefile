@@ -33,8 +33,9 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
 # the runtime's sacm_* functions, for the TLS module
 EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 
-TLS_SRCS  = runtime/crypto.c runtime/xmpp.c runtime/xmpp_error.c runtime/http.c runtime/http_conn.c \
-            runtime/http_tls.c runtime/http_client.c runtime/http_client_tls.c runtime/http_common.c
+TLS_SRCS  = runtime/crypto.c runtime/x509.c runtime/xmpp.c runtime/xmpp_error.c runtime/http.c \
+            runtime/http_conn.c runtime/http_tls.c runtime/http_client.c runtime/http_client_tls.c \
+            runtime/http_common.c
 SQLITE_SRCS = runtime/sqlite.c
 PG_SRCS   = runtime/pg.c
 REPL_SRCS = runtime/repl.c
@@ -172,7 +173,11 @@ install: all
 	install -m 0644 sacmrun-repl.so $(DESTDIR)$(LIBDIR)/sacmrun-repl.so
 	cp -R lua $(DESTDIR)$(SHAREDIR)/
 	if [ -d policies ]; then cp -R policies $(DESTDIR)$(SHAREDIR)/; fi
-	if [ -d examples/servers/prosody-modules ]; then cp -R examples/servers/prosody-modules $(DESTDIR)$(SHAREDIR)/; fi
+	# the grid's Prosody modules (ccm2 certificates, EXTERNAL against the ccm2 list): plugin_paths
+	# in examples/servers/prosody.cfg.lua points here
+	if [ -d examples/servers/prosody-modules ]; then \
+		install -d $(DESTDIR)$(SHAREDIR)/prosody-modules && \
+		install -m 0644 examples/servers/prosody-modules/*.lua $(DESTDIR)$(SHAREDIR)/prosody-modules/; fi
 	install -m 0644 docs/sacmrun.1 $(DESTDIR)$(MANDIR)/sacmrun.1
 	# what docs/deploy.md uses: the role scripts, commands, server configurations and docs
 	cp -R examples docs $(DESTDIR)$(SHAREDIR)/

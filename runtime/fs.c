@@ -209,8 +209,10 @@ static void do_write_plain(fs_req *r)
         fail(r, "close");
 }
 
-/* Opens a new file next to target named .<base>.<random>.tmp; fills tmp with its path. */
-static int open_temp(const char *dir, const char *base, char *tmp, size_t size)
+/* Opens a new file next to target named .<base>.<random>.tmp; fills tmp with its path. The file
+ * is created with mode (less the umask): with the caller's mode rather than 0666, a private key
+ * written 0600 is never readable by others, not even between the write and the fchmod. */
+static int open_temp(const char *dir, const char *base, char *tmp, size_t size, mode_t mode)
 {
     for (int attempt = 0; attempt < 100; attempt++) {
         uint64_t rnd;
@@ -224,8 +226,7 @@ static int open_temp(const char *dir, const char *base, char *tmp, size_t size)
             errno = ENAMETOOLONG;
             return -1;
         }
-        /* 0666 so the umask decides, as for any new file */
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, mode);
         if (fd >= 0 || errno != EEXIST)
             return fd;
     }
@@ -273,7 +274,9 @@ static void do_write_atomic(fs_req *r)
     }
 
     char tmp[PATH_MAX + 64];
-    int fd = open_temp(strcmp(dir, "/") == 0 ? "" : dir, base, tmp, sizeof tmp);
+    /* no mode given: 0666 so the umask decides, as for any new file */
+    int fd = open_temp(strcmp(dir, "/") == 0 ? "" : dir, base, tmp, sizeof tmp,
+                       r->mode >= 0 ? (mode_t)r->mode : 0666);
     if (fd < 0) {
         fail(r, "create temporary file for");
         return;

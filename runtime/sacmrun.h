@@ -116,6 +116,7 @@ int luaopen_sacm__fs(lua_State *L);
 int luaopen_sacm__watch(lua_State *L);
 int luaopen_sacm__xml(lua_State *L);
 int luaopen_sacm__crypto(lua_State *L);
+int luaopen_sacm__x509(lua_State *L);
 int luaopen_sacm__dns(lua_State *L);
 int luaopen_sacm__xmpp(lua_State *L);
 int luaopen_sacm__sqlite(lua_State *L);

@@ -209,6 +209,7 @@ static void preload(lua_State *L)
         struct lazy_library *lib;
     } lazy[] = {
         {"sacm._crypto", &tls_library},
+        {"sacm._x509", &tls_library},
         {"sacm._xmpp", &tls_library},
         {"sacm._http", &tls_library},
         {"sacm._http_client", &tls_library},

@@ -3,6 +3,7 @@
 -- Install as /etc/prosody/prosody.cfg.lua (Debian: `apt-get install prosody`), then
 --   prosodyctl check config
 --   prosodyctl register repository grid.example 'PASSWORD'   # and collector, evaluator, ...
+--   prosodyctl mod_sacm_ccm2 enroll collector-web1@grid.example --expires 1h   # an endpoint enrolling a certificate
 --   systemctl restart prosody
 --
 -- Lines marked  -- DEPLOY: ...  hold the values a deployment changes; everything else is the
@@ -49,8 +50,23 @@ ssl = { certificate = "/etc/sacm/xmpp.crt", key = "/etc/sacm/xmpp.key" } -- DEPL
 -- indexes one that exists (the default, certs/ beside this file, may not).
 certificates = "/etc/sacm"                           -- DEPLOY: certificate directory
 c2s_require_encryption = true
--- Passwords stored as SCRAM hashes; SCRAM-SHA-1 and PLAIN are offered, both only after STARTTLS.
-authentication = "internal_hashed"
+-- Accounts log in with a password (stored as SCRAM hashes; SCRAM-SHA-1 and PLAIN, only after
+-- STARTTLS) or with a client certificate (SASL EXTERNAL) that the grid CA issued through ccm2 and
+-- that is on the account's certificate list: mod_auth_sacm_ccm2, shipped with sacmrun, which
+-- loads mod_sacm_ccm2 (Client Certificate Management 2.0, docs/protocol.md "ccm2 profile").
+-- Enrolled endpoints are certificate-only (docs/deploy.md, "Enrolling components").
+authentication = "sacm_ccm2"
+-- Where `make install` puts the two modules ($(SHAREDIR)/prosody-modules).
+plugin_paths = { "/usr/local/share/sacmrun/prosody-modules" } -- DEPLOY: sacmrun's Prosody modules
+-- The grid CA: it signs the certificates of ccm2 add-cert requests, and client certificates must
+-- chain to it. The key must be readable by the prosody user, and by nobody else. Needs luaossl
+-- (Debian: lua-luaossl).
+sacm_ccm2_ca = { certificate = "/etc/sacm/grid-ca.crt", key = "/etc/sacm/grid-ca.key" } -- DEPLOY: grid CA
+sacm_ccm2_certificate_days = 30   -- lifetime of an issued certificate; endpoints renew before it ends
+sacm_ccm2_max_certificates = 8    -- unexpired certificates per account (renewal overlaps need 2)
+-- Ask clients for a certificate (they need not send one: password clients do not). Without
+-- lsec_ignore_purpose = false, clientAuth-only certificates fail as "unsuitable certificate purpose".
+c2s_ssl = { cafile = "/etc/sacm/grid-ca.crt", verify = { "peer", "client_once" }, verifyext = { lsec_ignore_purpose = false } } -- DEPLOY: grid CA certificate
 storage = "internal"
 allow_registration = false                           -- accounts come from prosodyctl, never from clients
 
@@ -65,7 +81,6 @@ admins = {}
 -- sacm_xmlns_guard (sacmrun's, installed with it): refuses stanzas with an element in the xml
 -- prefix's namespace, which Prosody would relay as XML no client can parse (the recipient's
 -- stream would fail); see the module's comment.
-plugin_paths = { "/usr/local/share/sacmrun/prosody-modules" } -- DEPLOY: sacmrun's SHAREDIR/prosody-modules
 modules_enabled = { "tls", "saslauth", "disco", "roster", "ping", "adhoc", "smacks", "pep", "posix",
                     "sacm_xmlns_guard" }
 

@@ -124,7 +124,21 @@ M.SHIPPED = {
   ssl = 'ssl = { certificate = "/etc/sacm/xmpp.crt", key = "/etc/sacm/xmpp.key" }',
   certificates = 'certificates = "/etc/sacm"',
   plugin_paths = 'plugin_paths = { "/usr/local/share/sacmrun/prosody-modules" }',
+  ccm2_ca = 'sacm_ccm2_ca = { certificate = "/etc/sacm/grid-ca.crt", key = "/etc/sacm/grid-ca.key" }',
+  c2s_ssl = 'c2s_ssl = { cafile = "/etc/sacm/grid-ca.crt",',
 }
+
+-- The source tree's copy of the Prosody modules that `make install` puts in $(SHAREDIR).
+-- Prosody resolves plugin_paths from its own working directory (the test directory), so the path
+-- must be absolute; the spec run starts in the repository (make test), whose path PWD holds.
+M.SHIPPED_MODULES = M.SHIPPED_FILE:gsub("/[^/]*$", "") .. "/prosody-modules"
+if M.SHIPPED_MODULES:sub(1, 1) ~= "/" then
+  local pwd = os.getenv("PWD")
+  if not pwd or pwd:sub(1, 1) ~= "/" then
+    error("support.prosody: cannot make " .. M.SHIPPED_MODULES .. " absolute: PWD is not set", 0)
+  end
+  M.SHIPPED_MODULES = pwd .. "/" .. M.SHIPPED_MODULES:gsub("^%./", "")
+end
 
 -- What must not survive the substitution in a setting: the shipped domain and system paths.
 M.SHIPPED_LEFTOVERS = { "grid.example", "/etc/", "/var/", "/run/" }
@@ -154,7 +168,12 @@ function M._shipped_config(self)
       { what = "the certificate and key", from = M.SHIPPED.ssl,
         to = ("ssl = { certificate = %s, key = %s }"):format(q(self.cert_file), q(self.key_file)) },
       { what = "the certificate directory", from = M.SHIPPED.certificates, to = "certificates = " .. q(self.dir .. "/certs") },
-      { what = "the project's Prosody modules", from = M.SHIPPED.plugin_paths, to = "plugin_paths = { " .. q(M.PLUGIN_DIR) .. " }" },
+      -- the test CA is the grid CA: it signed the server's certificate and signs ccm2's
+      { what = "sacmrun's Prosody modules", from = M.SHIPPED.plugin_paths,
+        to = ("plugin_paths = { %s }"):format(q(M.SHIPPED_MODULES)) },
+      { what = "the grid CA (ccm2)", from = M.SHIPPED.ccm2_ca,
+        to = ("sacm_ccm2_ca = { certificate = %s, key = %s }"):format(q(self.ca_file), q(self.dir .. "/certs/ca.key")) },
+      { what = "the client certificate CA", from = M.SHIPPED.c2s_ssl, to = ("c2s_ssl = { cafile = %s,"):format(q(self.ca_file)) },
       { what = "the domain", from = ("VirtualHost %q"):format(d), to = "VirtualHost " .. q(self.domain) },
       { what = "the pubsub component", from = ("Component %q \"pubsub\""):format("pubsub." .. d),
         to = ("Component %s \"pubsub\""):format(q(self.pubsub)) },
@@ -241,6 +260,19 @@ function Server:register(user, password)
     error(("server:register %s: prosodyctl failed (%s)\n%s"):format(user, r.signal or r.code, out), 2)
   end
   return true
+end
+
+--- server:prosodyctl(args...) -> stdout: runs prosodyctl with the server's configuration (also while it
+-- runs), e.g. server:prosodyctl("mod_sacm_ccm2", "enroll", "web1@" .. server.domain). Raises when it fails.
+function Server:prosodyctl(...)
+  local argv = { self.ctl, "--config", self.config_file, ... }
+  local r, err = proc.run(argv, { env = { LUA_PATH = false, LUA_CPATH = false, LUA_INIT = false }, cwd = self.dir, timeout = 20 })
+  if not r then error(("server:prosodyctl %s: %s"):format(table.concat({ ... }, " "), tostring(err)), 2) end
+  local out = r.stdout .. r.stderr
+  if not r.ok or out:find("\nError:") or out:find("^Error:") then
+    error(("server:prosodyctl %s: prosodyctl failed (%s)\n%s"):format(table.concat({ ... }, " "), r.signal or r.code, out), 2)
+  end
+  return r.stdout
 end
 
 -- Prosody's file storage names: every non-alphanumeric byte as %xx.
