@@ -125,8 +125,16 @@ end
 local function describe(self)
   local id = proto.identity(self.role)
   self.disco:add_identity(id.category, id.type, id.name)
-  self.disco:add_feature(proto.FEATURE[self.role])
+  -- a role that is not ready until it has subscribed (an evaluator) advertises its role feature,
+  -- which is what orchestrators look for, only then (m:advertise_role()); the repository admits
+  -- it by the role in its info form meanwhile
+  if not self.defer_role_feature then self.disco:add_feature(proto.FEATURE[self.role]) end
   self:update_info()
+end
+
+--- m:advertise_role(): adds the role's feature, when join deferred it (defer_role_feature).
+function Member:advertise_role()
+  self.disco:add_feature(proto.FEATURE[self.role])
 end
 
 --- m:update_info([fields]): replaces the role's XEP-0128 info fields (var -> string or list; the
@@ -260,6 +268,7 @@ function M.join(opts)
     peers = opts.peers or {}, accept = opts.accept or { domain },
     node_config = opts.node_config or proto.NODE_CONFIG,
     admission_timeout = opts.admission_timeout or M.ADMISSION_TIMEOUT,
+    defer_role_feature = opts.defer_role_feature,
     repository_watchers = {},
   }, Member)
   self.disco = disco.provider(conn)

@@ -374,6 +374,8 @@ function M.start(opts)
   local ids = policy_ids(self)
   mopts.info = { policies = ids }
   mopts.features = { policies = { prefix = proto.feature_policy, names = ids } }
+  -- orchestrators find an evaluator by its role feature: advertised once it hears posture
+  mopts.defer_role_feature = true
   local err
   self.delivery_wait = opts.delivery_wait or M.DELIVERY_WAIT
   self.member, self.delivery, self.fetcher = delivery.producer("evaluator", mopts, opts, {
@@ -390,6 +392,7 @@ function M.start(opts)
     self.member:close()
     return nil, err
   end
+  self.member:advertise_role()
   -- each event is published from its own task: a reload never waits on the network
   local watching, werr = self.engine:watch(function(ev)
     task.spawn({ name = "policy event" }, on_policy_event, self, ev)

@@ -47,7 +47,8 @@ local function admit(self, jid, info)
   local roles = self.members[bare] or {}
   local changed = false
   for role in pairs(proto.AFFILIATIONS) do
-    if info.features[proto.FEATURE[role]] and not roles[role] then
+    local declared = proto.info_fields(info).role == role -- an evaluator not subscribed yet says so here
+    if (info.features[proto.FEATURE[role]] or declared) and not roles[role] then
       roles[role], changed = true, true
     end
   end
