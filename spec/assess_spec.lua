@@ -29,7 +29,6 @@ local POLICIES = {
 
 describe("sacm-assess #e2e", function()
   local server, dir, g, conf
-  local running = {}
 
   lazy_setup(function()
     server = prosody.start({ users = { orchestrator = "pw", collector = "pw", evaluator = "pw", repository = "pw" },
@@ -38,11 +37,7 @@ describe("sacm-assess #e2e", function()
     g = grid.new(server, dir)
     assert(fs.mkdir(dir .. "/policies"))
     for name, text in pairs(POLICIES) do assert(fs.write(dir .. "/policies/" .. name, text)) end
-    local function start(mod, role, extra)
-      local r = assert(mod.start(g:options(role, extra)))
-      running[#running + 1] = r
-      return r
-    end
+    local function start(mod, role, extra) return g:start(mod, role, extra) end
     start(repository, "repository", { database = dir .. "/grid.db" })
     start(evaluator, "evaluator", { policies = dir .. "/policies" })
     start(collector, "collector", { kinds = { "os", "users" } })
@@ -54,7 +49,7 @@ describe("sacm-assess #e2e", function()
   end)
 
   lazy_teardown(function()
-    for i = #running, 1, -1 do running[i]:close() end
+    if g then g:close_roles() end
     if server then server:stop() end
     if dir then tmp.remove(dir) end
   end)

@@ -69,13 +69,8 @@ local function each_server(name, key, start_server)
   if only and only ~= key then return end
   describe("conformance to docs/protocol.md on " .. name .. " #e2e", function()
     local server, dir, g
-    local running = {}
 
-    local function start(mod, role, extra)
-      local r = assert(mod.start(g:options(role, extra)))
-      running[#running + 1] = r
-      return r
-    end
+    local function start(mod, role, extra) return g:start(mod, role, extra) end
 
     lazy_setup(function()
       dir = tmp.dir("conformance")
@@ -91,7 +86,7 @@ local function each_server(name, key, start_server)
     end)
 
     lazy_teardown(function()
-      for i = #running, 1, -1 do running[i]:close() end
+      if g then g:close_roles() end
       if server then server:stop() end
       if dir then tmp.remove(dir) end
     end)

@@ -44,13 +44,8 @@ return {
 local function each_server(name, start_server, opts)
   describe("the data plane on " .. name .. " #e2e", function()
     local server, dir, g, packages_count
-    local running = {}
 
-    local function start(mod, role, extra)
-      local r = assert(mod.start(g:options(role, extra)))
-      running[#running + 1] = r
-      return r
-    end
+    local function start(mod, role, extra) return g:start(mod, role, extra) end
 
     lazy_setup(function()
       dir = tmp.dir("dataplane")
@@ -62,7 +57,7 @@ local function each_server(name, start_server, opts)
     end)
 
     lazy_teardown(function()
-      for i = #running, 1, -1 do running[i]:close() end
+      if g then g:close_roles() end
       if server then server:stop() end
       if dir then tmp.remove(dir) end
     end)

@@ -19,13 +19,8 @@ local wait_until = require("support.wait").until_true
 
 describe("the grid's commands #e2e", function()
   local server, dir, g, orch, coll, eval, repo, outsider
-  local running = {}
 
-  local function start(mod, role, extra)
-    local r = assert(mod.start(g:options(role, extra)))
-    running[#running + 1] = r
-    return r
-  end
+  local function start(mod, role, extra) return g:start(mod, role, extra) end
 
   lazy_setup(function()
     server = prosody.start({ users = { orchestrator = "pw", collector = "pw", evaluator = "pw", repository = "pw",
@@ -49,7 +44,7 @@ return { id = "t", title = "t", rules = {
 
   lazy_teardown(function()
     if outsider then outsider:close() end
-    for i = #running, 1, -1 do running[i]:close() end
+    if g then g:close_roles() end
     if server then server:stop() end
     if dir then tmp.remove(dir) end
   end)
@@ -68,7 +63,7 @@ return { id = "t", title = "t", rules = {
     assert.matches("timeout: not an integer", refused(c, "collect", { timeout = "2.5" }).text)
     assert.matches("timeout: 0 is out of range %(1 to 3600%)", refused(c, "collect", { timeout = "0" }).text)
     assert.matches("timeout: %-5 is out of range", refused(c, "collect", { timeout = "-5" }).text)
-    assert.equal(0, #coll.running + (next(coll.running) and 1 or 0), "a refused collect must start nothing")
+    assert.is_nil(next(coll.running), "a refused collect must start nothing")
   end)
 
   it("answers a collect without kinds with every kind it will report, and says so when done", function()
@@ -150,13 +145,8 @@ describe("provenance at the repository #e2e", function()
   local upload = require "sacm.grid.upload"
   local crypto = require "sacm.crypto"
   local server, dir, g, repo, coll, other, eval
-  local running = {}
 
-  local function start(mod, role, extra)
-    local r = assert(mod.start(g:options(role, extra)))
-    running[#running + 1] = r
-    return r
-  end
+  local function start(mod, role, extra) return g:start(mod, role, extra) end
 
   lazy_setup(function()
     server = prosody.start({ users = { orchestrator = "pw", collector = "pw", collector2 = "pw", evaluator = "pw",
@@ -176,7 +166,7 @@ describe("provenance at the repository #e2e", function()
   end)
 
   lazy_teardown(function()
-    for i = #running, 1, -1 do running[i]:close() end
+    if g then g:close_roles() end
     if server then server:stop() end
     if dir then tmp.remove(dir) end
   end)
@@ -247,13 +237,8 @@ describe("hostile submissions and data #e2e", function()
   local crypto = require "sacm.crypto"
   local time = require "sacm.time"
   local server, dir, g, repo, coll, eval, orch
-  local running = {}
 
-  local function start(mod, role, extra)
-    local r = assert(mod.start(g:options(role, extra)))
-    running[#running + 1] = r
-    return r
-  end
+  local function start(mod, role, extra) return g:start(mod, role, extra) end
 
   lazy_setup(function()
     server = prosody.start({ users = { orchestrator = "pw", collector = "pw", evaluator = "pw", repository = "pw" },
@@ -269,7 +254,7 @@ describe("hostile submissions and data #e2e", function()
   end)
 
   lazy_teardown(function()
-    for i = #running, 1, -1 do running[i]:close() end
+    if g then g:close_roles() end
     if server then server:stop() end
     if dir then tmp.remove(dir) end
   end)

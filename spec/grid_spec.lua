@@ -47,15 +47,10 @@ end
 
 describe("the SACM grid over Prosody", function()
   local server, dir, policies
-  local running = {}
 
   local g
 
-  local function start(mod, role, extra)
-    local r = assert(mod.start(g:options(role, extra)))
-    running[#running + 1] = r
-    return r
-  end
+  local function start(mod, role, extra) return g:start(mod, role, extra) end
 
   lazy_setup(function()
     local users = {}
@@ -70,7 +65,7 @@ describe("the SACM grid over Prosody", function()
   end)
 
   lazy_teardown(function()
-    for i = #running, 1, -1 do running[i]:close() end
+    if g then g:close_roles() end
     if server then server:stop() end
     if dir then tmp.remove(dir) end
   end)

@@ -18,7 +18,7 @@ Grid.__index = Grid
 --- grid.new(server, dir [, opts]) -> grid. opts.password: every account's (default "pw").
 function M.new(server, dir, opts)
   opts = opts or {}
-  local self = setmetatable({ server = server, dir = dir, password = opts.password or "pw" }, Grid)
+  local self = setmetatable({ server = server, dir = dir, password = opts.password or "pw", running = {} }, Grid)
   -- the repository's HTTPS certificate comes from the test CA that also signed the XMPP server's,
   -- as a deployment's grid CA signs both
   self.https = certs.server(server._ca, dir .. "/repository-https", { cn = "localhost", dns = { "localhost" },
@@ -41,6 +41,19 @@ function Grid:options(role, extra)
   end
   for k, v in pairs(extra or {}) do o[k] = v end
   return o
+end
+
+--- g:start(mod, role, [extra]) -> mod.start(g:options(role, extra)), asserted; remembered so
+-- that g:close_roles() closes every role started, newest first.
+function Grid:start(mod, role, extra)
+  local r = assert(mod.start(self:options(role, extra)))
+  self.running[#self.running + 1] = r
+  return r
+end
+
+function Grid:close_roles()
+  for i = #self.running, 1, -1 do self.running[i]:close() end
+  self.running = {}
 end
 
 --- grid.dpkg_status(path, bytes) -> the number of packages in a synthetic dpkg status file
