@@ -128,6 +128,24 @@ function M.digest(text)
   return crypto.hex(crypto.sha256(text))
 end
 
+-- The attributes of a payload element: it is `name` in `ns` (else "not a <what>"), every
+-- `required` attribute is there and not empty, and every `ids` attribute that is there is an
+-- identifier (docs/protocol.md 6); else nil, err naming what is wrong.
+local function head(el, name, ns, what, required, ids)
+  if not xml.is_element(el) or el.name ~= name or el.ns ~= ns then return bad("not a %s", what) end
+  local a = el.attr
+  for _, k in ipairs(required) do
+    if type(a[k]) ~= "string" or a[k] == "" then return bad("%s without %s", what, k) end
+  end
+  for _, k in ipairs(ids) do
+    if a[k] ~= nil and not proto.valid_id(a[k]) then
+      return bad("%s %s '%s' is not an identifier (letters, digits, . _ : @ / -, at most %d bytes)", what, k,
+        a[k]:sub(1, 64), proto.ID_MAX)
+    end
+  end
+  return a
+end
+
 ------------------------------------------------------------------------------------ posture
 
 --- posture(p) -> <posture xmlns='urn:sacmrun:posture:1'/> element.
@@ -159,20 +177,10 @@ end
 
 --- parse_posture(el) -> p (the fields of posture(), collected as epoch seconds) | nil, err.
 function M.parse_posture(el)
-  if not xml.is_element(el) or el.name ~= "posture" or el.ns ~= proto.NS_POSTURE then
-    return bad("not a posture payload")
-  end
-  local a = el.attr
-  for _, k in ipairs { "id", "kind", "endpoint", "collected" } do
-    if type(a[k]) ~= "string" or a[k] == "" then return bad("posture without %s", k) end
-  end
+  local a, err = head(el, "posture", proto.NS_POSTURE, "posture", { "id", "kind", "endpoint", "collected" },
+    { "id", "endpoint", "correlation" })
+  if not a then return nil, err end
   if not a.kind:match("^[%w_%-]+$") or #a.kind > 64 then return bad("posture kind '%s' is not a name", a.kind:sub(1, 64)) end
-  for _, k in ipairs { "id", "endpoint", "correlation" } do
-    if a[k] ~= nil and not proto.valid_id(a[k]) then
-      return bad("posture %s '%s' is not an identifier (letters, digits, . _ : @ / -, at most %d bytes)", k,
-        a[k]:sub(1, 64), proto.ID_MAX)
-    end
-  end
   local collected = time.parse(a.collected)
   if not collected then return bad("posture collected='%s' is not an XEP-0082 date-time", a.collected) end
   local p = {
@@ -223,16 +231,9 @@ end
 -- elements = {el}} | nil, err. Every posture must be of the set's endpoint; whose collector each
 -- names is for the receiver to check against who sent it.
 function M.parse_posture_set(el)
-  if not xml.is_element(el) or el.name ~= "posture-set" or el.ns ~= proto.NS_POSTURE then
-    return bad("not a posture set")
-  end
-  local a = el.attr
-  for _, k in ipairs { "id", "endpoint" } do
-    if type(a[k]) ~= "string" or a[k] == "" then return bad("posture set without %s", k) end
-  end
-  for _, k in ipairs { "id", "endpoint", "correlation" } do
-    if a[k] ~= nil and not proto.valid_id(a[k]) then return bad("posture set %s is not an identifier", k) end
-  end
+  local a, herr = head(el, "posture-set", proto.NS_POSTURE, "posture set", { "id", "endpoint" },
+    { "id", "endpoint", "correlation" })
+  if not a then return nil, herr end
   local set = { id = a.id, endpoint = a.endpoint, hostname = a.hostname, collector = a.collector,
     correlation = a.correlation, postures = {}, elements = {} }
   for child in el:children("posture", proto.NS_POSTURE) do
@@ -275,20 +276,11 @@ end
 
 --- parse_result(el) -> r (the fields of result()) | nil, err.
 function M.parse_result(el)
-  if not xml.is_element(el) or el.name ~= "result" or el.ns ~= proto.NS_RESULT then
-    return bad("not a result payload")
-  end
-  local a = el.attr
-  for _, k in ipairs { "id", "endpoint", "rule", "policy", "policy-version", "result", "evaluated" } do
-    if type(a[k]) ~= "string" or a[k] == "" then return bad("result without %s", k) end
-  end
+  local a, herr = head(el, "result", proto.NS_RESULT, "result",
+    { "id", "endpoint", "rule", "policy", "policy-version", "result", "evaluated" },
+    { "id", "endpoint", "rule", "policy", "correlation" })
+  if not a then return nil, herr end
   if not proto.RESULT_SET[a.result] then return bad("result '%s' is not an XCCDF result value", a.result) end
-  for _, k in ipairs { "id", "endpoint", "rule", "policy", "correlation" } do
-    if a[k] ~= nil and not proto.valid_id(a[k]) then
-      return bad("result %s '%s' is not an identifier (letters, digits, . _ : @ / -, at most %d bytes)", k,
-        a[k]:sub(1, 64), proto.ID_MAX)
-    end
-  end
   if a.severity and not proto.SEVERITY_SET[a.severity] then return bad("unknown severity '%s'", a.severity) end
   local evaluated = time.parse(a.evaluated)
   if not evaluated then return bad("result evaluated='%s' is not an XEP-0082 date-time", a.evaluated) end
@@ -330,16 +322,9 @@ end
 -- results = {r} (nil for a reference, or for a pending set announced by its totals), elements =
 -- {el}, ref, pending} | nil, err. pending: delivery='pending', the repository does not have it yet.
 function M.parse_result_set(el)
-  if not xml.is_element(el) or el.name ~= "results" or el.ns ~= proto.NS_RESULT then
-    return bad("not a result set")
-  end
-  local a = el.attr
-  for _, k in ipairs { "id", "endpoint", "evaluated" } do
-    if type(a[k]) ~= "string" or a[k] == "" then return bad("result set without %s", k) end
-  end
-  for _, k in ipairs { "id", "endpoint", "correlation" } do
-    if a[k] ~= nil and not proto.valid_id(a[k]) then return bad("result set %s is not an identifier", k) end
-  end
+  local a, herr = head(el, "results", proto.NS_RESULT, "result set", { "id", "endpoint", "evaluated" },
+    { "id", "endpoint", "correlation" })
+  if not a then return nil, herr end
   local evaluated = time.parse(a.evaluated)
   if not evaluated then return bad("result set evaluated='%s' is not an XEP-0082 date-time", a.evaluated) end
   local set = { id = a.id, endpoint = a.endpoint, hostname = a.hostname, evaluator = a.evaluator,

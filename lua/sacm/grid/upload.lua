@@ -141,4 +141,16 @@ function Client:fetch(ref)
   return res.body
 end
 
+--- client:fetch_element(ref) -> the fetched document parsed (size and digest checked, memory
+-- bounded by its announced size) | nil, err.
+function Client:fetch_element(ref)
+  local text, err = self:fetch(ref)
+  if not text then return nil, err end
+  local el, perr = xml.parse(text, { max_bytes = ref.size })
+  if not el then
+    return nil, errors.new("bad-response", ("%s is not well-formed XML: %s"):format(ref.href:gsub("%?.*$", ""), tostring(perr)))
+  end
+  return el
+end
+
 return M

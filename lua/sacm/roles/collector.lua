@@ -59,6 +59,14 @@ local function applicable_kinds(wanted, options)
   return kinds, inapplicable
 end
 
+-- A posture's element without its data: its attributes, for a reference or an error notice.
+local function head_of(p)
+  local el = xml.element("posture", {})
+  for k, v in pairs(p.attr) do el.attr[k] = v end
+  el.ns = p.ns
+  return el
+end
+
 -- Notifications of one posture set: each posture itself when it is small, else a reference to
 -- where the repository serves it (docs/protocol.md, 4.1).
 local function notices(set_el, receipt)
@@ -69,9 +77,7 @@ local function notices(set_el, receipt)
     if #text <= proto.INLINE_MAX or not entry then
       out[#out + 1] = { id = p.attr.id, el = p }
     else
-      local ref = xml.element("posture", {})
-      for k, v in pairs(p.attr) do ref.attr[k] = v end
-      ref.ns = p.ns
+      local ref = head_of(p)
       ref.attr.href, ref.attr.size, ref.attr.digest = entry.href, tostring(entry.size), payload.DIGEST_PREFIX .. entry.digest
       out[#out + 1] = { id = p.attr.id, el = ref }
     end
@@ -83,9 +89,7 @@ end
 local function error_notices(set_el, condition, text)
   local out = {}
   for p in set_el:children("posture", proto.NS_POSTURE) do
-    local e = xml.element("posture", {})
-    for k, v in pairs(p.attr) do e.attr[k] = v end
-    e.ns = p.ns
+    local e = head_of(p)
     e.attr.status = "error"
     e:tag("error", { condition = condition }):text(payload.clip(text)):up()
     out[#out + 1] = { id = p.attr.id, el = e }

@@ -64,10 +64,9 @@ local function fetch_missing(self, merged)
   for kind, p in pairs(merged) do
     if p.ref and not p.data and not p.error then
       jobs[#jobs + 1] = task.spawn({ name = "fetch " .. kind }, function()
-        local text, err = self.fetcher:fetch(p.ref)
+        local el, err = self.fetcher:fetch_element(p.ref)
         local full, perr
-        if text then
-          local el = xml.parse(text, { max_bytes = p.ref.size })
+        if el then
           full, perr = payload.parse_posture(el)
           if full and (full.id ~= p.id or full.kind ~= p.kind or full.endpoint ~= p.endpoint) then
             full, perr = nil, errors.new("bad-response", "the document fetched is another posture than announced")

@@ -20,7 +20,6 @@ local sync = require "sacm.sync"
 local task = require "sacm.task"
 local time = require "sacm.time"
 local crypto = require "sacm.crypto"
-local xml = require "sacm.xml"
 local errors = require "sacm.error"
 local upload = require "sacm.grid.upload"
 
@@ -43,10 +42,10 @@ end
 -- The results of a set announced by reference: fetched from the repository (size and digest
 -- checked) before they count.
 local function fetch_results(self, set)
-  local text, err = self.fetcher:fetch(set.ref)
+  local el, err = self.fetcher:fetch_element(set.ref)
   local full
-  if text then
-    full, err = payload.parse_result_set(xml.parse(text, { max_bytes = set.ref.size }))
+  if el then
+    full, err = payload.parse_result_set(el)
     if full and full.id ~= set.id then full, err = nil, errors.new("bad-response", "another result set than announced") end
   end
   if not full or not full.results then
