@@ -133,6 +133,39 @@ describe("ccm2 against Prosody with mod_sacm_ccm2 #e2e", function()
     assert.is_number(assert(e:ping()))
   end)
 
+  it("takes an enrolled collector from certificate login to posture stored in the repository", function()
+    local grid = require "support.grid"
+    local collector = require "sacm.roles.collector"
+    local repository = require "sacm.roles.repository"
+    local wait_until = require("support.wait").until_true
+    local g = grid.new(server, dir)
+    local cert = enrolled("collector-web3")
+    local repo = assert(repository.start(g:options("repository", { password = "pw-repository",
+      database = dir .. "/grid.db" })))
+    -- the collector holds no password at all: its key and certificate are its only credential
+    local copts = g:options("collector-web3", { endpoint = "web3", kinds = { "os" }, spool = dir .. "/web3-spool.db",
+      client_cert = cert.cert_file, client_key = cert.key_file })
+    copts.password = nil
+    local coll, err = collector.start(copts)
+    if not coll then repo:close() end
+    assert.truthy(coll, tostring(err))
+    local ok, perr = pcall(function()
+      assert.equal(server:jid("collector-web3") .. "/spec", coll.member.conn.jid)
+      wait_until(function() return (repo.members[server:jid("collector-web3")] or {}).collector end, 15,
+        "the repository admitting the enrolled collector")
+      assert.equal(1, coll:collect({ "os" }).published)
+      local row = assert(repo.store.db:first("SELECT count(*) AS n, min(collector) AS c FROM posture WHERE endpoint = ?",
+        { "web3" }))
+      assert.equal(1, row.n)
+      assert.equal(server:jid("collector-web3") .. "/spec", row.c)
+      -- and the endpoint is bound to the enrolled identity from now on
+      assert.equal(server:jid("collector-web3"), repo.store:endpoint_owner("web3"))
+    end)
+    coll:close()
+    repo:close()
+    assert(ok, perr)
+  end)
+
   it("refuses the enrollment password once it has been used, and once it has expired", function()
     local password = enroll("web2")
     local first = track(assert(with_password("web2", password)))

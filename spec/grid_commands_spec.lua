@@ -219,6 +219,27 @@ describe("provenance at the repository #e2e", function()
     refused_upload(eval, id, text, "403.*is not a collector of this grid")
   end)
 
+  it("admits no account to a role its name or the roles configuration does not give it", function()
+    -- the collector2 account runs an evaluator: it advertises the role, but may not hold it
+    local rogue = assert(evaluator.start(g:options("collector2", { jid = server:jid("collector2") .. "/as-evaluator",
+      policies = dir .. "/policies" })))
+    local found = wait_until(function()
+      for _, r in ipairs(repo.store:refusals(20)) do
+        if r.what == "role evaluator" then return r end
+      end
+    end, 10, "the repository refusing the evaluator role")
+    assert.is_nil((repo.members[server:jid("collector2")] or {}).evaluator)
+    assert.is_true((repo.members[server:jid("collector2")] or {}).collector)
+    -- so the pubsub service refuses its results
+    local ok, err = rogue.member:publish("results", "forged", xml.element("x", { xmlns = "urn:example" }))
+    rogue:close()
+    assert.is_nil(ok)
+    assert.is_truthy(err.condition == "forbidden" or err.condition == "not-allowed", tostring(err))
+    assert.matches("^collector2@", found.uploader)
+    assert.matches("advertises the evaluator role, which the account may not hold %(its name does not begin with "
+      .. "'evaluator'; name it so or list it in the repository's roles%): not admitted", found.reason)
+  end)
+
   it("counts and reports the refusals in its status", function()
     local o = start(orchestrator, "orchestrator")
     local s = assert(o:command(repo.member.conn.jid, "status"))

@@ -247,7 +247,8 @@ end
 -- set: parsed by payload.parse_posture_set. Stores each posture not yet stored, in one
 -- transaction. receipt: {id, stored = n, duplicates = n, contents = {{id, size, digest, key}}}.
 -- With collector_bare, the set's endpoint must be bound to that account (it is bound now if it
--- is bound to none); posture of an endpoint bound to another gives nil, err (forbidden).
+-- is bound to none, unless store.bind_first_use is false); posture of an endpoint bound to
+-- another, or to none when bindings are made only ahead, gives nil, err (forbidden).
 function Store:put_posture_set(set, uploader, collector)
   local texts = {}
   for i, el in ipairs(set.elements) do texts[i] = xml.serialize(el) end
@@ -256,6 +257,10 @@ function Store:put_posture_set(set, uploader, collector)
       local row = db:first("SELECT collector FROM endpoint_binding WHERE endpoint = ?", { set.endpoint })
       if row and row.collector ~= collector then
         return { refused = ("endpoint '%s' is bound to collector %s, not %s"):format(set.endpoint, row.collector, collector) }
+      end
+      if not row and self.bind_first_use == false then
+        return { refused = ("endpoint '%s' is bound to no collector: this repository takes posture only of endpoints "
+          .. "bound ahead (its endpoints configuration)"):format(set.endpoint) }
       end
       if not row then
         assert(db:run("INSERT INTO endpoint_binding (endpoint, collector, bound) VALUES (?, ?, ?)",
