@@ -47,7 +47,10 @@ do
   while arg[i] do
     local a = arg[i]
     local flag = a:match("^%-%-(.+)$")
-    if flag == "force" then
+    if flag == "help" or a == "-h" then
+      io.stdout:write(USAGE, "\n")
+      os.exit(0)
+    elseif flag == "force" then
       opts.force = true
     elseif flag and VALUED[flag] then
       if not arg[i + 1] then usage("--" .. flag .. " needs a value") end

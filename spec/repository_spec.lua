@@ -237,8 +237,13 @@ describe("which accounts the repository lets hold which role", function()
   end)
 
   it("binds endpoints on first use, or takes posture only of endpoints bound ahead", function()
+    local fs = require "sacm.fs"
     local dir = tmp.dir("binding")
-    local s = assert(repository.open(dir .. "/b.db"))
+    -- (and the database is its owner's alone: 0600, in the 0700 directories made for it)
+    local s = assert(repository.open(dir .. "/lib/sacm/b.db"))
+    assert.equal(tonumber("600", 8), assert(fs.stat(dir .. "/lib/sacm/b.db")).mode)
+    assert.equal(tonumber("700", 8), assert(fs.stat(dir .. "/lib")).mode)
+    assert.equal(tonumber("700", 8), assert(fs.stat(dir .. "/lib/sacm")).mode)
     local function set(endpoint, id)
       local p = payload.posture({ id = id .. "-p", kind = "os", endpoint = endpoint, collected = T0,
         collector = "collector-a@grid.test/x", data = { attributes = {}, items = {} } })

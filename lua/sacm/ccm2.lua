@@ -130,8 +130,10 @@ function M.add(conn, opts)
     M.revoke(conn, info.fingerprint)
     return nil, errors.new("bad-format", "the server's certificate is unusable: " .. problem)
   end
-  -- the key first: a certificate file without its key is useless, the reverse is harmless
-  ok, err = fs.write(opts.key_file, key:pem(), { mode = M.KEY_MODE })
+  -- the key first: a certificate file without its key is useless, the reverse is harmless; the
+  -- directories made on the way are 0700
+  ok, err = fs.private_file(opts.key_file, { create = false })
+  if ok then ok, err = fs.write(opts.key_file, key:pem(), { mode = M.KEY_MODE }) end
   if ok then ok, err = fs.write(opts.cert_file, crypto.pem(cert_der, "CERTIFICATE"), { mode = M.CERT_MODE }) end
   if not ok then
     log.error("writing %s / %s failed (%s); revoking the new certificate %s", opts.key_file, opts.cert_file,

@@ -513,16 +513,14 @@ function Store:stats()
 end
 
 -- The database holds every host's posture: nobody but its owner may read it. A new file is made
--- 0600 before SQLite opens it (SQLite gives its -wal and -shm files the database's mode); an
--- existing one that others can read is reported, with the fix.
+-- 0600 (in 0700 directories) before SQLite opens it (SQLite gives its -wal and -shm files the
+-- database's mode); an existing one that others can read is reported, with the fix.
 local log = require("sacm.log").new("store")
 local function prepare_file(path)
   if path == ":memory:" then return true end
-  local st = fs.stat(path)
-  if not st then return fs.write(path, "", { mode = 384 }) end -- 0600
-  if st.mode and (st.mode & 0x3f) ~= 0 then
-    log.warn("%s is readable or writable by other users and holds every endpoint's posture: chmod 600 it", path)
-  end
+  local ok, warning = fs.private_file(path)
+  if not ok then return nil, warning end
+  if warning then log.warn("%s; it holds every endpoint's posture", warning) end
   return true
 end
 
