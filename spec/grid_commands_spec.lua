@@ -219,6 +219,31 @@ describe("provenance at the repository #e2e", function()
     refused_upload(eval, id, text, "403.*is not a collector of this grid")
   end)
 
+  it("refuses results judged on posture it never stored, or on another endpoint's posture", function()
+    local function result_set(posture_id, endpoint, value)
+      local id = crypto.uuid()
+      local r = payload.result({ id = crypto.uuid(), endpoint = endpoint, rule_id = "t-os", policy_id = "t",
+        policy_version = "v", result = value, evaluated = os.time(), evaluator = eval.member.conn.jid,
+        posture_ids = { posture_id }, evidence = { "judged" } })
+      return id, xml.serialize(payload.result_set({ id = id, endpoint = endpoint, evaluator = eval.member.conn.jid,
+        evaluated = os.time(), totals = { total = 1, [value] = 1 }, results = { r } }))
+    end
+    -- posture a collector announced but never uploaded (it skipped the repository)
+    local never = crypto.uuid()
+    local id, text = result_set(never, "web9", "pass")
+    refused_upload(eval, id, text, "403.*judged on posture " .. never:gsub("%-", "%%-") .. ", which this repository never stored")
+    -- web1's real posture, judged as db1's
+    local row = assert(repo.store.db:first("SELECT id FROM posture WHERE endpoint = 'web1'"))
+    id, text = result_set(row.id, "db1", "pass")
+    refused_upload(eval, id, text, "of endpoint 'db1' was judged on posture " .. row.id:gsub("%-", "%%-")
+      .. " of endpoint 'web1'")
+    -- judged on its own endpoint's stored posture: stored; an error about undelivered posture too
+    id, text = result_set(row.id, "web1", "pass")
+    assert(client_of(eval):upload(id, text))
+    id, text = result_set(crypto.uuid(), "web1", "error")
+    assert(client_of(eval):upload(id, text))
+  end)
+
   it("admits no account to a role its name or the roles configuration does not give it", function()
     -- the collector2 account runs an evaluator: it advertises the role, but may not hold it
     local rogue = assert(evaluator.start(g:options("collector2", { jid = server:jid("collector2") .. "/as-evaluator",

@@ -216,6 +216,36 @@ function Store:store_result(el)
   return stored[1]
 end
 
+--- store:unproven_posture(set) -> nil | reason: why a result set is not judged on posture this
+-- store holds. Each result names the posture it was judged on; each must be stored here, of the
+-- result's endpoint (so uploaded by the collector bound to it, with every check that implies).
+-- A result of `error` may name posture that never arrived: judging undelivered posture an error
+-- is what evaluators are for.
+function Store:unproven_posture(set)
+  local known = {}
+  for _, r in ipairs(set.results or {}) do
+    if r.result ~= "error" then
+      for _, id in ipairs(r.posture_ids) do
+        local endpoint = known[id]
+        if endpoint == nil then
+          local row = self.db:first("SELECT endpoint FROM posture WHERE id = ?", { id })
+          endpoint = row and row.endpoint or false
+          known[id] = endpoint
+        end
+        if not endpoint then
+          return ("result %s (%s of %s) was judged on posture %s, which this repository never stored"):format(r.id,
+            r.rule_id, r.endpoint, id)
+        end
+        if endpoint ~= r.endpoint then
+          return ("result %s of endpoint '%s' was judged on posture %s of endpoint '%s'"):format(r.id, r.endpoint, id,
+            endpoint)
+        end
+      end
+    end
+  end
+  return nil
+end
+
 --- store:content_key(id) -> the key that makes a content URL for id valid (HMAC of the id with
 -- the repository's own secret, which is made once and kept in the database).
 function Store:content_key(id)
