@@ -298,9 +298,24 @@ describe("ccm2 against Prosody with mod_sacm_ccm2 #e2e", function()
     r = run(nil, "renew")
     assert.equal(0, r.code, r.stdout .. r.stderr)
     assert.matches("not due for renewal", r.stdout, 1, true)
+    -- a running component using the pair: renewal revokes its certificate, which closes its
+    -- session, and it comes back on its own with the new files
+    local live = track(assert(xmpp.connect({ client_cert = f.cert_file, client_key = f.key_file, resource = "live",
+      host = server.host, port = server.port, cafile = server.ca_file, max_backoff = 0.5 })))
+    local events = {}
+    live:on("status", function(event) events[#events + 1] = event end)
     r = run(nil, "renew", "--force")
     assert.equal(0, r.code, r.stdout .. r.stderr)
     local second = assert(crypto.cert_info(assert(fs.read(f.cert_file)))).fingerprint
+    require("support.wait").until_true(function() return events[2] == "reconnected" end, 10,
+      "the component reconnecting with the renewed certificate")
+    assert.equal("disconnected", events[1])
+    assert.is_number(assert(live:ping()))
+    local in_use = assert(ccm2.list(live))
+    assert.equal(1, #in_use)
+    assert.equal(second, in_use[1].fingerprint)
+    assert.same({ "live" }, in_use[1].resources)
+    live:close()
     assert.are_not.equal(first, second)
     assert.equal(KEY_MODE, assert(fs.stat(f.key_file)).mode & tonumber("777", 8))
     r = run(nil, "list")
