@@ -1,10 +1,10 @@
 -- XMPP connections against a real, private Prosody on loopback.
 local prosody = require "support.prosody"
 local xmpp = require "sacm.xmpp"
-local st = require "sacm.stanza"
+local st = require "sacm.xmpp.stanza"
 local task = require "sacm.task"
 local sync = require "sacm.sync"
-local jid = require "sacm.jid"
+local jid = require "sacm.xmpp.jid"
 local loop = require "sacm._loop"
 
 local function seconds_since(t0) return (loop.hrtime() - t0) / 1e9 end

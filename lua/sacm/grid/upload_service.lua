@@ -16,8 +16,8 @@
 -- be used once.
 local http = require "sacm.http"
 local xml = require "sacm.xml"
-local st = require "sacm.stanza"
-local jidlib = require "sacm.jid"
+local st = require "sacm.xmpp.stanza"
+local jidlib = require "sacm.xmpp.jid"
 local crypto = require "sacm.crypto"
 local time = require "sacm.time"
 local errors = require "sacm.error"

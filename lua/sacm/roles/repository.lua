@@ -12,8 +12,8 @@
 -- survives a crash); this role is the layer that connects it to the grid (docs/protocol.md).
 local store = require "sacm.grid.store"
 local member = require "sacm.grid.member"
-local commands = require "sacm.commands"
-local jidlib = require "sacm.jid"
+local commands = require "sacm.xmpp.commands"
+local jidlib = require "sacm.xmpp.jid"
 local proto = require "sacm.grid.protocol"
 local upload_service = require "sacm.grid.upload_service"
 local time = require "sacm.time"

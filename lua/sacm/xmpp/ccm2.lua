@@ -1,4 +1,4 @@
---- sacm.ccm2: Client Certificate Management 2.0 (the ccm2 ProtoXEP, as profiled in docs/protocol.md).
+--- sacm.xmpp.ccm2: Client Certificate Management 2.0 (the ccm2 ProtoXEP, as profiled in docs/protocol.md).
 --
 --   local cert, err = ccm2.add(conn, { name = "web1", key_file = "/etc/sacm/web1.key",
 --                                      cert_file = "/etc/sacm/web1.crt" })
@@ -12,11 +12,11 @@
 -- bare JID whatever the CSR asks for, so add checks the answer (our key, our JID, in validity).
 -- All calls wait (run them in a task) and return nil, err on failure; bad arguments raise.
 local crypto = require "sacm.crypto"
-local disco = require "sacm.disco"
+local disco = require "sacm.xmpp.disco"
 local errors = require "sacm.error"
 local fs = require "sacm.fs"
-local jid = require "sacm.jid"
-local st = require "sacm.stanza"
+local jid = require "sacm.xmpp.jid"
+local st = require "sacm.xmpp.stanza"
 local time = require "sacm.time"
 local log = require("sacm.log").new("ccm2")
 

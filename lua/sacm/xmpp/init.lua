@@ -14,8 +14,8 @@ local sync = require "sacm.sync"
 local timer = require "sacm.timer"
 local errors = require "sacm.error"
 local xml = require "sacm.xml"
-local st = require "sacm.stanza"
-local jidlib = require "sacm.jid"
+local st = require "sacm.xmpp.stanza"
+local jidlib = require "sacm.xmpp.jid"
 local log = require("sacm.log").new("xmpp")
 local hrtime = require("sacm._loop").hrtime
 local new_timer = require("sacm._timer").new
@@ -76,7 +76,7 @@ function Connection:on(kind, filter, fn)
   return handlers.add(list, { filter = filter or {}, fn = fn })
 end
 
--- conn:_on_direct(kind, filter, fn): for library modules (sacm.pubsub), a message or presence
+-- conn:_on_direct(kind, filter, fn): for library modules (sacm.xmpp.pubsub), a message or presence
 -- handler that runs at once, inside the delivery of the stanza, rather than as a task of its
 -- own: for work that never waits (queueing an event), where a task per stanza is most of the
 -- cost. fn(stanza, conn) must not yield; an error it raises is logged.
