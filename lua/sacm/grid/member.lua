@@ -40,7 +40,7 @@ local Member = {}
 Member.__index = Member
 
 -- Connection options taken from the join options as they are.
-local CONNECT_KEYS = { "jid", "password", "client_cert", "client_key", "host", "port", "resource", "cafile",
+local CONNECT_KEYS = { "jid", "password", "client_cert", "client_key", "host", "port", "servers", "resource", "cafile",
   "capath", "insecure", "timeout", "connect_timeout", "reconnect", "max_backoff", "disable_sm", "direct_tls",
   "ping_interval", "ping_timeout" }
 
