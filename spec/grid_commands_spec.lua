@@ -16,6 +16,8 @@ local evaluator = require "sacm.roles.evaluator"
 local repository = require "sacm.roles.repository"
 local orchestrator = require "sacm.roles.orchestrator"
 local wait_until = require("support.wait").until_true
+local jidlib = require "sacm.jid"
+local task = require "sacm.task"
 
 describe("the grid's commands #e2e", function()
   local server, dir, g, orch, coll, eval, repo, outsider
@@ -249,7 +251,10 @@ describe("hostile submissions and data #e2e", function()
     repo = start(repository, "repository", { database = dir .. "/grid.db" })
     orch = start(orchestrator, "orchestrator")
     eval = start(evaluator, "evaluator", { policies = dir .. "/policies" })
-    coll = start(collector, "collector", { kinds = { "os" }, endpoint = "web1" })
+    -- a roomier burst than the default, so the many refusals below do not meet the rate limit
+    -- before the spec that is about it
+    coll = start(collector, "collector", { kinds = { "os" }, endpoint = "web1",
+      rate_limits = { collect = { rate = 2, burst = 40 } } })
     assert(orch:discover({ collectors = 1, evaluators = 1, timeout = 15 }))
   end)
 
@@ -281,6 +286,77 @@ describe("hostile submissions and data #e2e", function()
     refused_at_once(repo.member.conn.jid, "query", { type = "posture", endpoint = "x' OR '1'='1" }, "endpoint: .* is not an identifier")
   end)
 
+  -- Opens a session of node at jid and submits a form of the given <field/> elements as it is on
+  -- the wire -> the error, and the seconds the role took from receiving the submission to
+  -- answering it (its command handler, timed in this process: a large stanza's trip through the
+  -- XMPP server is not the role's to bound).
+  local function submit_raw(conn, jid, node, fields)
+    local opened = assert(orch.conn:iq(st.iq({ type = "set", to = jid })
+      :tag("command", { xmlns = commands.NS, node = node, action = "execute" }):up()))
+    local sid = opened:child("command", commands.NS).attr.sessionid
+    local x = xml.element("x", { xmlns = forms.NS, type = "submit" })
+    x:tag("field", { var = "FORM_TYPE", type = "hidden" }):tag("value"):text(node):up():up()
+    for _, f in ipairs(fields) do x:add(f) end
+    local iq = st.iq({ type = "set", to = jid })
+      :tag("command", { xmlns = commands.NS, node = node, sessionid = sid, action = "complete" }):add(x):up()
+    local handler
+    for _, h in ipairs(conn.handlers.iq) do
+      if h.filter.ns == commands.NS then handler = h end
+    end
+    local original, took = handler.fn, nil
+    handler.fn = function(stanza, c)
+      local t0 = time.monotonic()
+      local r1, r2 = original(stanza, c)
+      if stanza.attr.id == iq.attr.id then took = time.monotonic() - t0 end
+      return r1, r2
+    end
+    local reply, err = orch.conn:iq(iq, { timeout = 20 })
+    handler.fn = original
+    assert.is_nil(reply, "a hostile form was accepted")
+    return err, took
+  end
+
+  local function field(var, values, ftype)
+    local f = xml.element("field", { xmlns = forms.NS, var = var, type = ftype })
+    for _, v in ipairs(values) do f:tag("value"):text(v):up() end
+    return f
+  end
+
+  it("answers each hostile form with its error within 100 ms, and a ping right after", function()
+    local many_fields = {}
+    for i = 1, 5000 do many_fields[i] = xml.element("field", { xmlns = forms.NS, var = "j" .. i }) end
+    many_fields[#many_fields + 1] = field("timeout", { "abc" })
+    local three_thousand = {}
+    for i = 1, 3000 do three_thousand[i] = "os" end
+    local nested = field("correlation", {})
+    nested:tag("value"):tag("deep", { xmlns = "urn:junk" }):tag("deeper"):text("x"):up():up():up()
+    nested:tag("value"):text("two"):up()
+    local cases = {
+      { "wrong types", { field("timeout", { "1", "2" }), field("kinds", { "os" }, "boolean") }, "timeout: expects one value, got 2" },
+      { "bidirectional Unicode", { field("correlation", { "abc\u{202E}fdp.exe" }) }, "correlation: 'abc\u{202E}fdp.exe' is not an identifier" },
+      { "nested junk", { nested }, "correlation: expects one value, got 2" },
+      { "5,000 fields", many_fields, "timeout: not an integer" },
+      { "one 200 KB value", { field("correlation", { ("c"):rep(200 * 1024) }) }, "correlation: longer than 4096 bytes" },
+      { "3,000 values", { field("kinds", three_thousand, "list-multi") }, "kinds: more than 1000 values %(3000%)" },
+      { "timeout=-1e309", { field("timeout", { "-1e309" }) }, "timeout: not an integer %(xs:integer%): '%-1e309'" },
+      { "timeout=-1", { field("timeout", { "-1" }) }, "timeout: %-1 is out of range %(1 to 3600%)" },
+    }
+    local jid = coll.member.conn.jid
+    local slowest = 0
+    for _, case in ipairs(cases) do
+      local err, took = submit_raw(coll.member.conn, jid, proto.CMD.collect, case[2])
+      assert.equal("bad-request", err.condition, case[1] .. ": " .. tostring(err))
+      local app = err.stanza:child("error"):child("bad-payload", commands.NS)
+      assert.is_not_nil(app, case[1] .. ": no bad-payload in " .. tostring(err))
+      assert.matches(case[3], err.text, 1, false, case[1])
+      slowest = math.max(slowest, took)
+      assert.is_true(took < 0.1, ("%s answered in %.0f ms"):format(case[1], took * 1000))
+      local rtt = assert(orch.conn:ping(jid, 5), case[1] .. ": no ping answer after it")
+      assert.is_true(rtt < 0.5, ("%s: ping took %.0f ms"):format(case[1], rtt * 1000))
+    end
+    print(("  slowest hostile form answered in %.1f ms"):format(slowest * 1000))
+  end)
+
   it("ignores a posture notification whose server-verified publisher is not the collector it names", function()
     local before = eval.refused_provenance or 0
     local p = payload.posture({ id = crypto.uuid(), kind = "os", endpoint = "db9", collector = server:jid("evaluator") .. "/x",
@@ -306,5 +382,69 @@ describe("hostile submissions and data #e2e", function()
     local run = assert(orch:evaluate({ correlation = real.correlation, timeout = 20 }))
     assert.equal(0, #run.results) -- no policy here: the point is that evaluation still runs on real posture
     assert.is_true(eval.latest.web1.os.collected < time.now() + 1)
+  end)
+
+  it("stores every result whatever its evidence and title hold: NUL, ESC, Latin-1, long non-ASCII, \\255", function()
+    -- each rule's text would make the payload fail to serialize if written as it is; the encoder
+    -- writes what XML cannot carry as \xNN and cuts long text between characters
+    local long = ("é"):rep(700) -- 1400 bytes: the evaluator's 1024-byte cut falls inside a character
+    assert(fs.write(dir .. "/policies/odd.lua", ([[
+local long = %q
+local function rule(id, title, evidence)
+  return { id = id, title = title, severity = "low", rationale = "odd text", requires = { "os" },
+    check = function() return "pass", evidence end }
+end
+return { id = "odd", title = "odd text", rules = {
+  rule("odd-nul", "nul", "before\0after"),
+  rule("odd-esc", "esc", "\27[31mred\27[0m"),
+  rule("odd-latin1", "latin-1", "caf\233 cr\232me"),
+  rule("odd-long", "long", long),
+  rule("odd-title", "bad \255 title", "ok"),
+} }
+]]):format(long)))
+    wait_until(function() return #eval.engine:rules() == 5 end, 10, "the evaluator loading odd.lua")
+    local c = assert(orch:collect({ kinds = { "os" }, timeout = 20 }))
+    local run = assert(orch:evaluate({ correlation = c.correlation, timeout = 20 }))
+    assert.equal(5, #run.results)
+    local page = assert(repo.store:query({ type = "results", correlation = c.correlation }))
+    assert.equal(5, #page.rows)
+    local stored = {}
+    for _, row in ipairs(page.rows) do
+      local el = assert(repo.store:get(row.id))
+      local r = assert(payload.parse_result(el))
+      stored[r.rule_id] = r
+      assert.equal("pass", r.result, r.rule_id) -- judged as the check said, not turned into an error
+    end
+    assert.same({ "before\\x00after" }, stored["odd-nul"].evidence)
+    assert.same({ "\\x1B[31mred\\x1B[0m" }, stored["odd-esc"].evidence)
+    assert.same({ "caf\\xE9 cr\\xE8me" }, stored["odd-latin1"].evidence)
+    local cut = stored["odd-long"].evidence[1]
+    assert.equal(("é"):rep(512), cut:sub(1, 1024))
+    assert.matches("%.%.%. %(1400 bytes in all%)$", cut)
+    assert.is_not_nil(utf8.len(cut))
+    assert.equal("bad \\xFF title", stored["odd-title"].title)
+    assert(fs.remove(dir .. "/policies/odd.lua"))
+  end)
+
+  -- last: it spends the collector's burst
+  it("refuses a peer's collects past its rate limit with policy-violation (type wait), and keeps answering pings", function()
+    local jid = coll.member.conn.jid
+    local refused
+    for _ = 1, 60 do
+      local s, err = commands.start(orch.conn, jid, proto.CMD.collect)
+      if not s then refused = err break end
+      s:cancel()
+    end
+    assert.is_not_nil(refused, "60 collects in a row were all taken")
+    assert.equal("policy-violation", refused.condition, tostring(refused))
+    assert.equal("wait", refused.type)
+    assert.matches("more requests from " .. jidlib.bare(orch.conn.jid):gsub("%p", "%%%0")
+      .. " than its rate limit allows %(2 a second, bursts of 40%); try again in %d%.%d s", refused.text)
+    assert(orch.conn:ping(jid, 5))
+    -- another command of the same role is not limited, and the limit lifts as tokens come back
+    assert(orch:command(jid, "status"))
+    task.sleep(0.6)
+    local s = assert(commands.start(orch.conn, jid, proto.CMD.collect))
+    s:cancel()
   end)
 end)

@@ -13,6 +13,7 @@
 local policy = require "sacm.policy"
 local member = require "sacm.grid.member"
 local proto = require "sacm.grid.protocol"
+local ratelimit = require "sacm.ratelimit"
 local payload = require "sacm.grid.payload"
 local report = require "sacm.report"
 local task = require "sacm.task"
@@ -158,7 +159,10 @@ function Evaluator:evaluate(endpoint, correlation, policy_ids, kinds)
   local set_el = payload.result_set({ id = set_id, endpoint = endpoint, hostname = self.hostnames[endpoint],
     evaluator = self.member.conn.jid, evaluated = evaluated, correlation = correlation, totals = totals,
     results = elements })
-  local state, derr = self.delivery:submit(set_id, "result-set", xml.serialize(set_el), self.delivery_wait)
+  -- a set that cannot be written is logged and reported (status delivery='failed'), never dropped silently
+  local encoded, body = pcall(xml.serialize, set_el)
+  local state, derr = "failed", "the result set could not be encoded: " .. tostring(body)
+  if encoded then state, derr = self.delivery:submit(set_id, "result-set", body, self.delivery_wait) end
   if state == "pending" then
     log.warn("results of %s%s not delivered yet, kept in the spool: %s", endpoint,
       correlation and (" [" .. correlation .. "]") or "", tostring(derr))
@@ -173,8 +177,8 @@ function Evaluator:evaluate(endpoint, correlation, policy_ids, kinds)
     local ok, perr = self.member:publish("results", set_id, notice)
     if not ok then log.warn("results of %s not announced: %s", endpoint, tostring(perr)) end
   elseif state ~= "delivered" then
-    log.error("results of %s%s refused by the repository: %s", endpoint, correlation and (" [" .. correlation .. "]") or "",
-      tostring(derr))
+    log.error("results of %s%s not delivered (%s): %s", endpoint, correlation and (" [" .. correlation .. "]") or "",
+      tostring(state), tostring(derr))
   end
   self.evaluations = self.evaluations + 1
   log.info("%s%s: %d results (pass %d, fail %d, error %d)", endpoint,
@@ -292,11 +296,12 @@ local function lines(v)
   return out
 end
 
-local function add_commands(self, allowed)
+local function add_commands(self, allowed, limits)
   local cmds = self.member.commands
   cmds:add(proto.CMD.evaluate, {
     name = "Evaluate posture",
     allowed = allowed,
+    rate = ratelimit.for_command("evaluate", limits), -- per peer: docs/protocol.md 8
     end_on_refusal = true, -- docs/protocol.md 3: a refused submission ends the session
     form = function() return proto.evaluate_form(policy_ids(self)) end,
     run = function(session, values)
@@ -384,7 +389,7 @@ function M.start(opts)
     end })
   if not self.member then return nil, self.delivery end
   advertise_policies(self)
-  add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid))
+  add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid), opts.rate_limits)
   local ok
   ok, err = self.member:subscribe("posture", function(item) on_posture(self, item) end)
   if not ok then
