@@ -17,6 +17,8 @@ local repository = require "sacm.roles.repository"
 local orchestrator = require "sacm.roles.orchestrator"
 local wait_until = require("support.wait").until_true
 local jidlib = require "sacm.jid"
+local policy = require "sacm.policy"
+local sandbox = require "sacm.sandbox"
 local task = require "sacm.task"
 
 describe("the grid's commands #e2e", function()
@@ -335,7 +337,7 @@ describe("hostile submissions and data #e2e", function()
       { "wrong types", { field("timeout", { "1", "2" }), field("kinds", { "os" }, "boolean") }, "timeout: expects one value, got 2" },
       { "bidirectional Unicode", { field("correlation", { "abc\u{202E}fdp.exe" }) }, "correlation: 'abc\u{202E}fdp.exe' is not an identifier" },
       { "nested junk", { nested }, "correlation: expects one value, got 2" },
-      { "5,000 fields", many_fields, "timeout: not an integer" },
+      { "5,000 fields", many_fields, "invalid form: more than 500 fields %(5002%)" },
       { "one 200 KB value", { field("correlation", { ("c"):rep(200 * 1024) }) }, "correlation: longer than 4096 bytes" },
       { "3,000 values", { field("kinds", three_thousand, "list-multi") }, "kinds: more than 1000 values %(3000%)" },
       { "timeout=-1e309", { field("timeout", { "-1e309" }) }, "timeout: not an integer %(xs:integer%): '%-1e309'" },
@@ -424,6 +426,61 @@ return { id = "odd", title = "odd text", rules = {
     assert.is_not_nil(utf8.len(cut))
     assert.equal("bad \\xFF title", stored["odd-title"].title)
     assert(fs.remove(dir .. "/policies/odd.lua"))
+  end)
+
+  it("a file of 2,000 looping rules cannot hold the evaluator beyond its budget; pings are answered meanwhile", function()
+    local rules = {}
+    for i = 1, 2000 do
+      rules[i] = ('{ id = "loop-%d", title = "loop", severity = "low", rationale = "r", requires = { "os" }, '
+        .. 'check = function() while true do end end },'):format(i)
+    end
+    assert(fs.write(dir .. "/policies/loops.lua", 'return { id = "loops", title = "loops", rules = {\n'
+      .. table.concat(rules, "\n") .. "\n} }\n"))
+    wait_until(function() return #eval.engine:rules() == 2000 end, 20, "the evaluator loading loops.lua")
+    local c = assert(orch:collect({ kinds = { "os" }, timeout = 20 }))
+    -- pings count while the engine evaluates (every role of this spec shares one process: the
+    -- repository storing 2,000 results afterwards is not the evaluator's loop being held)
+    local worst, pings, done, evaluating = 0, 0, false, false
+    local engine_evaluate = eval.engine.evaluate
+    eval.engine.evaluate = function(...)
+      evaluating = true
+      local r = engine_evaluate(...)
+      evaluating = false
+      return r
+    end
+    local pinger = task.spawn(function()
+      while not done do
+        local started = evaluating
+        local rtt = assert(orch.conn:ping(eval.member.conn.jid, 5))
+        if started and evaluating then worst, pings = math.max(worst, rtt), pings + 1 end
+        task.sleep(0.02)
+      end
+    end)
+    local t0 = time.monotonic()
+    local run = assert(orch:evaluate({ correlation = c.correlation, timeout = 60 }))
+    local took = time.monotonic() - t0
+    done = true
+    pinger:await()
+    eval.engine.evaluate = nil -- the method again
+    assert.equal(2000, #run.results)
+    local budget = policy.POLICY_INSTRUCTIONS // sandbox.DEFAULT_INSTRUCTIONS -- rules that run before it is spent
+    local counts = {}
+    for _, r in ipairs(run.results) do
+      assert.equal("error", r.result)
+      local why = r.evidence[1]:match("^not run") and "not run" or r.evidence[1]:match("instruction budget") and "budget"
+      assert.is_not_nil(why, r.evidence[1])
+      counts[why] = (counts[why] or 0) + 1
+    end
+    assert.equal(budget, counts.budget)
+    assert.equal(2000 - budget, counts["not run"])
+    local stored = assert(repo.store:query({ type = "results", correlation = c.correlation, result = "error", max = 1 }))
+    assert.equal(1, #stored.rows)
+    -- 2,000 rules at 1e6 instructions each would hold the loop for seconds; a ping waits one slice
+    assert.is_true(pings >= 3, ("only %d pings in %.2f s"):format(pings, took))
+    assert.is_true(worst < 0.25, ("a ping took %.0f ms while the evaluator worked"):format(worst * 1000))
+    print(("  2,000 looping rules: evaluation %.2f s, %d pings, the slowest %.1f ms"):format(took, pings, worst * 1000))
+    assert(fs.remove(dir .. "/policies/loops.lua"))
+    wait_until(function() return #eval.engine:rules() == 0 end, 20, "the evaluator dropping loops.lua")
   end)
 
   -- last: it spends the collector's burst

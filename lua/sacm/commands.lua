@@ -313,8 +313,9 @@ function Session:ask(def, opts)
         :format(req.action, opts.last and "complete" or "next"), "bad-action"))
       refused(self)
     else
-      local parsed = submitted and forms.parse(submitted, def)
-      local values, err = forms.validate(def, parsed and parsed.values or {})
+      local parsed, values, err
+      if submitted then parsed, err = forms.parse(submitted, def) end -- a form parse refuses is no empty one
+      if not err then values, err = forms.validate(def, parsed and parsed.values or {}) end
       local want = x and forms.parse(x).form_type
       if values and want and parsed and parsed.form_type and parsed.form_type ~= want then
         values, err = nil, errors.new("bad-request", ("invalid form: FORM_TYPE is '%s', this command's form is '%s'")

@@ -105,6 +105,37 @@ local function view(posture_by_kind)
   return v, ids
 end
 
+-- Delivers one result set to the repository (announcing it as pending when the repository is
+-- away) -> state ("delivered", "pending", "refused" or "failed"), err.
+local function deliver_set(self, endpoint, correlation, evaluated, elements, totals)
+  local set_id = crypto.uuid()
+  local set_el = payload.result_set({ id = set_id, endpoint = endpoint, hostname = self.hostnames[endpoint],
+    evaluator = self.member.conn.jid, evaluated = evaluated, correlation = correlation, totals = totals,
+    results = elements })
+  -- a set that cannot be written is logged and reported (status delivery='failed'), never dropped silently
+  local encoded, body = pcall(xml.serialize, set_el)
+  local state, derr = "failed", "the result set could not be encoded: " .. tostring(body)
+  if encoded then state, derr = self.delivery:submit(set_id, "result-set", body, self.delivery_wait) end
+  if state == "pending" then
+    log.warn("results of %s%s not delivered yet, kept in the spool: %s", endpoint,
+      correlation and (" [" .. correlation .. "]") or "", tostring(derr))
+    -- whoever waits for them hears them now, marked as not stored yet; they are announced again
+    -- once the repository has them
+    local notice = set_el
+    if #xml.serialize(set_el) > proto.INLINE_MAX then
+      notice = payload.result_set({ id = set_id, endpoint = endpoint, hostname = self.hostnames[endpoint],
+        evaluator = self.member.conn.jid, evaluated = evaluated, correlation = correlation, totals = totals })
+    end
+    notice.attr.delivery = "pending"
+    local ok, perr = self.member:publish("results", set_id, notice)
+    if not ok then log.warn("results of %s not announced: %s", endpoint, tostring(perr)) end
+  elseif state ~= "delivered" then
+    log.error("results of %s%s not delivered (%s): %s", endpoint, correlation and (" [" .. correlation .. "]") or "",
+      tostring(state), tostring(derr))
+  end
+  return state, derr
+end
+
 --- e:evaluate(endpoint, [correlation], [policy_ids]) -> totals {pass = n, ...}, results | nil, err
 -- Evaluates the newest posture of the endpoint (the correlation's posture first, when given) and
 -- publishes every result.
@@ -155,30 +186,13 @@ function Evaluator:evaluate(endpoint, correlation, policy_ids, kinds)
     end
     elements[#elements + 1] = el
   end
-  local set_id = crypto.uuid()
-  local set_el = payload.result_set({ id = set_id, endpoint = endpoint, hostname = self.hostnames[endpoint],
-    evaluator = self.member.conn.jid, evaluated = evaluated, correlation = correlation, totals = totals,
-    results = elements })
-  -- a set that cannot be written is logged and reported (status delivery='failed'), never dropped silently
-  local encoded, body = pcall(xml.serialize, set_el)
-  local state, derr = "failed", "the result set could not be encoded: " .. tostring(body)
-  if encoded then state, derr = self.delivery:submit(set_id, "result-set", body, self.delivery_wait) end
-  if state == "pending" then
-    log.warn("results of %s%s not delivered yet, kept in the spool: %s", endpoint,
-      correlation and (" [" .. correlation .. "]") or "", tostring(derr))
-    -- whoever waits for them hears them now, marked as not stored yet; they are announced again
-    -- once the repository has them
-    local notice = set_el
-    if #xml.serialize(set_el) > proto.INLINE_MAX then
-      notice = payload.result_set({ id = set_id, endpoint = endpoint, hostname = self.hostnames[endpoint],
-        evaluator = self.member.conn.jid, evaluated = evaluated, correlation = correlation, totals = totals })
-    end
-    notice.attr.delivery = "pending"
-    local ok, perr = self.member:publish("results", set_id, notice)
-    if not ok then log.warn("results of %s not announced: %s", endpoint, tostring(perr)) end
-  elseif state ~= "delivered" then
-    log.error("results of %s%s not delivered (%s): %s", endpoint, correlation and (" [" .. correlation .. "]") or "",
-      tostring(state), tostring(derr))
+  -- a set holds at most payload.MAX_SET results (what a repository takes): more rules, more sets
+  local state, derr = "delivered", nil
+  for first = 1, math.max(#elements, 1), payload.MAX_SET do
+    local last = math.min(#elements, first + payload.MAX_SET - 1)
+    local s1, e1 = deliver_set(self, endpoint, correlation, evaluated, { table.unpack(elements, first, last) },
+      report.totals({ table.unpack(results, first, last) }))
+    if s1 ~= "delivered" then state, derr = s1, e1 end
   end
   self.evaluations = self.evaluations + 1
   log.info("%s%s: %d results (pass %d, fail %d, error %d)", endpoint,
