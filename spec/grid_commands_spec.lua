@@ -133,6 +133,19 @@ return { id = "t", title = "t", rules = {
     assert.same({}, ok.values.failed or {})
   end)
 
+  it("keeps a role connected when an account sends it a payload in the xml prefix's namespace", function()
+    local dropped = 0
+    local h = coll.member.conn:on("status", function(event) if event == "disconnected" then dropped = dropped + 1 end end)
+    local to = coll.member.conn.jid
+    for i = 1, 3 do assert(outsider.c:send(("<message to='%s' id='x%d'><xml:e/></message>"):format(to, i))) end
+    -- the stanzas are refused where they enter the server; the collector keeps its stream
+    assert(outsider:ping(to, 5))
+    assert(orch.conn:ping(to, 5))
+    assert.equal("connected", coll.member.conn.state)
+    assert.equal(0, dropped)
+    h:remove()
+  end)
+
   it("names the field of a bad query, with bad-payload", function()
     local r = repo.member.conn.jid
     assert.matches("max: not an integer", refused(r, "query", { type = "posture", max = "ten" }).text)
@@ -356,6 +369,24 @@ describe("hostile submissions and data #e2e", function()
       local rtt = assert(orch.conn:ping(jid, 5), case[1] .. ": no ping answer after it")
       assert.is_true(rtt < 0.5, ("%s: ping took %.0f ms"):format(case[1], rtt * 1000))
     end
+    -- the evaluator and the repository likewise
+    local big = { field("correlation", { ("c"):rep(200 * 1024) }) }
+    for _, target in ipairs {
+      { eval.member.conn, proto.CMD.evaluate, big, "correlation: longer than 4096 bytes" },
+      { eval.member.conn, proto.CMD.evaluate, many_fields, "more than 500 fields" },
+      { eval.member.conn, proto.CMD.evaluate, { field("endpoints", three_thousand, "text-multi") }, "endpoints: more than 1000 values" },
+      { repo.member.conn, proto.CMD.query, big, "correlation: longer than 4096 bytes" },
+      { repo.member.conn, proto.CMD.query, many_fields, "more than 500 fields" },
+      { repo.member.conn, proto.CMD.query, { field("max", { "-1e309" }) }, "max: not an integer" },
+    } do
+      local err, took = submit_raw(target[1], target[1].jid, target[2], target[3])
+      local what = target[2] .. " " .. target[4]
+      assert.equal("bad-request", err.condition, what .. ": " .. tostring(err))
+      assert.matches(target[4], err.text, 1, false, what)
+      slowest = math.max(slowest, took)
+      assert.is_true(took < 0.1, ("%s answered in %.0f ms"):format(what, took * 1000))
+      assert(orch.conn:ping(target[1].jid, 5), what .. ": no ping answer after it")
+    end
     print(("  slowest hostile form answered in %.1f ms"):format(slowest * 1000))
   end)
 
@@ -384,6 +415,18 @@ describe("hostile submissions and data #e2e", function()
     local run = assert(orch:evaluate({ correlation = real.correlation, timeout = 20 }))
     assert.equal(0, #run.results) -- no policy here: the point is that evaluation still runs on real posture
     assert.is_true(eval.latest.web1.os.collected < time.now() + 1)
+    -- a result dated ahead inside a set dated now would stay "current" for ever: refused too
+    local ev = eval.member.conn.jid
+    local r = payload.result({ id = crypto.uuid(), endpoint = "web1", rule_id = "t-os", policy_id = "t",
+      policy_version = "v", result = "pass", evaluator = ev, evaluated = time.parse("9999-01-01T00:00:00Z") })
+    local set_id = crypto.uuid()
+    local rs = payload.result_set({ id = set_id, endpoint = "web1", evaluator = ev, totals = { total = 1, pass = 1 },
+      results = { r } })
+    local rup = upload.client(eval.member.conn, { service = repo.member.conn.jid, cafile = server.ca_file })
+    ok, err = rup:upload(set_id, xml.serialize(rs))
+    assert.is_nil(ok)
+    local want = "result " .. r.attr.id .. " in set " .. set_id .. " was evaluated 9999-01-01T00:00:00.000Z, more than 300 s ahead"
+    assert.is_truthy(tostring(err):find(want, 1, true), tostring(err))
   end)
 
   it("stores every result whatever its evidence and title hold: NUL, ESC, Latin-1, long non-ASCII, \\255", function()
