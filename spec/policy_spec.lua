@@ -551,30 +551,30 @@ describe("sacm.policy", function()
         { instructions = 100000, policy_instructions = 1000000, evaluation_instructions = 1150000 })
       local r = e:evaluate(OS)
       assert.equal(2003, #r)
-      local by_rule = {}
-      for _, x in ipairs(r) do by_rule[x.rule_id] = x end
+      local got = {}
+      for _, x in ipairs(r) do got[x.rule_id] = x end
       -- ten rules spend the policy's million instructions; the 11th on are not run at all
       for i = 1, 10 do
-        assert.equal("error", by_rule["loops-r" .. i].result)
-        assert.matches("instruction budget %(100000 instructions%)", by_rule["loops-r" .. i].evidence[1])
+        assert.equal("error", got["loops-r" .. i].result)
+        assert.matches("instruction budget %(100000 instructions%)", got["loops-r" .. i].evidence[1])
       end
       for i = 11, 2000 do
         assert.same({ "error", "not run: policy loops spent its budget of 1000000 instructions for one evaluation" },
-          { by_rule["loops-r" .. i].result, by_rule["loops-r" .. i].evidence[1] })
+          { got["loops-r" .. i].result, got["loops-r" .. i].evidence[1] })
       end
       -- the other file (evaluated after loops: policies go in id order) has a budget of its own,
       -- within what is left of the evaluation's
-      assert.same({ "pass", "error", "pass" }, { by_rule["other-r1"].result, by_rule["other-r2"].result,
-        by_rule["other-r3"].result })
+      assert.same({ "pass", "error", "pass" }, { got["other-r1"].result, got["other-r2"].result,
+        got["other-r3"].result })
       -- the evaluation's budget: it runs out inside loops' second rule
       local e2 = engine_with({}, { instructions = 100000, policy_instructions = 1000000, evaluation_instructions = 150000 })
       r = e2:evaluate(OS)
-      by_rule = {}
-      for _, x in ipairs(r) do by_rule[x.rule_id] = x end
-      assert.matches("instruction budget %(100000 instructions%)", by_rule["loops-r1"].evidence[1])
-      assert.equal("check stopped: the evaluation spent its budget of 150000 instructions", by_rule["loops-r2"].evidence[1])
-      assert.equal("not run: the evaluation spent its budget of 150000 instructions", by_rule["loops-r3"].evidence[1])
-      assert.equal("not run: the evaluation spent its budget of 150000 instructions", by_rule["other-r1"].evidence[1])
+      got = {}
+      for _, x in ipairs(r) do got[x.rule_id] = x end
+      assert.matches("instruction budget %(100000 instructions%)", got["loops-r1"].evidence[1])
+      assert.equal("check stopped: the evaluation spent its budget of 150000 instructions", got["loops-r2"].evidence[1])
+      assert.equal("not run: the evaluation spent its budget of 150000 instructions", got["loops-r3"].evidence[1])
+      assert.equal("not run: the evaluation spent its budget of 150000 instructions", got["other-r1"].evidence[1])
     end)
 
     it("serves the loop between rules while it evaluates in a task", function()

@@ -114,14 +114,14 @@ function M.wire_text(s, max_bytes)
   if select(2, xml.clean_text(s)) > 0 then
     local out, i, n = {}, 1, #s
     while i <= n do
-      local len, bad = utf8.len(s, i)
+      local len, at = utf8.len(s, i) -- at: the first byte that is not UTF-8
       if len then
         out[#out + 1] = escape_valid(s:sub(i))
         break
       end
-      out[#out + 1] = escape_valid(s:sub(i, bad - 1))
-      out[#out + 1] = escape_control(s:sub(bad, bad))
-      i = bad + 1
+      out[#out + 1] = escape_valid(s:sub(i, at - 1))
+      out[#out + 1] = escape_control(s:sub(at, at))
+      i = at + 1
     end
     s = table.concat(out)
   end
@@ -158,7 +158,6 @@ end
 
 --- digest(text) -> the lower-case hex SHA-256 of text, as references carry it.
 function M.digest(text)
-  local crypto = require "sacm.crypto"
   return crypto.hex(crypto.sha256(text))
 end
 
