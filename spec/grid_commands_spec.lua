@@ -415,6 +415,15 @@ describe("hostile submissions and data #e2e", function()
     local run = assert(orch:evaluate({ correlation = real.correlation, timeout = 20 }))
     assert.equal(0, #run.results) -- no policy here: the point is that evaluation still runs on real posture
     assert.is_true(eval.latest.web1.os.collected < time.now() + 1)
+    -- posture ahead but within the accepted skew is taken, ordered as if collected on arrival:
+    -- the next real posture replaces it
+    local ahead = payload.posture({ id = crypto.uuid(), kind = "os", endpoint = "web1", collector = coll.member.conn.jid,
+      collected = time.now() + 200, data = { attributes = { hostname = "ahead" }, items = {} } })
+    assert(coll.member:publish("posture", ahead.attr.id, ahead))
+    wait_until(function() return eval.latest.web1.os.id == ahead.attr.id end, 10, "the evaluator taking the posture ahead")
+    assert(orch:collect({ kinds = { "os" }, timeout = 20 }))
+    wait_until(function() return eval.latest.web1.os.id ~= ahead.attr.id end, 10, "real posture replacing it")
+    assert.are_not.equal("ahead", eval.latest.web1.os.data.attributes.hostname)
     -- a result dated ahead inside a set dated now would stay "current" for ever: refused too
     local ev = eval.member.conn.jid
     local r = payload.result({ id = crypto.uuid(), endpoint = "web1", rule_id = "t-os", policy_id = "t",

@@ -41,8 +41,11 @@ local function remember(self, p)
     self.latest[p.endpoint] = latest
     self.hostnames[p.endpoint] = p.hostname
   end
+  -- newest by collection time, but never later than when it arrived: a clock up to MAX_CLOCK_SKEW
+  -- ahead cannot keep its posture "newest" past the next real one
+  p.order = math.min(p.collected, time.now())
   local have = latest[p.kind]
-  if not have or have.collected <= p.collected then latest[p.kind] = p end
+  if not have or have.order <= p.order then latest[p.kind] = p end
   if p.correlation then
     local c = self.by_correlation[p.correlation]
     if not c then
