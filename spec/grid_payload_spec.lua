@@ -170,12 +170,14 @@ describe("sacm.grid.payload", function()
     -- posture is evidence: a value with such bytes comes back byte for byte
     local odd = "caf\233 \0 \27 \255 ok"
     local p = { id = "p-9", kind = "files", endpoint = "e1", collected = collected,
-      data = { attributes = { motd = odd, plain = "plain" }, items = { { name = "\200" } } } }
+      data = { attributes = { motd = odd, plain = "plain" }, items = { { name = "\200" }, { ["k\255"] = "v" } } } }
     local el = payload.posture(p)
     local text = xml.serialize(el)
     assert.matches('type="base64"', text)
     local got = assert(payload.parse_posture(assert(xml.parse(text))))
-    assert.same(p.data, got.data)
+    assert.same(p.data.attributes, got.data.attributes)
+    assert.same(p.data.items[1], got.data.items[1])
+    assert.same({ ["k\\xFF"] = "v" }, got.data.items[2]) -- a name is escaped, visibly
     local bad = assert(xml.parse("<posture xmlns='urn:sacmrun:posture:1' id='p' kind='k' endpoint='e' "
       .. "collected='2026-01-01T00:00:00Z'><attr name='a' type='base64'>!!</attr></posture>"))
     assert.matches("attr 'a': not base64", tostring(select(2, payload.parse_posture(bad))))

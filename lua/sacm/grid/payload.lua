@@ -24,7 +24,8 @@ end
 -- the Lua type they left as.
 local function encode_value(el, key, v)
   local t = type(v)
-  local attr = { name = key }
+  -- a name XML cannot carry (a config key in Latin-1, say) is written escaped, as text for people is
+  local attr = { name = select(2, xml.clean_text(key)) > 0 and M.wire_text(key, math.huge) or key }
   local text
   if t == "string" then
     text = v

@@ -386,7 +386,8 @@ function M.start(opts)
     pending = {}, evaluations = 0, auto = opts.auto ~= false, endpoint_owner = {} }, Evaluator)
   -- default: the policies shipped with sacmrun (the source tree's, or the installed ones)
   local dir = opts.policies or (require("sacm._build").share_dir .. "/policies")
-  self.engine = policy.engine({ dir = dir, instructions = opts.instructions, memory = opts.memory })
+  self.engine = policy.engine({ dir = dir, instructions = opts.instructions, memory = opts.memory,
+    policy_instructions = opts.policy_instructions, evaluation_instructions = opts.evaluation_instructions })
   local loaded, lerr = self.engine:load_all()
   if not loaded then return nil, lerr end
   local mopts = {}
