@@ -480,6 +480,20 @@ return { id = "odd", title = "odd text", rules = {
     assert(fs.remove(dir .. "/policies/odd.lua"))
   end)
 
+  it("stores posture values XML cannot carry exactly, and answers a query for them with those bytes replaced", function()
+    local up = upload.client(coll.member.conn, { service = repo.member.conn.jid, cafile = server.ca_file })
+    local p = payload.posture({ id = crypto.uuid(), kind = "os", endpoint = "web1", collector = coll.member.conn.jid,
+      collected = time.now(), data = { attributes = { hostname = "web1", motd = "caf\233 \27[1m" }, items = {} } })
+    local id = crypto.uuid()
+    assert(up:upload(id, xml.serialize(payload.posture_set({ id = id, endpoint = "web1", collector = coll.member.conn.jid,
+      postures = { p } }))))
+    local stored = assert(payload.parse_posture(assert(repo.store:get(p.attr.id))))
+    assert.equal("caf\233 \27[1m", stored.data.attributes.motd)
+    -- the answer carries them as U+FFFD rather than failing to be written
+    local s = assert(orch:command(repo.member.conn.jid, "query", { type = "posture", attribute = "motd" }))
+    assert.equal("caf\u{FFFD} \u{FFFD}[1m", s.result.items[1].value)
+  end)
+
   it("a file of 2,000 looping rules cannot hold the evaluator beyond its budget; pings are answered meanwhile", function()
     local rules = {}
     for i = 1, 2000 do
