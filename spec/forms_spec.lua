@@ -190,6 +190,17 @@ describe("sacm.xmpp.forms", function()
       assert.equal("7", again:child("field", forms.NS):child("value", forms.NS):get_text())
     end)
 
+    it("refuses a form of more than MAX_FIELDS fields before reading any", function()
+      local x = xml.element("x", { xmlns = forms.NS, type = "submit" })
+      for i = 1, forms.MAX_FIELDS + 1 do x:tag("field", { var = "f" .. i }):up() end
+      local form, err = forms.parse(x)
+      assert.is_nil(form)
+      assert.equal("bad-request", err.condition)
+      assert.equal(("invalid form: more than %d fields (%d)"):format(forms.MAX_FIELDS, forms.MAX_FIELDS + 1), err.text)
+      x[#x] = nil
+      assert.equal(forms.MAX_FIELDS, #assert(forms.parse(x)).fields)
+    end)
+
     it("refuses what is not a data form, without raising", function()
       for _, bad in ipairs({ P("<x xmlns='urn:other'/>"), P("<y xmlns='jabber:x:data'/>"), "text", 42 }) do
         local form, err = forms.parse(bad)

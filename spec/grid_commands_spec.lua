@@ -16,6 +16,10 @@ local evaluator = require "sacm.roles.evaluator"
 local repository = require "sacm.roles.repository"
 local orchestrator = require "sacm.roles.orchestrator"
 local wait_until = require("support.wait").until_true
+local jidlib = require "sacm.xmpp.jid"
+local policy = require "sacm.policy"
+local sandbox = require "sacm.policy.sandbox"
+local task = require "sacm.task"
 
 describe("the grid's commands #e2e", function()
   local server, dir, g, orch, coll, eval, repo, outsider
@@ -127,6 +131,19 @@ return { id = "t", title = "t", rules = {
     assert.equal("item-not-found", err.condition)
     local ok = assert(orch:command(eval.member.conn.jid, "evaluate", { correlation = run.correlation }))
     assert.same({}, ok.values.failed or {})
+  end)
+
+  it("keeps a role connected when an account sends it a payload in the xml prefix's namespace", function()
+    local dropped = 0
+    local h = coll.member.conn:on("status", function(event) if event == "disconnected" then dropped = dropped + 1 end end)
+    local to = coll.member.conn.jid
+    for i = 1, 3 do assert(outsider.c:send(("<message to='%s' id='x%d'><xml:e/></message>"):format(to, i))) end
+    -- the stanzas are refused where they enter the server; the collector keeps its stream
+    assert(outsider:ping(to, 5))
+    assert(orch.conn:ping(to, 5))
+    assert.equal("connected", coll.member.conn.state)
+    assert.equal(0, dropped)
+    h:remove()
   end)
 
   it("names the field of a bad query, with bad-payload", function()
@@ -295,7 +312,10 @@ describe("hostile submissions and data #e2e", function()
     repo = start(repository, "repository", { database = dir .. "/grid.db" })
     orch = start(orchestrator, "orchestrator")
     eval = start(evaluator, "evaluator", { policies = dir .. "/policies" })
-    coll = start(collector, "collector", { kinds = { "os" }, endpoint = "web1" })
+    -- a roomier burst than the default, so the many refusals below do not meet the rate limit
+    -- before the spec that is about it
+    coll = start(collector, "collector", { kinds = { "os" }, endpoint = "web1",
+      rate_limits = { collect = { rate = 2, burst = 40 } } })
     assert(orch:discover({ collectors = 1, evaluators = 1, timeout = 15 }))
   end)
 
@@ -327,6 +347,98 @@ describe("hostile submissions and data #e2e", function()
     refused_at_once(repo.member.conn.jid, "query", { type = "posture", endpoint = "x' OR '1'='1" }, "endpoint: .* is not an identifier")
   end)
 
+  -- Opens a session of node at jid and submits a form of the given <field/> elements as it is on
+  -- the wire -> the error, and the seconds the role took from receiving the submission to
+  -- answering it (its command handler, timed in this process: a large stanza's trip through the
+  -- XMPP server is not the role's to bound).
+  local function submit_raw(conn, jid, node, fields)
+    local opened = assert(orch.conn:iq(st.iq({ type = "set", to = jid })
+      :tag("command", { xmlns = commands.NS, node = node, action = "execute" }):up()))
+    local sid = opened:child("command", commands.NS).attr.sessionid
+    local x = xml.element("x", { xmlns = forms.NS, type = "submit" })
+    x:tag("field", { var = "FORM_TYPE", type = "hidden" }):tag("value"):text(node):up():up()
+    for _, f in ipairs(fields) do x:add(f) end
+    local iq = st.iq({ type = "set", to = jid })
+      :tag("command", { xmlns = commands.NS, node = node, sessionid = sid, action = "complete" }):add(x):up()
+    local handler
+    for _, h in ipairs(conn.handlers.iq) do
+      if h.filter.ns == commands.NS then handler = h end
+    end
+    local original, took = handler.fn, nil
+    handler.fn = function(stanza, c)
+      local t0 = time.monotonic()
+      local r1, r2 = original(stanza, c)
+      if stanza.attr.id == iq.attr.id then took = time.monotonic() - t0 end
+      return r1, r2
+    end
+    local reply, err = orch.conn:iq(iq, { timeout = 20 })
+    handler.fn = original
+    assert.is_nil(reply, "a hostile form was accepted")
+    return err, took
+  end
+
+  local function field(var, values, ftype)
+    local f = xml.element("field", { xmlns = forms.NS, var = var, type = ftype })
+    for _, v in ipairs(values) do f:tag("value"):text(v):up() end
+    return f
+  end
+
+  it("answers each hostile form with its error at once (the role within 250 ms: 100 ms asked, with room for ASan under load), and a ping right after", function()
+    local LIMIT = 0.25
+    local many_fields = {}
+    for i = 1, 5000 do many_fields[i] = xml.element("field", { xmlns = forms.NS, var = "j" .. i }) end
+    many_fields[#many_fields + 1] = field("timeout", { "abc" })
+    local three_thousand = {}
+    for i = 1, 3000 do three_thousand[i] = "os" end
+    local nested = field("correlation", {})
+    nested:tag("value"):tag("deep", { xmlns = "urn:junk" }):tag("deeper"):text("x"):up():up():up()
+    nested:tag("value"):text("two"):up()
+    local cases = {
+      { "wrong types", { field("timeout", { "1", "2" }), field("kinds", { "os" }, "boolean") }, "timeout: expects one value, got 2" },
+      { "bidirectional Unicode", { field("correlation", { "abc\u{202E}fdp.exe" }) }, "correlation: 'abc\u{202E}fdp.exe' is not an identifier" },
+      { "nested junk", { nested }, "correlation: expects one value, got 2" },
+      { "5,000 fields", many_fields, "invalid form: more than 500 fields %(5002%)" },
+      { "one 200 KB value", { field("correlation", { ("c"):rep(200 * 1024) }) }, "correlation: longer than 4096 bytes" },
+      { "3,000 values", { field("kinds", three_thousand, "list-multi") }, "kinds: more than 1000 values %(3000%)" },
+      { "timeout=-1e309", { field("timeout", { "-1e309" }) }, "timeout: not an integer %(xs:integer%): '%-1e309'" },
+      { "timeout=-1", { field("timeout", { "-1" }) }, "timeout: %-1 is out of range %(1 to 3600%)" },
+    }
+    local jid = coll.member.conn.jid
+    local slowest = 0
+    for _, case in ipairs(cases) do
+      local err, took = submit_raw(coll.member.conn, jid, proto.CMD.collect, case[2])
+      assert.equal("bad-request", err.condition, case[1] .. ": " .. tostring(err))
+      local app = err.stanza:child("error"):child("bad-payload", commands.NS)
+      assert.is_not_nil(app, case[1] .. ": no bad-payload in " .. tostring(err))
+      assert.matches(case[3], err.text, 1, false, case[1])
+      slowest = math.max(slowest, took)
+      -- the issue asks for 100 ms; a quiet machine takes 2-40 ms. The bound leaves room for the
+      -- ASan build on a loaded CI machine, far below the seconds these forms used to cost
+      assert.is_true(took < LIMIT, ("%s answered in %.0f ms"):format(case[1], took * 1000))
+      local rtt = assert(orch.conn:ping(jid, 5), case[1] .. ": no ping answer after it")
+      assert.is_true(rtt < 0.5, ("%s: ping took %.0f ms"):format(case[1], rtt * 1000))
+    end
+    -- the evaluator and the repository likewise
+    local big = { field("correlation", { ("c"):rep(200 * 1024) }) }
+    for _, target in ipairs {
+      { eval.member.conn, proto.CMD.evaluate, big, "correlation: longer than 4096 bytes" },
+      { eval.member.conn, proto.CMD.evaluate, many_fields, "more than 500 fields" },
+      { eval.member.conn, proto.CMD.evaluate, { field("endpoints", three_thousand, "text-multi") }, "endpoints: more than 1000 values" },
+      { repo.member.conn, proto.CMD.query, big, "correlation: longer than 4096 bytes" },
+      { repo.member.conn, proto.CMD.query, many_fields, "more than 500 fields" },
+      { repo.member.conn, proto.CMD.query, { field("max", { "-1e309" }) }, "max: not an integer" },
+    } do
+      local err, took = submit_raw(target[1], target[1].jid, target[2], target[3])
+      local what = target[2] .. " " .. target[4]
+      assert.equal("bad-request", err.condition, what .. ": " .. tostring(err))
+      assert.matches(target[4], err.text, 1, false, what)
+      slowest = math.max(slowest, took)
+      assert.is_true(took < LIMIT, ("%s answered in %.0f ms"):format(what, took * 1000))
+      assert(orch.conn:ping(target[1].jid, 5), what .. ": no ping answer after it")
+    end
+    print(("  slowest hostile form answered in %.1f ms"):format(slowest * 1000))
+  end)
+
   it("ignores a posture notification whose server-verified publisher is not the collector it names", function()
     local before = eval.refused_provenance or 0
     local p = payload.posture({ id = crypto.uuid(), kind = "os", endpoint = "db9", collector = server:jid("evaluator") .. "/x",
@@ -352,5 +464,159 @@ describe("hostile submissions and data #e2e", function()
     local run = assert(orch:evaluate({ correlation = real.correlation, timeout = 20 }))
     assert.equal(0, #run.results) -- no policy here: the point is that evaluation still runs on real posture
     assert.is_true(eval.latest.web1.os.collected < time.now() + 1)
+    -- posture ahead but within the accepted skew is taken, ordered as if collected on arrival:
+    -- the next real posture replaces it
+    local ahead = payload.posture({ id = crypto.uuid(), kind = "os", endpoint = "web1", collector = coll.member.conn.jid,
+      collected = time.now() + 200, data = { attributes = { hostname = "ahead" }, items = {} } })
+    assert(coll.member:publish("posture", ahead.attr.id, ahead))
+    wait_until(function() return eval.latest.web1.os.id == ahead.attr.id end, 10, "the evaluator taking the posture ahead")
+    assert(orch:collect({ kinds = { "os" }, timeout = 20 }))
+    wait_until(function() return eval.latest.web1.os.id ~= ahead.attr.id end, 10, "real posture replacing it")
+    assert.are_not.equal("ahead", eval.latest.web1.os.data.attributes.hostname)
+    -- a result dated ahead inside a set dated now would stay "current" for ever: refused too
+    local ev = eval.member.conn.jid
+    local r = payload.result({ id = crypto.uuid(), endpoint = "web1", rule_id = "t-os", policy_id = "t",
+      policy_version = "v", result = "pass", evaluator = ev, evaluated = time.parse("9999-01-01T00:00:00Z") })
+    local set_id = crypto.uuid()
+    local rs = payload.result_set({ id = set_id, endpoint = "web1", evaluator = ev, totals = { total = 1, pass = 1 },
+      results = { r } })
+    local rup = upload.client(eval.member.conn, { service = repo.member.conn.jid, cafile = server.ca_file })
+    ok, err = rup:upload(set_id, xml.serialize(rs))
+    assert.is_nil(ok)
+    local want = "result " .. r.attr.id .. " in set " .. set_id .. " was evaluated 9999-01-01T00:00:00.000Z, more than 300 s ahead"
+    assert.is_truthy(tostring(err):find(want, 1, true), tostring(err))
+  end)
+
+  it("stores every result whatever its evidence and title hold: NUL, ESC, Latin-1, long non-ASCII, \\255", function()
+    -- each rule's text would make the payload fail to serialize if written as it is; the encoder
+    -- writes what XML cannot carry as \xNN and cuts long text between characters
+    local long = ("é"):rep(700) -- 1400 bytes: the evaluator's 1024-byte cut falls inside a character
+    assert(fs.write(dir .. "/policies/odd.lua", ([[
+local long = %q
+local function rule(id, title, evidence)
+  return { id = id, title = title, severity = "low", rationale = "odd text", requires = { "os" },
+    check = function() return "pass", evidence end }
+end
+return { id = "odd", title = "odd text", rules = {
+  rule("odd-nul", "nul", "before\0after"),
+  rule("odd-esc", "esc", "\27[31mred\27[0m"),
+  rule("odd-latin1", "latin-1", "caf\233 cr\232me"),
+  rule("odd-long", "long", long),
+  rule("odd-title", "bad \255 title", "ok"),
+} }
+]]):format(long)))
+    wait_until(function() return #eval.engine:rules() == 5 end, 10, "the evaluator loading odd.lua")
+    local c = assert(orch:collect({ kinds = { "os" }, timeout = 20 }))
+    local run = assert(orch:evaluate({ correlation = c.correlation, timeout = 20 }))
+    assert.equal(5, #run.results)
+    local page = assert(repo.store:query({ type = "results", correlation = c.correlation }))
+    assert.equal(5, #page.rows)
+    local stored = {}
+    for _, row in ipairs(page.rows) do
+      local el = assert(repo.store:get(row.id))
+      local r = assert(payload.parse_result(el))
+      stored[r.rule_id] = r
+      assert.equal("pass", r.result, r.rule_id) -- judged as the check said, not turned into an error
+    end
+    assert.same({ "before\\x00after" }, stored["odd-nul"].evidence)
+    assert.same({ "\\x1B[31mred\\x1B[0m" }, stored["odd-esc"].evidence)
+    assert.same({ "caf\\xE9 cr\\xE8me" }, stored["odd-latin1"].evidence)
+    local cut = stored["odd-long"].evidence[1]
+    assert.equal(("é"):rep(512), cut:sub(1, 1024))
+    assert.matches("%.%.%. %(1400 bytes in all%)$", cut)
+    assert.is_not_nil(utf8.len(cut))
+    assert.equal("bad \\xFF title", stored["odd-title"].title)
+    assert(fs.remove(dir .. "/policies/odd.lua"))
+  end)
+
+  it("stores posture values XML cannot carry exactly, and answers a query for them with those bytes replaced", function()
+    local up = upload.client(coll.member.conn, { service = repo.member.conn.jid, cafile = server.ca_file })
+    local p = payload.posture({ id = crypto.uuid(), kind = "os", endpoint = "web1", collector = coll.member.conn.jid,
+      collected = time.now(), data = { attributes = { hostname = "web1", motd = "caf\233 \27[1m" }, items = {} } })
+    local id = crypto.uuid()
+    assert(up:upload(id, xml.serialize(payload.posture_set({ id = id, endpoint = "web1", collector = coll.member.conn.jid,
+      postures = { p } }))))
+    local stored = assert(payload.parse_posture(assert(repo.store:get(p.attr.id))))
+    assert.equal("caf\233 \27[1m", stored.data.attributes.motd)
+    -- the answer carries them as U+FFFD rather than failing to be written
+    local s = assert(orch:command(repo.member.conn.jid, "query", { type = "posture", attribute = "motd" }))
+    assert.equal("caf\u{FFFD} \u{FFFD}[1m", s.result.items[1].value)
+  end)
+
+  it("a file of 2,000 looping rules cannot hold the evaluator beyond its budget; pings are answered meanwhile", function()
+    local rules = {}
+    for i = 1, 2000 do
+      rules[i] = ('{ id = "loop-%d", title = "loop", severity = "low", rationale = "r", requires = { "os" }, '
+        .. 'check = function() while true do end end },'):format(i)
+    end
+    assert(fs.write(dir .. "/policies/loops.lua", 'return { id = "loops", title = "loops", rules = {\n'
+      .. table.concat(rules, "\n") .. "\n} }\n"))
+    wait_until(function() return #eval.engine:rules() == 2000 end, 20, "the evaluator loading loops.lua")
+    local c = assert(orch:collect({ kinds = { "os" }, timeout = 20 }))
+    -- pings count while the engine evaluates (every role of this spec shares one process: the
+    -- repository storing 2,000 results afterwards is not the evaluator's loop being held)
+    local worst, pings, done, evaluating = 0, 0, false, false
+    local engine_evaluate = eval.engine.evaluate
+    eval.engine.evaluate = function(...)
+      evaluating = true
+      local r = engine_evaluate(...)
+      evaluating = false
+      return r
+    end
+    local pinger = task.spawn(function()
+      while not done do
+        local started = evaluating
+        local rtt = assert(orch.conn:ping(eval.member.conn.jid, 5))
+        if started and evaluating then worst, pings = math.max(worst, rtt), pings + 1 end
+        task.sleep(0.02)
+      end
+    end)
+    local t0 = time.monotonic()
+    local run = assert(orch:evaluate({ correlation = c.correlation, timeout = 60 }))
+    local took = time.monotonic() - t0
+    done = true
+    pinger:await()
+    eval.engine.evaluate = nil -- the method again
+    assert.equal(2000, #run.results)
+    local budget = policy.POLICY_INSTRUCTIONS // sandbox.DEFAULT_INSTRUCTIONS -- rules that run before it is spent
+    local counts = {}
+    for _, r in ipairs(run.results) do
+      assert.equal("error", r.result)
+      local why = r.evidence[1]:match("^not run") and "not run" or r.evidence[1]:match("instruction budget") and "budget"
+      assert.is_not_nil(why, r.evidence[1])
+      counts[why] = (counts[why] or 0) + 1
+    end
+    assert.equal(budget, counts.budget)
+    assert.equal(2000 - budget, counts["not run"])
+    local stored = assert(repo.store:query({ type = "results", correlation = c.correlation, result = "error", max = 1 }))
+    assert.equal(1, #stored.rows)
+    -- 2,000 rules at 1e6 instructions each would hold the loop for seconds; a ping waits one slice
+    assert.is_true(pings >= 3, ("only %d pings in %.2f s"):format(pings, took))
+    assert.is_true(worst < 0.25, ("a ping took %.0f ms while the evaluator worked"):format(worst * 1000))
+    print(("  2,000 looping rules: evaluation %.2f s, %d pings, the slowest %.1f ms"):format(took, pings, worst * 1000))
+    assert(fs.remove(dir .. "/policies/loops.lua"))
+    wait_until(function() return #eval.engine:rules() == 0 end, 20, "the evaluator dropping loops.lua")
+  end)
+
+  -- last: it spends the collector's burst
+  it("refuses a peer's collects past its rate limit with policy-violation (type wait), and keeps answering pings", function()
+    local jid = coll.member.conn.jid
+    local refused
+    for _ = 1, 60 do
+      local s, err = commands.start(orch.conn, jid, proto.CMD.collect)
+      if not s then refused = err break end
+      s:cancel()
+    end
+    assert.is_not_nil(refused, "60 collects in a row were all taken")
+    assert.equal("policy-violation", refused.condition, tostring(refused))
+    assert.equal("wait", refused.type)
+    assert.matches("more requests from " .. jidlib.bare(orch.conn.jid):gsub("%p", "%%%0")
+      .. " than its rate limit allows %(2 a second, bursts of 40%); try again in %d%.%d s", refused.text)
+    assert(orch.conn:ping(jid, 5))
+    -- another command of the same role is not limited, and the limit lifts as tokens come back
+    assert(orch:command(jid, "status"))
+    task.sleep(0.6)
+    local s = assert(commands.start(orch.conn, jid, proto.CMD.collect))
+    s:cancel()
   end)
 end)

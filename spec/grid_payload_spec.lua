@@ -156,5 +156,31 @@ describe("sacm.grid.payload", function()
     assert.truthy(utf8.len(cut), "the cut text must stay valid UTF-8")
     assert.matches("%.%.%.$", cut)
   end)
+
+  it("writes text XML cannot carry visibly escaped in results, and posture values exactly, as base64", function()
+    assert.equal("a\\x00b \\x1B[0m caf\\xE9 x\\uFFFEy ok", payload.wire_text("a\0b \27[0m caf\233 x\239\191\190y ok"))
+    assert.equal("tab\tand\nlines", payload.wire_text("tab\tand\nlines"))
+    local r = { id = "r-1", endpoint = "e1", rule_id = "x", policy_id = "p", policy_version = "v", result = "fail",
+      title = "t\255", evidence = { "\0", ("\233"):rep(5000) }, evaluated = collected }
+    local back = assert(payload.parse_result(assert(xml.parse(xml.serialize(payload.result(r))))))
+    assert.equal("t\\xFF", back.title)
+    assert.equal("\\x00", back.evidence[1])
+    assert.is_true(#back.evidence[2] <= payload.MAX_TEXT)
+    assert.matches("^\\xE9\\xE9.*%.%.%.$", back.evidence[2])
+    -- posture is evidence: a value with such bytes comes back byte for byte
+    local odd = "caf\233 \0 \27 \255 ok"
+    local p = { id = "p-9", kind = "files", endpoint = "e1", collected = collected,
+      data = { attributes = { motd = odd, plain = "plain" }, items = { { name = "\200" }, { ["k\255"] = "v" } } } }
+    local el = payload.posture(p)
+    local text = xml.serialize(el)
+    assert.matches('type="base64"', text)
+    local got = assert(payload.parse_posture(assert(xml.parse(text))))
+    assert.same(p.data.attributes, got.data.attributes)
+    assert.same(p.data.items[1], got.data.items[1])
+    assert.same({ ["k\\xFF"] = "v" }, got.data.items[2]) -- a name is escaped, visibly
+    local bad = assert(xml.parse("<posture xmlns='urn:sacmrun:posture:1' id='p' kind='k' endpoint='e' "
+      .. "collected='2026-01-01T00:00:00Z'><attr name='a' type='base64'>!!</attr></posture>"))
+    assert.matches("attr 'a': not base64", tostring(select(2, payload.parse_posture(bad))))
+  end)
 end)
 

@@ -8,6 +8,8 @@ local sync = require "sacm.sync"
 local mem = require "sacm._mem"
 local build = require "sacm._build"
 local tmp = require "support.tmp"
+local task = require "sacm.task"
+local loop = require "sacm._loop"
 
 local STARTER_DIR = build.share_dir .. "/policies"
 
@@ -539,6 +541,65 @@ describe("sacm.policy", function()
       assert.is_nil(mem.limit())
       -- and the engine is as good as new
       assert.equal("pass", e:evaluate(OS)[2].result)
+    end)
+
+    it("gives each policy file and each evaluation a total budget; the rules past it are errors saying why", function()
+      local loops = {}
+      for i = 1, 2000 do loops[i] = "while true do end" end
+      local e = engine_with({ ["loops.lua"] = policy_text("loops", loops),
+        ["other.lua"] = policy_text("other", { 'return "pass"', "while true do end", 'return "pass"' }) },
+        { instructions = 100000, policy_instructions = 1000000, evaluation_instructions = 1150000 })
+      local r = e:evaluate(OS)
+      assert.equal(2003, #r)
+      local got = {}
+      for _, x in ipairs(r) do got[x.rule_id] = x end
+      -- ten rules spend the policy's million instructions; the 11th on are not run at all
+      for i = 1, 10 do
+        assert.equal("error", got["loops-r" .. i].result)
+        assert.matches("instruction budget %(100000 instructions%)", got["loops-r" .. i].evidence[1])
+      end
+      for i = 11, 2000 do
+        assert.same({ "error", "not run: policy loops spent its budget of 1000000 instructions for one evaluation" },
+          { got["loops-r" .. i].result, got["loops-r" .. i].evidence[1] })
+      end
+      -- the other file (evaluated after loops: policies go in id order) has a budget of its own,
+      -- within what is left of the evaluation's
+      assert.same({ "pass", "error", "pass" }, { got["other-r1"].result, got["other-r2"].result,
+        got["other-r3"].result })
+      -- the evaluation's budget: it runs out inside loops' second rule
+      local e2 = engine_with({}, { instructions = 100000, policy_instructions = 1000000, evaluation_instructions = 150000 })
+      r = e2:evaluate(OS)
+      got = {}
+      for _, x in ipairs(r) do got[x.rule_id] = x end
+      assert.matches("instruction budget %(100000 instructions%)", got["loops-r1"].evidence[1])
+      assert.equal("check stopped: the evaluation spent its budget of 150000 instructions", got["loops-r2"].evidence[1])
+      assert.equal("not run: the evaluation spent its budget of 150000 instructions", got["loops-r3"].evidence[1])
+      assert.equal("not run: the evaluation spent its budget of 150000 instructions", got["other-r1"].evidence[1])
+    end)
+
+    it("serves the loop between rules while it evaluates in a task", function()
+      local loops = {}
+      for i = 1, 300 do loops[i] = "while true do end" end
+      local e = engine_with({ ["loops.lua"] = policy_text("loops", loops) }, { instructions = 200000 })
+      local gap, done = 0, false
+      local ticker = task.spawn(function()
+        local last = loop.hrtime()
+        while not done do
+          assert(fs.stat(dir)) -- the threadpool's answer comes with the loop's I/O, not a timer
+          local now = loop.hrtime()
+          gap = math.max(gap, (now - last) / 1e9)
+          last = now
+        end
+      end)
+      local t0 = loop.hrtime()
+      local r = e:evaluate(OS)
+      local took = (loop.hrtime() - t0) / 1e9
+      done = true
+      ticker:await()
+      assert.equal(300, #r)
+      -- 300 runaway rules take a while in all, but the loop served I/O every slice
+      assert.is_true(took > 5 * policy.SLICE, ("the evaluation took only %.3f s"):format(took))
+      assert.is_true(gap < 0.1, ("the loop waited %.3f s"):format(gap))
     end)
 
     it("bounds the top level of a policy file with the same budgets", function()

@@ -88,6 +88,13 @@ describe("repository storage on " .. backend.name .. backend.tag, function()
     assert.same({ fail = 1 }, repo:totals())
   end)
 
+  it("takes a result dated ahead as current no later than its arrival: the next real result replaces it", function()
+    local now = require("sacm.time").now()
+    repo:store_result(result("a1", "ssh-root", "pass", now + 200)) -- a clock 200 s ahead (within the skew)
+    repo:store_result(result("a2", "ssh-root", "fail", now + 1))
+    assert.same({ fail = 1 }, repo:totals())
+  end)
+
   it("queries by endpoint, kind, attribute, rule, result, correlation and time, with paging", function()
     for i = 1, 7 do
       repo:store_posture(posture("p" .. i, i % 2 == 0 and "sysctl" or "sshd", T0 + i,

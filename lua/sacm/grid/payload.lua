@@ -7,6 +7,7 @@ local xml = require "sacm.xml"
 local errors = require "sacm.error"
 local time = require "sacm.time"
 local proto = require "sacm.grid.protocol"
+local crypto = require "sacm.crypto"
 
 local M = {}
 
@@ -23,10 +24,14 @@ end
 -- the Lua type they left as.
 local function encode_value(el, key, v)
   local t = type(v)
-  local attr = { name = key }
+  -- a name XML cannot carry (a config key in Latin-1, say) is written escaped, as text for people is
+  local attr = { name = select(2, xml.clean_text(key)) > 0 and M.wire_text(key, math.huge) or key }
   local text
   if t == "string" then
     text = v
+    -- bytes XML cannot carry (Latin-1, NUL, ESC...) travel as base64, so the value comes back as
+    -- it left: posture is evidence and is never rewritten
+    if select(2, xml.clean_text(v)) > 0 then attr.type, text = "base64", crypto.base64_encode(v) end
   elseif t == "boolean" then
     attr.type, text = "bool", v and "true" or "false"
   elseif t == "number" then
@@ -55,6 +60,10 @@ local function decode_value(a)
     local n = tonumber(text)
     if not n then return nil, nil, ("attr '%s': not a number"):format(name) end
     return name, n + 0.0
+  elseif ty == "base64" then
+    local bytes = crypto.base64_decode(text)
+    if not bytes then return nil, nil, ("attr '%s': not base64"):format(name) end
+    return name, bytes
   elseif ty == "bool" then
     if text == "true" then return name, true elseif text == "false" then return name, false end
     return nil, nil, ("attr '%s': not a boolean"):format(name)
@@ -88,16 +97,42 @@ local function decode_map(el, into)
   return into
 end
 
--- Cuts s to at most M.MAX_TEXT bytes, on a UTF-8 character boundary (a cut inside a character
--- would make the text invalid XML character data).
-local function clip(s)
+-- Text for people (evidence, titles, error and status texts) made valid XML character data at
+-- the encoder, so no content can make a payload fail to serialize: each byte that is not UTF-8
+-- and each character XML forbids (NUL, ESC and the other C0 controls but tab, LF, CR; U+FFFE,
+-- U+FFFF) is written as \xNN (\uFFFE, \uFFFF), visibly; then the text is cut to at most
+-- max_bytes (M.MAX_TEXT) on a character boundary, ended with "...". docs/protocol.md 8.
+local function escape_control(c) return ("\\x%02X"):format(c:byte()) end
+local NONCHAR = { ["\239\191\190"] = "\\uFFFE", ["\239\191\191"] = "\\uFFFF" }
+
+local function escape_valid(s) -- s is valid UTF-8
+  return (s:gsub("[\0-\8\11\12\14-\31]", escape_control):gsub("\239\191[\190\191]", NONCHAR))
+end
+
+function M.wire_text(s, max_bytes)
   s = tostring(s)
-  if #s <= M.MAX_TEXT then return s end
-  local cut = M.MAX_TEXT - 3
+  max_bytes = max_bytes or M.MAX_TEXT
+  if select(2, xml.clean_text(s)) > 0 then
+    local out, i, n = {}, 1, #s
+    while i <= n do
+      local len, at = utf8.len(s, i) -- at: the first byte that is not UTF-8
+      if len then
+        out[#out + 1] = escape_valid(s:sub(i))
+        break
+      end
+      out[#out + 1] = escape_valid(s:sub(i, at - 1))
+      out[#out + 1] = escape_control(s:sub(at, at))
+      i = at + 1
+    end
+    s = table.concat(out)
+  end
+  if #s <= max_bytes then return s end
+  local cut = max_bytes - 3
   -- continuation bytes are 10xxxxxx: step back to the first byte of the character at the cut
   while cut > 0 and (s:byte(cut + 1) or 0) & 0xC0 == 0x80 do cut = cut - 1 end
   return s:sub(1, cut) .. "..."
 end
+local function clip(s) return M.wire_text(s) end
 M.clip = clip
 
 ------------------------------------------------------------------------------------ references
@@ -124,7 +159,6 @@ end
 
 --- digest(text) -> the lower-case hex SHA-256 of text, as references carry it.
 function M.digest(text)
-  local crypto = require "sacm.crypto"
   return crypto.hex(crypto.sha256(text))
 end
 

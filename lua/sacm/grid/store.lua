@@ -162,18 +162,22 @@ end
 
 -- Inserts one result and keeps current_result and history; returns true when new.
 local function insert_result(db, r, text, set_id)
+  local received = time.now()
+  -- current is the newest by its date, but never later than its arrival: a clock ahead within the
+  -- accepted skew cannot keep a result current past the next real one
+  local order = math.min(r.evaluated, received)
   local changes, ierr = db:run([[INSERT OR IGNORE INTO result (id, endpoint, hostname, rule, policy, policy_version,
     result, severity, evaluator, correlation, evaluated, received, xml, result_set) VALUES (:id, :endpoint, :hostname,
     :rule, :policy, :policy_version, :result, :severity, :evaluator, :correlation, :evaluated, :received, :xml,
     :result_set)]], {
     id = r.id, endpoint = r.endpoint, hostname = r.hostname, rule = r.rule_id, policy = r.policy_id,
     policy_version = r.policy_version, result = r.result, severity = r.severity, evaluator = r.evaluator,
-    correlation = r.correlation, evaluated = r.evaluated, received = time.now(), xml = text, result_set = set_id })
+    correlation = r.correlation, evaluated = r.evaluated, received = received, xml = text, result_set = set_id })
   if not changes then error(ierr, 0) end
   if changes == 0 then return false end
   local cur = db:first("SELECT result, evaluated FROM current_result WHERE endpoint = ? AND rule = ?",
     { r.endpoint, r.rule_id })
-  if cur and cur.evaluated > r.evaluated then return true end -- an older result arriving late
+  if cur and cur.evaluated > order then return true end -- an older result arriving late
   if not cur or cur.result ~= r.result then
     assert(db:run([[INSERT INTO history (endpoint, rule, policy, policy_version, previous, result, result_id, at)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?)]], { r.endpoint, r.rule_id, r.policy_id, r.policy_version,
@@ -181,7 +185,7 @@ local function insert_result(db, r, text, set_id)
   end
   assert(db:run([[INSERT INTO current_result (endpoint, rule, result, result_id, evaluated) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (endpoint, rule) DO UPDATE SET result = excluded.result, result_id = excluded.result_id,
-    evaluated = excluded.evaluated]], { r.endpoint, r.rule_id, r.result, r.id, r.evaluated }))
+    evaluated = excluded.evaluated]], { r.endpoint, r.rule_id, r.result, r.id, order }))
   return true
 end
 

@@ -187,6 +187,12 @@ local function accept_document(self, slot, body)
       return refuse(self, slot, 400, ("result set %s was evaluated %s, more than %d s ahead of the repository's clock")
         :format(set.id, time.format(set.evaluated), proto.MAX_CLOCK_SKEW))
     end
+    for _, r in ipairs(set.results) do -- each result's own date decides which is current
+      if r.evaluated > time.now() + proto.MAX_CLOCK_SKEW then
+        return refuse(self, slot, 400, ("result %s in set %s was evaluated %s, more than %d s ahead of the repository's "
+          .. "clock"):format(r.id, set.id, time.format(r.evaluated), proto.MAX_CLOCK_SKEW))
+      end
+    end
     -- results count only when judged on posture the repository holds: posture announced but never
     -- stored (a collector that skipped the upload) cannot turn into results
     local unproven = self.store:unproven_posture(set)

@@ -13,6 +13,7 @@ local fs = require "sacm.fs"
 local crypto = require "sacm.crypto"
 local errors = require "sacm.error"
 local sandbox = require "sacm.policy.sandbox"
+local task = require "sacm.task"
 local helpers = require "sacm.policy.helpers"
 local proto = require "sacm.grid.protocol"
 local hrtime = require("sacm._loop").hrtime
@@ -31,6 +32,15 @@ local RESULT_SET, SEVERITY_SET = proto.RESULT_SET, proto.SEVERITY_SET
 M.MAX_EVIDENCE_ITEMS = 50
 M.MAX_EVIDENCE_BYTES = 1024
 M.MAX_FILE_BYTES = 1024 * 1024
+
+-- Budgets of one evaluation, in sandbox instructions (a rule has its own, sandbox's 1e6): what
+-- one policy file's rules may spend together, and what all rules may. A rule past them is an
+-- error result saying so; the rules before it keep their results.
+M.POLICY_INSTRUCTIONS = 50 * 1000 * 1000
+M.EVALUATION_INSTRUCTIONS = 200 * 1000 * 1000
+-- An evaluation inside a task lets the loop run (I/O, pings, other tasks) at least this often
+-- (seconds), between rules: one rule holds it at most for its own budget.
+M.SLICE = 0.01
 
 local ID_PATTERN = "^[%w][%w%._%-]*$"
 local KIND_PATTERN = "^[a-z][a-z0-9_]*$"
@@ -267,6 +277,8 @@ function M.engine(opts)
   local self = setmetatable({
     dir = opts.dir:gsub("(.)/+$", "%1"),
     instructions = opts.instructions or sandbox.DEFAULT_INSTRUCTIONS,
+    policy_instructions = opts.policy_instructions or M.POLICY_INSTRUCTIONS,
+    evaluation_instructions = opts.evaluation_instructions or M.EVALUATION_INSTRUCTIONS,
     memory = opts.memory == nil and sandbox.DEFAULT_MEMORY or opts.memory,
     debounce = opts.debounce or 0.05,
     set = make_set({}),
@@ -555,9 +567,29 @@ local function precheck(rule, posture)
   return nil
 end
 
+local function spent(self, p, by_policy)
+  if by_policy then
+    return ("policy %s spent its budget of %d instructions for one evaluation"):format(p.id, self.policy_instructions)
+  end
+  return ("the evaluation spent its budget of %d instructions"):format(self.evaluation_instructions)
+end
+
+-- Lets the loop run when called in a task and the slice is used up; -> the time it resumed.
+local function serve_loop(since)
+  local now = hrtime()
+  if now - since < M.SLICE * 1e9 then return since end
+  if not task.can_wait() then return since end
+  -- not task.yield(): a 0 ms timer started from a timer's callback comes due in the same timers
+  -- phase, before libuv polls for I/O; 1 ms lands in the next loop iteration, after the poll
+  task.sleep(0.001)
+  return hrtime()
+end
+
 --- engine:evaluate(posture [, endpoint_info [, opts]]) -> results. posture = {[kind] = data}, or
 -- what policy.prepare made of it; opts.policies, a list of policy ids, evaluates only those.
--- Never yields, so it sees one snapshot of the policy set.
+-- Reads the policy set once, so it sees one snapshot of it; inside a task it yields between
+-- rules every M.SLICE seconds. Rules share the engine's budgets per policy file and per
+-- evaluation (policy_instructions, evaluation_instructions).
 function Engine:evaluate(posture, endpoint_info, opts)
   if type(posture) ~= "table" then error("engine:evaluate: posture must be a table", 2) end
   posture = M.prepare(posture)
@@ -585,12 +617,18 @@ function Engine:evaluate(posture, endpoint_info, opts)
   local views = {}   -- "kind,kind" -> the posture a rule requiring those kinds sees
   local ctx = sandbox.freeze({ endpoint = endpoint_info or {} })
   local results = {}
+  local evaluation_left, slice = self.evaluation_instructions, hrtime()
   for _, p in ipairs(set.policies) do
     if not only or only[p.id] then
+      local policy_left = self.policy_instructions
       for _, rule in ipairs(p.rules) do
         if not wanted(rule) then goto next_rule end
+        slice = serve_loop(slice)
         local t0 = hrtime()
         local result, evidence = precheck(rule, posture)
+        if not result and (policy_left < 1 or evaluation_left < 1) then
+          result, evidence = "error", { "not run: " .. spent(self, p, policy_left <= evaluation_left) }
+        end
         if not result then
           -- a rule sees the kinds it requires and nothing else
           local key = rule.requires_key
@@ -601,8 +639,13 @@ function Engine:evaluate(posture, endpoint_info, opts)
             view = sandbox.freeze(visible)
             views[key] = view
           end
-          local ok, r1, r2 = runner:run(rule.check, view, ctx)
-          if not ok then
+          local limit = math.min(self.instructions, policy_left, evaluation_left)
+          local by_policy = policy_left <= evaluation_left
+          local ok, r1, r2 = runner:run(rule.check, view, ctx, limit)
+          policy_left, evaluation_left = policy_left - runner.used, evaluation_left - runner.used
+          if not ok and r1 == "instructions" and limit < self.instructions then
+            result, evidence = "error", { "check stopped: " .. spent(self, p, by_policy) }
+          elseif not ok then
             result, evidence = "error", { "check " .. (r1 == "error" and "failed: " or "") .. r2 }
           elseif type(r1) ~= "string" or not RESULT_SET[r1] then
             result, evidence = "error", { ("check returned %s as its result; expected one of %s")

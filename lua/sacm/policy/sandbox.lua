@@ -303,6 +303,10 @@ local function body(fn, a, b)
   end
 end
 
+-- The count hook fires every STEP instructions, so a run's use is known to within STEP: what a
+-- run used is charged to the totals of sacm.policy (per policy file and per evaluation).
+local STEP = 1000
+
 --- runner({instructions, memory}) -> runner. instructions: the count of Lua VM instructions one
 -- run may take (default 1e6); memory: bytes the state may grow by during one run (default 16 MiB;
 -- false for no cap).
@@ -319,8 +323,12 @@ function M.runner(opts)
     memory = math.tointeger(memory) or error("memory must be an integer number of bytes", 2)
     if memory < 1 then error("memory must be positive", 2) end
   end
-  local self = setmetatable({ instructions = instructions, memory = memory }, Runner)
-  self.hook = function() exhaust(self) end
+  local self = setmetatable({ instructions = instructions, memory = memory, used = 0 }, Runner)
+  self.hook = function()
+    local ticks = self.ticks + 1
+    self.ticks = ticks
+    if ticks * STEP >= self.limit then exhaust(self) end
+  end
   return self
 end
 
@@ -332,21 +340,27 @@ local function describe(v)
   return ("(error object is a %s value)"):format(t)
 end
 
---- runner:run(fn, a, b) -> true, r1, r2 | false, kind, message.
+--- runner:run(fn, a, b [, limit]) -> true, r1, r2 | false, kind, message.
 -- Runs fn(a, b) in the sandbox's budgets and returns its first two results. kind says why it
 -- failed: "instructions" (budget spent), "memory" (cap reached), "yield" (it tried to yield) or
 -- "error" (it raised; message is the error as text, a non-string error described by its type).
--- Runs to completion without yielding; a run cannot start inside another.
-function Runner:run(fn, a, b)
+-- limit: instructions for this run when fewer than the runner's (what is left of a larger
+-- budget). Afterwards runner.used is what the run cost in instructions (counted in steps of
+-- 1,000, pattern work included). Runs to completion without yielding; a run cannot start inside another.
+function Runner:run(fn, a, b, limit)
   if active then error("sandbox: a run cannot start while another is running", 2) end
+  limit = math.min(limit or self.instructions, self.instructions)
+  if limit < 1 then limit = 1 end
   local co = self.co
   if co == nil then
     co = co_create(body)
     self.co = co
   end
   self.exceeded = false
-  self.c_steps = self.instructions * C_STEPS_PER_INSTRUCTION
-  sethook(co, self.hook, "", self.instructions)
+  self.limit, self.ticks = limit, 0
+  local c_budget = limit * C_STEPS_PER_INSTRUCTION
+  self.c_steps = c_budget
+  sethook(co, self.hook, "", math.min(STEP, limit))
   active = self
   string_metatable.__index = string_methods
   local previous_limit
@@ -355,13 +369,15 @@ function Runner:run(fn, a, b)
   if self.memory then set_limit(previous_limit) end
   string_metatable.__index = string_library
   active = nil
+  self.used = math.min(limit, self.ticks * STEP + (c_budget - math.max(self.c_steps, 0)) // C_STEPS_PER_INSTRUCTION)
+  if self.exceeded then self.used = limit end
   if ok and mark == DONE then return true, r1, r2 end
   -- Failed or suspended mid-way: this coroutine is spent. It is left to the collector unclosed,
   -- so pending <close> handlers of the sandboxed code never run outside the budget.
   self.co = nil
   if ok then return false, "yield", "tried to yield (checks must run to completion)" end
   if self.exceeded then
-    return false, "instructions", ("exceeded its instruction budget (%d instructions)"):format(self.instructions)
+    return false, "instructions", ("exceeded its instruction budget (%d instructions)"):format(limit)
   end
   if mark == MEMORY_MESSAGE then
     return false, "memory", ("exceeded its memory budget (%s)"):format(M.format_bytes(self.memory))

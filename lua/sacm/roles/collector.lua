@@ -14,6 +14,7 @@
 local collect = require "sacm.collect"
 local member = require "sacm.grid.member"
 local proto = require "sacm.grid.protocol"
+local ratelimit = require "sacm.ratelimit"
 local payload = require "sacm.grid.payload"
 local task = require "sacm.task"
 local timer = require "sacm.timer"
@@ -221,11 +222,12 @@ function Collector:collect(kinds, correlation, budget)
   return summary
 end
 
-local function add_commands(self, allowed)
+local function add_commands(self, allowed, limits)
   local cmds = self.member.commands
   cmds:add(proto.CMD.collect, {
     name = "Collect posture",
     allowed = allowed,
+    rate = ratelimit.for_command("collect", limits), -- per peer: docs/protocol.md 8
     end_on_refusal = true, -- docs/protocol.md 3: a refused submission ends the session
     form = function() return proto.collect_form(self.kinds) end,
     run = function(session, values)
@@ -311,7 +313,7 @@ function M.start(opts)
     announce = function(e, receipt) return announce(self, e, receipt) end,
     refused = function(e, rerr) refused(self, e, rerr) end })
   if not self.member then return nil, self.delivery end
-  add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid))
+  add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid), opts.rate_limits)
   if opts.interval then
     self.schedule = timer.every(opts.interval, function() self:collect(nil, nil) end)
   end

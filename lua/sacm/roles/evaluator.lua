@@ -13,6 +13,7 @@
 local policy = require "sacm.policy"
 local member = require "sacm.grid.member"
 local proto = require "sacm.grid.protocol"
+local ratelimit = require "sacm.ratelimit"
 local payload = require "sacm.grid.payload"
 local report = require "sacm.report"
 local task = require "sacm.task"
@@ -40,8 +41,11 @@ local function remember(self, p)
     self.latest[p.endpoint] = latest
     self.hostnames[p.endpoint] = p.hostname
   end
+  -- newest by collection time, but never later than when it arrived: a clock up to MAX_CLOCK_SKEW
+  -- ahead cannot keep its posture "newest" past the next real one
+  p.order = math.min(p.collected, time.now())
   local have = latest[p.kind]
-  if not have or have.collected <= p.collected then latest[p.kind] = p end
+  if not have or have.order <= p.order then latest[p.kind] = p end
   if p.correlation then
     local c = self.by_correlation[p.correlation]
     if not c then
@@ -104,6 +108,37 @@ local function view(posture_by_kind)
   return v, ids
 end
 
+-- Delivers one result set to the repository (announcing it as pending when the repository is
+-- away) -> state ("delivered", "pending", "refused" or "failed"), err.
+local function deliver_set(self, endpoint, correlation, evaluated, elements, totals)
+  local set_id = crypto.uuid()
+  local set_el = payload.result_set({ id = set_id, endpoint = endpoint, hostname = self.hostnames[endpoint],
+    evaluator = self.member.conn.jid, evaluated = evaluated, correlation = correlation, totals = totals,
+    results = elements })
+  -- a set that cannot be written is logged and reported (status delivery='failed'), never dropped silently
+  local encoded, body = pcall(xml.serialize, set_el)
+  local state, derr = "failed", "the result set could not be encoded: " .. tostring(body)
+  if encoded then state, derr = self.delivery:submit(set_id, "result-set", body, self.delivery_wait) end
+  if state == "pending" then
+    log.warn("results of %s%s not delivered yet, kept in the spool: %s", endpoint,
+      correlation and (" [" .. correlation .. "]") or "", tostring(derr))
+    -- whoever waits for them hears them now, marked as not stored yet; they are announced again
+    -- once the repository has them
+    local notice = set_el
+    if #xml.serialize(set_el) > proto.INLINE_MAX then
+      notice = payload.result_set({ id = set_id, endpoint = endpoint, hostname = self.hostnames[endpoint],
+        evaluator = self.member.conn.jid, evaluated = evaluated, correlation = correlation, totals = totals })
+    end
+    notice.attr.delivery = "pending"
+    local ok, perr = self.member:publish("results", set_id, notice)
+    if not ok then log.warn("results of %s not announced: %s", endpoint, tostring(perr)) end
+  elseif state ~= "delivered" then
+    log.error("results of %s%s not delivered (%s): %s", endpoint, correlation and (" [" .. correlation .. "]") or "",
+      tostring(state), tostring(derr))
+  end
+  return state, derr
+end
+
 --- e:evaluate(endpoint, [correlation], [policy_ids]) -> totals {pass = n, ...}, results | nil, err
 -- Evaluates the newest posture of the endpoint (the correlation's posture first, when given) and
 -- publishes every result.
@@ -154,27 +189,13 @@ function Evaluator:evaluate(endpoint, correlation, policy_ids, kinds)
     end
     elements[#elements + 1] = el
   end
-  local set_id = crypto.uuid()
-  local set_el = payload.result_set({ id = set_id, endpoint = endpoint, hostname = self.hostnames[endpoint],
-    evaluator = self.member.conn.jid, evaluated = evaluated, correlation = correlation, totals = totals,
-    results = elements })
-  local state, derr = self.delivery:submit(set_id, "result-set", xml.serialize(set_el), self.delivery_wait)
-  if state == "pending" then
-    log.warn("results of %s%s not delivered yet, kept in the spool: %s", endpoint,
-      correlation and (" [" .. correlation .. "]") or "", tostring(derr))
-    -- whoever waits for them hears them now, marked as not stored yet; they are announced again
-    -- once the repository has them
-    local notice = set_el
-    if #xml.serialize(set_el) > proto.INLINE_MAX then
-      notice = payload.result_set({ id = set_id, endpoint = endpoint, hostname = self.hostnames[endpoint],
-        evaluator = self.member.conn.jid, evaluated = evaluated, correlation = correlation, totals = totals })
-    end
-    notice.attr.delivery = "pending"
-    local ok, perr = self.member:publish("results", set_id, notice)
-    if not ok then log.warn("results of %s not announced: %s", endpoint, tostring(perr)) end
-  elseif state ~= "delivered" then
-    log.error("results of %s%s refused by the repository: %s", endpoint, correlation and (" [" .. correlation .. "]") or "",
-      tostring(derr))
+  -- a set holds at most payload.MAX_SET results (what a repository takes): more rules, more sets
+  local state, derr = "delivered", nil
+  for first = 1, math.max(#elements, 1), payload.MAX_SET do
+    local last = math.min(#elements, first + payload.MAX_SET - 1)
+    local s1, e1 = deliver_set(self, endpoint, correlation, evaluated, { table.unpack(elements, first, last) },
+      report.totals({ table.unpack(results, first, last) }))
+    if s1 ~= "delivered" then state, derr = s1, e1 end
   end
   self.evaluations = self.evaluations + 1
   log.info("%s%s: %d results (pass %d, fail %d, error %d)", endpoint,
@@ -292,11 +313,12 @@ local function lines(v)
   return out
 end
 
-local function add_commands(self, allowed)
+local function add_commands(self, allowed, limits)
   local cmds = self.member.commands
   cmds:add(proto.CMD.evaluate, {
     name = "Evaluate posture",
     allowed = allowed,
+    rate = ratelimit.for_command("evaluate", limits), -- per peer: docs/protocol.md 8
     end_on_refusal = true, -- docs/protocol.md 3: a refused submission ends the session
     form = function() return proto.evaluate_form(policy_ids(self)) end,
     run = function(session, values)
@@ -364,7 +386,8 @@ function M.start(opts)
     pending = {}, evaluations = 0, auto = opts.auto ~= false, endpoint_owner = {} }, Evaluator)
   -- default: the policies shipped with sacmrun (the source tree's, or the installed ones)
   local dir = opts.policies or (require("sacm._build").share_dir .. "/policies")
-  self.engine = policy.engine({ dir = dir, instructions = opts.instructions, memory = opts.memory })
+  self.engine = policy.engine({ dir = dir, instructions = opts.instructions, memory = opts.memory,
+    policy_instructions = opts.policy_instructions, evaluation_instructions = opts.evaluation_instructions })
   local loaded, lerr = self.engine:load_all()
   if not loaded then return nil, lerr end
   local mopts = {}
@@ -384,7 +407,7 @@ function M.start(opts)
     end })
   if not self.member then return nil, self.delivery end
   advertise_policies(self)
-  add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid))
+  add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid), opts.rate_limits)
   local ok
   ok, err = self.member:subscribe("posture", function(item) on_posture(self, item) end)
   if not ok then

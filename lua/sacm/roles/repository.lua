@@ -15,6 +15,7 @@ local member = require "sacm.grid.member"
 local commands = require "sacm.xmpp.commands"
 local jidlib = require "sacm.xmpp.jid"
 local proto = require "sacm.grid.protocol"
+local ratelimit = require "sacm.ratelimit"
 local upload_service = require "sacm.grid.upload_service"
 local time = require "sacm.time"
 local errors = require "sacm.error"
@@ -117,11 +118,12 @@ local function admit(self, jid, info)
   end
 end
 
-local function add_commands(self, allowed)
+local function add_commands(self, allowed, limits)
   local cmds = self.member.commands
   cmds:add(proto.CMD.query, {
     name = "Query posture and results",
     allowed = allowed,
+    rate = ratelimit.for_command("query", limits), -- per peer: docs/protocol.md 8
     end_on_refusal = true, -- docs/protocol.md 3: a refused submission ends the session
     form = proto.QUERY_FORM,
     run = function(_, values)
@@ -146,6 +148,7 @@ local function add_commands(self, allowed)
   cmds:add(proto.CMD.get, {
     name = "Retrieve posture or a result",
     allowed = allowed,
+    rate = ratelimit.for_command("get", limits), -- per peer: docs/protocol.md 8
     end_on_refusal = true, -- docs/protocol.md 3: a refused submission ends the session
     form = proto.GET_FORM,
     run = function(_, values) return self.store:get(values.id) end,
@@ -254,7 +257,7 @@ function M.start(opts)
     self:close()
     return nil, err
   end
-  add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid))
+  add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid), opts.rate_limits)
   local cache = self.member.caps_cache
   self.admission = cache:on_update(function(jid, info) if info then admit(self, jid, info) end end)
   for _, jid in ipairs(cache:jids()) do admit(self, jid, cache:info_for(jid)) end

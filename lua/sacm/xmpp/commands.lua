@@ -134,12 +134,24 @@ end
 
 -- Sessions --------------------------------------------------------------------------------------
 
+-- Text XML cannot carry (a Latin-1 value a query found, say) is replaced (U+FFFD), not a lost answer.
+local function clean_tree(el)
+  for k, v in pairs(el.attr) do el.attr[k] = (xml.clean_text(v)) end
+  for i, c in ipairs(el) do
+    if type(c) == "string" then el[i] = (xml.clean_text(c)) else clean_tree(c) end
+  end
+end
+
 -- Answers a request of the session with a full iq (the handler task waiting for it sends it).
 local function respond(session, req, iq)
   if session.req == req then session.req = nil end
   if req.answered then return end
   req.answered = true
   local ok, err = pcall(xml.serialize, iq)
+  if not ok then
+    clean_tree(iq)
+    ok, err = pcall(xml.serialize, iq)
+  end
   if not ok then
     log.error("command %s: the response cannot be serialized: %s", session.node, errors.message(err))
     iq = st.error_reply(req.stanza, "internal-server-error", "the command's response could not be serialized")
@@ -301,8 +313,9 @@ function Session:ask(def, opts)
         :format(req.action, opts.last and "complete" or "next"), "bad-action"))
       refused(self)
     else
-      local parsed = submitted and forms.parse(submitted, def)
-      local values, err = forms.validate(def, parsed and parsed.values or {})
+      local parsed, values, err
+      if submitted then parsed, err = forms.parse(submitted, def) end -- a form parse refuses is no empty one
+      if not err then values, err = forms.validate(def, parsed and parsed.values or {}) end
       local want = x and forms.parse(x).form_type
       if values and want and parsed and parsed.form_type and parsed.form_type ~= want then
         values, err = nil, errors.new("bad-request", ("invalid form: FORM_TYPE is '%s', this command's form is '%s'")
@@ -425,6 +438,11 @@ end
 
 local function start_session(self, spec, s, cmd, from)
   local requester = jidlib.bare(from) or from
+  local waited = spec.rate and select(2, spec.rate:take(requester)) -- a sacm.ratelimit, before any work
+  if waited then
+    return st.error_reply(s, "policy-violation", ("%s: more requests from %s than its rate limit allows (%s); "
+      .. "try again in %.1f s"):format(spec.node, requester, spec.rate:describe(), waited), "wait")
+  end
   local per = self.per_requester[requester] or 0
   local max = spec.max_sessions or self.options.max_sessions
   if per >= max then
@@ -519,7 +537,8 @@ end
 -- form (definition or function(session) -> definition: run(session, values) then gets its answer),
 -- allowed (nil: our own account only; true: anyone; a list of JIDs, bare JIDs or domains; or
 -- function(from, node) -> boolean), prev (true: offer going back a stage, which runs the code
--- again up to there), idle_timeout, max_sessions. Adding a node again replaces the command
+-- again up to there), idle_timeout, max_sessions, rate (a sacm.ratelimit limiter: sessions per
+-- requester, refused with policy-violation type 'wait'). Adding a node again replaces the command
 -- (running sessions finish with the old one).
 function Provider:add(node, spec)
   check_node(node)

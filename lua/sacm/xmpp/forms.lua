@@ -313,6 +313,14 @@ function M.parse(x, def)
   if not xml.is_element(x) or x.name ~= "x" or x.ns ~= M.NS then
     return nil, errors.new("bad-request", "not a data form (expected <x xmlns='jabber:x:data'/>)")
   end
+  -- counted before any field is looked at: a form of thousands of fields costs a refusal, not work
+  local count = 0
+  for _, child in ipairs(x) do
+    if type(child) == "table" and child.name == "field" then count = count + 1 end
+  end
+  if count > M.MAX_FIELDS then
+    return nil, errors.new("bad-request", ("invalid form: more than %d fields (%d)"):format(M.MAX_FIELDS, count))
+  end
   local form = {
     type = x.attr.type, fields = {}, values = {},
   }
@@ -456,6 +464,7 @@ end
 -- before anything else looks at the values: a hostile form costs a refusal, not work.
 M.MAX_VALUES = 1000
 M.MAX_VALUE_BYTES = 4096
+M.MAX_FIELDS = 500 -- fields of one form (parse refuses more)
 
 local function too_much(f, v)
   local max_bytes = f.max_bytes or M.MAX_VALUE_BYTES

@@ -52,7 +52,8 @@ function M.error_reply(st, condition, text, etype, app)
   local reply = stanza(st.name, attr)
   reply:tag("error", { type = etype or DEFAULT_TYPES[condition] })
     :tag(condition, { xmlns = M.NS_STANZAS }):up()
-  if text then reply:tag("text", { xmlns = M.NS_STANZAS }):text(text):up() end
+  -- an error text often quotes what was refused: never let it make the reply unwritable
+  if text then reply:tag("text", { xmlns = M.NS_STANZAS }):text((xml.clean_text(tostring(text)))):up() end
   if app then reply:add(app) end
   reply:reset()
   return reply
