@@ -10,6 +10,13 @@
 
 static uv_loop_t loop;
 static uv_signal_t sigint_watcher, sigterm_watcher;
+/* The next turn of the loop, for task.yield(): the callback runs from a check handle, after the
+ * loop has polled for I/O once, and an idle handle keeps that poll from blocking. A 0 ms timer
+ * would not do: libuv 1.44 runs a timer started from a timer callback in the same timers phase,
+ * before any I/O, so a task yielding that way starves sockets and pipes. */
+static uv_idle_t turn_idle;
+static uv_check_t turn_check;
+static int turn_ref = LUA_NOREF;
 static int signal_ref = LUA_NOREF;
 static int sigint_count;
 static void (*interrupt_handler)(void);
@@ -39,6 +46,28 @@ static void on_signal(uv_signal_t *watcher, int signum)
     sacm_invoke_ref(L, signal_ref, 2);
 }
 
+static void on_turn_idle(uv_idle_t *idle)
+{
+    (void)idle;
+}
+
+static void on_turn_check(uv_check_t *check)
+{
+    (void)check;
+    uv_idle_stop(&turn_idle);
+    uv_check_stop(&turn_check);
+    int ref = turn_ref;
+    turn_ref = LUA_NOREF;
+    sacm_invoke_ref(sacm_main_state(), ref, 0);
+    luaL_unref(sacm_main_state(), LUA_REGISTRYINDEX, ref);
+}
+
+static int is_runtime_handle(uv_handle_t *handle)
+{
+    return handle == (uv_handle_t *)&sigint_watcher || handle == (uv_handle_t *)&sigterm_watcher ||
+           handle == (uv_handle_t *)&turn_idle || handle == (uv_handle_t *)&turn_check;
+}
+
 void sacm_loop_set_interrupt_handler(void (*fn)(void))
 {
     interrupt_handler = fn;
@@ -55,6 +84,8 @@ int sacm_loop_init(void)
     uv_signal_init(&loop, &sigterm_watcher);
     uv_signal_start(&sigint_watcher, on_signal, SIGINT);
     uv_signal_start(&sigterm_watcher, on_signal, SIGTERM);
+    uv_idle_init(&loop, &turn_idle);
+    uv_check_init(&loop, &turn_check);
     /* Watching for signals must not keep an otherwise finished program alive. */
     uv_unref((uv_handle_t *)&sigint_watcher);
     uv_unref((uv_handle_t *)&sigterm_watcher);
@@ -70,7 +101,7 @@ static void count_and_close(uv_handle_t *handle, void *arg)
 {
     if (uv_is_closing(handle))
         return;
-    if (handle != (uv_handle_t *)&sigint_watcher && handle != (uv_handle_t *)&sigterm_watcher) {
+    if (!is_runtime_handle(handle)) {
         (*(int *)arg)++;
         sacm_log(SACM_LOG_DEBUG, "loop", "closing a %s handle left open at exit",
                  uv_handle_type_name(handle->type));
@@ -153,7 +184,7 @@ static int l_on_signal(lua_State *L)
 static void list_handle(uv_handle_t *handle, void *arg)
 {
     lua_State *L = arg;
-    if (handle == (uv_handle_t *)&sigint_watcher || handle == (uv_handle_t *)&sigterm_watcher)
+    if (is_runtime_handle(handle))
         return;
     if (uv_is_closing(handle))
         return;
@@ -165,6 +196,19 @@ static void list_handle(uv_handle_t *handle, void *arg)
     lua_pushboolean(L, uv_has_ref(handle));
     lua_setfield(L, -2, "ref");
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
+/* after_poll(fn): fn() once, on the next turn of the loop after it has polled for I/O (one
+ * callback at a time: a second call before it ran replaces the first). */
+static int l_after_poll(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_unref(L, LUA_REGISTRYINDEX, turn_ref);
+    lua_pushvalue(L, 1);
+    turn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    uv_idle_start(&turn_idle, on_turn_idle);
+    uv_check_start(&turn_check, on_turn_check);
+    return 0;
 }
 
 /* handles() -> list of {type, active, ref}: what keeps the loop alive (tests use it to prove
@@ -186,6 +230,7 @@ int luaopen_sacm__loop(lua_State *L)
         {"stop", l_stop},
         {"on_signal", l_on_signal},
         {"handles", l_handles},
+        {"after_poll", l_after_poll},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

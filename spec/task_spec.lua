@@ -159,6 +159,44 @@ describe("sacm.task", function()
     assert.equal("fast", (task.with_timeout(1, function() return "fast" end)))
   end)
 
+  it("yield lets the loop poll for I/O: a task that only yields does not starve a file read", function()
+    local fs = require "sacm.fs"
+    local read_done = false
+    local reader = task.spawn(function() return fs.read("spec/task_spec.lua") end)
+    task.spawn(function() reader:await(); read_done = true end)
+    -- with a 0 ms timer as the yield, this loop would spin inside libuv's timers phase and the
+    -- read's completion (polled I/O) would never come: the cap ends it then
+    local turns = 0
+    while not read_done and turns < 100000 do
+      task.yield()
+      turns = turns + 1
+    end
+    assert.is_true(read_done, "the read never completed while a task yielded " .. turns .. " times")
+    assert.matches("yield lets the loop poll", reader:await(), 1, true)
+    -- and a bare coroutine.yield() the same
+    local done2 = false
+    task.spawn(function() fs.read("spec/task_spec.lua"); done2 = true end)
+    turns = 0
+    while not done2 and turns < 100000 do
+      coroutine.yield()
+      turns = turns + 1
+    end
+    assert.is_true(done2)
+  end)
+
+  it("a cancelled yielder is not resumed, and the others are", function()
+    local resumed = {}
+    local a = task.spawn(function() task.yield(); resumed.a = true end)
+    local b = task.spawn(function() task.yield(); resumed.b = true end)
+    task.sleep(0) -- both are yielding now
+    a:cancel()
+    b:await()
+    task.sleep(0.001)
+    assert.is_nil(resumed.a)
+    assert.is_true(resumed.b)
+    assert.equal("cancelled", a.status)
+  end)
+
   it("a bare coroutine.yield() inside a task lets the loop run and continues", function()
     local other = false
     task.spawn(function() other = true end)

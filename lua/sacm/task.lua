@@ -92,19 +92,38 @@ local function settle(t)
   end
 end
 
+-- Tasks waiting for the loop's next turn (yield): resumed together once the loop has polled for
+-- I/O (sacm._loop.after_poll). A 0 ms timer would not do: libuv runs a timer started from a timer
+-- callback in the same phase, so tasks yielding that way would starve sockets and pipes.
+local yielders, yielder_index = {}, {}
+local function resume_yielders()
+  local list = yielders
+  yielders, yielder_index = {}, {}
+  for _, t in ipairs(list) do
+    if t then
+      if t.on_cancel == forget_yielder then t.on_cancel, t.on_cancel_arg = nil, nil end
+      M.wake(t)
+    end
+  end
+end
+local function forget_yielder(t)
+  local i = yielder_index[t]
+  if i then
+    yielders[i], yielder_index[t] = false, nil -- a cancelled task stays out; the list keeps its order
+  end
+end
+
+local function next_turn(t)
+  yielders[#yielders + 1] = t
+  yielder_index[t] = #yielders
+  if #yielders == 1 then loop.after_poll(resume_yielders) end
+end
+
 local function bare_yield(t)
   -- A plain coroutine.yield() inside a task: let the loop run once, then continue.
-  local timer = new_timer()
   t.status = "suspended"
-  t.on_cancel = function() timer:close() end
-  timer:start(0, 0, function()
-    timer:close()
-    if t.status == "suspended" then
-      t.on_cancel = nil
-      t.status = "ready"
-      enqueue(t, 0)
-    end
-  end)
+  t.on_cancel, t.on_cancel_arg = forget_yielder, t
+  next_turn(t)
 end
 
 -- A traceback without the scheduler's own frames at the bottom (run_current, worker, and the
@@ -358,9 +377,12 @@ function M.sleep(seconds)
   timer:close()
 end
 
---- yield(): lets the loop and other tasks run once, then continues.
+--- yield(): lets the loop and other tasks run once, then continues: the task resumes after the
+-- loop has polled for I/O, so a long computation that yields keeps sockets served.
 function M.yield()
-  M.sleep(0)
+  local t = require_task("yield")
+  next_turn(t)
+  M.suspend(forget_yielder, t)
 end
 
 --- The value wait_in returns when its timeout passed first.

@@ -579,9 +579,7 @@ local function serve_loop(since)
   local now = hrtime()
   if now - since < M.SLICE * 1e9 then return since end
   if not task.can_wait() then return since end
-  -- not task.yield(): a 0 ms timer started from a timer's callback comes due in the same timers
-  -- phase, before libuv polls for I/O; 1 ms lands in the next loop iteration, after the poll
-  task.sleep(0.001)
+  task.yield() -- resumes after the loop has polled for I/O once
   return hrtime()
 end
 
