@@ -196,7 +196,7 @@ describe("sacm.xccdf", function()
     for _ in tr:children("rule-result") do n = n + 1 end
     assert.equal(4, n)
     assert.equal("66.666667", tr:find("score#"))
-    assert.same({ pass = 2, fail = 1, notapplicable = 1 }, summary.counts)
+    assert.same({ pass = 2, fail = 1, notapplicable = 1 }, summary[1].counts)
   end)
 
   it("exports this host's assessment as ARF that oscap validates, reads and renders", function()

@@ -89,12 +89,32 @@ end
 --   start_time, end_time  seconds since 1970 (default now);
 --   benchmark { id, title, description, version, platforms = {CPE names} } (defaults from the
 --            rules; no platform means "all platforms");
---   test_result_id (default from target and time).
+--   test_result_id (default from target and time);
+--   parts    instead of results/target/times: a list of { results, target, start_time,
+--            end_time, test_result_id }, one TestResult each (an assessment of several endpoints).
 -- Raises on a missing rule for a result (a programmer error).
 function M.document(opts)
-  local benchmark, test_result = M.elements(opts)
-  benchmark:add(test_result)
+  local benchmark
+  for _, o in ipairs(M.parts(opts)) do
+    local b, test_result = M.elements(o)
+    benchmark = benchmark or b
+    benchmark:add(test_result)
+  end
   return M.serialize(benchmark)
+end
+
+--- parts(opts) -> a list of options for elements(), one per part (opts itself without parts).
+function M.parts(opts)
+  if not opts.parts then return { opts } end
+  assert(#opts.parts > 0, "xccdf: opts.parts is empty")
+  local list = {}
+  for i, part in ipairs(opts.parts) do
+    local o = {}
+    for k, v in pairs(opts) do if k ~= "parts" then o[k] = v end end
+    for k, v in pairs(part) do o[k] = v end
+    list[i] = o
+  end
+  return list
 end
 
 --- serialize(element) -> the XML text of a whole document (declaration, indentation).

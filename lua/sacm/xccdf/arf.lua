@@ -73,8 +73,8 @@ end
 
 -- The asset: the endpoint as a computing device. Addresses that are neither IPv4 nor IPv6 are
 -- left out of the connections (the TestResult still names them as target-address).
-local function asset_el(c, target, hostname)
-  c:tag("asset", { id = "asset0" }):tag("computing-device", { xmlns = M.AI })
+local function asset_el(c, id, target, hostname)
+  c:tag("asset", { id = id }):tag("computing-device", { xmlns = M.AI })
   local conns = {}
   for _, a in ipairs(target.addresses or {}) do
     if is_ipv4(a) then conns[#conns + 1] = { "ip-v4", a }
@@ -95,8 +95,9 @@ local function asset_el(c, target, hostname)
   c:up():up()
 end
 
---- report(opts) -> XML text of the ARF report collection. opts: sacm.xccdf.document's.
--- Raises as document() does.
+--- report(opts) -> XML text of the ARF report collection, summaries (one per report).
+-- opts: sacm.xccdf.document's; with opts.parts, one asset and one report per part. Raises as
+-- document() does.
 function M.report(opts)
   assert(type(opts) == "table", "arf.report: opts required")
   local bench_name = (opts.benchmark or {}).id or "sacmrun"
@@ -107,43 +108,50 @@ function M.report(opts)
   local component_id = "scap_org.sacmrun_comp_" .. safe .. "-xccdf"
   local cref_id = "scap_org.sacmrun_cref_" .. safe .. "-xccdf"
 
-  local o = {}
-  for k, v in pairs(opts) do o[k] = v end
-  o.benchmark_href = "#" .. component_id
-  local benchmark, test_result, summary = xccdf.elements(o)
+  local benchmark, reports, summaries = nil, {}, {}
+  for i, o in ipairs(xccdf.parts(opts)) do
+    o.benchmark_href = "#" .. component_id
+    local b, test_result, summary = xccdf.elements(o)
+    benchmark = benchmark or b
+    reports[i] = { id = "xccdf" .. i, asset = "asset" .. (i - 1), test_result = test_result,
+      target = o.target or {}, summary = summary }
+    summaries[i] = summary
+  end
 
-  local attrs = { xmlns = M.DS, id = collection_id, ["schematron-version"] = "1.3" }
   local c = xml.element("asset-report-collection", { xmlns = M.NS })
   c:tag("relationships", { xmlns = M.CORE })
-  c:tag("relationship", { type = "arfvocab:createdFor", subject = "xccdf1" })
-    :tag("ref"):text("collection1"):up():up()
-  c:tag("relationship", { type = "arfvocab:isAbout", subject = "xccdf1" })
-    :tag("ref"):text("asset0"):up():up()
+  for _, r in ipairs(reports) do
+    c:tag("relationship", { type = "arfvocab:createdFor", subject = r.id }):tag("ref"):text("collection1"):up():up()
+    c:tag("relationship", { type = "arfvocab:isAbout", subject = r.id }):tag("ref"):text(r.asset):up():up()
+  end
   c:up()
 
   c:tag("report-requests"):tag("report-request", { id = "collection1" }):tag("content")
-  c:tag("data-stream-collection", attrs)
+  c:tag("data-stream-collection", { xmlns = M.DS, id = collection_id, ["schematron-version"] = "1.3" })
   c:tag("data-stream", { id = stream_id, ["scap-version"] = "1.3", ["use-case"] = "OTHER" })
     :tag("checklists"):tag("component-ref", { id = cref_id, [XLINK .. " href"] = "#" .. component_id })
     :up():up():up()
-  c:tag("component", { id = component_id, timestamp = time.format(summary.end_time, 0) })
+  c:tag("component", { id = component_id, timestamp = time.format(summaries[1].end_time, 0) })
     :add(benchmark):up()
   c:up() -- data-stream-collection
   c:up():up():up()
 
   c:tag("assets")
-  asset_el(c, opts.target or {}, summary.hostname)
+  for _, r in ipairs(reports) do asset_el(c, r.asset, r.target, r.summary.hostname) end
   c:up()
 
-  c:tag("reports"):tag("report", { id = "xccdf1" }):tag("content"):add(test_result)
-  c:up():up():up()
+  c:tag("reports")
+  for _, r in ipairs(reports) do
+    c:tag("report", { id = r.id }):tag("content"):add(r.test_result):up():up()
+  end
+  c:up()
   -- relationship/@type is a QName in ARF's vocabulary: its prefix has to be declared, and
   -- sacm.xml declares only the namespaces of elements and attributes, so it goes on the root here
   local text = xccdf.serialize(c)
   local root = '<asset-report-collection xmlns="' .. M.NS .. '"'
   assert(text:find(root, 1, true), "arf.report: unexpected root serialization")
   text = text:gsub(root:gsub("%p", "%%%0"), function(r) return r .. ' xmlns:arfvocab="' .. VOCAB .. '"' end, 1)
-  return text, summary
+  return text, summaries
 end
 
 return M
