@@ -12,6 +12,8 @@ local fs = require "sacm.fs"
 local crypto = require "sacm.crypto"
 local payload = require "sacm.grid.payload"
 local tmp = require "support.tmp"
+local certs = require "support.certs"
+local http = require "sacm.http"
 local prosody = require "support.prosody"
 local grid = require "support.grid"
 local collector = require "sacm.roles.collector"
@@ -130,6 +132,41 @@ describe("collection kind oscap", function()
     assert.equal("none", d.attributes.platform_adaptation)
     for _, it in ipairs(d.items) do assert.equal("notapplicable", it.result, it.rule) end
     assert.equal(#RULES, d.attributes.count_notapplicable)
+  end)
+
+  it("fetches the data stream over HTTPS, verified and pinned by its SHA-256", function()
+    local dir = tmp.dir("oscap-fetch")
+    finally(function() tmp.remove(dir) end)
+    local ca = certs.ca(dir, "ca", "sacmrun oscap fetch CA")
+    local pair = certs.server(ca, dir .. "/server", { dns = { "localhost" }, ips = { "127.0.0.1" } })
+    local ds = assert(fs.read(DS))
+    local srv = assert(http.listen({ host = "127.0.0.1", port = 0, cert = pair.cert, key = pair.key }, function(req)
+      if req.raw_path == "/ds.xml" then return 200, { ["Content-Type"] = "application/xml" }, ds end
+      return 404, {}, "no\n"
+    end))
+    finally(function() srv:close() end)
+    local url = ("https://127.0.0.1:%d/ds.xml"):format(srv.port)
+    local sha = crypto.hex(crypto.sha256(ds))
+    local d, err = collect.run("oscap", { datastream_url = url, datastream_sha256 = sha, cafile = ca.cert,
+      rules = { RULES[1] }, timeout = 300 })
+    assert(d, tostring(err))
+    assert.equal(url, d.attributes.datastream)
+    assert.equal(sha, d.attributes.datastream_sha256)
+    assert.equal(expected_here().file_permissions_etc_passwd, d.items[1].result)
+    -- a different pin: refused before oscap runs
+    d, err = collect.run("oscap", { datastream_url = url, datastream_sha256 = string.rep("0", 64), cafile = ca.cert,
+      timeout = 60 })
+    assert.is_nil(d)
+    assert.equal(("the data stream %s has SHA-256 %s, not the pinned %s: not evaluated"):format(url, sha,
+      string.rep("0", 64)), err.text)
+    d, err = collect.run("oscap", { datastream_url = url, timeout = 60 })
+    assert.is_nil(d)
+    assert.matches("needs datastream_sha256", err.text, 1, true)
+    -- no verification shortcut: the system's trust store does not know the test CA
+    d, err = collect.run("oscap", { datastream_url = url, datastream_sha256 = sha, timeout = 60 })
+    assert.is_nil(d)
+    assert.equal("tls-verification-failed", err.condition)
+    assert.matches("cannot fetch the data stream " .. url, err.text, 1, true)
   end)
 
   it("fails with oscap's reason on a profile the data stream does not have", function()

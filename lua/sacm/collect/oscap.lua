@@ -52,10 +52,10 @@ local function oscap_program(opts) return opts.oscap or "oscap" end
 --- applicable(opts) -> true | false, why: a data stream configured and readable, oscap there.
 function M.applicable(opts)
   opts = opts or {}
-  if not opts.datastream then
+  if not opts.datastream and not opts.datastream_url then
     return false, "no data stream configured (the collector's options.oscap.datastream)"
   end
-  if not fs.stat(opts.datastream) then
+  if opts.datastream and not fs.stat(opts.datastream) then
     return false, ("the data stream %s is not there"):format(opts.datastream)
   end
   local r = proc.run({ oscap_program(opts), "--version" }, { timeout = 10 })
@@ -158,24 +158,56 @@ function M.parse_arf(arf)
     benchmark = tr:find("benchmark@id"), profile = tr:find("profile@idref") }
 end
 
---- collect(opts) -> data | nil, err. opts: datastream (path), profile (default the standard
--- profile), rules (list of XCCDF rule ids: only these), adapt_platform ("auto", true, false),
--- oscap (the program), timeout (the collection's budget; oscap gets it less 5 s).
+M.MAX_DATASTREAM = 64 * 1024 * 1024
+
+-- The data stream's text: the file, or fetched over HTTPS (certificate verified) and checked
+-- against the pinned SHA-256.
+local function datastream_text(opts)
+  if opts.datastream then return fs.read(opts.datastream, { max_bytes = M.MAX_DATASTREAM }) end
+  local url = opts.datastream_url
+  if not opts.datastream_sha256 then
+    return nil, errors.new("bad-request", ("datastream_url %s needs datastream_sha256: a scanner's "
+      .. "content is code the endpoint runs, so it is pinned"):format(url))
+  end
+  -- loaded here: listing kinds should not load the TLS client
+  local res, err = require("sacm.http").request({ url = url, cafile = opts.cafile, cert = opts.cert, key = opts.key,
+    timeout = math.min(60, opts.timeout or 60), max_body = M.MAX_DATASTREAM })
+  if not res then return nil, errors.new(err.condition or "internal-error", ("cannot fetch the data stream %s: %s"):format(url, tostring(err.text or err))) end
+  if res.status ~= 200 then
+    return nil, errors.new("item-not-found", ("cannot fetch the data stream %s: HTTP %d %s"):format(url, res.status, tostring(res.reason)))
+  end
+  local digest = crypto.hex(crypto.sha256(res.body))
+  if digest ~= opts.datastream_sha256:lower() then
+    return nil, errors.new("bad-request", ("the data stream %s has SHA-256 %s, not the pinned %s: not evaluated")
+      :format(url, digest, opts.datastream_sha256))
+  end
+  return res.body
+end
+
+--- collect(opts) -> data | nil, err. opts: datastream (path) or datastream_url (https, with
+-- datastream_sha256 pinned, cafile, cert, key), profile (default the standard profile), rules
+-- (list of XCCDF rule ids: only these), adapt_platform ("auto", true, false), oscap (the
+-- program), timeout (the collection's budget; oscap gets it less 5 s).
 function M.collect(opts)
   opts = opts or {}
-  local ds_path = opts.datastream
+  local ds_path = opts.datastream or opts.datastream_url
   local profile = opts.profile or M.DEFAULT_PROFILE
-  local ds, rerr = fs.read(ds_path)
+  local ds, rerr = datastream_text(opts)
   if not ds then return nil, rerr end
   local attributes = { datastream = text(ds_path), datastream_sha256 = crypto.hex(crypto.sha256(ds)),
     profile = text(profile), platform_adaptation = "none" }
   local adapt = opts.adapt_platform
   if adapt == nil then adapt = "auto" end
   local major = M.debian_major(fs.read("/etc/os-release"), fs.read("/etc/debian_version"))
-  local eval_path = ds_path
   local dir, derr = private_dir()
   if not dir then return nil, derr end
   local ok, result, err = pcall(function()
+    local eval_path = opts.datastream
+    if not eval_path then -- fetched: oscap reads files
+      eval_path = dir .. "/datastream.xml"
+      local wok, werr = fs.write(eval_path, ds, { mode = 384 })
+      if not wok then return nil, werr end
+    end
     local is_ssg11 = ds:find(M.DEBIAN11_OBJECT, 1, true) ~= nil
     if adapt == true or (adapt == "auto" and is_ssg11 and major and major ~= "11") then
       if not major then return nil, errors.new("not-applicable", "adapt_platform: this host is not Debian") end
