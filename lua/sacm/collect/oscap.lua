@@ -124,8 +124,9 @@ local function rule_titles(arf)
   return titles
 end
 
---- parse_arf(arf_text) -> { test_result = {attributes}, items = {...} } | nil, why. The
--- TestResult of the first report, read with sacm.xml; the Benchmark only for rule titles.
+--- parse_arf(arf_text) -> { items, counts = {result = n}, score, start_time, end_time, benchmark,
+-- profile } | nil, why. The TestResult of the first report, read with sacm.xml; the Benchmark
+-- only for rule titles.
 function M.parse_arf(arf)
   local tr_text = arf:match("<TestResult%s.-</TestResult>")
   if not tr_text then return nil, "the ARF holds no XCCDF 1.2 TestResult" end
