@@ -1,7 +1,8 @@
 -- This host assessed by a policy directory, without a grid, written as XCCDF 1.2 for OpenSCAP's
--- tools: sacmrun examples/assess-xccdf.lua [POLICY-DIR] [OUT.xml]
--- (defaults: the shipped policies, results.xml). Then, for instance:
+-- tools: sacmrun examples/assess-xccdf.lua [POLICY-DIR] [OUT.xml] [xccdf|arf]
+-- (defaults: the shipped policies, results.xml, XCCDF 1.2). Then, for instance:
 --   oscap xccdf validate results.xml && oscap xccdf generate report results.xml > report.html
+-- or, for ARF 1.1: oscap ds rds-validate arf.xml && oscap xccdf generate report arf.xml > report.html
 local policy = require "sacm.policy"
 local collect = require "sacm.collect"
 local xccdf = require "sacm.xccdf"
@@ -9,6 +10,12 @@ local build = require "sacm._build"
 
 local dir = arg[1] or (build.share_dir .. "/policies")
 local out = arg[2] or "results.xml"
+local format = arg[3] or "xccdf"
+if format ~= "xccdf" and format ~= "arf" then
+  io.stderr:write(("assess-xccdf: the format is xccdf or arf, not '%s'\n"):format(format))
+  sacm.exit(2)
+  return
+end
 
 local engine = policy.engine({ dir = dir })
 local report = assert(engine:load_all())
@@ -29,7 +36,8 @@ for kind, r in pairs(collect.run_all(collect.kinds(), { timeout = 20 })) do
 end
 local results = engine:evaluate(posture)
 local os_facts = posture.os and posture.os.attributes or {}
-local doc = xccdf.document({
+local write = format == "arf" and require("sacm.xccdf.arf").report or xccdf.document
+local doc = write({
   rules = engine:rules(), results = results, policies = engine:policies(), start_time = t0,
   target = { hostname = os_facts.hostname, facts = os_facts },
   benchmark = { id = "sacmrun", title = "sacmrun policies (" .. dir .. ")" },

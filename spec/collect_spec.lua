@@ -896,7 +896,7 @@ time.sleep(60)
 
     it("lists every file on package.path as a kind, sorted", function()
       local kinds = collect.kinds()
-      local shipped = { "file_permissions", "files", "groups", "logindefs", "modules", "mounts", "os", "packages",
+      local shipped = { "file_permissions", "files", "groups", "logindefs", "modules", "mounts", "os", "oscap", "packages",
         "pam", "services", "sockets", "sshd", "sudoers", "sysctl", "users" }
       local with_fixtures = { table.unpack(shipped) }
       for _, k in ipairs({ "zz_hang", "zz_malformed", "zz_raise", "zz_spin", "zz_unavailable", "zz_wrong_kind" }) do

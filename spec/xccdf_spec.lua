@@ -2,6 +2,7 @@
 -- (`oscap xccdf validate`, the schema and schematron checks of the XCCDF 1.2 standard), and
 -- rendered to HTML by `oscap xccdf generate report`.
 local xccdf = require "sacm.xccdf"
+local arf = require "sacm.xccdf.arf"
 local xml = require "sacm.xml"
 local policy = require "sacm.policy"
 local collect = require "sacm.collect"
@@ -35,6 +36,40 @@ local RESULTS = {
 local function oscap(...)
   local r = assert(proc.run({ "oscap", ... }, { timeout = 120, max_output = 64 << 20 }))
   return r
+end
+
+-- This host collected by every kind and judged by the shipped baseline.
+local function host_assessment()
+  local engine = policy.engine({ dir = build.share_dir .. "/policies" })
+  assert(engine:load_all())
+  local posture = {}
+  for kind, r in pairs(collect.run_all(collect.kinds(), { timeout = 20 })) do
+    if r.data then posture[kind] = r.data
+    elseif r.error.condition == "not-applicable" then posture[kind] = { applicable = false, reason = r.error.text }
+    else posture[kind] = r.error end
+  end
+  local t0 = os.time()
+  local results = engine:evaluate(posture)
+  return { rules = engine:rules(), results = results, policies = engine:policies(),
+    start_time = t0, target = { hostname = posture.os.attributes.hostname, facts = posture.os.attributes,
+      addresses = { "192.0.2.10", "2001:db8::10" } },
+    benchmark = { id = "debian12", title = "sacmrun Debian 12 baseline", platforms = { "cpe:/o:debian:debian_linux:12" } } }
+end
+
+local function need_oscap()
+  assert(proc.run({ "sh", "-c", "command -v oscap" }, { timeout = 5 }).ok,
+    "oscap is not installed (Debian package openscap-scanner, in tools/debian-packages.txt: make deps)")
+end
+
+-- The rule-results an HTML report of oscap shows, by result; each is listed at least once.
+local function assert_rendered(page, results)
+  local counts = {}
+  for class in page:gmatch('class="rule%-result rule%-result%-(%a+)"') do counts[class] = (counts[class] or 0) + 1 end
+  local want = {}
+  for _, r in ipairs(results) do want[r.result] = (want[r.result] or 0) + 1 end
+  for result, n in pairs(want) do
+    assert.is_true((counts[result] or 0) >= n, ("%s: %d in the report, %d results"):format(result, counts[result] or 0, n))
+  end
 end
 
 describe("sacm.xccdf", function()
@@ -94,21 +129,10 @@ describe("sacm.xccdf", function()
   it("exports this host's assessment by the baseline so that oscap validates it and renders it", function()
     local dir = tmp.dir("xccdf")
     finally(function() tmp.remove(dir) end)
-    assert(proc.run({ "sh", "-c", "command -v oscap" }, { timeout = 5 }).ok,
-      "oscap is not installed (Debian package openscap-scanner, in tools/debian-packages.txt: make deps)")
-    local engine = policy.engine({ dir = build.share_dir .. "/policies" })
-    assert(engine:load_all())
-    local posture = {}
-    for kind, r in pairs(collect.run_all(collect.kinds(), { timeout = 20 })) do
-      if r.data then posture[kind] = r.data
-      elseif r.error.condition == "not-applicable" then posture[kind] = { applicable = false, reason = r.error.text }
-      else posture[kind] = r.error end
-    end
-    local t0 = os.time()
-    local results = engine:evaluate(posture)
-    local doc = xccdf.document({ rules = engine:rules(), results = results, policies = engine:policies(),
-      start_time = t0, target = { hostname = posture.os.attributes.hostname, facts = posture.os.attributes },
-      benchmark = { id = "debian12", title = "sacmrun Debian 12 baseline", platforms = { "cpe:/o:debian:debian_linux:12" } } })
+    need_oscap()
+    local opts = host_assessment()
+    local results = opts.results
+    local doc = xccdf.document(opts)
     local path = dir .. "/results.xml"
     assert(fs.write(path, doc))
     local v = oscap("xccdf", "validate", path)
@@ -122,15 +146,84 @@ describe("sacm.xccdf", function()
     local g = oscap("xccdf", "generate", "report", "--output", html, path)
     assert(g.ok, "oscap xccdf generate report: " .. g.stderr)
     local page = assert(fs.read(html))
-    local counts = {}
-    for class in page:gmatch('class="rule%-result rule%-result%-(%a+)"') do counts[class] = (counts[class] or 0) + 1 end
-    local want = {}
-    for _, r in ipairs(results) do want[r.result] = (want[r.result] or 0) + 1 end
-    -- the report lists each rule-result twice (overview and details) or once; it lists them all
-    for result, n in pairs(want) do
-      assert.is_true((counts[result] or 0) >= n, ("%s: %d in the report, %d results"):format(result, counts[result] or 0, n))
-    end
+    assert_rendered(page, results)
     assert.matches("sacmrun Debian 12 baseline", page, 1, true)
     print(("\n  oscap validated and rendered %d rule-results (%d bytes of XCCDF)"):format(#results, #doc))
+  end)
+
+  it("writes IPv6 addresses in full, as Asset Identification wants them", function()
+    assert.equal("fe80:0:0:0:0:0:0:1", arf.expand_ipv6("fe80::1%eth0"))
+    assert.equal("0:0:0:0:0:0:0:1", arf.expand_ipv6("::1"))
+    assert.equal("2001:db8:0:0:0:0:0:10", arf.expand_ipv6("2001:db8::10"))
+    assert.equal("1:2:3:4:5:6:7:8", arf.expand_ipv6("1:2:3:4:5:6:7:8"))
+    assert.is_nil(arf.expand_ipv6("1::2::3"))
+    assert.is_nil(arf.expand_ipv6("192.0.2.1"))
+    assert.is_nil(arf.expand_ipv6("1:2:3"))
+  end)
+
+  it("makes an ARF report collection: the Benchmark in a data stream as the request, the TestResult as the report, the asset", function()
+    local text, summary = arf.report({ rules = RULES, results = RESULTS, start_time = 1764662400, end_time = 1764662401,
+      target = { hostname = "web1.example.org", addresses = { "192.0.2.10", "fe80::1", "not-an-address" } },
+      benchmark = { id = "test" } })
+    local c = assert(xml.parse((text:gsub("^<%?xml[^>]*>\n", ""))))
+    assert.same({ "asset-report-collection", arf.NS }, { c.name, c.ns })
+    local rel = {}
+    for r in c:child("relationships", arf.CORE):children("relationship") do
+      rel[#rel + 1] = { r.attr.type, r.attr.subject, r:find("ref#") }
+    end
+    assert.same({ { "arfvocab:createdFor", "xccdf1", "collection1" }, { "arfvocab:isAbout", "xccdf1", "asset0" } }, rel)
+    assert.matches('xmlns:arfvocab="http://scap.nist.gov/specifications/arf/vocabulary/relationships/1.0#"', text, 1, true)
+    local dsc = c:find("report-requests/report-request/content"):child("data-stream-collection", arf.DS)
+    local component = dsc:child("component", arf.DS)
+    assert.equal("scap_org.sacmrun_comp_test-xccdf", component.attr.id)
+    assert.equal("#" .. component.attr.id,
+      dsc:find("data-stream/checklists/component-ref").attr["http://www.w3.org/1999/xlink href"])
+    local benchmark = component:child("Benchmark", NS)
+    assert.equal("xccdf_org.sacmrun_benchmark_test", benchmark.attr.id)
+    assert.is_nil(benchmark:child("TestResult"), "the TestResult is the report, not part of the request")
+    local device = c:find("assets/asset"):child("computing-device", arf.AI)
+    local addrs = {}
+    for conn in device:child("connections"):children("connection") do
+      local ip = conn:child("ip-address")
+      addrs[#addrs + 1] = ip:find("ip-v4#") or ip:find("ip-v6#")
+    end
+    assert.same({ "192.0.2.10", "fe80:0:0:0:0:0:0:1" }, addrs)
+    assert.same({ "web1.example.org", "web1" }, { device:find("fqdn#"), device:find("hostname#") })
+    local tr = c:find("reports/report/content"):child("TestResult", NS)
+    assert.same({ "#scap_org.sacmrun_comp_test-xccdf", "xccdf_org.sacmrun_benchmark_test" },
+      { tr:find("benchmark@href"), tr:find("benchmark@id") })
+    local n = 0
+    for _ in tr:children("rule-result") do n = n + 1 end
+    assert.equal(4, n)
+    assert.equal("66.666667", tr:find("score#"))
+    assert.same({ pass = 2, fail = 1, notapplicable = 1 }, summary[1].counts)
+  end)
+
+  it("exports this host's assessment as ARF that oscap validates, reads and renders", function()
+    local dir = tmp.dir("arf")
+    finally(function() tmp.remove(dir) end)
+    need_oscap()
+    local opts = host_assessment()
+    local text = arf.report(opts)
+    local path = dir .. "/arf.xml"
+    assert(fs.write(path, text))
+    -- rds-validate: OpenSCAP's check of a result data stream (ARF 1.1 schema); `oscap xccdf
+    -- validate` looks for XCCDF schematron rules ARF has none of, and refuses oscap's own ARF too
+    local v = oscap("ds", "rds-validate", path)
+    assert(v.ok, "oscap ds rds-validate: " .. v.stdout .. v.stderr)
+    local x = assert(proc.run({ "xmllint", "--noout", "--schema",
+      "/usr/share/openscap/schemas/arf/1.1/asset-reporting-format_1.1.0.xsd", path }, { timeout = 60 }))
+    assert(x.ok, "xmllint against the ARF 1.1 schema: " .. x.stderr)
+    local info = oscap("info", path)
+    assert(info.ok, info.stderr)
+    assert.matches("Document type: Result Data Stream", info.stdout, 1, true)
+    assert.matches("Source benchmark: #scap_org.sacmrun_comp_debian12-xccdf", info.stdout, 1, true)
+    local html = dir .. "/report.html"
+    local g = oscap("xccdf", "generate", "report", "--output", html, path)
+    assert(g.ok, "oscap xccdf generate report: " .. g.stderr)
+    local page = assert(fs.read(html))
+    assert_rendered(page, opts.results)
+    assert.matches("sacmrun Debian 12 baseline", page, 1, true)
+    print(("\n  oscap validated and rendered an ARF of %d rule-results (%d bytes)"):format(#opts.results, #text))
   end)
 end)

@@ -89,9 +89,45 @@ end
 --   start_time, end_time  seconds since 1970 (default now);
 --   benchmark { id, title, description, version, platforms = {CPE names} } (defaults from the
 --            rules; no platform means "all platforms");
---   test_result_id (default from target and time).
+--   test_result_id (default from target and time);
+--   parts    instead of results/target/times: a list of { results, target, start_time,
+--            end_time, test_result_id }, one TestResult each (an assessment of several endpoints).
 -- Raises on a missing rule for a result (a programmer error).
 function M.document(opts)
+  local benchmark
+  for _, o in ipairs(M.parts(opts)) do
+    local b, test_result = M.elements(o)
+    benchmark = benchmark or b
+    benchmark:add(test_result)
+  end
+  return M.serialize(benchmark)
+end
+
+--- parts(opts) -> a list of options for elements(), one per part (opts itself without parts).
+function M.parts(opts)
+  if not opts.parts then return { opts } end
+  assert(#opts.parts > 0, "xccdf: opts.parts is empty")
+  local list = {}
+  for i, part in ipairs(opts.parts) do
+    local o = {}
+    for k, v in pairs(opts) do if k ~= "parts" then o[k] = v end end
+    for k, v in pairs(part) do o[k] = v end
+    list[i] = o
+  end
+  return list
+end
+
+--- serialize(element) -> the XML text of a whole document (declaration, indentation).
+function M.serialize(el)
+  return '<?xml version="1.0" encoding="UTF-8"?>\n' .. xml.serialize(el, { indent = "  " }) .. "\n"
+end
+
+--- elements(opts) -> Benchmark element (without TestResult), TestResult element, summary.
+-- The two halves document() joins, and that an ARF report collection (sacm.xccdf.arf) keeps
+-- apart: the Benchmark as the report request, the TestResult as the report. opts as document(),
+-- plus benchmark_href: the TestResult's <benchmark href> (ARF: "#<data stream component id>").
+-- summary = { version, score, counts = { result = n }, hostname, start_time, end_time }.
+function M.elements(opts)
   assert(type(opts) == "table" and type(opts.rules) == "table" and type(opts.results) == "table",
     "xccdf.document: opts.rules and opts.results are required")
   local now = time.now()
@@ -120,8 +156,8 @@ function M.document(opts)
   end
   local version = bench.version or crypto.hex(crypto.sha256(table.concat(versions, "\n"))):sub(1, 16)
 
-  local b = xml.element("Benchmark", { xmlns = M.NS, id = M.id("benchmark", bench.id or "sacmrun"),
-    resolved = "1", ["xml:lang"] = "en" })
+  local benchmark_id = M.id("benchmark", bench.id or "sacmrun")
+  local b = xml.element("Benchmark", { xmlns = M.NS, id = benchmark_id, resolved = "1", ["xml:lang"] = "en" })
   b:tag("status", { date = os.date("!%Y-%m-%d", math.floor(end_time)) }):text("accepted"):up()
   text_el(b, "title", bench.title or "sacmrun policies")
   text_el(b, "description", bench.description or ("The rules sacmrun evaluated (%d policies, %d rules)."):format(
@@ -140,9 +176,13 @@ function M.document(opts)
     b:up()
   end
 
+  local benchmark_el = b
   local tr_id = opts.test_result_id or M.id("testresult", ("%s-%s"):format(hostname, os.date("!%Y%m%dT%H%M%SZ", math.floor(end_time))))
-  b:tag("TestResult", { id = tr_id, ["start-time"] = iso(start_time), ["end-time"] = iso(end_time),
+  b = xml.element("TestResult", { xmlns = M.NS, id = tr_id, ["start-time"] = iso(start_time), ["end-time"] = iso(end_time),
     ["test-system"] = "sacmrun", version = version })
+  if opts.benchmark_href then
+    b:tag("benchmark", { href = opts.benchmark_href, id = benchmark_id }):up()
+  end
   text_el(b, "title", ("sacmrun assessment of %s"):format(hostname))
   text_el(b, "target", hostname)
   for _, address in ipairs(target.addresses or {}) do text_el(b, "target-address", address) end
@@ -160,11 +200,12 @@ function M.document(opts)
 
   -- the default scoring model (XCCDF 1.2 section 7.3.2 simplified to one level of groups with
   -- equal weights): the percentage of checked rules that passed
-  local passed, scored = 0, 0
+  local passed, scored, counts = 0, 0, {}
   for _, r in ipairs(opts.results) do
     local rule = by_id[r.rule_id]
     if not rule then error(("xccdf.document: result for unknown rule %s"):format(tostring(r.rule_id)), 2) end
     local result = RESULTS[r.result] and r.result or "error"
+    counts[result] = (counts[result] or 0) + 1
     if SCORED[result] then
       scored = scored + 1
       if result == "pass" or result == "fixed" then passed = passed + 1 end
@@ -183,8 +224,8 @@ function M.document(opts)
   local score = scored > 0 and (100 * passed / scored) or 100
   b:tag("score", { system = "urn:xccdf:scoring:default", maximum = "100.000000" })
     :text(("%.6f"):format(score)):up()
-  b:up()
-  return '<?xml version="1.0" encoding="UTF-8"?>\n' .. xml.serialize(b, { indent = "  " }) .. "\n"
+  return benchmark_el, b, { version = version, score = score, counts = counts, hostname = hostname,
+    start_time = start_time, end_time = end_time, benchmark_id = benchmark_id, test_result_id = tr_id }
 end
 
 return M

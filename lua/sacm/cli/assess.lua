@@ -14,7 +14,7 @@ local report = require "sacm.report"
 local M = {}
 
 M.EXIT = { ok = 0, failures = 1, usage = 2, grid = 3 }
-M.FORMATS = { text = true, json = true, junit = true, html = true }
+M.FORMATS = { text = true, json = true, junit = true, html = true, xccdf = true, arf = true }
 M.SEVERITY_RANK = { info = 1, low = 2, medium = 3, high = 4 }
 
 M.USAGE = [[
@@ -28,8 +28,11 @@ usage: sacm-assess --config FILE [options]
   --policies P,P       policies to judge (default: all)
   --endpoints E,E      only the collectors of these endpoints (ids or hostnames)
   --collectors N       collectors to wait for before assessing (default 1)
-  --format F           text (default), json, junit or html
+  --format F           text (default), json, junit, html, xccdf (XCCDF 1.2) or arf (ARF 1.1)
   --output FILE        write the report there (default: standard output)
+  --rule-texts DIR     xccdf, arf: the policy directory whose rules' rationale and references
+                       go into the Benchmark (default: the shipped policies); a rule whose
+                       policy version differs there keeps the title its result carries
   --fail-on SEVERITY   exit 1 when a rule of this severity or higher fails or errs:
                        info (default: any), low, medium, high, or none
   --timeout SECONDS    for the whole assessment (default 120)
@@ -75,6 +78,7 @@ function M.parse(argv)
         or error("--collectors needs a whole number", 0)
       elseif a == "--format" then o.format = value(a)
       elseif a == "--output" then o.output = value(a)
+      elseif a == "--rule-texts" then o.rule_texts = value(a)
       elseif a == "--fail-on" then o.fail_on = value(a)
       elseif a == "--timeout" then o.timeout = assert(number(a, value(a)))
       elseif a == "--quiet" then o.quiet = true
@@ -87,13 +91,32 @@ function M.parse(argv)
   if o.help then return o end
   o.config = o.config or os.getenv("SACM_CONFIG")
   if not o.config then return nil, "--config is required (or set SACM_CONFIG)" end
-  if not M.FORMATS[o.format] then return nil, ("--format must be text, json, junit or html, got '%s'"):format(o.format) end
+  if not M.FORMATS[o.format] then
+    return nil, ("--format must be text, json, junit, html, xccdf or arf, got '%s'"):format(o.format)
+  end
+  if o.rule_texts and o.format ~= "xccdf" and o.format ~= "arf" then return nil, "--rule-texts goes with --format xccdf or arf" end
   if o.fail_on ~= "none" and not M.SEVERITY_RANK[o.fail_on] then
     return nil, ("--fail-on must be info, low, medium, high or none, got '%s'"):format(o.fail_on)
   end
   if o.max_age and not o.all_rules then return nil, "--max-age goes with --all-rules" end
   if o.kinds and #o.kinds == 0 then return nil, "--kinds needs at least one kind" end
   return o
+end
+
+-- The assessment as XCCDF or ARF, the rules described by the policy directory's texts.
+local function scap_report(a, opts)
+  local export = require "sacm.xccdf.export"
+  local dir = opts.rule_texts or (require("sacm._build").share_dir .. "/policies")
+  local engine = require("sacm.policy").engine({ dir = dir })
+  local loaded, lerr = engine:load_all()
+  if not loaded then
+    io.stderr:write(("sacm-assess: the rule texts of %s are not at hand (%s): the Benchmark names the rules only\n")
+      :format(dir, tostring(lerr)))
+  end
+  local text, err = export.render(opts.format, a.results, { rules = loaded and engine:rules(), policies = loaded and engine:policies(),
+    benchmark = { id = "sacmrun", title = "sacmrun assessment " .. tostring(a.correlation) } })
+  if not text then return nil, err end
+  return text
 end
 
 --- exit_status(assessment, fail_on) -> 0 | 1 | 3
@@ -198,7 +221,16 @@ function M.main(argv)
       return
     end
     say("%d result(s)", #a.results)
-    local text = opts.format == "text" and (report.text(a) .. "\n") or report[opts.format](a)
+    local text, rerr
+    if opts.format == "xccdf" or opts.format == "arf" then
+      text, rerr = scap_report(a, opts)
+      if not text then
+        io.stderr:write(("sacm-assess: cannot write the assessment as %s: %s\n"):format(opts.format, tostring(rerr)))
+        return
+      end
+    else
+      text = opts.format == "text" and (report.text(a) .. "\n") or report[opts.format](a)
+    end
     if opts.output then
       local wok, werr = fs.write(opts.output, text)
       if not wok then

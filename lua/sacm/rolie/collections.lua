@@ -89,6 +89,12 @@ function M.entry_of(c, row, collection_url, categories)
     e.updated = time.parse(row.evaluated)
     e.format = { ns = proto.NS_RESULT }
     cats[#cats + 1] = { scheme = M.SCHEME_RESULT, term = row.result }
+    -- the assessment this result is part of (its correlation id's results), as OpenSCAP reads it
+    local href = collection_url .. "/" .. row.id
+    e.links[#e.links + 1] = { rel = "related", href = href .. ".xccdf", type = "application/xml",
+      title = "the assessment as XCCDF 1.2" }
+    e.links[#e.links + 1] = { rel = "related", href = href .. ".arf", type = "application/xml",
+      title = "the assessment as an ARF 1.1 report collection" }
     e.summary = ("rule %s of policy %s on %s: %s"):format(row.rule, row.policy, row.endpoint, row.result)
   end
   return e

@@ -263,7 +263,9 @@ end
 
 local function split_id(seg)
   local id, ext = seg:match("^(.-)%.(%a+)$")
-  if id and id ~= "" and (ext == "xml" or ext == "json" or ext == "lua") then return id, ext end
+  if id and id ~= "" and (ext == "xml" or ext == "json" or ext == "lua" or ext == "xccdf" or ext == "arf") then
+    return id, ext
+  end
   return seg, nil
 end
 
@@ -285,6 +287,10 @@ function Provider:repository_member(req, who, c, seg)
     if row then row.rule, row.policy, row.evaluated = row.rule_id, row.policy_id, time.format(row.evaluated, 3) end
   end
   if not row then return text(500, "stored payload does not parse: " .. tostring(err)) end
+  if ext == "xccdf" or ext == "arf" then
+    if want ~= "result" then return text(404) end
+    return self:assessment_export(req, who, el, ext)
+  end
   local url = self:collection_url(c)
   local e = collections.entry_of(c, row, url, self:categories(c))
   if ext == "xml" then return represent(req, who, "application/xml", collections.payload_xml(el), e.updated) end
@@ -295,6 +301,22 @@ function Provider:repository_member(req, who, c, seg)
   end
   e.author = self.author
   return represent(req, who, atom.TYPE_ENTRY, atom.entry(e), e.updated)
+end
+
+-- A result's assessment (every result of its correlation id; the result alone without one) as
+-- XCCDF or ARF, the rules described by this provider's policies (sacm.xccdf.export).
+function Provider:assessment_export(req, who, el, format)
+  local export = require "sacm.xccdf.export"
+  local row = assert(payload.parse_result(el)) -- parsed by the caller already
+  local results, err = { row }, nil
+  if row.correlation then results, err = export.results_of(self.repository, row.correlation) end
+  if not results then return text(500, "cannot read the assessment: " .. tostring(err and err.text or err)) end
+  local body, rerr = export.render(format, results, { rules = self.engine:rules(), policies = self.engine:policies(),
+    benchmark = { id = "sacmrun", title = "sacmrun assessment " .. tostring(row.correlation or row.id) } })
+  if not body then return text(500, tostring(rerr and rerr.text or rerr)) end
+  local updated = 0
+  for _, r in ipairs(results) do if r.evaluated > updated then updated = r.evaluated end end
+  return represent(req, who, "application/xml", body, updated)
 end
 
 function Provider:policy_member(req, who, c, seg)
