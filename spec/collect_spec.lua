@@ -865,17 +865,30 @@ time.sleep(60)
       assert.equal(fs.readlink("/proc/self/exe"), mine.exe)
       assert.equal(sh("cat /proc/" .. me .. "/comm"), mine.name)
       assert.equal(0, mine.uid)
-      local pids = {}
-      for p in sh("ps -e -o pid= -o ppid="):gmatch("[^\n]+") do
-        local pid, ppid = p:match("(%d+)%s+(%d+)")
-        if tonumber(pid) ~= 2 and tonumber(ppid) ~= 2 then pids[tonumber(pid)] = true end
+      -- processes come and go (ps itself, and whatever else the machine runs): the ones ps sees
+      -- both before and after the collection must all be in it
+      local function ps_pids()
+        local pids = {}
+        for p in sh("ps -e -o pid= -o ppid= -o stat="):gmatch("[^\n]+") do
+          local pid, ppid, stat = p:match("(%d+)%s+(%d+)%s+(%S+)")
+          -- not kernel threads, not zombies (they have no process left to describe)
+          if tonumber(pid) ~= 2 and tonumber(ppid) ~= 2 and not stat:find("^Z") then pids[tonumber(pid)] = true end
+        end
+        return pids
       end
-      -- processes come and go (ps itself, for one): most pids must agree, ours among them
-      local agree = 0
-      for _, item in ipairs(from_proc.items) do
-        if pids[item.pid] then agree = agree + 1 end
+      local before = ps_pids()
+      local again = run_ok("services", { source = "proc" })
+      local after = ps_pids()
+      local collected = by(again.items, "pid")
+      local stable, missing = 0, {}
+      for pid in pairs(before) do
+        if after[pid] then
+          stable = stable + 1
+          if not collected[pid] then missing[#missing + 1] = pid end
+        end
       end
-      assert.is_true(agree >= #from_proc.items - 3, ("%d of %d"):format(agree, #from_proc.items))
+      assert.is_true(stable > 0)
+      assert.same({}, missing)
     end)
   end)
 
