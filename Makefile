@@ -54,7 +54,7 @@ SANITIZE  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 
 # Installed commands: examples/SCRIPT.lua as PREFIX/bin/sacm-NAME (SCRIPT:NAME).
 COMMANDS = grid/repository:repository grid/evaluator:evaluator grid/collector:collector \
-           grid/orchestrator:orchestrator assess:assess policy:policy backup:backup
+           grid/orchestrator:orchestrator assess:assess policy:policy backup:backup enroll:enroll
 
 .PHONY: all deps test test-unit test-asan check-install demo bench install uninstall clean FORCE fuzz fuzz-build fuzz-smoke
 
@@ -182,6 +182,8 @@ check-install:
 	test -f "$$tmp/prefix/share/man/man1/sacmrun.1"; \
 	cd / && "$$tmp/prefix/bin/sacm-assess" --help | grep -q '^usage: sacm-assess' \
 	  || { echo "check-install: sacm-assess --help does not run from the prefix"; exit 1; }; \
+	"$$tmp/prefix/bin/sacm-enroll" --help | grep -q 'enroll.lua enroll --jid' \
+	  || { echo "check-install: sacm-enroll --help does not run from the prefix"; exit 1; }; \
 	"$$tmp/prefix/bin/sacm-policy" check "$$tmp/prefix/share/sacmrun/policies/"*.lua >/dev/null \
 	  || { echo "check-install: sacm-policy does not check the installed policies"; exit 1; }; \
 	if command -v systemd-analyze >/dev/null; then \

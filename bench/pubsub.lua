@@ -1,5 +1,5 @@
 --- bench/pubsub.lua: the sacmrun side of the `pubsub` benchmark (bench/pubsub.sh), written as a
--- playbook would be: sacm.xmpp connections, a sacm.pubsub service, tasks for what happens at once.
+-- playbook would be: sacm.xmpp connections, a sacm.xmpp.pubsub service, tasks for what happens at once.
 --
 --   ./sacmrun bench/pubsub.lua host port domain pubsub_jid ca_file pub_jid pub_pw sub_jid sub_pw node N W
 --
@@ -14,7 +14,7 @@
 -- and exits 1 (reason on stderr) unless every item was published and notified exactly once.
 -- Environment: PUBSUB_DEADLINE seconds for the whole run (default 300).
 local xmpp = require "sacm.xmpp"
-local pubsub = require "sacm.pubsub"
+local pubsub = require "sacm.xmpp.pubsub"
 local xml = require "sacm.xml"
 local task = require "sacm.task"
 local time = require "sacm.time"

@@ -2,7 +2,7 @@
 # Bench `pubsub`: one publisher and one subscriber, ITEMS items of about 200 bytes on a transient
 # node (persist_items = false) through one private Prosody, with 1 and 16 publishes in flight,
 # done by three clients that each run both accounts in one process:
-#   sacmrun   bench/pubsub.lua, a playbook using sacm.xmpp and sacm.pubsub
+#   sacmrun   bench/pubsub.lua, a playbook using sacm.xmpp and sacm.xmpp.pubsub
 #   c         bench/pubsub_ref.c, plain libstrophe on its own select() loop (built here)
 #   slixmpp   bench/pubsub_slixmpp.py, with /usr/bin/python3
 # bench/pubsub_run.lua starts the server (spec/support/prosody.lua: loopback only, own directory,
@@ -134,7 +134,7 @@ One publisher and one subscriber account, $ITEMS items of about 200 bytes each p
 transient node (\`persist_items = false\`) of a private Prosody's pubsub component, with 1 and with
 16 publishes in flight (the next publish goes out when a publish result comes back). Three
 clients do the same work, each with both accounts in one process over verified TLS (SCRAM,
-stream management on): a sacmrun playbook using sacm.xmpp and sacm.pubsub (\`bench/pubsub.lua\`),
+stream management on): a sacmrun playbook using sacm.xmpp and sacm.xmpp.pubsub (\`bench/pubsub.lua\`),
 a plain C libstrophe client on libstrophe's own loop (\`bench/pubsub_ref.c\`), and slixmpp
 (\`bench/pubsub_slixmpp.py\`). Made by \`bench/pubsub.sh\` (\`make bench\`): one Prosody for the whole run
 (\`bench/pubsub_run.lua\` starts it as the test suite does, on 127.0.0.1), $ROUNDS rounds, the

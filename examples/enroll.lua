@@ -17,7 +17,7 @@
 -- the server's TLS certificate), --key/--cert (the files; the key is written 0600), --name (the
 -- label list shows; default the host name), --force (renew now). Exit status 0 on success, 1 on
 -- failure with the reason on stderr, 2 for a usage error.
-local ccm2 = require "sacm.ccm2"
+local ccm2 = require "sacm.xmpp.ccm2"
 local xmpp = require "sacm.xmpp"
 local fs = require "sacm.fs"
 local time = require "sacm.time"
@@ -47,7 +47,10 @@ do
   while arg[i] do
     local a = arg[i]
     local flag = a:match("^%-%-(.+)$")
-    if flag == "force" then
+    if flag == "help" or a == "-h" then
+      io.stdout:write(USAGE, "\n")
+      os.exit(0)
+    elseif flag == "force" then
       opts.force = true
     elseif flag and VALUED[flag] then
       if not arg[i + 1] then usage("--" .. flag .. " needs a value") end

@@ -3,7 +3,7 @@
  * The connection is a uv_tcp_t whose bytes go through an OpenSSL SSL object over a pair of
  * memory BIOs, as in http.c: libuv reads ciphertext into the read BIO, whatever OpenSSL puts
  * into the write BIO goes to uv_write, so neither the handshake nor a slow server ever blocks
- * the loop. The response is parsed by http-parser. Lua (lua/sacm/http_client.lua) parses the
+ * the loop. The response is parsed by http-parser. Lua (lua/sacm/http/client.lua) parses the
  * URL, resolves the name, writes the request head, keeps the deadline and tries the next
  * address; this file connects, verifies the server, sends the bytes and reads the response.
  *
@@ -15,7 +15,7 @@
  *
  * After a response, the connection closes unless it may carry another request (`reusable`:
  * HTTP/1.1, framed by Content-Length or chunked or bodiless, no Connection: close, nothing sent
- * beyond it, our request all sent). The keep-alive pool itself is Lua (lua/sacm/http_pool.lua)
+ * beyond it, our request all sent). The keep-alive pool itself is Lua (lua/sacm/http/pool.lua)
  * holding these userdata: keys, limits, ages and counters are table work, and this file stays
  * one connection's byte pump plus the one idle duty that needs C: reading while parked, to see
  * the server close (or break protocol), and closing then, without keeping the loop alive.

@@ -1,6 +1,6 @@
 /* sacm._x509: private keys, certificate signing requests and certificate facts, from OpenSSL.
  *
- * What ccm2 enrollment (lua/sacm/ccm2.lua) needs on the client: a new key pair made here and
+ * What ccm2 enrollment (lua/sacm/xmpp/ccm2.lua) needs on the client: a new key pair made here and
  * never sent anywhere, a PKCS#10 request signed with it, and the facts of the certificate the
  * server returns (fingerprint, validity, xmppAddr, whether it is for our key). Signing
  * certificates is the CA's business (the server module) and is not offered here.

@@ -5,7 +5,7 @@
  * socket error of a failed connect, OpenSSL's error queue, the SASL mechanism the server refused.
  * Each connection has a libstrophe context of its own whose logger carries the connection, so
  * what is noted here belongs to that connection alone; it is kept on the link and handed to Lua
- * with the disconnect event, which words the error (lua/sacm/xmpp.lua).
+ * with the disconnect event, which words the error (lua/sacm/xmpp/init.lua).
  *
  * Also here: the check of the TLS files (CA file, CA directory, client certificate and key)
  * before any connection is attempted, with OpenSSL's reason. */

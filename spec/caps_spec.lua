@@ -1,11 +1,11 @@
--- sacm.caps (XEP-0115): the verification string against the XEP's own examples, then advertising
+-- sacm.xmpp.caps (XEP-0115): the verification string against the XEP's own examples, then advertising
 -- and learning capabilities between real connections through a real Prosody.
 local prosody = require "support.prosody"
 local xmpp = require "sacm.xmpp"
-local disco = require "sacm.disco"
-local caps = require "sacm.caps"
+local disco = require "sacm.xmpp.disco"
+local caps = require "sacm.xmpp.caps"
 local xml = require "sacm.xml"
-local st = require "sacm.stanza"
+local st = require "sacm.xmpp.stanza"
 local task = require "sacm.task"
 
 local COLLECTOR = "urn:example:sacm:collector"
@@ -80,7 +80,7 @@ local function connect(server, user, resource, opts)
   return assert(xmpp.connect(o))
 end
 
-describe("sacm.caps verification string", function()
+describe("sacm.xmpp.caps verification string", function()
   it("reproduces XEP-0115 5.2 (simple)", function()
     local q = assert(xml.parse(SIMPLE))
     assert.equal(SIMPLE_S, caps.string(q))
@@ -174,7 +174,7 @@ describe("sacm.caps verification string", function()
   end)
 end)
 
-describe("sacm.caps over Prosody", function()
+describe("sacm.xmpp.caps over Prosody", function()
   local server
   local conns = {}
   local orch, cache, node
@@ -373,7 +373,7 @@ describe("sacm.caps over Prosody", function()
   end)
 end)
 
-describe("sacm.caps with roster subscriptions and reconnects", function()
+describe("sacm.xmpp.caps with roster subscriptions and reconnects", function()
   local server, orch, auditor
 
   lazy_setup(function()
@@ -392,7 +392,7 @@ describe("sacm.caps with roster subscriptions and reconnects", function()
     quiet() -- the restart logs disconnects
     -- auditor approves every subscription request
     auditor:on("presence", { type = "subscribe" }, function(s, conn)
-      conn:send(st.presence({ to = require("sacm.jid").bare(s.attr.from), type = "subscribed" }))
+      conn:send(st.presence({ to = require("sacm.xmpp.jid").bare(s.attr.from), type = "subscribed" }))
     end)
     local cache = caps.cache(orch)
     caps.advertise(orch) -- initial presence: makes orch available to receive broadcasts

@@ -6,9 +6,9 @@
 local prosody = require "support.prosody"
 local tmp = require "support.tmp"
 local crypto = require "sacm.crypto"
-local ccm2 = require "sacm.ccm2"
+local ccm2 = require "sacm.xmpp.ccm2"
 local xmpp = require "sacm.xmpp"
-local st = require "sacm.stanza"
+local st = require "sacm.xmpp.stanza"
 local fs = require "sacm.fs"
 local task = require "sacm.task"
 local time = require "sacm.time"
@@ -131,6 +131,39 @@ describe("ccm2 against Prosody with mod_sacm_ccm2 #e2e", function()
     local e = track(assert(with_cert(cert, "collector")))
     assert.equal(server:jid("collector-web1") .. "/collector", e.jid)
     assert.is_number(assert(e:ping()))
+  end)
+
+  it("takes an enrolled collector from certificate login to posture stored in the repository", function()
+    local grid = require "support.grid"
+    local collector = require "sacm.roles.collector"
+    local repository = require "sacm.roles.repository"
+    local wait_until = require("support.wait").until_true
+    local g = grid.new(server, dir)
+    local cert = enrolled("collector-web3")
+    local repo = assert(repository.start(g:options("repository", { password = "pw-repository",
+      database = dir .. "/grid.db" })))
+    -- the collector holds no password at all: its key and certificate are its only credential
+    local copts = g:options("collector-web3", { endpoint = "web3", kinds = { "os" }, spool = dir .. "/web3-spool.db",
+      client_cert = cert.cert_file, client_key = cert.key_file })
+    copts.password = nil
+    local coll, err = collector.start(copts)
+    if not coll then repo:close() end
+    assert.truthy(coll, tostring(err))
+    local ok, perr = pcall(function()
+      assert.equal(server:jid("collector-web3") .. "/spec", coll.member.conn.jid)
+      wait_until(function() return (repo.members[server:jid("collector-web3")] or {}).collector end, 15,
+        "the repository admitting the enrolled collector")
+      assert.equal(1, coll:collect({ "os" }).published)
+      local row = assert(repo.store.db:first("SELECT count(*) AS n, min(collector) AS c FROM posture WHERE endpoint = ?",
+        { "web3" }))
+      assert.equal(1, row.n)
+      assert.equal(server:jid("collector-web3") .. "/spec", row.c)
+      -- and the endpoint is bound to the enrolled identity from now on
+      assert.equal(server:jid("collector-web3"), repo.store:endpoint_owner("web3"))
+    end)
+    coll:close()
+    repo:close()
+    assert(ok, perr)
   end)
 
   it("refuses the enrollment password once it has been used, and once it has expired", function()
@@ -265,9 +298,24 @@ describe("ccm2 against Prosody with mod_sacm_ccm2 #e2e", function()
     r = run(nil, "renew")
     assert.equal(0, r.code, r.stdout .. r.stderr)
     assert.matches("not due for renewal", r.stdout, 1, true)
+    -- a running component using the pair: renewal revokes its certificate, which closes its
+    -- session, and it comes back on its own with the new files
+    local live = track(assert(xmpp.connect({ client_cert = f.cert_file, client_key = f.key_file, resource = "live",
+      host = server.host, port = server.port, cafile = server.ca_file, max_backoff = 0.5 })))
+    local events = {}
+    live:on("status", function(event) events[#events + 1] = event end)
     r = run(nil, "renew", "--force")
     assert.equal(0, r.code, r.stdout .. r.stderr)
     local second = assert(crypto.cert_info(assert(fs.read(f.cert_file)))).fingerprint
+    require("support.wait").until_true(function() return events[2] == "reconnected" end, 10,
+      "the component reconnecting with the renewed certificate")
+    assert.equal("disconnected", events[1])
+    assert.is_number(assert(live:ping()))
+    local in_use = assert(ccm2.list(live))
+    assert.equal(1, #in_use)
+    assert.equal(second, in_use[1].fingerprint)
+    assert.same({ "live" }, in_use[1].resources)
+    live:close()
     assert.are_not.equal(first, second)
     assert.equal(KEY_MODE, assert(fs.stat(f.key_file)).mode & tonumber("777", 8))
     r = run(nil, "list")

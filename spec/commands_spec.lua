@@ -1,12 +1,12 @@
--- sacm.commands end to end: XEP-0050 ad-hoc commands between two accounts on a real, private
+-- sacm.xmpp.commands end to end: XEP-0050 ad-hoc commands between two accounts on a real, private
 -- Prosody. alice/responder offers the commands; bob/requester and alice/requester run them.
 local prosody = require "support.prosody"
 local xmpp = require "sacm.xmpp"
-local st = require "sacm.stanza"
+local st = require "sacm.xmpp.stanza"
 local task = require "sacm.task"
 local errors = require "sacm.error"
-local disco = require "sacm.disco"
-local commands = require "sacm.commands"
+local disco = require "sacm.xmpp.disco"
+local commands = require "sacm.xmpp.commands"
 
 local NS = commands.NS
 
@@ -21,7 +21,7 @@ end
 
 local wait_until = require("support.wait").until_true
 
-describe("sacm.commands provider API", function()
+describe("sacm.xmpp.commands provider API", function()
   -- a stand-in connection: enough for registering, not for talking
   local function fake_conn()
     return { jid = "svc@grid.example/r", on = function() return { remove = function() end } end }
@@ -60,7 +60,7 @@ describe("sacm.commands provider API", function()
   end)
 end)
 
-describe("sacm.commands", function()
+describe("sacm.xmpp.commands", function()
   local server, responder, bob, alice2, provider
   local log = {} -- what the commands' code saw
 

@@ -1,10 +1,10 @@
--- sacm.disco (XEP-0030, XEP-0128) against a real Prosody: asking the server and its pubsub
+-- sacm.xmpp.disco (XEP-0030, XEP-0128) against a real Prosody: asking the server and its pubsub
 -- component, and our own provider answering another connection.
 local prosody = require "support.prosody"
 local xmpp = require "sacm.xmpp"
-local disco = require "sacm.disco"
+local disco = require "sacm.xmpp.disco"
 local xml = require "sacm.xml"
-local st = require "sacm.stanza"
+local st = require "sacm.xmpp.stanza"
 
 local function connect(server, user, resource)
   return assert(xmpp.connect({
@@ -20,7 +20,7 @@ local function names(list, field)
   return out
 end
 
-describe("sacm.disco", function()
+describe("sacm.xmpp.disco", function()
   local server, alice, bob
 
   lazy_setup(function()

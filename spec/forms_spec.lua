@@ -1,5 +1,5 @@
--- sacm.forms: XEP-0004 data forms built, parsed, submitted and validated.
-local forms = require "sacm.forms"
+-- sacm.xmpp.forms: XEP-0004 data forms built, parsed, submitted and validated.
+local forms = require "sacm.xmpp.forms"
 local xml = require "sacm.xml"
 
 local NS = "jabber:x:data"
@@ -41,7 +41,7 @@ local DEF = {
   },
 }
 
-describe("sacm.forms", function()
+describe("sacm.xmpp.forms", function()
   describe("new", function()
     it("builds an XEP-0004 form with FORM_TYPE, fields, options and defaults", function()
       local x = forms.new(DEF)

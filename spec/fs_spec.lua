@@ -214,6 +214,28 @@ describe("sacm.fs", function()
       assert.equal(tonumber("711", 8), fs.stat(dir .. "/private").mode)
     end)
 
+    it("readies private files: 0600, in 0700 directories made on the way, warning of open ones", function()
+      local path = dir .. "/var/lib/sacm/grid.db"
+      assert.is_true(fs.private_file(path))
+      assert.equal(tonumber("600", 8), fs.stat(path).mode)
+      assert.equal(0, fs.stat(path).size)
+      assert.equal(tonumber("700", 8), fs.stat(dir .. "/var").mode)
+      assert.equal(tonumber("700", 8), fs.stat(dir .. "/var/lib/sacm").mode)
+      -- an existing file is kept as it is, contents and all; one open to others is reported
+      assert(fs.write(path, "data", { mode = tonumber("644", 8) }))
+      local ok, warning = fs.private_file(path)
+      assert.is_true(ok)
+      assert.equal(path .. " is readable or writable by other users (mode 644): chmod 600 it", warning)
+      assert.equal("data", fs.read(path))
+      -- directories only, for a file the caller writes itself
+      assert.is_true(fs.private_file(dir .. "/keys/web1.key", { create = false }))
+      assert.equal(tonumber("700", 8), fs.stat(dir .. "/keys").mode)
+      assert.is_false(fs.exists(dir .. "/keys/web1.key"))
+      local nok, err = fs.private_file(path .. "/below")
+      assert.is_nil(nok)
+      assert.equal("ENOTDIR", err.condition)
+    end)
+
     it("removes files, links and empty directories; renames", function()
       assert.is_true(fs.write(dir .. "/f", "f"))
       assert.is_true(fs.rename(dir .. "/f", dir .. "/g"))

@@ -7,9 +7,9 @@ local grid = require "support.grid"
 local tmp = require "support.tmp"
 local fs = require "sacm.fs"
 local xmpp = require "sacm.xmpp"
-local st = require "sacm.stanza"
-local forms = require "sacm.forms"
-local commands = require "sacm.commands"
+local st = require "sacm.xmpp.stanza"
+local forms = require "sacm.xmpp.forms"
+local commands = require "sacm.xmpp.commands"
 local proto = require "sacm.grid.protocol"
 local collector = require "sacm.roles.collector"
 local evaluator = require "sacm.roles.evaluator"
@@ -217,6 +217,52 @@ describe("provenance at the repository #e2e", function()
   it("refuses an evaluator's posture", function()
     local id, text = posture_set("e-endpoint", eval.member.conn.jid)
     refused_upload(eval, id, text, "403.*is not a collector of this grid")
+  end)
+
+  it("refuses results judged on posture it never stored, or on another endpoint's posture", function()
+    local function result_set(posture_id, endpoint, value)
+      local id = crypto.uuid()
+      local r = payload.result({ id = crypto.uuid(), endpoint = endpoint, rule_id = "t-os", policy_id = "t",
+        policy_version = "v", result = value, evaluated = os.time(), evaluator = eval.member.conn.jid,
+        posture_ids = { posture_id }, evidence = { "judged" } })
+      return id, xml.serialize(payload.result_set({ id = id, endpoint = endpoint, evaluator = eval.member.conn.jid,
+        evaluated = os.time(), totals = { total = 1, [value] = 1 }, results = { r } }))
+    end
+    -- posture a collector announced but never uploaded (it skipped the repository)
+    local never = crypto.uuid()
+    local id, text = result_set(never, "web9", "pass")
+    refused_upload(eval, id, text, "403.*judged on posture " .. never:gsub("%-", "%%-") .. ", which this repository never stored")
+    -- web1's real posture, judged as db1's
+    local row = assert(repo.store.db:first("SELECT id FROM posture WHERE endpoint = 'web1'"))
+    id, text = result_set(row.id, "db1", "pass")
+    refused_upload(eval, id, text, "of endpoint 'db1' was judged on posture " .. row.id:gsub("%-", "%%-")
+      .. " of endpoint 'web1'")
+    -- judged on its own endpoint's stored posture: stored; an error about undelivered posture too
+    id, text = result_set(row.id, "web1", "pass")
+    assert(client_of(eval):upload(id, text))
+    id, text = result_set(crypto.uuid(), "web1", "error")
+    assert(client_of(eval):upload(id, text))
+  end)
+
+  it("admits no account to a role its name or the roles configuration does not give it", function()
+    -- the collector2 account runs an evaluator: it advertises the role, but may not hold it
+    local rogue = assert(evaluator.start(g:options("collector2", { jid = server:jid("collector2") .. "/as-evaluator",
+      policies = dir .. "/policies" })))
+    local found = wait_until(function()
+      for _, r in ipairs(repo.store:refusals(20)) do
+        if r.what == "role evaluator" then return r end
+      end
+    end, 10, "the repository refusing the evaluator role")
+    assert.is_nil((repo.members[server:jid("collector2")] or {}).evaluator)
+    assert.is_true((repo.members[server:jid("collector2")] or {}).collector)
+    -- so the pubsub service refuses its results
+    local ok, err = rogue.member:publish("results", "forged", xml.element("x", { xmlns = "urn:example" }))
+    rogue:close()
+    assert.is_nil(ok)
+    assert.is_truthy(err.condition == "forbidden" or err.condition == "not-allowed", tostring(err))
+    assert.matches("^collector2@", found.uploader)
+    assert.matches("advertises the evaluator role, which the account may not hold %(its name does not begin with "
+      .. "'evaluator'; name it so or list it in the repository's roles%): not admitted", found.reason)
   end)
 
   it("counts and reports the refusals in its status", function()

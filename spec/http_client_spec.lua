@@ -85,7 +85,7 @@ describe("http.request", function()
       assert.equal("a, b", res.headers["x-twice"])
       assert.equal("keep-alive", res.headers.connection:lower())
       assert.equal(("GET|/rolie/servicedocument?x=1|localhost:%d|%s|application/atomsvc+xml|"):format(
-        srv.port, require("sacm.http_client").USER_AGENT), res.body)
+        srv.port, require("sacm.http.client").USER_AGENT), res.body)
       assert.matches("^TLSv1%.[23]$", res.tls.version)
 
       res = assert(http.request{ url = url(srv, "/ip", "127.0.0.1"), cafile = ca.cert })
@@ -409,7 +409,7 @@ describe("http.request", function()
     end)
 
     it("keeps at most MAX_IDLE_PER_KEY connections per key and MAX_IDLE in all", function()
-      local pool = require "sacm.http_pool"
+      local pool = require "sacm.http.pool"
       local arrived, all_there = 0, sync.event()
       local srv <close> = listen(nil, function(req)
         arrived = arrived + 1

@@ -1,8 +1,8 @@
--- sacm.policy and sacm.sandbox: the starter policies against posture fixtures, the sandbox
+-- sacm.policy and sacm.policy.sandbox: the starter policies against posture fixtures, the sandbox
 -- against escape attempts and runaway checks, and hot reload through real files.
 local policy = require "sacm.policy"
-local sandbox = require "sacm.sandbox"
-local helpers = require "sacm.policy_helpers"
+local sandbox = require "sacm.policy.sandbox"
+local helpers = require "sacm.policy.helpers"
 local fs = require "sacm.fs"
 local sync = require "sacm.sync"
 local mem = require "sacm._mem"
@@ -701,7 +701,7 @@ describe("sacm.policy", function()
   end)
 end)
 
-describe("sacm.policy_helpers", function()
+describe("sacm.policy.helpers", function()
   it("compares versions the way dpkg does", function()
     local lt = helpers.version_lt
     assert.is_true(lt("1.0", "1.1"))

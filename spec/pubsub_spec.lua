@@ -1,14 +1,14 @@
--- sacm.pubsub end to end against a real, private Prosody 0.12: node life cycle, items, subscriptions,
+-- sacm.xmpp.pubsub end to end against a real, private Prosody 0.12: node life cycle, items, subscriptions,
 -- affiliations, error conditions, notifications to a second connection, forged notifications,
 -- XEP-0060 shapes Prosody never sends (from a fake service run by another client), and 200 items
 -- with 16 publishes in flight arriving in order.
 local prosody = require "support.prosody"
 local xmpp = require "sacm.xmpp"
 local xml = require "sacm.xml"
-local st = require "sacm.stanza"
+local st = require "sacm.xmpp.stanza"
 local task = require "sacm.task"
 local time = require "sacm.time"
-local pubsub = require "sacm.pubsub"
+local pubsub = require "sacm.xmpp.pubsub"
 
 local NS_POSTURE = "urn:example:sacm:posture"
 
@@ -32,7 +32,7 @@ local function ids(items)
   return out
 end
 
--- Captures (instead of printing) what sacm.pubsub logs as warnings while fn runs.
+-- Captures (instead of printing) what sacm.xmpp.pubsub logs as warnings while fn runs.
 local function capture_warnings(fn)
   local seen, original = {}, pubsub.log.warn
   pubsub.log.warn = function(fmt, ...)
@@ -44,7 +44,7 @@ local function capture_warnings(fn)
   return seen
 end
 
-describe("sacm.pubsub against Prosody", function()
+describe("sacm.xmpp.pubsub against Prosody", function()
   local server, owner, bob, mallory
   local svc, bob_svc
 
@@ -622,7 +622,7 @@ local function owner_and_bob()
   return env
 end
 
-describe("sacm.pubsub throughput against Prosody", function()
+describe("sacm.xmpp.pubsub throughput against Prosody", function()
   local env = owner_and_bob()
 
   -- Publishes `count` items with `window` publishes in flight and waits until the subscriber got
@@ -676,7 +676,7 @@ describe("sacm.pubsub throughput against Prosody", function()
   end)
 end)
 
-describe("sacm.pubsub across a server restart", function()
+describe("sacm.xmpp.pubsub across a server restart", function()
   local env = owner_and_bob()
 
   it("keeps nodes, items and subscriptions; a publish with an id made during the outage is resent", function()

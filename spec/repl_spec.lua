@@ -378,7 +378,7 @@ describe("the REPL on a terminal, connected to a grid", function()
     term:type(")")
     term:key("Enter")
     term:wait_for("\n> c:ping%(%)\n%d[%d.e-]*\n>$") -- the round trip in seconds
-    term:type("c:iq(require('sacm.stanza').iq{ type = 'get' }:tag('query', { xmlns = 'jabber:iq:roster' }))")
+    term:type("c:iq(require('sacm.xmpp.stanza').iq{ type = 'get' }:tag('query', { xmlns = 'jabber:iq:roster' }))")
     term:key("Enter")
     local screen = term:wait_for("</iq>\n>$")
     assert.matches('<iq[^\n]*type="result"', screen)

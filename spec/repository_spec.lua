@@ -205,3 +205,70 @@ describe("repository storage on " .. backend.name .. backend.tag, function()
   end)
 end)
 end
+
+describe("which accounts the repository lets hold which role", function()
+  it("gives an account the role it is named after, by default", function()
+    local may = assert(repository.role_policy(nil))
+    for _, case in ipairs {
+      { "collector@grid.test", "collector", true }, { "collector2@grid.test", "collector", true },
+      { "collector-web1@grid.test", "collector", true }, { "evaluator.eu@grid.test", "evaluator", true },
+      { "orchestrator_1@grid.test", "orchestrator", true },
+      { "collector-web1@grid.test", "evaluator", false }, { "collectorx@grid.test", "collector", false },
+      { "mallory@grid.test", "collector", false }, { "evaluatorcollector@grid.test", "collector", false },
+      { "collector+evaluator@grid.test", "evaluator", false }, { "grid.test", "collector", false },
+    } do
+      assert.equal(case[3], may(case[1], case[2]), case[1] .. " as " .. case[2])
+    end
+  end)
+
+  it("takes JIDs, domains and patterns from the roles configuration instead", function()
+    local may = assert(repository.role_policy({ collector = { "web-*@grid.test", "fleet.grid.test" },
+      evaluator = { "judge@grid.test" } }))
+    assert.is_true(may("web-1@grid.test", "collector"))
+    assert.is_true(may("anyone@fleet.grid.test", "collector"))
+    assert.is_false(may("web-1@other.test", "collector"))
+    assert.is_false(may("collector@grid.test", "collector")) -- the name no longer counts
+    assert.is_true(may("judge@grid.test", "evaluator"))
+    assert.is_false(may("judge@grid.test", "orchestrator")) -- a role not configured: nobody holds it
+    assert.is_false(may("web-1.x@grid.test", "evaluator"))
+    local ok, err = repository.role_policy({ auditor = { "a@grid.test" } })
+    assert.is_nil(ok)
+    assert.equal("roles: 'auditor' is not a grid role; say collector, evaluator or orchestrator", err.text)
+  end)
+
+  it("binds endpoints on first use, or takes posture only of endpoints bound ahead", function()
+    local fs = require "sacm.fs"
+    local dir = tmp.dir("binding")
+    -- (and the database is its owner's alone: 0600, in the 0700 directories made for it)
+    local s = assert(repository.open(dir .. "/lib/sacm/b.db"))
+    assert.equal(tonumber("600", 8), assert(fs.stat(dir .. "/lib/sacm/b.db")).mode)
+    assert.equal(tonumber("700", 8), assert(fs.stat(dir .. "/lib")).mode)
+    assert.equal(tonumber("700", 8), assert(fs.stat(dir .. "/lib/sacm")).mode)
+    local function set(endpoint, id)
+      local p = payload.posture({ id = id .. "-p", kind = "os", endpoint = endpoint, collected = T0,
+        collector = "collector-a@grid.test/x", data = { attributes = {}, items = {} } })
+      return assert(payload.parse_posture_set(payload.posture_set({ id = id, endpoint = endpoint,
+        collector = "collector-a@grid.test/x", postures = { p } })))
+    end
+    assert(s:put_posture_set(set("e1", "s1"), "collector-a@grid.test/x", "collector-a@grid.test"))
+    assert.equal("collector-a@grid.test", s:endpoint_owner("e1"))
+    s.bind_first_use = false -- as endpoint_binding = "configured" sets it
+    local ok, err = s:put_posture_set(set("e2", "s2"), "collector-a@grid.test/x", "collector-a@grid.test")
+    assert.is_nil(ok)
+    assert.equal("forbidden", err.condition)
+    assert.equal("endpoint 'e2' is bound to no collector: this repository takes posture only of endpoints bound ahead "
+      .. "(its endpoints configuration)", err.text)
+    assert.is_nil(s:endpoint_owner("e2"))
+    assert(s:bind_endpoint("e2", "collector-a@grid.test"))
+    assert(s:put_posture_set(set("e2", "s3"), "collector-a@grid.test/x", "collector-a@grid.test"))
+    s:close()
+    tmp.remove(dir)
+  end)
+
+  it("refuses an endpoint_binding it does not know before it opens anything", function()
+    local r, err = repository.start({ database = "/nonexistent/never.db", endpoint_binding = "tofu" })
+    assert.is_nil(r)
+    assert.equal("bad-config", err.condition)
+    assert.matches("endpoint_binding is 'tofu': say \"first%-use\"", err.text)
+  end)
+end)

@@ -10,9 +10,9 @@ local harness = require "support.harness"
 local tmp = require "support.tmp"
 local xmpp = require "sacm.xmpp"
 local xml = require "sacm.xml"
-local st = require "sacm.stanza"
+local st = require "sacm.xmpp.stanza"
 local fs = require "sacm.fs"
-local pubsub = require "sacm.pubsub"
+local pubsub = require "sacm.xmpp.pubsub"
 
 local NS_RESULT = "urn:example:sacm:servers-spec"
 local GRID_NODE = { access_model = "whitelist", publish_model = "publishers", persist_items = false }
@@ -176,7 +176,7 @@ describe("shipped server configs #e2e", function()
       end)
 
       it("pins what an owner demoting itself does: " .. s.self_demotion, function()
-        -- sacm.pubsub refuses to send this (set_affiliations raises); a raw request shows why
+        -- sacm.xmpp.pubsub refuses to send this (set_affiliations raises); a raw request shows why
         local repository, repo_svc = connect("repository")
         assert(repo_svc:create("demoted", GRID_NODE))
         local iq = st.iq({ type = "set", to = server.pubsub })

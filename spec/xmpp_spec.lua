@@ -1,10 +1,10 @@
 -- XMPP connections against a real, private Prosody on loopback.
 local prosody = require "support.prosody"
 local xmpp = require "sacm.xmpp"
-local st = require "sacm.stanza"
+local st = require "sacm.xmpp.stanza"
 local task = require "sacm.task"
 local sync = require "sacm.sync"
-local jid = require "sacm.jid"
+local jid = require "sacm.xmpp.jid"
 local loop = require "sacm._loop"
 
 local function seconds_since(t0) return (loop.hrtime() - t0) / 1e9 end
@@ -301,6 +301,53 @@ describe("sacm.xmpp across a server restart", function()
       assert.is_not_nil(received[n], "message " .. n .. " was lost")
     end
     conn:close()
+  end)
+end)
+
+describe("sacm.xmpp with several servers", function()
+  local server
+  setup(function() server = prosody.start({ users = { alice = "alice-secret" } }) end)
+  teardown(function() server:stop() end)
+
+  local function closed_port()
+    return require("support.harness").pick_port({ [server.port] = true })
+  end
+
+  it("connects to the first server that answers, and says what each said when none does", function()
+    local dead = closed_port()
+    local conn = assert(xmpp.connect({ jid = server:jid("alice") .. "/nodes", password = "alice-secret",
+      servers = { "127.0.0.1:" .. dead, { host = server.host, port = server.port } }, cafile = server.ca_file,
+      reconnect = false }))
+    assert.equal(server.port, conn.port)
+    assert.is_number(assert(conn:ping()))
+    conn:close()
+    local other = closed_port()
+    local none, err = xmpp.connect({ jid = server:jid("alice") .. "/none", password = "alice-secret",
+      servers = { "127.0.0.1:" .. dead, "127.0.0.1:" .. other }, cafile = server.ca_file, reconnect = false })
+    assert.is_nil(none)
+    assert.equal("ECONNREFUSED", err.condition)
+    assert.matches(("^no server answered %%(127%%.0%%.0%%.1:%d: .*; 127%%.0%%.0%%.1:%d: .*%%)$"):format(dead, other), err.text)
+    -- a wrong password is the account's problem, not the node's: the round ends there
+    local bad
+    bad, err = xmpp.connect({ jid = server:jid("alice") .. "/bad", password = "wrong",
+      servers = { { host = server.host, port = server.port }, "127.0.0.1:" .. dead }, cafile = server.ca_file,
+      reconnect = false })
+    assert.is_nil(bad)
+    assert.equal("not-authorized", err.condition)
+  end)
+
+  it("refuses a servers list it cannot read, naming the entry", function()
+    local function refused(servers, extra)
+      local opts = { jid = "alice@localhost", password = "x", servers = servers }
+      for k, v in pairs(extra or {}) do opts[k] = v end
+      local ok, e = pcall(xmpp.connect, opts)
+      assert.is_false(ok)
+      return tostring(e)
+    end
+    assert.matches('servers must be a non%-empty list of "host:port" strings', refused({}))
+    assert.matches([[servers%[2%] is 'xmpp:port': write "host:port"]], refused({ "a:5222", "xmpp:port" }))
+    assert.matches("servers%[1%] is number", refused({ 5222 }))
+    assert.matches("give servers or host/port, not both", refused({ "a:5222" }, { host = "b" }))
   end)
 end)
 

@@ -3,6 +3,7 @@
 local task = require "sacm.task"
 local errors = require "sacm.error"
 local shutdown = require "sacm.shutdown"
+require("sacm._aliases").install() -- the library's old module names keep working for playbooks
 
 local M = {}
 local progname = "sacmrun"

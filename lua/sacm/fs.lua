@@ -119,6 +119,41 @@ function M.exists(path)
   return nil, err
 end
 
+--- private_file(path [, {create = false}]) -> true [, warning] | nil, err: readies a file that holds secrets or posture
+-- for its owner alone. Missing directories on the way are made 0700 and a missing file is made
+-- empty with mode 0600, before anything is written to it (so no moment exists where others could
+-- open it). An existing file open to group or others is left as it is, with a warning that says
+-- so and how to fix it (changing an administrator's file behind their back would hide the fact).
+-- create = false makes the directories only (for a file the caller writes with fs.write's mode).
+function M.private_file(path, opts)
+  check_path("fs.private_file", path, 2)
+  opts = check_opts("fs.private_file", opts, 2)
+  local missing, dir = {}, path:match("^(.*)/[^/]+$")
+  while dir and dir ~= "" do
+    local found, err = M.exists(dir)
+    if found == nil then return nil, err end
+    if found then break end
+    table.insert(missing, 1, dir)
+    dir = dir:match("^(.*)/[^/]+$")
+  end
+  for _, d in ipairs(missing) do
+    local ok, err = M.mkdir(d, { mode = 448 }) -- 0700
+    if not ok and err.condition ~= "EEXIST" then return nil, err end
+  end
+  local st, err = M.stat(path)
+  if not st then
+    if err.condition ~= "ENOENT" then return nil, err end
+    if opts.create == false then return true end
+    local ok, werr = M.write(path, "", { mode = 384 }) -- 0600
+    if not ok then return nil, werr end
+    return true
+  end
+  if (st.mode & 0x3f) ~= 0 then
+    return true, ("%s is readable or writable by other users (mode %03o): chmod 600 it"):format(path, st.mode & 0x1ff)
+  end
+  return true
+end
+
 --- list(dir) -> {{name =, type =}, ...} sorted by name (bytewise), without "." and "..".
 function M.list(path)
   check_path("fs.list", path, 2)

@@ -102,7 +102,7 @@ function xml.element(name, attr)
 end
 
 -- element_in(name, attr, ns): element() with a default namespace that attr.xmlns overrides
--- (sacm.stanza: jabber:client without copying attr twice).
+-- (sacm.xmpp.stanza: jabber:client without copying attr twice).
 function xml._element_in(name, attr, ns)
   return new_element(name, attr, ns, 2) -- tail calls all the way: level 2 is the user's code
 end

@@ -186,9 +186,23 @@ function Server:_config()
 end
 
 -- No -sname/-name: the VM starts without distribution, so no epmd and no open node port. (erl
--- and erlexec exec beam.smp, keeping the pid and setpriv's parent-death signal.)
+-- and erlexec exec beam.smp, keeping the pid and setpriv's parent-death signal.) A cluster node
+-- (opts.node) is distributed, on loopback only: its node port is one we picked, its epmd the
+-- cluster's private one (ERL_EPMD_PORT), its cookie in $HOME/.erlang.cookie (not on the command line).
 function Server:_argv()
-  return { "erl", "-noshell", "-noinput", "-mnesia", "dir", '"' .. self.spool_dir .. '"', "-s", "ejabberd" }
+  local argv = { "erl", "-noshell", "-noinput", "-mnesia", "dir", '"' .. self.spool_dir .. '"' }
+  if self.node then
+    for _, a in ipairs(M.distribution_args(self.node.name, self.dist_port)) do argv[#argv + 1] = a end
+  end
+  argv[#argv + 1], argv[#argv + 2] = "-s", "ejabberd"
+  return argv
+end
+
+--- ejabberd.distribution_args(name, port) -> the erl arguments of a loopback-only node NAME@localhost
+-- listening for other nodes on port.
+function M.distribution_args(name, port)
+  return { "-sname", name .. "@localhost", "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
+    "inet_dist_listen_min", tostring(port), "inet_dist_listen_max", tostring(port) }
 end
 
 function Server:_env()
@@ -198,15 +212,19 @@ function Server:_env()
     ERL_LIBS = self.erl_libs,
     HOME = self.dir, -- nothing of the user's (.erlang, .erlang.cookie) is read or written
     ERL_CRASH_DUMP = self.dir .. "/erl_crash.dump",
+    ERL_EPMD_PORT = self.node and tostring(self.node.epmd_port) or false,
+    ERL_EPMD_ADDRESS = self.node and "127.0.0.1" or false,
   })
 end
 
 function Server:_ready(log)
   if not log:find("is started in the node", 1, true) then return false end
   local all = true
-  for _, port in ipairs(self:_ports()) do
-    all = all and log:find(("Start accepting TCP connections at 127.0.0.1:%d for"):format(port), 1, true)
-      and h.listening(port)
+  for _, field in ipairs(self.PORTS) do
+    local port = self[field]
+    -- the node port is Erlang's, not a listener ejabberd logs
+    all = all and (field == "dist_port" or log:find(("Start accepting TCP connections at 127.0.0.1:%d for"):format(port),
+      1, true)) and h.listening(port)
   end
   if all then return true end
   if log:find("eaddrinuse", 1, true) then return false, "a port is taken" end
@@ -272,6 +290,8 @@ end
 -- (replaces M.MODULES), max_ack_queue (XEP-0198: unacknowledged stanzas before ejabberd closes
 -- the stream; default M.MAX_ACK_QUEUE), log_level ("info", or SACMRUN_EJABBERD_LOG_LEVEL),
 -- extra_config (YAML text appended at the top level), start_timeout.
+-- node = {name =, cookie =, epmd_port =}: a node of a cluster (support.ejabberd_cluster), and
+-- certificates = another server: use its CA and server certificate (a cluster's nodes share them).
 --
 -- shipped = true (or the path of another file): the server runs from the shipped configuration
 -- examples/servers/ejabberd.yml instead of a generated one, with only its deployment values
@@ -308,8 +328,28 @@ function M.start(opts)
     self.stop_grace = M.STOP_GRACE
     if not self.log_level:match("^%a+$") then error("ejabberd.start: bad log_level", 0) end
     self.erl_libs = erl_libs()
+    if opts.node then
+      self.node = opts.node
+      self.PORTS = { "port", "cert_port", "http_port", "dist_port" }
+    end
   end, function(self)
-    local pair = self:_make_certificates()
+    if self.node then
+      h.must(fs.write(self.dir .. "/.erlang.cookie", self.node.cookie, { mode = tonumber("400", 8) }), nil,
+        "writing the Erlang cookie")
+    end
+    local pair
+    if opts.certificates then
+      -- the same CA and server certificate as another node: clients verify every node alike
+      local other = opts.certificates
+      self._ca = other._ca
+      for _, f in ipairs({ "ca_file", "cert_file", "key_file" }) do
+        h.must(fs.write(self[f], h.must(fs.read(other[f]), nil, "reading " .. other[f]), { mode = tonumber("600", 8) }),
+          nil, "writing " .. self[f])
+      end
+      pair = { cert = self.cert_file, key = self.key_file }
+    else
+      pair = self:_make_certificates()
+    end
     assert(pair.cert == self.cert_file and pair.key == self.key_file)
     -- the generated config gives ejabberd the certificate and its key from one file
     h.must(fs.write(self.pem_file, h.must(fs.read(pair.cert), nil, "reading " .. pair.cert)

@@ -33,6 +33,10 @@ function Grid:options(role, extra)
   local o = { jid = s:jid(role) .. "/spec", password = self.password, host = s.host, port = s.port,
     cafile = s.ca_file, peers = { s:jid("orchestrator") }, heartbeat = false, max_backoff = 0.5,
     delivery_backoff = 0.5 }
+  if s.servers then
+    -- a cluster (support.ejabberd_cluster): every node, the first one first
+    o.host, o.port, o.servers = nil, nil, s.servers
+  end
   if role == "repository" then
     o.upload = { listen = { host = "127.0.0.1", port = 0, cert = self.https.cert, key = self.https.key } }
     o.peers = { s:jid("orchestrator") }

@@ -27,7 +27,7 @@ local proto = require "sacm.grid.protocol"
 local M = {}
 local log = require("sacm.log").new("grid")
 
-local SHARED = { "host", "port", "cafile", "capath", "insecure", "pubsub", "timeout", "connect_timeout",
+local SHARED = { "host", "port", "servers", "cafile", "capath", "insecure", "pubsub", "timeout", "connect_timeout",
   "max_backoff", "disable_sm", "direct_tls", "http_cafile" }
 
 --- config.load(path) -> config | nil, err

@@ -12,12 +12,12 @@
 --                                 pubsub = "pubsub.grid.example", peers = { "orchestrator@grid.example" } })
 --   m:publish("posture", id, element)
 local xmpp = require "sacm.xmpp"
-local st = require "sacm.stanza"
-local jidlib = require "sacm.jid"
-local disco = require "sacm.disco"
-local caps = require "sacm.caps"
-local pubsub = require "sacm.pubsub"
-local commands = require "sacm.commands"
+local st = require "sacm.xmpp.stanza"
+local jidlib = require "sacm.xmpp.jid"
+local disco = require "sacm.xmpp.disco"
+local caps = require "sacm.xmpp.caps"
+local pubsub = require "sacm.xmpp.pubsub"
+local commands = require "sacm.xmpp.commands"
 local timer = require "sacm.timer"
 local time = require "sacm.time"
 local errors = require "sacm.error"
@@ -40,7 +40,7 @@ local Member = {}
 Member.__index = Member
 
 -- Connection options taken from the join options as they are.
-local CONNECT_KEYS = { "jid", "password", "client_cert", "client_key", "host", "port", "resource", "cafile",
+local CONNECT_KEYS = { "jid", "password", "client_cert", "client_key", "host", "port", "servers", "resource", "cafile",
   "capath", "insecure", "timeout", "connect_timeout", "reconnect", "max_backoff", "disable_sm", "direct_tls",
   "ping_interval", "ping_timeout" }
 

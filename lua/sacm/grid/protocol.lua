@@ -47,7 +47,7 @@ function M.kinds_of(info) return suffixes(info, COLLECT_PREFIX) end
 --- info_fields(info) -> the values of a role's XEP-0128 info form (role, endpoint, hostname,
 -- kinds, policies) in a parsed disco#info, or {}.
 function M.info_fields(info)
-  local forms = require "sacm.forms"
+  local forms = require "sacm.xmpp.forms"
   for _, x in ipairs(info and info.forms or {}) do
     local f = forms.parse(x)
     if f and f.form_type == M.INFO_FORM_TYPE then return f.values end
@@ -139,7 +139,7 @@ for _, s in ipairs(M.SEVERITIES) do M.SEVERITY_SET[s] = true end
 
 ------------------------------------------------------------------------------ command forms
 
--- A form field's check (sacm.forms) for identifiers.
+-- A form field's check (sacm.xmpp.forms) for identifiers.
 local function id_check(v)
   if M.valid_id(v) then return true end
   return nil, ("'%s' is not an identifier (letters, digits, . _ : @ / -, at most %d bytes)"):format(

@@ -39,9 +39,10 @@ Spool.__index = Spool
 function M.open(path)
   if path == ":memory:" then
     log.warn("the spool is in memory: what the repository has not acknowledged is lost if this process ends")
-  elseif not fs.stat(path) then
-    local ok, err = fs.write(path, "", { mode = 384 }) -- 0600: the spool holds posture
+  else
+    local ok, err = fs.private_file(path) -- 0600 in 0700 directories: the spool holds posture
     if not ok then return nil, err end
+    if err then log.warn("%s; it holds posture not yet delivered", err) end
   end
   local db, err = sqlite.open(path, { wal = path ~= ":memory:", synchronous = "FULL" })
   if not db then return nil, err end

@@ -216,6 +216,36 @@ function Store:store_result(el)
   return stored[1]
 end
 
+--- store:unproven_posture(set) -> nil | reason: why a result set is not judged on posture this
+-- store holds. Each result names the posture it was judged on; each must be stored here, of the
+-- result's endpoint (so uploaded by the collector bound to it, with every check that implies).
+-- A result of `error` may name posture that never arrived: judging undelivered posture an error
+-- is what evaluators are for.
+function Store:unproven_posture(set)
+  local known = {}
+  for _, r in ipairs(set.results or {}) do
+    if r.result ~= "error" then
+      for _, id in ipairs(r.posture_ids) do
+        local endpoint = known[id]
+        if endpoint == nil then
+          local row = self.db:first("SELECT endpoint FROM posture WHERE id = ?", { id })
+          endpoint = row and row.endpoint or false
+          known[id] = endpoint
+        end
+        if not endpoint then
+          return ("result %s (%s of %s) was judged on posture %s, which this repository never stored"):format(r.id,
+            r.rule_id, r.endpoint, id)
+        end
+        if endpoint ~= r.endpoint then
+          return ("result %s of endpoint '%s' was judged on posture %s of endpoint '%s'"):format(r.id, r.endpoint, id,
+            endpoint)
+        end
+      end
+    end
+  end
+  return nil
+end
+
 --- store:content_key(id) -> the key that makes a content URL for id valid (HMAC of the id with
 -- the repository's own secret, which is made once and kept in the database).
 function Store:content_key(id)
@@ -247,7 +277,8 @@ end
 -- set: parsed by payload.parse_posture_set. Stores each posture not yet stored, in one
 -- transaction. receipt: {id, stored = n, duplicates = n, contents = {{id, size, digest, key}}}.
 -- With collector_bare, the set's endpoint must be bound to that account (it is bound now if it
--- is bound to none); posture of an endpoint bound to another gives nil, err (forbidden).
+-- is bound to none, unless store.bind_first_use is false); posture of an endpoint bound to
+-- another, or to none when bindings are made only ahead, gives nil, err (forbidden).
 function Store:put_posture_set(set, uploader, collector)
   local texts = {}
   for i, el in ipairs(set.elements) do texts[i] = xml.serialize(el) end
@@ -256,6 +287,10 @@ function Store:put_posture_set(set, uploader, collector)
       local row = db:first("SELECT collector FROM endpoint_binding WHERE endpoint = ?", { set.endpoint })
       if row and row.collector ~= collector then
         return { refused = ("endpoint '%s' is bound to collector %s, not %s"):format(set.endpoint, row.collector, collector) }
+      end
+      if not row and self.bind_first_use == false then
+        return { refused = ("endpoint '%s' is bound to no collector: this repository takes posture only of endpoints "
+          .. "bound ahead (its endpoints configuration)"):format(set.endpoint) }
       end
       if not row then
         assert(db:run("INSERT INTO endpoint_binding (endpoint, collector, bound) VALUES (?, ?, ?)",
@@ -508,16 +543,14 @@ function Store:stats()
 end
 
 -- The database holds every host's posture: nobody but its owner may read it. A new file is made
--- 0600 before SQLite opens it (SQLite gives its -wal and -shm files the database's mode); an
--- existing one that others can read is reported, with the fix.
+-- 0600 (in 0700 directories) before SQLite opens it (SQLite gives its -wal and -shm files the
+-- database's mode); an existing one that others can read is reported, with the fix.
 local log = require("sacm.log").new("store")
 local function prepare_file(path)
   if path == ":memory:" then return true end
-  local st = fs.stat(path)
-  if not st then return fs.write(path, "", { mode = 384 }) end -- 0600
-  if st.mode and (st.mode & 0x3f) ~= 0 then
-    log.warn("%s is readable or writable by other users and holds every endpoint's posture: chmod 600 it", path)
-  end
+  local ok, warning = fs.private_file(path)
+  if not ok then return nil, warning end
+  if warning then log.warn("%s; it holds every endpoint's posture", warning) end
   return true
 end
 

@@ -9,7 +9,7 @@
 -- else (the repository is offline, the server restarts, a timeout) is worth retrying.
 local http = require "sacm.http"
 local xml = require "sacm.xml"
-local st = require "sacm.stanza"
+local st = require "sacm.xmpp.stanza"
 local errors = require "sacm.error"
 local proto = require "sacm.grid.protocol"
 local payload = require "sacm.grid.payload"

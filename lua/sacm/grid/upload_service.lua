@@ -16,8 +16,8 @@
 -- be used once.
 local http = require "sacm.http"
 local xml = require "sacm.xml"
-local st = require "sacm.stanza"
-local jidlib = require "sacm.jid"
+local st = require "sacm.xmpp.stanza"
+local jidlib = require "sacm.xmpp.jid"
 local crypto = require "sacm.crypto"
 local time = require "sacm.time"
 local errors = require "sacm.error"
@@ -187,6 +187,10 @@ local function accept_document(self, slot, body)
       return refuse(self, slot, 400, ("result set %s was evaluated %s, more than %d s ahead of the repository's clock")
         :format(set.id, time.format(set.evaluated), proto.MAX_CLOCK_SKEW))
     end
+    -- results count only when judged on posture the repository holds: posture announced but never
+    -- stored (a collector that skipped the upload) cannot turn into results
+    local unproven = self.store:unproven_posture(set)
+    if unproven then return refuse(self, slot, 403, unproven) end
     receipt, err = self.store:put_result_set(set, doc, slot.jid)
   else
     return refuse(self, slot, 415, ("a %s document in namespace %s is not grid content"):format(

@@ -20,7 +20,7 @@ local time = require "sacm.time"
 local crypto = require "sacm.crypto"
 local xml = require "sacm.xml"
 local errors = require "sacm.error"
-local jidlib = require "sacm.jid"
+local jidlib = require "sacm.xmpp.jid"
 local delivery = require "sacm.grid.delivery"
 
 local M = {}

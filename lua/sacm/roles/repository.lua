@@ -12,11 +12,12 @@
 -- survives a crash); this role is the layer that connects it to the grid (docs/protocol.md).
 local store = require "sacm.grid.store"
 local member = require "sacm.grid.member"
-local commands = require "sacm.commands"
-local jidlib = require "sacm.jid"
+local commands = require "sacm.xmpp.commands"
+local jidlib = require "sacm.xmpp.jid"
 local proto = require "sacm.grid.protocol"
 local upload_service = require "sacm.grid.upload_service"
 local time = require "sacm.time"
+local errors = require "sacm.error"
 
 local M = {}
 local log = require("sacm.log").new("repository")
@@ -38,9 +39,51 @@ local function affiliations_for(roles)
   return want
 end
 
--- Admits a component by the roles its verified caps advertise: sets its affiliation on each
--- grid node its roles need (the pubsub service keeps it). Accounts outside `admit` (default: our
--- own domain) are not admitted.
+-- Which roles an account may hold is the administrator's word, never the component's: a role is
+-- granted only when the account's caps advertise it AND the account may hold it. `roles` =
+-- {collector = {JIDs, domains or "collector-*@grid.example" patterns}, ...}; without it, the
+-- role an account is named after (docs/trust.md): "collector", "collector2", "collector-web1".
+local NAMED = "^(%a+)[%d%-_.]*"
+local function glob_matcher(entry)
+  if not entry:find("*", 1, true) then return nil end
+  local pattern = "^" .. entry:gsub("[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0"):gsub("%*", "[^@/]*") .. "$"
+  return function(bare) return bare:match(pattern) ~= nil end
+end
+
+--- repository.role_policy(roles) -> function(bare, role) -> whether the account may hold the role | nil, err
+function M.role_policy(roles)
+  if roles == nil then
+    return function(bare, role)
+      local localpart = bare:match("^([^@]+)@")
+      if not localpart then return false end
+      local named = localpart:match(NAMED)
+      return named == role and (#localpart == #role or localpart:sub(#role + 1, #role + 1):match("[%d%-_.]") ~= nil)
+    end
+  end
+  local by_role = {}
+  for role, list in pairs(roles) do
+    if not proto.AFFILIATIONS[role] then
+      return nil, errors.new("bad-config", ("roles: '%s' is not a grid role; say collector, evaluator or orchestrator")
+        :format(tostring(role)))
+    end
+    local exact, globs = {}, {}
+    for _, entry in ipairs(type(list) == "table" and list or { list }) do
+      local g = glob_matcher(entry)
+      if g then globs[#globs + 1] = g else exact[#exact + 1] = entry end
+    end
+    local plain = member.allowed(exact)
+    by_role[role] = function(bare)
+      if plain(bare) then return true end
+      for _, g in ipairs(globs) do if g(bare) then return true end end
+      return false
+    end
+  end
+  return function(bare, role) return by_role[role] ~= nil and by_role[role](bare) end
+end
+
+-- Admits a component by the roles its verified caps advertise and its account may hold: sets its
+-- affiliation on each grid node its roles need (the pubsub service keeps it). Accounts outside
+-- `admit` (default: our own domain) are not admitted.
 local function admit(self, jid, info)
   local bare = jidlib.bare(jid)
   if not bare or bare == jidlib.bare(self.member.conn.jid) or not self.admits(bare) then return end
@@ -49,7 +92,16 @@ local function admit(self, jid, info)
   for role in pairs(proto.AFFILIATIONS) do
     local declared = proto.info_fields(info).role == role -- an evaluator not subscribed yet says so here
     if (info.features[proto.FEATURE[role]] or declared) and not roles[role] then
-      roles[role], changed = true, true
+      if self.may_hold(bare, role) then
+        roles[role], changed = true, true
+      elseif not self.denied[bare .. " " .. role] then
+        self.denied[bare .. " " .. role] = true
+        local why = ("%s advertises the %s role, which the account may not hold (%s): not admitted"):format(bare, role,
+          self.roles_configured and "not in the repository's roles configuration"
+            or "its name does not begin with '" .. role .. "'; name it so or list it in the repository's roles")
+        log.warn("%s", why)
+        self.store:refused(jid, "role " .. role, why)
+      end
     end
   end
   if not changed then return end
@@ -149,19 +201,31 @@ end
 -- service: listen = sacm.http listen options, base_url, max_size), admit (JIDs or domains whose
 -- components are admitted to the grid's nodes; default our domain), endpoints ({[endpoint id] =
 -- collector JID}: bindings made ahead; otherwise an endpoint is bound to the collector whose
--- posture of it is stored first), retention (seconds: history older than this is pruned, hourly;
+-- posture of it is stored first), endpoint_binding ("first-use", the default, or "configured":
+-- posture only of endpoints bound ahead), roles ({collector = {JIDs, domains, "collector-*@d"
+-- patterns}, evaluator = ..., orchestrator = ...}: which accounts may hold which role; default:
+-- the role an account is named after, M.role_policy), retention (seconds: history older than this is pruned, hourly;
 -- the current results and the newest posture of each kind stay), allowed (who may run
 -- commands; default the peers), rolie (the options of sacm.rolie.serve but repository: serve
 -- the store as ROLIE feeds over HTTPS; the provider is r.rolie).
 function M.start(opts)
+  if opts.endpoint_binding ~= nil and opts.endpoint_binding ~= "first-use" and opts.endpoint_binding ~= "configured" then
+    return nil, errors.new("bad-config", ("endpoint_binding is '%s': say \"first-use\" (the default: an endpoint is "
+      .. "bound to the collector whose posture of it is stored first) or \"configured\" (only the endpoints "
+      .. "configuration binds)"):format(tostring(opts.endpoint_binding)))
+  end
+  local may_hold, perr = M.role_policy(opts.roles)
+  if not may_hold then return nil, perr end
   local s, err = store.open(assert(opts.database, "repository.start needs a database path"))
   if not s then return nil, err end
-  local self = setmetatable({ store = s, db = s.db, members = {} }, Repository)
+  local self = setmetatable({ store = s, db = s.db, members = {}, denied = {},
+    may_hold = may_hold, roles_configured = opts.roles ~= nil }, Repository)
   local mopts = {}
   for k, v in pairs(opts) do mopts[k] = v end
   mopts.role = "repository"
   mopts.owner = true
   mopts.repository = nil
+  mopts.roles, mopts.endpoints, mopts.endpoint_binding = nil, nil, nil
   -- the components' caps say which role each plays: what they are admitted to follows from it
   mopts.caps_cache = { retry_after = 3 }
   -- the upload service's disco feature and form are in the first caps already
@@ -173,7 +237,9 @@ function M.start(opts)
     s:close()
     return nil, err
   end
-  -- endpoints bound ahead to their collector accounts: posture of them from any other is refused
+  -- endpoints bound ahead to their collector accounts: posture of them from any other is refused;
+  -- with endpoint_binding = "configured", posture of an endpoint not bound ahead is refused too
+  s.bind_first_use = opts.endpoint_binding ~= "configured"
   for endpoint, jid in pairs(opts.endpoints or {}) do
     local ok, berr = s:bind_endpoint(endpoint, jidlib.bare(jid) or jid)
     if not ok then log.error("could not bind endpoint %s to %s: %s", endpoint, jid, tostring(berr)) end

@@ -1,16 +1,16 @@
---- sacm.http_client: HTTPS requests from a task (exported as sacm.http.request).
+--- sacm.http.client: HTTPS requests from a task (exported as sacm.http.request).
 --
 --   local res, err = http.request{ url = "https://repo.example/rolie/servicedocument",
 --     headers = { accept = "application/atomsvc+xml" }, cafile = "/etc/sacm/ca.pem" }
 --
--- Connections are kept for the next request to the same server (keep-alive, sacm.http_pool).
+-- Connections are kept for the next request to the same server (keep-alive, sacm.http.pool).
 -- This file checks the options, parses the URL, takes a pooled connection or resolves the name
 -- on libuv's threadpool, writes the request head, keeps the deadline, tries the host's addresses
 -- in turn and retries once what a server's close of an idle connection cut off;
 -- runtime/http_client.c connects, verifies the server's certificate (http_client_tls.c), sends
 -- the request and parses the response with http-parser. See docs/api/http.md.
 local core = require "sacm._http_client"
-local pool = require "sacm.http_pool"
+local pool = require "sacm.http.pool"
 local dns = require "sacm._dns"
 local new_timer = require("sacm._timer").new
 local build = require "sacm._build"

@@ -1,4 +1,4 @@
---- sacm.sandbox: running untrusted Lua (policy files and their checks) with no access to the
+--- sacm.policy.sandbox: running untrusted Lua (policy files and their checks) with no access to the
 -- runtime and within budgets.
 --
 --   local env = sandbox.new_env({ version_lt = helpers.version_lt })
@@ -295,7 +295,7 @@ Runner.__index = Runner
 
 -- The body of a runner's coroutine: runs one function per resume and hands back its first two
 -- results, so one coroutine serves many checks until one of them fails.
-local DONE = setmetatable({}, { __name = "sacm.sandbox.done" })
+local DONE = setmetatable({}, { __name = "sacm.policy.sandbox.done" })
 local function body(fn, a, b)
   while true do
     local r1, r2 = fn(a, b)

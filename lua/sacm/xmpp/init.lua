@@ -14,8 +14,8 @@ local sync = require "sacm.sync"
 local timer = require "sacm.timer"
 local errors = require "sacm.error"
 local xml = require "sacm.xml"
-local st = require "sacm.stanza"
-local jidlib = require "sacm.jid"
+local st = require "sacm.xmpp.stanza"
+local jidlib = require "sacm.xmpp.jid"
 local log = require("sacm.log").new("xmpp")
 local hrtime = require("sacm._loop").hrtime
 local new_timer = require("sacm._timer").new
@@ -76,7 +76,7 @@ function Connection:on(kind, filter, fn)
   return handlers.add(list, { filter = filter or {}, fn = fn })
 end
 
--- conn:_on_direct(kind, filter, fn): for library modules (sacm.pubsub), a message or presence
+-- conn:_on_direct(kind, filter, fn): for library modules (sacm.xmpp.pubsub), a message or presence
 -- handler that runs at once, inside the delivery of the stanza, rather than as a task of its
 -- own: for work that never waits (queueing an event), where a task per stanza is most of the
 -- cost. fn(stanza, conn) must not yield; an error it raises is logged.
@@ -496,7 +496,9 @@ local function on_event(self, event, info)
   local err = connect_error(info, self)
   self.last_error = err
   if was_connected then
-    fail_pending(self, errors.new("connection-lost", "connection lost: " .. tostring(err)),
+    -- the cause is said once: a lost connection's error already reads "connection lost: ..."
+    fail_pending(self, errors.new("connection-lost", err.condition == "connection-lost" and err.text
+      or ("connection lost: " .. tostring(err))),
       self.options.reconnect ~= false and not self.closed)
   end
   if self.phase ~= "up" then
@@ -520,8 +522,8 @@ local function resolve(host)
   return task.suspend()
 end
 
--- One attempt over every address of the host; returns true or nil, err.
-local function attempt(self, timeout)
+-- One attempt over every address of the current server's host; returns true or nil, err.
+local function attempt_server(self, timeout)
   local addresses, err = resolve(self.host)
   if not addresses then return nil, err end
   if #addresses == 0 then return nil, errors.new("remote-server-not-found", "no address for " .. self.host) end
@@ -551,6 +553,59 @@ local function attempt(self, timeout)
   return nil, err
 end
 
+-- One attempt over every server, starting with the one that served last (a cluster's nodes, say:
+-- when that one is gone, the next takes over). Authentication and certificate failures end it:
+-- they are about the account, and every node would say the same. With several servers the error
+-- names what each one said.
+local function attempt(self, timeout)
+  local n, said = #self.servers, {}
+  local first_err
+  for k = 0, n - 1 do
+    local i = (self.server_index - 1 + k) % n + 1
+    self.host, self.port = self.servers[i].host, self.servers[i].port
+    local ok, err = attempt_server(self, timeout)
+    if ok then
+      self.server_index = i
+      return true
+    end
+    if err.condition == "not-authorized" or err.condition == "tls-verification-failed" or n == 1 then return nil, err end
+    first_err = first_err or err
+    said[#said + 1] = ("%s:%d: %s"):format(self.host, self.port, err.text or tostring(err))
+  end
+  self.host, self.port = self.servers[self.server_index].host, self.servers[self.server_index].port
+  return nil, errors.new(first_err.condition, ("no server answered (%s)"):format(table.concat(said, "; ")),
+    { reason = first_err.reason })
+end
+
+-- The servers to try: options.servers ({"host:port" or {host =, port =}, ...}) or host/port.
+local function server_list(options, domain)
+  if options.servers == nil then
+    return { { host = options.host or domain, port = options.port or 5222 } }
+  end
+  if type(options.servers) ~= "table" or #options.servers == 0 then
+    return nil, 'servers must be a non-empty list of "host:port" strings or {host =, port =} tables'
+  end
+  if options.host or options.port then return nil, "give servers or host/port, not both" end
+  local list = {}
+  for i, entry in ipairs(options.servers) do
+    local host, port
+    if type(entry) == "string" then
+      host, port = entry:match("^%[(.+)%]:(%d+)$")
+      if not host then host, port = entry:match("^([^:]+):(%d+)$") end
+      if not host and not entry:find(":", 1, true) then host = entry end
+      port = port and math.tointeger(tonumber(port)) or (host and 5222)
+    elseif type(entry) == "table" then
+      host, port = entry.host, entry.port or 5222
+    end
+    if type(host) ~= "string" or host == "" or math.type(port) ~= "integer" or port < 1 or port > 65535 then
+      return nil, ("servers[%d] is %s: write \"host:port\" (\"[::1]:5222\" for IPv6) or {host =, port =}"):format(i,
+        type(entry) == "string" and ("'" .. entry .. "'") or type(entry))
+    end
+    list[i] = { host = host, port = port }
+  end
+  return list
+end
+
 schedule_reconnect = function(self)
   if self.reconnecting or self.closed then return end
   self.reconnecting = true
@@ -574,7 +629,9 @@ end
 
 --- connect(options) -> connection, or nil, err. Yields until the session is bound.
 -- options: jid (required unless a client certificate carries one), password, or client_cert +
--- client_key (SASL EXTERNAL); host (default: the JID's domain), port (5222), resource;
+-- client_key (SASL EXTERNAL); host (default: the JID's domain), port (5222), or servers (a list
+-- of "host:port" or {host =, port =}: the nodes of a cluster, tried in turn from the one that
+-- served last, at the first connect and at every reconnect); resource;
 -- cafile/capath (default: the system store); insecure = true skips certificate verification
 -- (logged as a warning); timeout (default request timeout, 30 s); connect_timeout (15 s);
 -- reconnect (default true), max_backoff (30 s); disable_sm; direct_tls; ping_interval (60 s
@@ -643,8 +700,13 @@ function M.connect(options)
     log.warn("TLS certificate verification is OFF for %s: anyone on the path can impersonate the server", domain)
   end
   self.domain = domain
-  self.host = options.host or domain
-  self.port = options.port or 5222
+  local servers, serr = server_list(options, domain)
+  if not servers then
+    c:close()
+    error("connect: " .. serr, 2)
+  end
+  self.servers, self.server_index = servers, 1
+  self.host, self.port = servers[1].host, servers[1].port
 
   log.info("connecting to %s:%d as %s", self.host, self.port, jidlib.join(node, domain, resource))
   local ok, err = attempt(self, options.connect_timeout or 15)

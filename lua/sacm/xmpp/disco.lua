@@ -1,4 +1,4 @@
---- sacm.disco: XEP-0030 Service Discovery, both ways, per connection (with XEP-0128 extensions).
+--- sacm.xmpp.disco: XEP-0030 Service Discovery, both ways, per connection (with XEP-0128 extensions).
 --
 --   local info, err = disco.info(conn, "pubsub.grid.example")
 --   if info and disco.has_feature(info, "http://jabber.org/protocol/pubsub") then ... end
@@ -13,7 +13,7 @@
 -- process never share a provider.
 local xml = require "sacm.xml"
 local handlers = require "sacm._handlers"
-local st = require "sacm.stanza"
+local st = require "sacm.xmpp.stanza"
 local errors = require "sacm.error"
 local log = require("sacm.log").new("disco")
 

@@ -1,4 +1,4 @@
---- sacm.ccm2: Client Certificate Management 2.0 (the ccm2 ProtoXEP, as profiled in docs/protocol.md).
+--- sacm.xmpp.ccm2: Client Certificate Management 2.0 (the ccm2 ProtoXEP, as profiled in docs/protocol.md).
 --
 --   local cert, err = ccm2.add(conn, { name = "web1", key_file = "/etc/sacm/web1.key",
 --                                      cert_file = "/etc/sacm/web1.crt" })
@@ -12,11 +12,11 @@
 -- bare JID whatever the CSR asks for, so add checks the answer (our key, our JID, in validity).
 -- All calls wait (run them in a task) and return nil, err on failure; bad arguments raise.
 local crypto = require "sacm.crypto"
-local disco = require "sacm.disco"
+local disco = require "sacm.xmpp.disco"
 local errors = require "sacm.error"
 local fs = require "sacm.fs"
-local jid = require "sacm.jid"
-local st = require "sacm.stanza"
+local jid = require "sacm.xmpp.jid"
+local st = require "sacm.xmpp.stanza"
 local time = require "sacm.time"
 local log = require("sacm.log").new("ccm2")
 
@@ -130,8 +130,10 @@ function M.add(conn, opts)
     M.revoke(conn, info.fingerprint)
     return nil, errors.new("bad-format", "the server's certificate is unusable: " .. problem)
   end
-  -- the key first: a certificate file without its key is useless, the reverse is harmless
-  ok, err = fs.write(opts.key_file, key:pem(), { mode = M.KEY_MODE })
+  -- the key first: a certificate file without its key is useless, the reverse is harmless; the
+  -- directories made on the way are 0700
+  ok, err = fs.private_file(opts.key_file, { create = false })
+  if ok then ok, err = fs.write(opts.key_file, key:pem(), { mode = M.KEY_MODE }) end
   if ok then ok, err = fs.write(opts.cert_file, crypto.pem(cert_der, "CERTIFICATE"), { mode = M.CERT_MODE }) end
   if not ok then
     log.error("writing %s / %s failed (%s); revoking the new certificate %s", opts.key_file, opts.cert_file,

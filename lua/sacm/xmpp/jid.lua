@@ -1,4 +1,4 @@
---- sacm.jid: split and compare XMPP addresses (RFC 7622), localpart@domainpart/resourcepart.
+--- sacm.xmpp.jid: split and compare XMPP addresses (RFC 7622), localpart@domainpart/resourcepart.
 -- No stringprep/PRECIS folding beyond lowercasing the domain: JIDs the grid uses are ASCII.
 local M = {}
 

@@ -1,4 +1,4 @@
---- sacm.policy_helpers: the functions policy checks find as globals (see docs/policies.md).
+--- sacm.policy.helpers: the functions policy checks find as globals (see docs/policies.md).
 -- Pure functions of their arguments: no I/O, no state, nothing that leads back to the runtime.
 -- They work on plain tables and on the read-only posture views alike (reading through
 -- ipairs/pairs/#, never raw access).

@@ -1,10 +1,10 @@
---- sacm.http_pool: the HTTPS client's idle connections, kept for keep-alive (internal).
+--- sacm.http.pool: the HTTPS client's idle connections, kept for keep-alive (internal).
 --
 --   local conn = pool.take(key)            -- an idle connection for key, or nil
 --   pool.put(key, conn, seconds)           -- parks conn for its next request
 --
 -- A key names everything a connection was made with that a request must match to use it:
--- scheme, host, port and the TLS options (sacm.http_client makes it). The connections are the
+-- scheme, host, port and the TLS options (sacm.http.client makes it). The connections are the
 -- C userdata of sacm._http_client; a parked one reads in C to notice the server closing it, and
 -- then closes itself, so a dead entry here is only dropped when it is next looked at. Nothing
 -- here keeps the loop alive: parked sockets and the expiry timer are unreferenced.

@@ -1,4 +1,4 @@
---- sacm.caps: XEP-0115 Entity Capabilities. Say what we support in every presence, and learn
+--- sacm.xmpp.caps: XEP-0115 Entity Capabilities. Say what we support in every presence, and learn
 -- what others support from theirs, with one disco#info query per distinct capability set.
 --
 --   caps.advertise(conn, { to = { "orchestrator@grid.example/main" } })   -- presence with <c/>
@@ -11,14 +11,14 @@
 -- ver for anyone else. State is per connection.
 local xml = require "sacm.xml"
 local handlers = require "sacm._handlers"
-local st = require "sacm.stanza"
+local st = require "sacm.xmpp.stanza"
 local errors = require "sacm.error"
 local crypto = require "sacm.crypto"
 local task = require "sacm.task"
 local timer = require "sacm.timer"
 local time = require "sacm.time"
-local jidlib = require "sacm.jid"
-local disco = require "sacm.disco"
+local jidlib = require "sacm.xmpp.jid"
+local disco = require "sacm.xmpp.disco"
 local log = require("sacm.log").new("caps")
 
 local M = {}

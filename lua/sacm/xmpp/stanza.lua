@@ -1,4 +1,4 @@
---- sacm.stanza: XMPP stanzas (RFC 6120) as sacm.xml elements: constructors, replies, errors.
+--- sacm.xmpp.stanza: XMPP stanzas (RFC 6120) as sacm.xml elements: constructors, replies, errors.
 local xml = require "sacm.xml"
 local errors = require "sacm.error"
 

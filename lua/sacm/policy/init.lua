@@ -12,8 +12,8 @@
 local fs = require "sacm.fs"
 local crypto = require "sacm.crypto"
 local errors = require "sacm.error"
-local sandbox = require "sacm.sandbox"
-local helpers = require "sacm.policy_helpers"
+local sandbox = require "sacm.policy.sandbox"
+local helpers = require "sacm.policy.helpers"
 local proto = require "sacm.grid.protocol"
 local hrtime = require("sacm._loop").hrtime
 local log = require("sacm.log").new("policy")

@@ -1,4 +1,4 @@
---- sacm.commands: XEP-0050 ad-hoc commands, both ways.
+--- sacm.xmpp.commands: XEP-0050 ad-hoc commands, both ways.
 --
 -- Provider: each command runs as sequential code in its own task. session:ask(form) sends a
 -- data form to the requester and returns its validated answer; what the command returns is the
@@ -22,14 +22,14 @@
 --                                   { host = "web1@grid.example", kinds = { "packages" } })
 --   if r then print(r.status, r.values.queued) end
 local xml = require "sacm.xml"
-local st = require "sacm.stanza"
+local st = require "sacm.xmpp.stanza"
 local task = require "sacm.task"
 local sync = require "sacm.sync"
 local errors = require "sacm.error"
 local crypto = require "sacm.crypto"
-local jidlib = require "sacm.jid"
-local forms = require "sacm.forms"
-local disco = require "sacm.disco"
+local jidlib = require "sacm.xmpp.jid"
+local forms = require "sacm.xmpp.forms"
+local disco = require "sacm.xmpp.disco"
 local log = require("sacm.log").new("commands")
 
 local M = {}
@@ -80,7 +80,7 @@ local providers = setmetatable({}, { __mode = "k" })
 
 -- raised by session:ask to unwind the command's code when the requester goes back (prev)
 local RESTART = setmetatable({}, {
-  __name = "sacm.commands.restart",
+  __name = "sacm.xmpp.commands.restart",
   __tostring = function() return "command restarted to go back a stage (do not catch this)" end,
 })
 
@@ -229,7 +229,7 @@ local function refused(session)
   session.task:cancel("the submission was refused") -- as a requester's cancel: the task ends quietly
 end
 
---- session:ask(form [, opts]) -> values. Sends form (a sacm.forms definition or element) to the
+--- session:ask(form [, opts]) -> values. Sends form (a sacm.xmpp.forms definition or element) to the
 -- requester and waits for the answer: the values, validated against the form and typed
 -- (forms.validate). An answer that fails validation gets bad-request <bad-payload/> and the
 -- session waits for the next one. opts.last = true offers "complete" instead of "next";

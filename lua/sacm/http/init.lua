@@ -277,8 +277,8 @@ end
 
 ---------------------------------------------------------------------------- the client
 
---- request(opts) -> res, or nil, err: an HTTPS request from a task (lua/sacm/http_client.lua).
-local client = require "sacm.http_client"
+--- request(opts) -> res, or nil, err: an HTTPS request from a task (lua/sacm/http/client.lua).
+local client = require "sacm.http.client"
 M.request = client.request
 --- close_idle(), pool_stats() -> {idle, reused, opened}: the client's keep-alive connections.
 M.close_idle = client.close_idle

@@ -1,4 +1,4 @@
---- sacm.forms: XEP-0004 data forms (jabber:x:data) as Lua tables.
+--- sacm.xmpp.forms: XEP-0004 data forms (jabber:x:data) as Lua tables.
 --
 --   local x = forms.new{ type = "form", title = "Collect", form_type = "urn:example:collect",
 --     fields = {
@@ -19,7 +19,7 @@
 -- and reported by validate(). Building from bad definitions (a programmer error) raises.
 local xml = require "sacm.xml"
 local errors = require "sacm.error"
-local jidlib = require "sacm.jid"
+local jidlib = require "sacm.xmpp.jid"
 
 local M = {}
 

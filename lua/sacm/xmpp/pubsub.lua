@@ -1,6 +1,6 @@
---- sacm.pubsub: XEP-0060 Publish-Subscribe client for playbooks.
+--- sacm.xmpp.pubsub: XEP-0060 Publish-Subscribe client for playbooks.
 --
---   local pubsub = require "sacm.pubsub"
+--   local pubsub = require "sacm.xmpp.pubsub"
 --   local svc = pubsub.service(conn, "pubsub.grid.example")
 --   assert(svc:create("posture", { access_model = "whitelist", max_items = 10 }))
 --   local id = assert(svc:publish("posture", nil, report))
@@ -14,12 +14,12 @@
 -- Bad arguments raise. Notifications are only accepted from the service's own JID.
 -- See docs/api/pubsub.md.
 local xml = require "sacm.xml"
-local st = require "sacm.stanza"
-local jidlib = require "sacm.jid"
+local st = require "sacm.xmpp.stanza"
+local jidlib = require "sacm.xmpp.jid"
 local errors = require "sacm.error"
 local task = require "sacm.task"
 local sync = require "sacm.sync"
-local forms = require "sacm.forms"
+local forms = require "sacm.xmpp.forms"
 
 local element_in = xml._element_in
 
@@ -89,7 +89,7 @@ local function submit_form(form_type, values)
   return x
 end
 
---- parse_form(x) -> the sacm.forms view of a pubsub form, the registered fields typed even when
+--- parse_form(x) -> the sacm.xmpp.forms view of a pubsub form, the registered fields typed even when
 -- the element leaves them untyped (booleans as booleans, max_items and friends as integers).
 local function parse_form(x)
   return forms.parse(x, FIELD_HINTS)
