@@ -1,4 +1,4 @@
-/* fuzz/forms.c: data-form parsing and validation (lua/sacm/forms.lua) as command providers do
+/* fuzz/forms.c: data-form parsing and validation (lua/sacm/xmpp/forms.lua) as command providers do
  * it, checked by fuzz/forms.lua against the grid's command forms. */
 #include "harness.h"
 

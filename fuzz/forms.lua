@@ -1,11 +1,11 @@
--- fuzz/forms.lua: data forms (lua/sacm/forms.lua) as a command provider reads a submission
--- (lua/sacm/commands.lua, Session:ask): find the form, parse it against the command's
+-- fuzz/forms.lua: data forms (lua/sacm/xmpp/forms.lua) as a command provider reads a submission
+-- (lua/sacm/xmpp/commands.lua, Session:ask): find the form, parse it against the command's
 -- definition, validate. For each of the grid's real command forms (lua/sacm/grid/protocol.lua):
 -- nothing raises; a refusal is bad-request naming the fields; accepted values obey the
 -- definition (types, ranges, options, identifier checks, size bounds); and submitting the
 -- accepted values again gives the same values (forms.submit and forms.parse are symmetric).
 local xml = require "sacm.xml"
-local forms = require "sacm.forms"
+local forms = require "sacm.xmpp.forms"
 local proto = require "sacm.grid.protocol"
 local compare = require "compare"
 

@@ -3,7 +3,7 @@
 --   ./sacmrun fuzz/seeds.lua
 -- The other targets' seeds are written by hand. libFuzzer mutates from these.
 local xml = require "sacm.xml"
-local forms = require "sacm.forms"
+local forms = require "sacm.xmpp.forms"
 local payload = require "sacm.grid.payload"
 local proto = require "sacm.grid.protocol"
 

@@ -1,9 +1,9 @@
 -- fuzz/stanza_table.lua: a stanza converted by runtime/xmpp.c is an element like those
 -- sacm.xml.parse makes (docs/api/xml.md), and what the runtime does with any stanza it receives
 -- works on it: serialize it (the repository stores payloads as text), parse that text back to
--- the same tree, reply to it and answer it with an error (lua/sacm/xmpp.lua's on_stanza).
+-- the same tree, reply to it and answer it with an error (lua/sacm/xmpp/init.lua, on_stanza).
 local xml = require "sacm.xml"
-local st = require "sacm.stanza"
+local st = require "sacm.xmpp.stanza"
 local compare = require "compare"
 
 local function check_element(el, path)
