@@ -56,7 +56,7 @@ SANITIZE  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 COMMANDS = grid/repository:repository grid/evaluator:evaluator grid/collector:collector \
            grid/orchestrator:orchestrator assess:assess policy:policy backup:backup enroll:enroll
 
-.PHONY: all deps test test-unit test-asan check-install demo bench install uninstall clean FORCE
+.PHONY: all deps test test-unit test-asan check-install demo bench install uninstall clean FORCE fuzz fuzz-build fuzz-smoke
 
 all: sacmrun sacmrun-tls.so sacmrun-sqlite.so sacmrun-pg.so sacmrun-repl.so
 
@@ -126,6 +126,7 @@ test: deps
 	$(MAKE) WERROR=1 all sacmrun-asan
 	$(MAKE) test-unit
 	$(MAKE) test-asan
+	$(MAKE) fuzz-smoke
 	$(MAKE) check-install
 
 test-unit: all
@@ -135,6 +136,38 @@ test-asan: sacmrun-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1 \
 	SACMRUN_STRICT_EXIT=1 SACMRUN_BIN=./sacmrun-asan ./sacmrun-asan spec/run.lua $(SPEC)
+
+# libFuzzer targets (fuzz/, docs/testing.md "Fuzzing"), built with clang under ASan and UBSan.
+# The runtime's sources are compiled again with coverage instrumentation into build/fuzz/obj;
+# every target links all of them but main.c (and the SQLite, PostgreSQL and REPL modules, which
+# no target reaches). `make fuzz` runs each target FUZZ_SECONDS; `make fuzz-smoke` (part of
+# `make test`) FUZZ_SMOKE_SECONDS each. Seeds: spec/fixtures/fuzz/TARGET/.
+FUZZ_CC            ?= clang
+FUZZ_SECONDS       ?= 600
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_TARGETS        = xml_roundtrip http_request stanza_table forms payload
+FUZZ_SANITIZE       = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS         = -std=c11 -D_GNU_SOURCE -g -O1 $(WARNINGS) $(PKG_CFLAGS) $(FUZZ_SANITIZE)
+FUZZ_RUNTIME_SRCS   = $(filter-out runtime/main.c $(SQLITE_SRCS) $(PG_SRCS) $(REPL_SRCS),$(wildcard runtime/*.c))
+FUZZ_RUNTIME_OBJS   = $(FUZZ_RUNTIME_SRCS:runtime/%.c=build/fuzz/obj/%.o)
+
+build/fuzz/obj/%.o: runtime/%.c $(wildcard runtime/*.h) | build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+build/fuzz/obj/harness.o: fuzz/harness.c fuzz/harness.h runtime/sacmrun.h | build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -DFUZZ_DIR='"$(CURDIR)/fuzz"' -DFUZZ_LUA_DIR='"$(CURDIR)/lua"' -c -o $@ $<
+build/fuzz/%: fuzz/%.c fuzz/harness.h build/fuzz/obj/harness.o $(FUZZ_RUNTIME_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/obj/harness.o $(FUZZ_RUNTIME_OBJS) \
+	  $(CORE_LIBS) $(TLS_LIBS)
+build/fuzz/obj:
+	mkdir -p $@
+
+# kept: they are built by a pattern rule only for the targets, and would be deleted after
+.SECONDARY: $(FUZZ_RUNTIME_OBJS) build/fuzz/obj/harness.o
+fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
+fuzz: deps fuzz-build
+	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+fuzz-smoke: fuzz-build
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
 # Installs a copy under a temporary prefix and checks that the installed binary finds its library
 # from anywhere, without the source tree.

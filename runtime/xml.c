@@ -223,11 +223,41 @@ static int build_text(lua_State *L)
     return 0;
 }
 
+/* Expat reads ISO-8859-1 documents with a table that takes U+00AA, U+00B5 and U+00BA (ª µ º) as
+ * letters in names; XML 1.0 and expat's own UTF-8 tables do not, so serialize() could not write
+ * such a name back. Returns the offending character of the local part of a name ("uri local" or
+ * "local"), or 0. */
+static unsigned latin1_only_name_char(const char *name)
+{
+    const char *sep = strchr(name, ' ');
+    const unsigned char *u = (const unsigned char *)(sep ? sep + 1 : name);
+    for (; *u; u++)
+        if (u[0] == 0xC2 && (u[1] == 0xAA || u[1] == 0xB5 || u[1] == 0xBA))
+            return u[1];
+    return 0;
+}
+
+static int refuse_latin1_names(parser_ud *p, const XML_Char *name, const XML_Char **atts)
+{
+    const char *bad = latin1_only_name_char(name) ? name : NULL;
+    for (; !bad && atts[0]; atts += 2)
+        if (latin1_only_name_char(atts[0]))
+            bad = atts[0];
+    if (!bad)
+        return 0;
+    const char *sep = strchr(bad, ' ');
+    char msg[160];
+    snprintf(msg, sizeof msg, "the name '%.80s' holds U+00%02X, which XML 1.0 allows in no name", sep ? sep + 1 : bad,
+             latin1_only_name_char(bad));
+    parser_refuse(p, "not-well-formed", msg);
+    return 1;
+}
+
 static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 {
     parser_ud *p = ud;
     lua_State *L = p->L;
-    if (p->stopped)
+    if (p->stopped || refuse_latin1_names(p, name, atts))
         return;
     if (p->depth >= p->max_depth) {
         char msg[96];

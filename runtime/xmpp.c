@@ -241,6 +241,10 @@ static void push_stanza(lua_State *L, xmpp_stanza_t *s, int parent_ns, int depth
     lua_rawset(L, el);
 
     const char *own_ns = xmpp_stanza_get_ns(s);
+    /* libstrophe's parser takes any namespace; sacm.xml's, like XML Namespaces, takes URIs only
+     * (no spaces). An element sacm.xml could neither parse nor serialize is not let in. */
+    if (own_ns && strchr(own_ns, ' '))
+        luaL_error(L, "namespace '%s' of <%s> is not a URI (it holds a space)", own_ns, name ? name : "");
     int ns = 0; /* stack index of this element's namespace, children inherit it */
     if (own_ns) {
         lua_pushstring(L, own_ns);
@@ -300,7 +304,7 @@ static void push_stanza(lua_State *L, xmpp_stanza_t *s, int parent_ns, int depth
     lua_settop(L, el);
 }
 
-static int convert_stanza(lua_State *L)
+int sacm_xmpp_convert_stanza(lua_State *L)
 {
     xmpp_stanza_t *s = lua_touserdata(L, 1);
     sacm_element_mt_push(L); /* SLOT_MT */
@@ -320,10 +324,11 @@ static int stanza_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userda
     lua_State *L = sacm_main_state();
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->stanza_ref);
     /* Converting allocates and may raise: never let a Lua error unwind through libstrophe. */
-    lua_pushcfunction(L, convert_stanza);
+    lua_pushcfunction(L, sacm_xmpp_convert_stanza);
     lua_pushlightuserdata(L, stanza);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        sacm_log(SACM_LOG_WARN, "xmpp", "dropped a stanza: %s", lua_tostring(L, -1));
+        const char *from = xmpp_stanza_get_from(stanza);
+        sacm_log(SACM_LOG_WARN, "xmpp", "dropped a stanza from %s: %s", from ? from : "the server", lua_tostring(L, -1));
         lua_pop(L, 2);
         return 1;
     }

@@ -41,6 +41,10 @@ typedef struct link {
     struct link *next;
 } link_t;
 
+/* xmpp.c: a received stanza (light userdata at 1) as an element table; raises when it is nested
+ * deeper than the runtime takes. Called in protected mode (fuzz/stanza_table.c drives it too). */
+int sacm_xmpp_convert_stanza(lua_State *L);
+
 /* xmpp_error.c */
 extern int sacm_xmpp_activity; /* stanzas or connection events seen in the current xmpp_run_once */
 void sacm_xmpp_log_handler(void *userdata, xmpp_log_level_t level, const char *area, const char *msg);

@@ -13,11 +13,14 @@ function M.monotonic()
 end
 
 --- format([t [, digits]]) -> "YYYY-MM-DDThh:mm:ss[.fff]Z" in UTC. digits: fraction digits (0-6, default 3).
+-- The year has four digits (0808, not strftime's 808): every time parse() returns formats to a
+-- string parse() takes back.
 function M.format(t, digits)
   t = t or loop.time()
   digits = digits or 3
   local whole = math.floor(t)
-  local s = os.date("!%Y-%m-%dT%H:%M:%S", whole)
+  local d = os.date("!*t", whole)
+  local s = ("%04d-%02d-%02dT%02d:%02d:%02d"):format(d.year, d.month, d.day, d.hour, d.min, d.sec)
   if digits > 0 then
     local frac = math.floor((t - whole) * 10 ^ digits + 0.5)
     if frac >= 10 ^ digits then -- rounding carried into the next second
@@ -43,8 +46,14 @@ local function days_in_month(y, m)
   return ({ 31, leap and 29 or 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 })[m]
 end
 
+-- The instants a four-digit year can name in UTC: a zone offset must not carry a time past them,
+-- or format() could not write it back as XEP-0082 (year 10000 has five digits).
+local FIRST = days_from_civil(0, 1, 1) * 86400
+local AFTER_LAST = days_from_civil(10000, 1, 1) * 86400
+
 --- parse(s) -> seconds since the epoch (float), or nil, err. Accepts XEP-0082 DateTime
--- (CCYY-MM-DDThh:mm:ss[.sss]TZD with TZD "Z" or ±hh:mm) and Date (CCYY-MM-DD, as midnight UTC).
+-- (CCYY-MM-DDThh:mm:ss[.sss]TZD with TZD "Z" or ±hh:mm, hh at most 23 and mm at most 59) and
+-- Date (CCYY-MM-DD, as midnight UTC), for instants in the years 0000 to 9999 in UTC.
 function M.parse(s)
   if type(s) ~= "string" then return nil, errors.new("bad-format", "date-time must be a string") end
   local y, mo, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
@@ -65,11 +74,16 @@ function M.parse(s)
   local offset = 0
   if tz ~= "Z" then
     local sign, oh, om = tz:match("^([+-])(%d%d):(%d%d)$")
-    if not sign then return nil, errors.new("bad-format", "bad time zone in " .. s) end
+    if not sign or tonumber(oh) > 23 or tonumber(om) > 59 then
+      return nil, errors.new("bad-format", "bad time zone in " .. s)
+    end
     offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "+" and 1 or -1)
   end
   local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset
   if frac ~= "" then t = t + tonumber("0" .. frac) end
+  if t < FIRST or t >= AFTER_LAST then
+    return nil, errors.new("bad-format", "outside the years 0000 to 9999 in UTC: " .. s)
+  end
   return t
 end
 
