@@ -311,12 +311,29 @@ static int convert_stanza(lua_State *L)
     return 1;
 }
 
+/* Stream management's <r/> and <a/> (XEP-0198) are libstrophe's business: it answers and counts
+ * them before any handler runs, and no Lua code wants them. libstrophe 0.12 sends <r/> after
+ * every stanza, so they are most of what arrives; converting them cost ~24k instructions per
+ * pubsub item (docs/performance.md). */
+static int is_stream_management(xmpp_stanza_t *stanza)
+{
+    const char *name = xmpp_stanza_get_name(stanza);
+    if (name == NULL || name[1] != '\0' || (name[0] != 'r' && name[0] != 'a'))
+        return 0;
+    const char *ns = xmpp_stanza_get_ns(stanza);
+    return ns != NULL && strcmp(ns, XMPP_NS_SM) == 0;
+}
+
 static int stanza_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
 {
     (void)conn;
     link_t *l = userdata;
     if (l->stanza_ref == LUA_NOREF || sacm_state_closing())
         return 1;
+    if (is_stream_management(stanza)) {
+        sacm_xmpp_activity++; /* it was read: the pump's quiet-round count must not move on */
+        return 1;
+    }
     lua_State *L = sacm_main_state();
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->stanza_ref);
     /* Converting allocates and may raise: never let a Lua error unwind through libstrophe. */
