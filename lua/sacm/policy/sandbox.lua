@@ -15,10 +15,13 @@
 --   without dump, with pattern functions that charge their work to the budget (Lua patterns
 --   backtrack, so one `find` can run for hours inside C, where no instruction hook reaches);
 -- - data handed in is a read-only view (`freeze`): one check cannot change what the next sees;
--- - the code runs in a coroutine with a count hook: when the budget is spent the hook raises, and
---   from then on raises at every instruction, so a `pcall` in the sandboxed code cannot swallow it;
+-- - the code runs in a coroutine under a CPU-time budget (instructions / INSTRUCTIONS_PER_SECOND,
+--   runtime/cpu_budget.c): when it is spent a timer signal sets a hook that raises, and from then
+--   on raises at every instruction, so a `pcall` in the sandboxed code cannot swallow it (a count
+--   hook does the same where no CPU timer can be made);
 -- - the state's allocator refuses to grow past usage + the memory budget while it runs.
 local mem = require "sacm._mem"
+local cpu_budget = require "sacm._cpu_budget"
 
 local M = {}
 
@@ -33,6 +36,12 @@ local s_find, s_match, s_gmatch, s_gsub, s_byte, s_sub = string.find, string.mat
   string.gsub, string.byte, string.sub
 
 M.DEFAULT_INSTRUCTIONS = 1000000
+-- The instruction budget is enforced as CPU time at this many VM instructions a second (well
+-- under what this VM runs even in code that allocates fresh memory, whose page faults count as
+-- the thread's CPU time, so a check within its count is not stopped early; 1e6 instructions =
+-- 0.2 s), from a timer (runtime/cpu_budget.c) rather than a count hook, which made every
+-- instruction cost about two.
+M.INSTRUCTIONS_PER_SECOND = 5000000
 M.DEFAULT_MEMORY = 16 * 1024 * 1024
 
 local BUDGET_MESSAGE = "instruction budget exceeded"
@@ -346,12 +355,15 @@ function Runner:run(fn, a, b)
   end
   self.exceeded = false
   self.c_steps = self.instructions * C_STEPS_PER_INSTRUCTION
-  sethook(co, self.hook, "", self.instructions)
+  if not cpu_budget.arm(co, self.instructions / M.INSTRUCTIONS_PER_SECOND) then
+    sethook(co, self.hook, "", self.instructions) -- no CPU timer here: count instead
+  end
   active = self
   string_metatable.__index = string_methods
   local previous_limit
   if self.memory then previous_limit = set_limit(usage() + self.memory) end
   local ok, mark, r1, r2 = co_resume(co, fn, a, b)
+  if cpu_budget.disarm() then self.exceeded = true end
   if self.memory then set_limit(previous_limit) end
   string_metatable.__index = string_library
   active = nil
