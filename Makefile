@@ -33,7 +33,7 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
 # the runtime's sacm_* functions, for the TLS module
 EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 
-TLS_SRCS  = runtime/crypto.c runtime/x509.c runtime/xmpp.c runtime/xmpp_error.c runtime/http.c \
+TLS_SRCS  = runtime/crypto.c runtime/x509.c runtime/xmpp.c runtime/xmpp_error.c runtime/xmpp_stanza.c runtime/http.c \
             runtime/http_conn.c runtime/http_tls.c runtime/http_client.c runtime/http_client_tls.c \
             runtime/http_common.c
 SQLITE_SRCS = runtime/sqlite.c
@@ -85,7 +85,7 @@ HTTP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_conn http
 $(HTTP_OBJS): runtime/http_common.h
 HTTP_SERVER_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_conn http_tls))
 $(HTTP_SERVER_OBJS): runtime/http_server.h
-XMPP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,xmpp xmpp_error))
+XMPP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,xmpp xmpp_error xmpp_stanza))
 $(XMPP_OBJS): runtime/xmpp_link.h
 CLIENT_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http_client http_client_tls))
 $(CLIENT_OBJS): runtime/http_client_tls.h

@@ -55,8 +55,8 @@ object for every call. Three ways take turns for ${seconds} s each per round, $r
 the order changing from round to round:
 
 - **prepared**: \`engine:evaluate(prepared)\` where \`prepared = policy.prepare(posture)\` was made
-  once: each rule runs in the sandbox's coroutine with its instruction budget (count hook),
-  memory cap and read-only posture, and its result is validated;
+  once: each rule runs in the sandbox's coroutine with its instruction budget (a CPU-time
+  timer, runtime/cpu_budget.c), memory cap and read-only posture, and its result is validated;
 - **fresh**: \`engine:evaluate(posture)\` on the plain posture, so every evaluation also builds
   the read-only views of the whole posture (what \`policy.prepare\` does, here $prepare_ms ms);
 - **plain**: the same policy files loaded with plain \`load\` (helpers over \`_G\`), each check
@@ -73,11 +73,16 @@ sandbox is free). With the posture made read-only on every evaluation the ratio 
 building the views costs about $prepare_ms ms for this posture, once per posture, which an
 evaluator pays once per posture it receives however many rules it runs.
 
-Where the time goes: the instruction budget is a count hook, and while a Lua 5.4 coroutine has a
-count hook every VM instruction goes through the hook check (\`luaG_traceexec\`), so loop-heavy
-checks run up to about 1.7x slower. The fixed cost per rule is about 0.5 us for the sandbox run
-(resuming its coroutine, setting the hook and the memory cap) and about 1.5 us with the
-bookkeeping around it (checking the required kinds, validating result and evidence).
+Where the time goes: the instruction budget used to be a count hook, and while a Lua 5.4
+coroutine has one every VM instruction goes through the hook check (\`luaG_traceexec\`), which
+made loop-heavy checks up to about 1.7x slower (the ratio was 0.5-0.75). It is now a CPU-time
+timer of the loop thread whose signal sets a hook only when the budget is spent (as lua.c's SIGINT
+handler does), so checks run at full VM speed; arming it is one \`timer_settime\` per rule. What
+is left is fixed cost per rule: resuming the sandbox's coroutine, the memory cap, swapping the
+string metatable for the charged pattern functions, reads through the read-only posture's
+proxies, and the bookkeeping around it (checking the required kinds, validating result and
+evidence). Rules whose posture the synthetic one lacks (groups, pam, ...) are \`notchecked\`
+on both paths without running.
 
 Hot reload: $reloads times, a policy file is rewritten with \`fs.write\` (atomic: temporary file,
 fsync, rename) and the time is taken from the start of the write to the end of the first

@@ -57,8 +57,9 @@ local function maxrss_kib()
 end
 
 local function connect(jid, password)
+  -- PUBSUB_CONNECT_TIMEOUT: more than the default 15 s, for runs under valgrind on a loaded machine
   local conn, err = xmpp.connect({ jid = jid, password = password, host = host, port = port, cafile = ca_file,
-    reconnect = false })
+    reconnect = false, connect_timeout = tonumber(os.getenv("PUBSUB_CONNECT_TIMEOUT")) })
   if not conn then die("cannot connect as %s: %s", jid, tostring(err)) end
   return conn
 end

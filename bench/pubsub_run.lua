@@ -46,6 +46,19 @@ local clients = {
   { name = "c", argv = { ref } },
   { name = "slixmpp", argv = { python, "bench/pubsub_slixmpp.py" } },
 }
+-- For counting instructions rather than time (docs/performance.md says how):
+-- PUBSUB_CLIENTS="sacmrun c" runs only those; PUBSUB_WRAP="valgrind --tool=callgrind ..." goes
+-- before each client's command.
+local only = os.getenv("PUBSUB_CLIENTS")
+if only then
+  local kept = {}
+  for _, c in ipairs(clients) do
+    if (" " .. only .. " "):find(" " .. c.name .. " ", 1, true) then kept[#kept + 1] = c end
+  end
+  clients = kept
+end
+local wrap = {}
+for word in (os.getenv("PUBSUB_WRAP") or ""):gmatch("%S+") do wrap[#wrap + 1] = word end
 
 -- utime + stime of a process in seconds (fields 14 and 15 of /proc/PID/stat, in clock ticks;
 -- the field after the parenthesised command name is the third).
@@ -73,7 +86,7 @@ for round = 1, rounds do
     for k = 1, #clients do
       local client = clients[(k + round - 2) % #clients + 1]
       local node = ("bench-%s-w%d-r%d"):format(client.name, window, round)
-      local argv = {}
+      local argv = { table.unpack(wrap) }
       for _, a in ipairs(client.argv) do argv[#argv + 1] = a end
       for _, a in ipairs({ server.host, server.port, server.domain, server.pubsub, server.ca_file,
         server:jid("publisher") .. "/bench", "pw-publisher", server:jid("subscriber") .. "/bench", "pw-subscriber",
@@ -81,7 +94,8 @@ for round = 1, rounds do
         argv[#argv + 1] = a
       end
       local before = cpu_of(server.pid)
-      local r, err = proc.run(argv, { timeout = deadline + 30, env = { PUBSUB_DEADLINE = tostring(deadline) } })
+      local r, err = proc.run(argv, { timeout = deadline + 30, env = { PUBSUB_DEADLINE = tostring(deadline),
+        PUBSUB_CONNECT_TIMEOUT = os.getenv("PUBSUB_CONNECT_TIMEOUT") } })
       local after = cpu_of(server.pid)
       local line = r and r.ok and r.stdout:match("(impl=[^\n]*)")
       if line then

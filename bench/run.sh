@@ -144,6 +144,11 @@ is better and which aims it is held to; a missed aim is reported, not treated as
 
 EOF
         sed 's/^/    /' "$ratios"
+        # measured by hand (instruction counts): kept in bench/, carried into every rewrite
+        if [ -f bench/costs.md ]; then
+            echo
+            cat bench/costs.md
+        fi
         for name in $names; do
             echo
             cat "$out/$name.md"

@@ -11,7 +11,8 @@
  *   longer make the socket readable, and each call reads at most 4096 bytes;
  * - what Lua queued is flushed from prepare/check handles, never from inside libstrophe;
  * - a slow tick runs libstrophe's own timers (connect timeout, stream management).
- * Stanzas reach Lua as sacm.Element tables built straight from libstrophe's tree. */
+ * Stanzas reach Lua as sacm.Element tables built straight from libstrophe's tree
+ * (runtime/xmpp_stanza.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -25,7 +26,6 @@
 
 #define CONN_MT "sacm.XmppConnection"
 #define MODULE_MT "sacm.XmppModule"
-#define MAX_STANZA_DEPTH 128
 #define READ_ROUNDS 4    /* a 16 KiB TLS record is 4 reads of 4096 bytes (see pump) */
 #define MAX_ROUNDS 64    /* bound the work of one wakeup so timers and other I/O get their turn */
 #define TICK_MS 1000
@@ -216,103 +216,17 @@ static int sockopt_cb(xmpp_conn_t *conn, void *sockp)
     return 0;
 }
 
-/* ---------------------------------------------------------------- stanzas to Lua */
-
-/* Every incoming stanza becomes a tree of element tables, so this is on the hot path of every
- * notification: tables are created at their final size, and the metatable and the field names
- * sit in stack slots for the whole tree (no registry or string-table lookups per element). */
-enum { SLOT_MT = 2, SLOT_NAME, SLOT_NS, SLOT_ATTR, SLOT_FIRST_FREE };
-
-/* Pushes the element for s. parent_ns: stack index of the inherited namespace string, or 0. */
-static void push_stanza(lua_State *L, xmpp_stanza_t *s, int parent_ns, int depth)
+/* Stream management's <r/> and <a/> (XEP-0198) are libstrophe's business: it answers and counts
+ * them before any handler runs, and no Lua code wants them. libstrophe 0.12 sends <r/> after
+ * every stanza, so they are most of what arrives; converting them cost ~24k instructions per
+ * pubsub item (docs/performance.md). */
+static int is_stream_management(xmpp_stanza_t *stanza)
 {
-    if (depth > MAX_STANZA_DEPTH)
-        luaL_error(L, "stanza nested deeper than %d levels", MAX_STANZA_DEPTH);
-    luaL_checkstack(L, 8, "stanza too deep");
-    int nchildren = 0;
-    for (xmpp_stanza_t *c = xmpp_stanza_get_children(s); c; c = xmpp_stanza_get_next(c))
-        nchildren++;
-    int count = xmpp_stanza_get_attribute_count(s);
-    lua_createtable(L, nchildren, 3);
-    int el = lua_gettop(L);
-    const char *name = xmpp_stanza_get_name(s);
-    lua_pushvalue(L, SLOT_NAME);
-    lua_pushstring(L, name ? name : "");
-    lua_rawset(L, el);
-
-    const char *own_ns = xmpp_stanza_get_ns(s);
-    /* libstrophe's parser takes any namespace; sacm.xml's, like XML Namespaces, takes URIs only
-     * (no spaces). An element sacm.xml could neither parse nor serialize is not let in. */
-    if (own_ns && strchr(own_ns, ' '))
-        luaL_error(L, "namespace '%s' of <%s> is not a URI (it holds a space)", own_ns, name ? name : "");
-    int ns = 0; /* stack index of this element's namespace, children inherit it */
-    if (own_ns) {
-        lua_pushstring(L, own_ns);
-        ns = lua_gettop(L);
-    } else if (parent_ns) {
-        lua_pushvalue(L, parent_ns);
-        ns = lua_gettop(L);
-    }
-    if (ns) {
-        lua_pushvalue(L, SLOT_NS);
-        lua_pushvalue(L, ns);
-        lua_rawset(L, el);
-    }
-
-    lua_pushvalue(L, SLOT_ATTR);
-    lua_createtable(L, 0, count);
-    if (count > 0) {
-        const char *small[32];
-        const char **attrs = small;
-        int size = count * 2;
-        if (size > 32)
-            attrs = lua_newuserdatauv(L, sizeof *attrs * (size_t)size, 0);
-        int filled = xmpp_stanza_get_attributes(s, attrs, size);
-        int attr = attrs != small ? -2 : -1;
-        for (int i = 0; i + 1 < filled; i += 2) {
-            const char *key = attrs[i];
-            if (strcmp(key, "xmlns") == 0)
-                continue;
-            /* libstrophe drops attribute namespaces; in XMPP the only one in use is xml:lang */
-            if (strcmp(key, "lang") == 0)
-                key = "xml:lang";
-            lua_pushstring(L, key);
-            lua_pushstring(L, attrs[i + 1]);
-            lua_rawset(L, attr - 2);
-        }
-        if (attrs != small)
-            lua_pop(L, 1);
-    }
-    lua_rawset(L, el);
-    lua_pushvalue(L, SLOT_MT);
-    lua_setmetatable(L, el);
-
-    lua_Integer n = 0;
-    for (xmpp_stanza_t *c = xmpp_stanza_get_children(s); c; c = xmpp_stanza_get_next(c)) {
-        if (xmpp_stanza_is_text(c)) {
-            const char *text = xmpp_stanza_get_text_ptr(c);
-            if (text == NULL)
-                continue;
-            lua_pushstring(L, text);
-        } else if (xmpp_stanza_is_tag(c)) {
-            push_stanza(L, c, ns, depth + 1);
-        } else {
-            continue;
-        }
-        lua_rawseti(L, el, ++n);
-    }
-    lua_settop(L, el);
-}
-
-int sacm_xmpp_convert_stanza(lua_State *L)
-{
-    xmpp_stanza_t *s = lua_touserdata(L, 1);
-    sacm_element_mt_push(L); /* SLOT_MT */
-    lua_pushliteral(L, "name");
-    lua_pushliteral(L, "ns");
-    lua_pushliteral(L, "attr");
-    push_stanza(L, s, 0, 0);
-    return 1;
+    const char *name = xmpp_stanza_get_name(stanza);
+    if (name == NULL || name[1] != '\0' || (name[0] != 'r' && name[0] != 'a'))
+        return 0;
+    const char *ns = xmpp_stanza_get_ns(stanza);
+    return ns != NULL && strcmp(ns, XMPP_NS_SM) == 0;
 }
 
 static int stanza_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
@@ -321,6 +235,10 @@ static int stanza_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userda
     link_t *l = userdata;
     if (l->stanza_ref == LUA_NOREF || sacm_state_closing())
         return 1;
+    if (is_stream_management(stanza)) {
+        sacm_xmpp_activity++; /* it was read: the pump's quiet-round count must not move on */
+        return 1;
+    }
     lua_State *L = sacm_main_state();
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->stanza_ref);
     /* Converting allocates and may raise: never let a Lua error unwind through libstrophe. */

@@ -41,7 +41,7 @@ typedef struct link {
     struct link *next;
 } link_t;
 
-/* xmpp.c: a received stanza (light userdata at 1) as an element table; raises when it is nested
+/* xmpp_stanza.c: a received stanza (light userdata at 1) as an element table; raises when it is nested
  * deeper than the runtime takes. Called in protected mode (fuzz/stanza_table.c drives it too). */
 int sacm_xmpp_convert_stanza(lua_State *L);
 

@@ -318,6 +318,66 @@ print(" ".join(t.term for t in e.tags))
       assert.equal("urn:uuid:" .. id, entry_ids(body)[1])
     end)
 
+    it("never serves a page from before a write, with other writes going on (feed cache)", function()
+      -- Pages are cached until the store changes (sacm.rolie.cache). Foreground writes go to web1,
+      -- through this connection and through a second one on the same file (as another process
+      -- would write); a background task keeps writing db1 results all the while, so cached pages
+      -- are being invalidated while requests are in flight.
+      -- a store and provider of its own, so that its writes leave the other tests' feeds alone
+      local path = dir .. "/cache.db"
+      local mine = assert(repository.open(path))
+      local other = assert(repository.open(path))
+      local p = assert(rolie.serve({
+        repository = mine, page_size = 5,
+        listen = { host = "127.0.0.1", port = 0, cert = server_pair.cert, key = server_pair.key },
+        users = { alice = rolie.hash_password("alice-pw", { iterations = 1000 }) },
+        access = { private = { read = { "user:alice" } } },
+      }))
+      local url = p.base_url .. "/rolie/private/results?endpoint=web1&max=3"
+      local stop, background = false, 0
+      local writer = task.spawn(function()
+        while not stop do
+          background = background + 1
+          assert(mine:store_result(payload.result({ id = crypto.uuid(), endpoint = "db1@grid.example/agent",
+            hostname = "db1", rule_id = "rule-bg", policy_id = "baseline", policy_version = "v1", result = "pass",
+            evaluated = T0 + 3000 + background })))
+          task.sleep(0.003)
+        end
+      end)
+      local seen = {}
+      local status, headers, body = alice(url)
+      assert.equal(200, status)
+      seen[headers.etag] = true
+      -- the same page again: answered from the cache, byte for byte
+      local status2, headers2, body2 = alice(url)
+      assert.equal(200, status2)
+      assert.equal(body, body2)
+      for i = 1, 8 do
+        local id = crypto.uuid()
+        assert((i % 2 == 0 and other or mine):store_result(payload.result({ id = id,
+          endpoint = "web1@grid.example/agent", hostname = "web1", rule_id = "rule-fg", policy_id = "baseline",
+          policy_version = "v1", result = "pass", evaluated = T0 + 2000 + i })))
+        status, headers, body = alice(url, { "-H", "If-None-Match: " .. table.concat((function()
+          local list = {}
+          for tag in pairs(seen) do list[#list + 1] = tag end
+          return list
+        end)(), ", ") })
+        assert.equal(200, status)
+        assert.is_nil(seen[headers.etag], "write " .. i .. " was followed by a page seen before it")
+        assert.equal("urn:uuid:" .. id, entry_ids(body)[1])
+        seen[headers.etag] = true
+        -- and fetched again with its own ETag, the client's copy is current
+        assert.equal(304, (alice(url, { "-H", "If-None-Match: " .. headers.etag })))
+      end
+      stop = true
+      writer:await(10)
+      assert.is_true(writer:done())
+      p:close()
+      other:close()
+      mine:close()
+      assert.is_true(background > 8)
+    end)
+
     it("links each entry to its stored payload in XML and to JSON", function()
       local id = result_ids[7]
       local status, headers, body = alice(base .. "/rolie/private/results/" .. id .. ".xml")

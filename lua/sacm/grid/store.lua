@@ -190,8 +190,12 @@ local function insert_result(db, r, text, set_id)
 end
 
 -- Runs fn in a transaction; any failure (raised or returned) becomes nil, err naming what.
+-- Every change to what queries return goes through here, so this is where the change counter
+-- (store:version()) moves: after the commit, before the writer hears it succeeded. A failed
+-- write counts too: a stale cache entry costs a render, a missed change would serve old pages.
 local function write(self, what, fn)
   local ok, a, b = pcall(self.db.transaction, self.db, fn)
+  self.writes = self.writes + 1
   if not ok then return nil, storage_error(what, a) end
   if a == nil then return nil, storage_error(what, b) end
   return a
@@ -594,7 +598,7 @@ function M.open(path)
       return nil, rerr or errors.new("internal-server-error", "store: no content secret in " .. name)
     end
     return setmetatable({ db = db, path = name, backend = "postgres", secret = row.value,
-      counts = { posture = 0, results = 0 } }, Store)
+      counts = { posture = 0, results = 0 }, writes = 0 }, Store)
   end
   local ok, err = prepare_file(path)
   if not ok then return nil, err end
@@ -606,7 +610,7 @@ function M.open(path)
     db:close()
     return nil, err
   end
-  local self = setmetatable({ db = db, path = path, counts = { posture = 0, results = 0 } }, Store)
+  local self = setmetatable({ db = db, path = path, counts = { posture = 0, results = 0 }, writes = 0 }, Store)
   local row = db:first("SELECT value FROM meta WHERE name = 'content_secret'")
   if not row then
     local secret = crypto.hex(crypto.random(32))
@@ -615,6 +619,19 @@ function M.open(path)
   end
   self.secret = row.value
   return self
+end
+
+--- store:version() -> a, b | nil: the store's change counter, for caches of what queries return
+-- (the ROLIE feed cache, sacm.rolie.cache). Equal values mean no write committed in between.
+-- SQLite: this process's own writes (a counter bumped by every write transaction; SQLite's
+-- data_version does not move for the connection's own commits) and PRAGMA data_version (it
+-- moves when another connection, another process, commits). PostgreSQL: nil, since several
+-- repository processes share one database and a counter here cannot see the others' writes
+-- without a query as costly as the one it would save; nothing is cached there.
+function Store:version()
+  if self.backend == "postgres" then return nil end
+  local row = self.db:first("PRAGMA data_version")
+  return self.writes, row and row.data_version or 0
 end
 
 function Store:close()

@@ -24,6 +24,7 @@ local opensearch = require "sacm.rolie.opensearch"
 local collections = require "sacm.rolie.collections"
 local auth = require "sacm.rolie.auth"
 local publish = require "sacm.rolie.publish"
+local feed_cache = require "sacm.rolie.cache"
 local payload = require "sacm.grid.payload"
 local log = require("sacm.log").new("rolie")
 
@@ -33,6 +34,8 @@ M.PAGE_SIZE = 50
 M.MAX_PAGE_SIZE = 500
 -- rendered entries kept: the recently used ones survive, in two generations of this many
 M.ENTRY_CACHE = 5000
+-- finished feed pages kept until the store changes: two generations of this many bytes of body
+M.FEED_CACHE_BYTES = 4 * 1024 * 1024
 
 local Provider = {}
 Provider.__index = Provider
@@ -56,6 +59,7 @@ end
 
 -- RFC 9110 13.1.2: weak comparison; "*" matches any current representation.
 local function etag_matches(header, etag)
+  if header == etag then return true end -- what a client sends back most of the time
   local bare = etag:gsub("^W/", "")
   for tag in header:gmatch("[^,]+") do
     tag = tag:match("^%s*(.-)%s*$"):gsub("^W/", "")
@@ -81,18 +85,29 @@ local function method_not_allowed(allow)
   return text(405, nil, { Allow = allow })
 end
 
--- A representation with validators, answered 304 when the client's copy is current.
-local function represent(req, who, ctype, body, last_modified)
+-- A body with its validators, worked out once: {body, ctype, etag, last_modified, last_modified_text}.
+local function validated(ctype, body, last_modified)
+  return { body = body, ctype = ctype, etag = '"' .. crypto.hex(crypto.sha256(body)):sub(1, 32) .. '"',
+    last_modified = last_modified, last_modified_text = last_modified and M.http_date(last_modified) }
+end
+
+-- The answer for a validated body, 304 when the client's copy is current.
+local function answer(req, who, v)
   local headers = {
-    ["Content-Type"] = ctype,
-    ETag = '"' .. crypto.hex(crypto.sha256(body)):sub(1, 32) .. '"',
+    ["Content-Type"] = v.ctype,
+    ETag = v.etag,
     Vary = "Authorization",
     -- shared caches must not hand one client's view to another
     ["Cache-Control"] = auth.anonymous(who) and "no-cache" or "private, no-cache",
+    ["Last-Modified"] = v.last_modified_text,
   }
-  if last_modified then headers["Last-Modified"] = M.http_date(last_modified) end
-  if not_modified(req, headers.ETag, last_modified) then return 304, headers, nil end
-  return 200, headers, body
+  if not_modified(req, v.etag, v.last_modified) then return 304, headers, nil end
+  return 200, headers, v.body
+end
+
+-- A representation with validators, answered 304 when the client's copy is current.
+local function represent(req, who, ctype, body, last_modified)
+  return answer(req, who, validated(ctype, body, last_modified))
 end
 
 local function is_read(method) return method == "GET" or method == "HEAD" end
@@ -182,6 +197,19 @@ function Provider:repository_feed(req, who, c)
   end
   q.before, q.after = cursor("before"), cursor("after")
   if not q.before and not q.after then q.newest = true end
+  -- Finished pages are kept until the store changes (sacm.rolie.cache): the version is read
+  -- before the query, so a write committed after this point makes the entry unreachable. The
+  -- key is the normalized query (filters in the collection's order, escaped, the page size in
+  -- effect, the cursors) and the access view; authorization was decided before this.
+  local va, vb
+  if self.repository.version then va, vb = self.repository:version() end
+  local key
+  if va then
+    key = table.concat({ c.name, auth.anonymous(who) and "anonymous" or "identified", table.concat(filters, "&"),
+      q.max, q.before and escape(q.before) or "", q.after and escape(q.after) or "" }, "\0")
+    local hit = self.feed_cache:get(key, va, vb)
+    if hit then return answer(req, who, hit) end
+  end
   local page, err = self.repository:query(q)
   if not page then return text(err.condition == "bad-request" and 400 or 500, err.text) end
   local rows = page.rows
@@ -227,7 +255,9 @@ function Provider:repository_feed(req, who, c)
     id = url, title = c.title, author = self.author, updated = updated, categories = categories,
     links = links, entries = entries,
   })
-  return represent(req, who, atom.TYPE_FEED, body, updated > 0 and updated or nil)
+  local v = validated(atom.TYPE_FEED, body, updated > 0 and updated or nil)
+  if key then self.feed_cache:put(key, v, va, vb) end
+  return answer(req, who, v)
 end
 
 -- Policies with the mtime of their files; a file gone between the listing and stat is skipped.
@@ -363,7 +393,7 @@ function Provider:post_policy(req, c)
   local body = atom.entry(e)
   return 201, {
     ["Content-Type"] = atom.TYPE_ENTRY, Location = location, ["Content-Location"] = location,
-    ETag = '"' .. crypto.hex(crypto.sha256(body)):sub(1, 32) .. '"',
+    ETag = validated(atom.TYPE_ENTRY, body).etag,
   }, body
 end
 
@@ -453,6 +483,7 @@ function M.serve(opts)
     author = opts.author or "sacmrun repository",
     reserved = {},
     entry_cache = { new = {}, old = {}, size = 0 },
+    feed_cache = feed_cache.new(M.FEED_CACHE_BYTES),
   }, Provider)
   self.auth = auth.new({ users = opts.users, access = opts.access, realm = opts.realm })
   if self.policies_dir then
