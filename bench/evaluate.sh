@@ -55,8 +55,8 @@ object for every call. Three ways take turns for ${seconds} s each per round, $r
 the order changing from round to round:
 
 - **prepared**: \`engine:evaluate(prepared)\` where \`prepared = policy.prepare(posture)\` was made
-  once: each rule runs in the sandbox's coroutine with its instruction budget (a CPU-time
-  timer, runtime/cpu_budget.c), memory cap and read-only posture, and its result is validated;
+  once: each rule runs in the sandbox's coroutine with its instruction budget (a count hook),
+  memory cap and read-only posture, and its result is validated;
 - **fresh**: \`engine:evaluate(posture)\` on the plain posture, so every evaluation also builds
   the read-only views of the whole posture (what \`policy.prepare\` does, here $prepare_ms ms);
 - **plain**: the same policy files loaded with plain \`load\` (helpers over \`_G\`), each check
@@ -73,12 +73,14 @@ sandbox is free). With the posture made read-only on every evaluation the ratio 
 building the views costs about $prepare_ms ms for this posture, once per posture, which an
 evaluator pays once per posture it receives however many rules it runs.
 
-Where the time goes: the instruction budget used to be a count hook, and while a Lua 5.4
-coroutine has one every VM instruction goes through the hook check (\`luaG_traceexec\`), which
-made loop-heavy checks up to about 1.7x slower (the ratio was 0.5-0.75). It is now a CPU-time
-timer of the loop thread whose signal sets a hook only when the budget is spent (as lua.c's SIGINT
-handler does), so checks run at full VM speed; arming it is one \`timer_settime\` per rule. What
-is left is fixed cost per rule: resuming the sandbox's coroutine, the memory cap, swapping the
+Where the time goes: the instruction budget is a count hook, and while a Lua 5.4 coroutine has
+one every VM instruction goes through the hook check (\`luaG_traceexec\`), which makes
+loop-heavy checks up to about 1.7x slower. A CPU-time timer whose signal sets the hook only when
+the budget is spent (as lua.c's SIGINT handler does) ran them at full speed (0.85-0.91 here),
+but a CPU-time budget is not the same on every build and machine: a policy file whose top level
+fit its budget on the normal build failed to load under ASan, and the per-file and
+per-evaluation totals need what each run really used. The budget stays a count of
+instructions, the same everywhere. The rest is fixed cost per rule: resuming the sandbox's coroutine, the memory cap, swapping the
 string metatable for the charged pattern functions, reads through the read-only posture's
 proxies, and the bookkeeping around it (checking the required kinds, validating result and
 evidence). Rules whose posture the synthetic one lacks (groups, pam, ...) are \`notchecked\`

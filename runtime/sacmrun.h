@@ -63,8 +63,6 @@ void sacm_invoke_ref(lua_State *L, int ref, int nargs);
 void sacm_memlimit_install(lua_State *L);
 int luaopen_sacm__mem(lua_State *L);
 
-/* ---- cpu_budget.c: a CPU-time deadline for a sandboxed run, enforced from a timer signal ---- */
-int luaopen_sacm__cpu_budget(lua_State *L);
 
 /* ---- loop.c: the libuv loop, signals, shutdown ---- */
 uv_loop_t *sacm_loop(void);

@@ -202,7 +202,6 @@ static void preload(lua_State *L)
         {"sacm._xml", luaopen_sacm__xml},
         {"sacm._dns", luaopen_sacm__dns},
         {"sacm._mem", luaopen_sacm__mem},
-        {"sacm._cpu_budget", luaopen_sacm__cpu_budget},
         {NULL, NULL},
     };
     static const struct {

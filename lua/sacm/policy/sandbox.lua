@@ -15,13 +15,10 @@
 --   without dump, with pattern functions that charge their work to the budget (Lua patterns
 --   backtrack, so one `find` can run for hours inside C, where no instruction hook reaches);
 -- - data handed in is a read-only view (`freeze`): one check cannot change what the next sees;
--- - the code runs in a coroutine under a CPU-time budget (instructions / INSTRUCTIONS_PER_SECOND,
---   runtime/cpu_budget.c): when it is spent a timer signal sets a hook that raises, and from then
---   on raises at every instruction, so a `pcall` in the sandboxed code cannot swallow it (a count
---   hook does the same where no CPU timer can be made);
+-- - the code runs in a coroutine with a count hook: when the budget is spent the hook raises, and
+--   from then on raises at every instruction, so a `pcall` in the sandboxed code cannot swallow it;
 -- - the state's allocator refuses to grow past usage + the memory budget while it runs.
 local mem = require "sacm._mem"
-local cpu_budget = require "sacm._cpu_budget"
 
 local M = {}
 
@@ -36,13 +33,6 @@ local s_find, s_match, s_gmatch, s_gsub, s_byte, s_sub = string.find, string.mat
   string.gsub, string.byte, string.sub
 
 M.DEFAULT_INSTRUCTIONS = 1000000
--- The instruction budget is enforced as CPU time at this many VM instructions a second, from a
--- timer (runtime/cpu_budget.c) rather than a count hook, which made every instruction cost about
--- two. Measured here: 3.7e8/s for an empty loop, 4e7/s for code that allocates (page faults are
--- the thread's CPU time too), 9e6/s for that under ASan. 2e7 keeps ordinary checks well inside
--- their count while a runaway one stops after 50 ms per million (the per-file and per-evaluation
--- totals, in the same unit, bound what a hostile file costs: 2.5 s and 10 s of CPU).
-M.INSTRUCTIONS_PER_SECOND = 20000000
 M.DEFAULT_MEMORY = 16 * 1024 * 1024
 
 local BUDGET_MESSAGE = "instruction budget exceeded"
@@ -313,9 +303,8 @@ local function body(fn, a, b)
   end
 end
 
--- Without a CPU timer the count hook fires every STEP instructions, so a run's use is known to
--- within STEP. What a run used is charged to the totals of sacm.policy (per policy file and per
--- evaluation).
+-- The count hook fires every STEP instructions, so a run's use is known to within STEP: what a
+-- run used is charged to the totals of sacm.policy (per policy file and per evaluation).
 local STEP = 1000
 
 --- runner({instructions, memory}) -> runner. instructions: the count of Lua VM instructions one
@@ -356,8 +345,8 @@ end
 -- failed: "instructions" (budget spent), "memory" (cap reached), "yield" (it tried to yield) or
 -- "error" (it raised; message is the error as text, a non-string error described by its type).
 -- limit: instructions for this run when fewer than the runner's (what is left of a larger
--- budget). Afterwards runner.used is what the run cost in instructions (its CPU time at
--- INSTRUCTIONS_PER_SECOND, or counted in steps of 1,000 without a CPU timer; pattern work included). Runs to completion without yielding; a run cannot start inside another.
+-- budget). Afterwards runner.used is what the run cost in instructions (counted in steps of
+-- 1,000, pattern work included). Runs to completion without yielding; a run cannot start inside another.
 function Runner:run(fn, a, b, limit)
   if active then error("sandbox: a run cannot start while another is running", 2) end
   limit = math.min(limit or self.instructions, self.instructions)
@@ -368,29 +357,19 @@ function Runner:run(fn, a, b, limit)
     self.co = co
   end
   self.exceeded = false
+  self.limit, self.ticks = limit, 0
   local c_budget = limit * C_STEPS_PER_INSTRUCTION
   self.c_steps = c_budget
-  -- the budget as CPU time, from a timer (no cost per instruction); where no CPU timer can be
-  -- made, a count hook every STEP instructions instead
-  local timed = cpu_budget.arm(co, limit / M.INSTRUCTIONS_PER_SECOND)
-  if not timed then
-    self.limit, self.ticks = limit, 0
-    sethook(co, self.hook, "", math.min(STEP, limit))
-  end
+  sethook(co, self.hook, "", math.min(STEP, limit))
   active = self
   string_metatable.__index = string_methods
   local previous_limit
   if self.memory then previous_limit = set_limit(usage() + self.memory) end
   local ok, mark, r1, r2 = co_resume(co, fn, a, b)
-  local ran_out, cpu_used = cpu_budget.disarm()
-  if ran_out then self.exceeded = true end
   if self.memory then set_limit(previous_limit) end
   string_metatable.__index = string_library
   active = nil
-  -- what the run cost, in instructions: CPU time at INSTRUCTIONS_PER_SECOND (or counted steps),
-  -- plus the C steps of pattern work
-  local spent = timed and math.floor(cpu_used * M.INSTRUCTIONS_PER_SECOND) or self.ticks * STEP
-  self.used = math.min(limit, spent + (c_budget - math.max(self.c_steps, 0)) // C_STEPS_PER_INSTRUCTION)
+  self.used = math.min(limit, self.ticks * STEP + (c_budget - math.max(self.c_steps, 0)) // C_STEPS_PER_INSTRUCTION)
   if self.exceeded then self.used = limit end
   if ok and mark == DONE then return true, r1, r2 end
   -- Failed or suspended mid-way: this coroutine is spent. It is left to the collector unclosed,
