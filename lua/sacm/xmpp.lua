@@ -521,7 +521,7 @@ local function resolve(host)
 end
 
 -- One attempt over every address of the host; returns true or nil, err.
-local function attempt(self, timeout)
+local function attempt_host(self, timeout)
   local addresses, err = resolve(self.host)
   if not addresses then return nil, err end
   if #addresses == 0 then return nil, errors.new("remote-server-not-found", "no address for " .. self.host) end
@@ -546,6 +546,27 @@ local function attempt(self, timeout)
       -- Authentication and certificate failures are about the account, not the address.
       if e.condition == "not-authorized" or e.condition == "tls-verification-failed" then return nil, e end
     end
+    err = e
+  end
+  return nil, err
+end
+
+-- With several servers (nodes of one cluster), one attempt at each, from the one last used on:
+-- a node that went away answers at once with a refusal, and the next one is tried.
+local function attempt(self, timeout)
+  local servers = self.options.servers
+  if not servers then return attempt_host(self, timeout) end
+  local err
+  for k = 0, #servers - 1 do
+    local i = (self.server_index - 1 + k) % #servers + 1
+    self.host, self.port = servers[i].host, servers[i].port
+    local ok, e = attempt_host(self, timeout)
+    if ok then
+      if i ~= self.server_index then log.info("%s: now served by %s:%d", tostring(self.jid), self.host, self.port) end
+      self.server_index = i
+      return true
+    end
+    if e.condition == "not-authorized" or e.condition == "tls-verification-failed" then return nil, e end
     err = e
   end
   return nil, err
@@ -578,7 +599,9 @@ end
 -- cafile/capath (default: the system store); insecure = true skips certificate verification
 -- (logged as a warning); timeout (default request timeout, 30 s); connect_timeout (15 s);
 -- reconnect (default true), max_backoff (30 s); disable_sm; direct_tls; ping_interval (60 s
--- without inbound traffic before a ping; false disables), ping_timeout (20 s).
+-- without inbound traffic before a ping; false disables), ping_timeout (20 s); servers (a list
+-- of {host =, port =}: the nodes of a cluster serving the domain, tried in turn on connecting and
+-- on every reconnect, instead of host and port).
 function M.connect(options)
   if type(options) ~= "table" then error("connect expects an options table", 2) end
   task._require_task("connect")
@@ -645,6 +668,20 @@ function M.connect(options)
   self.domain = domain
   self.host = options.host or domain
   self.port = options.port or 5222
+  if options.servers then
+    if type(options.servers) ~= "table" or #options.servers == 0 then
+      c:close()
+      error("servers must be a non-empty list of {host =, port =}", 2)
+    end
+    for i, srv in ipairs(options.servers) do
+      if type(srv) ~= "table" or type(srv.host) ~= "string" or math.type(srv.port) ~= "integer" then
+        c:close()
+        error(("servers[%d] must be {host = string, port = integer}"):format(i), 2)
+      end
+    end
+    self.server_index = 1
+    self.host, self.port = options.servers[1].host, options.servers[1].port
+  end
 
   log.info("connecting to %s:%d as %s", self.host, self.port, jidlib.join(node, domain, resource))
   local ok, err = attempt(self, options.connect_timeout or 15)

@@ -186,9 +186,20 @@ function Server:_config()
 end
 
 -- No -sname/-name: the VM starts without distribution, so no epmd and no open node port. (erl
--- and erlexec exec beam.smp, keeping the pid and setpriv's parent-death signal.)
+-- and erlexec exec beam.smp, keeping the pid and setpriv's parent-death signal.) A cluster node
+-- (opts.cluster) is a named node whose distribution listens on 127.0.0.1 only, on its own port,
+-- registered with the cluster's private epmd (support.ejabberd_cluster).
 function Server:_argv()
-  return { "erl", "-noshell", "-noinput", "-mnesia", "dir", '"' .. self.spool_dir .. '"', "-s", "ejabberd" }
+  local argv = { "erl", "-noshell", "-noinput" }
+  local c = self.cluster
+  if c then
+    for _, a in ipairs({ "-sname", c.node, "-setcookie", c.cookie, "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
+      "inet_dist_listen_min", tostring(self.dist_port), "inet_dist_listen_max", tostring(self.dist_port) }) do
+      argv[#argv + 1] = a
+    end
+  end
+  for _, a in ipairs({ "-mnesia", "dir", '"' .. self.spool_dir .. '"', "-s", "ejabberd" }) do argv[#argv + 1] = a end
+  return argv
 end
 
 function Server:_env()
@@ -198,6 +209,9 @@ function Server:_env()
     ERL_LIBS = self.erl_libs,
     HOME = self.dir, -- nothing of the user's (.erlang, .erlang.cookie) is read or written
     ERL_CRASH_DUMP = self.dir .. "/erl_crash.dump",
+    ERL_EPMD_PORT = self.cluster and tostring(self.cluster.epmd_port) or false,
+    ERL_EPMD_ADDRESS = self.cluster and "127.0.0.1" or false,
+    ERL_INETRC = self.cluster and self.cluster.inetrc or false,
   })
 end
 
@@ -271,7 +285,10 @@ end
 -- opts: domain ("localhost"), users ({name = password}, registered once it runs), modules
 -- (replaces M.MODULES), max_ack_queue (XEP-0198: unacknowledged stanzas before ejabberd closes
 -- the stream; default M.MAX_ACK_QUEUE), log_level ("info", or SACMRUN_EJABBERD_LOG_LEVEL),
--- extra_config (YAML text appended at the top level), start_timeout.
+-- extra_config (YAML text appended at the top level), start_timeout; cluster ({node = "n1@localhost",
+-- cookie, epmd_port, inetrc}: start as a named node of a cluster, see support.ejabberd_cluster),
+-- certificates_of (another server: use its CA and server certificate, as the nodes of a cluster
+-- serving one domain do).
 --
 -- shipped = true (or the path of another file): the server runs from the shipped configuration
 -- examples/servers/ejabberd.yml instead of a generated one, with only its deployment values
@@ -308,14 +325,28 @@ function M.start(opts)
     self.stop_grace = M.STOP_GRACE
     if not self.log_level:match("^%a+$") then error("ejabberd.start: bad log_level", 0) end
     self.erl_libs = erl_libs()
+    self.cluster = opts.cluster
   end, function(self)
-    local pair = self:_make_certificates()
+    local pair
+    if opts.certificates_of then
+      local other = opts.certificates_of
+      for _, f in ipairs({ "ca_file", "cert_file", "key_file" }) do
+        h.must(fs.write(self[f], h.must(fs.read(other[f]), nil, "reading " .. other[f]), { mode = tonumber("600", 8) }),
+          nil, "writing " .. self[f])
+      end
+      self._ca = other._ca
+      pair = { cert = self.cert_file, key = self.key_file }
+    else
+      pair = self:_make_certificates()
+    end
     assert(pair.cert == self.cert_file and pair.key == self.key_file)
     -- the generated config gives ejabberd the certificate and its key from one file
     h.must(fs.write(self.pem_file, h.must(fs.read(pair.cert), nil, "reading " .. pair.cert)
       .. h.must(fs.read(pair.key), nil, "reading " .. pair.key), { mode = tonumber("600", 8) }), nil,
       "writing " .. self.pem_file)
     self:_pick_ports({})
+    if self.cluster then self.dist_port = h.pick_port({ [self.port] = true, [self.cert_port] = true,
+      [self.http_port] = true }) end
     self:_write_config()
     local t0 = time.monotonic()
     self:_start_process()

@@ -44,6 +44,31 @@ local CONNECT_KEYS = { "jid", "password", "client_cert", "client_key", "host", "
   "capath", "insecure", "timeout", "connect_timeout", "reconnect", "max_backoff", "disable_sm", "direct_tls",
   "ping_interval", "ping_timeout" }
 
+--- member.parse_servers(list) -> {{host, port}, ...} | nil, err: the XMPP servers of a cluster,
+-- each "host:port" ("[v6]:port" for an IPv6 address) or {host =, port =}.
+function M.parse_servers(list)
+  if type(list) ~= "table" or #list == 0 then
+    return nil, errors.new("bad-config", "servers must be a non-empty list of \"host:port\" strings")
+  end
+  local out = {}
+  for i, v in ipairs(list) do
+    local host, port
+    if type(v) == "string" then
+      host, port = v:match("^%[([%x:.]+)%]:(%d+)$")
+      if not host then host, port = v:match("^([^:%s]+):(%d+)$") end
+      port = tonumber(port)
+    elseif type(v) == "table" then
+      host, port = v.host, v.port
+    end
+    if type(host) ~= "string" or math.type(port) ~= "integer" or port < 1 or port > 65535 then
+      return nil, errors.new("bad-config", ("servers[%d] (%s) is not host:port, e.g. \"xmpp1.grid.example:5222\""):format(i,
+        type(v) == "string" and ("%q"):format(v) or type(v)))
+    end
+    out[i] = { host = host, port = port }
+  end
+  return out
+end
+
 -- A JID is allowed when it matches a full JID, bare JID or domain of the list.
 local function matches(list, from)
   local bare, domain = jidlib.bare(from), jidlib.domain(from)
@@ -246,7 +271,7 @@ function Member:status(stype, fields, text, correlation)
 end
 
 --- member.join(opts) -> member | nil, err. Waits until connected, described and subscribed.
--- opts: the xmpp.connect options, role, pubsub (service JID; default pubsub.<domain>), peers (JIDs
+-- opts: the xmpp.connect options (servers may also be "host:port" strings), role, pubsub (service JID; default pubsub.<domain>), peers (JIDs
 -- to keep mutual presence with), accept (more JIDs/domains whose presence subscriptions are
 -- approved; default our domain), node_config (for nodes we create), info (XEP-0128 fields),
 -- features ({key = {prefix = fn, names = {...}}}: as set_features, before the first presence),
@@ -260,6 +285,11 @@ function M.join(opts)
   assert(type(opts) == "table" and proto.FEATURE[opts.role], "member.join needs a grid role")
   local copts = {}
   for _, k in ipairs(CONNECT_KEYS) do copts[k] = opts[k] end
+  if opts.servers then -- several nodes of a cluster: connect to one, fail over to the others
+    local servers, serr = M.parse_servers(opts.servers)
+    if not servers then return nil, serr end
+    copts.servers = servers
+  end
   local conn, err = xmpp.connect(copts)
   if not conn then return nil, err end
   local domain = jidlib.domain(conn.jid)
