@@ -86,3 +86,56 @@ describe("grid roles on an ejabberd cluster", function()
       member.parse_servers({ "127.0.0.1:5222", "[::1]:5223" }))
   end)
 end)
+
+describe("an ejabberd cluster on PostgreSQL", function()
+  local pgserver, c, dir, g
+
+  lazy_setup(function()
+    pgserver = require("support.postgres").start()
+    local users = {}
+    for _, r in ipairs({ "orchestrator", "collector", "evaluator", "repository" }) do users[r] = "pw" end
+    c = cluster.start({ users = users, shipped = true, postgres = pgserver })
+    dir = tmp.dir("cluster-pg")
+    g = grid.new(c, dir)
+  end)
+
+  lazy_teardown(function()
+    if g then g:close_roles() end
+    if c then c:stop() end
+    if pgserver then pgserver:stop() end
+    if dir then tmp.remove(dir) end
+  end)
+
+  it("keeps accounts and the grid's pubsub nodes in PostgreSQL and runs an assessment", function()
+    local pg = require "sacm.pg"
+    local db <close> = assert(pg.connect(pgserver:conninfo("ejabberd")))
+    local rows = assert(db:query("SELECT username, server_host FROM users ORDER BY username"))
+    local names = {}
+    for i, r in ipairs(rows) do
+      names[i] = r.username
+      assert.equal(c.domain, r.server_host)
+    end
+    assert.same({ "collector", "evaluator", "orchestrator", "repository" }, names)
+    local servers = c:servers()
+    g:start(repository, "repository", { database = dir .. "/grid.db", servers = servers })
+    local orch = g:start(orchestrator, "orchestrator", { servers = { servers[2], servers[1] } })
+    local online = {}
+    orch:on_status(function(st) if st.type == "online" then online[st.component] = true end end)
+    local policies = dir .. "/policies"
+    assert(fs.mkdir(policies))
+    assert(fs.write(policies .. "/ssh.lua", assert(fs.read("policies/ssh.lua"))))
+    local eval = g:start(evaluator, "evaluator", { policies = policies, servers = servers })
+    local coll = g:start(collector, "collector", { kinds = { "sshd" }, servers = { servers[2], servers[1] },
+      options = { sshd = { sshd_path = false, config_path = os.getenv("PWD") .. "/spec/fixtures/collect/sshd_config" } } })
+    assert(orch:discover({ collectors = 1, evaluators = 1, timeout = 30 }))
+    wait_until(function() return online[coll.member.conn.jid] and online[eval.member.conn.jid] end, 30,
+      "the collector and the evaluator admitted")
+    local a = assert(orch:assess({ timeout = 60 }))
+    assert.same({}, a.incomplete)
+    assert.is_true(#a.results > 0)
+    -- the grid's nodes live in PostgreSQL, not in Mnesia
+    local nodes = {}
+    for _, r in ipairs(assert(db:query("SELECT node FROM pubsub_node ORDER BY node"))) do nodes[#nodes + 1] = r.node end
+    assert.same({ "sacm/posture", "sacm/results", "sacm/status" }, nodes)
+  end)
+end)

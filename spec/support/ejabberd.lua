@@ -74,7 +74,7 @@ function M._config(self)
     "certfiles: [" .. y(self.pem_file) .. "]",
     "acme: {auto: false} # never fetch certificates from the network",
     "s2s_access: none    # a private server talks to no other server",
-    "auth_method: internal",
+    self.sql and M._sql_keys(self.sql) or "auth_method: internal",
     "auth_password_format: scram",
     "listen:",
     "  - port: " .. self.port,
@@ -111,6 +111,7 @@ function M._config(self)
       lines[#lines + 1] = "  mod_pubsub:"
       lines[#lines + 1] = "    host: " .. y(self.pubsub)
       lines[#lines + 1] = "    plugins: [\"flat\", \"pep\"]"
+      if self.sql then lines[#lines + 1] = "    db_type: sql" end
     elseif m == "mod_stream_mgmt" then
       lines[#lines + 1] = "  mod_stream_mgmt:"
       lines[#lines + 1] = "    max_ack_queue: " .. self.max_ack_queue
@@ -120,6 +121,24 @@ function M._config(self)
   end
   if self.extra_config then lines[#lines + 1] = self.extra_config end
   return table.concat(lines, "\n") .. "\n"
+end
+
+-- Accounts, rosters and pubsub in PostgreSQL (opts.sql = {host, port, database, username}; trust
+-- authentication, no password), sessions and routes staying in Mnesia as ejabberd does: the keys
+-- ../shared/notes/scale-out.md used, with the new schema (server_host columns).
+function M._sql_keys(sql)
+  return table.concat({
+    "auth_method: sql",
+    "sql_type: pgsql",
+    "sql_server: " .. y(sql.host),
+    "sql_port: " .. math.tointeger(sql.port),
+    "sql_database: " .. y(sql.database),
+    "sql_username: " .. y(sql.username),
+    'sql_password: ""',
+    "sql_pool_size: 4",
+    "new_sql_schema: true",
+    "default_db: sql",
+  }, "\n")
 end
 
 ---------------------------------------------------------------------------- the shipped config
@@ -166,6 +185,9 @@ function M._shipped_config(self)
       { what = "the repository's acl", from = "user: " .. y("repository@" .. d),
         to = "user: " .. y("repository@" .. self.domain) },
       { what = "the pubsub service", from = "- " .. y("pubsub." .. d), to = "- " .. y(self.pubsub) },
+      -- on PostgreSQL: the same file with the SQL keys in place of internal storage
+      self.sql and { what = "the authentication backend", from = "auth_method: internal", to = M._sql_keys(self.sql) } or nil,
+      self.sql and { what = "the pubsub module", from = "mod_pubsub:", to = "mod_pubsub:\n    db_type: sql" } or nil,
     },
   })
   return ("# %s as shipped, its DEPLOY values substituted by spec/support/ejabberd.lua (shipped mode)\n%s")
@@ -288,7 +310,9 @@ end
 -- extra_config (YAML text appended at the top level), start_timeout; cluster ({node = "n1@localhost",
 -- cookie, epmd_port, inetrc}: start as a named node of a cluster, see support.ejabberd_cluster),
 -- certificates_of (another server: use its CA and server certificate, as the nodes of a cluster
--- serving one domain do).
+-- serving one domain do), sql ({host, port, database, username}: accounts, rosters and pubsub in
+-- that PostgreSQL database, which must hold ejabberd's schema; also in shipped mode, where the
+-- file's auth_method and mod_pubsub get the SQL keys).
 --
 -- shipped = true (or the path of another file): the server runs from the shipped configuration
 -- examples/servers/ejabberd.yml instead of a generated one, with only its deployment values
@@ -326,6 +350,7 @@ function M.start(opts)
     if not self.log_level:match("^%a+$") then error("ejabberd.start: bad log_level", 0) end
     self.erl_libs = erl_libs()
     self.cluster = opts.cluster
+    self.sql = opts.sql
   end, function(self)
     local pair
     if opts.certificates_of then

@@ -75,8 +75,26 @@ function Cluster:stop()
   if self.dir and not h.keep_dirs() then tmp.remove(self.dir) end
 end
 
+-- ejabberd's PostgreSQL schema (Debian's ejabberd package; the new schema, with server_host).
+M.PG_SCHEMA = "/usr/share/ejabberd/sql/pg.new.sql"
+
+-- Makes the database `name` on a support.postgres server and loads ejabberd's schema into it.
+local function make_database(server, name)
+  local pg = require "sacm.pg"
+  local admin = h.must(pg.connect(server:conninfo("postgres")))
+  h.must(admin:run(("CREATE DATABASE %s"):format(name)), nil, "creating database " .. name)
+  admin:close()
+  local schema = h.must(fs.read(M.PG_SCHEMA), nil, "reading ejabberd's schema " .. M.PG_SCHEMA
+    .. " (package ejabberd)")
+  local db = h.must(pg.connect(server:conninfo(name)))
+  h.must(db:exec(schema), nil, "loading " .. M.PG_SCHEMA)
+  db:close()
+end
+
 --- ejabberd_cluster.start(opts) -> cluster. opts: users ({name = password}), shipped, domain,
--- log_level: as for support.ejabberd.start, given to both nodes.
+-- log_level: as for support.ejabberd.start, given to both nodes; postgres (a support.postgres
+-- server: both nodes keep accounts, rosters and pubsub in its database `ejabberd`, made here
+-- with ejabberd's schema; needs Debian's erlang-p1-pgsql).
 function M.start(opts)
   opts = opts or {}
   local self = setmetatable({ nodes = {}, cookie = crypto.hex(crypto.random(16)), timings = {} }, Cluster)
@@ -100,8 +118,14 @@ function M.start(opts)
       self.epmd = nil
     end
     if not self.epmd then error("support.ejabberd_cluster: epmd did not listen on 127.0.0.1", 0) end
+    local sql
+    if opts.postgres then
+      make_database(opts.postgres, "ejabberd")
+      sql = { host = opts.postgres.host, port = opts.postgres.port, database = "ejabberd", username = "sacm" }
+      self.postgres = opts.postgres
+    end
     local function node_opts(i, extra)
-      local o = { shipped = opts.shipped, domain = opts.domain, log_level = opts.log_level,
+      local o = { shipped = opts.shipped, domain = opts.domain, log_level = opts.log_level, sql = sql,
         start_timeout = opts.start_timeout,
         cluster = { node = "n" .. i .. "@localhost", cookie = self.cookie, epmd_port = self.epmd_port, inetrc = self.inetrc } }
       for k, v in pairs(extra or {}) do o[k] = v end
