@@ -26,7 +26,8 @@ local fs = require "sacm.fs"
 
 local M = {}
 M.MAX_IDENTITIES = 300
-M.JOIN_AT_ONCE = 20 -- identities connecting at a time: a login storm would only queue at the server
+M.JOIN_AT_ONCE = 10 -- identities connecting at a time: a login storm would only queue at the server
+M.JOIN_TRIES = 5    -- a login that times out on a loaded server is tried again
 
 local usage = "usage: fleet_sim.lua GRID-CONFIG COUNT [FIRST] CONTROL-FILE"
 local conf_path, count = assert(arg[1], usage), tonumber(arg[2])
@@ -70,7 +71,15 @@ for wave = 1, #ids, M.JOIN_AT_ONCE do
       o.jid = ("%s-%05d@%s/sim"):format(prefix, i, cfg.domain)
       o.endpoint = ("sim-%05d"):format(i)
       o.heartbeat = false
-      return assert(collector.start(o))
+      o.connect_timeout = o.connect_timeout or 60
+      for try = 1, M.JOIN_TRIES do
+        local c, err = collector.start(o)
+        if c then return c end
+        io.stderr:write(("fleet_sim: %s could not join (try %d of %d): %s\n"):format(o.jid, try, M.JOIN_TRIES,
+          tostring(err)))
+        if try == M.JOIN_TRIES or closing then error(err, 0) end
+        task.sleep(try)
+      end
     end)
   end
   for _, r in ipairs(task.all(jobs)) do
