@@ -59,7 +59,7 @@ $(row sqlite-1node-3eval)
 $(row pg-1node-1eval)
 $(row sqlite-2node-1eval)
 
-Every process (the server nodes, up to three evaluators, four simulator processes, the
+Every process (the server nodes, up to three evaluators, $(( (n + 249) / 250 )) simulator processes, the
 repository, PostgreSQL) shares this machine's $(nproc) cores; load average $load_before at the
 start and $load_after at the end ($took s in all). Wall times are therefore an upper bound of
 what the same grid does on separate machines, and the 3-vs-1 ratio says how much of the
@@ -68,8 +68,9 @@ evaluators' work left the critical path on *this* machine, not what three machin
 **RATIO fleet-evaluators-3v1 $evals** (wall with three evaluators / wall with one; lower is
 better; 0.33 would be perfect division with a core per evaluator).
 **RATIO fleet-pg-vs-sqlite $pgsq** (repository rows/s on PostgreSQL / on SQLite, one evaluator;
-higher is better; the rate is bounded by the evaluator's pace in both, so this says whether the
-PostgreSQL store slows the grid down, not the stores' own peak rates: see bench/pg_insert.lua).
+higher is better; the rate is the round's pace in both (collection, uploads, judging), so this
+says whether the PostgreSQL store slows the grid down, not the stores' own peak rates: see
+bench/pg_insert.lua). docs/scale.md reads these numbers.
 EOF
 
 echo "RATIO fleet-evaluators-3v1 $evals"
