@@ -71,7 +71,9 @@ end
 -- A grid on `server` (a node or a cluster): sims stay up across the configurations run on it.
 local function on_server(server, pids, runs)
   local g = grid.new(server, dir)
-  local servers = server.servers and server:servers() or nil
+  -- a cluster's c2s addresses (a method of this branch's harness, a field of main's)
+  local servers = server.servers
+  if type(servers) == "function" then servers = server:servers() end
   -- spread the connections: every other process lists the nodes the other way round
   local function servers_for(i)
     if not servers then return nil end
@@ -79,7 +81,8 @@ local function on_server(server, pids, runs)
     return servers
   end
   local function conf(name, role, fields, i)
-    local cfg = { domain = server.domain, host = server.host, port = server.port, cafile = server.ca_file,
+    local cfg = { domain = server.domain, host = not servers and server.host or nil,
+      port = not servers and server.port or nil, cafile = server.ca_file,
       -- no orchestrator: scheduled collection needs none (and 1,000 components would verify
       -- their caps with it too)
       servers = servers_for(i), orchestrators = {},
@@ -125,7 +128,8 @@ local function on_server(server, pids, runs)
       pgserver = require("support.postgres").start()
       database = pgserver:url()
     end
-    local repo = assert(repository.start(g:options("repository", { database = database, servers = servers })))
+    local repo = assert(repository.start(g:options("repository", { database = database, servers = servers,
+      host = not servers and server.host or false, port = not servers and server.port or false })))
     if not fleet_started then start_fleet() end
     local evals, logs = {}, {}
     for i = 1, run.evaluators do
@@ -205,7 +209,7 @@ on_server(server, function() return { server.pid } end, one)
 server:stop()
 
 t = time.monotonic()
-local c = require("support.ejabberd_cluster").start({ shipped = true })
+local c = require("support.ejabberd_cluster").start({ nodes = 2, shipped = true })
 register_all(c.nodes[1], users())
 say("two-node cluster and %d accounts ready in %.1f s", N + 3, time.monotonic() - t)
 on_server(c, function() return { c.nodes[1].pid, c.nodes[2].pid } end, two)
