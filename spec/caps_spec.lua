@@ -192,7 +192,7 @@ describe("sacm.xmpp.caps over Prosody", function()
 
   lazy_setup(function()
     local users = {}
-    for _, u in ipairs({ "orchestrator", "collector", "evaluator", "repository", "mallory" }) do users[u] = "pw" end
+    for _, u in ipairs({ "orchestrator", "collector", "evaluator", "repository", "mallory", "late" }) do users[u] = "pw" end
     server = prosody.start({ users = users })
     node = "https://sacmrun.example/caps"
     orch = open("orchestrator", "main")
@@ -340,6 +340,26 @@ describe("sacm.xmpp.caps over Prosody", function()
     -- mallory, proven to lie about this ver, does not get the repository's features
     settle(mallory)
     assert.is_nil(cache:info_for(mallory.jid))
+  end)
+
+  it("asks again after a failed lookup, with no new presence from the entity", function()
+    quiet()
+    cache.retry_after = 0.3
+    local late = open("late", "x")
+    local lp = disco.provider(late)
+    lp:add_identity("client", "bot", "SACM collector")
+    lp:add_feature(COLLECTOR)
+    local ver = caps.ver(lp:info())
+    -- its presence names a ver its disco provider does not answer for yet (a busy component)
+    assert(late:send(st.presence({ to = orch.jid }):add(caps.element(node, ver))))
+    assert.is_true(cache:wait(function(c) return c.stats.failed >= 1 end, 5))
+    assert.is_nil(cache:info_for(late.jid))
+    lp:add_alias(node .. "#" .. ver) -- now it answers; it sends no presence
+    local info = assert(cache:wait_for(late.jid, 5))
+    assert.is_true(disco.has_feature(info, COLLECTOR))
+    cache.retry_after = 30
+    late:close()
+    assert.is_true(cache:wait(function(c) return c:info_for(late.jid) == nil end, 5))
   end)
 
   it("forgets entities that go unavailable", function()

@@ -345,8 +345,9 @@ describe("sacm.xmpp with several servers", function()
       return tostring(e)
     end
     assert.matches('servers must be a non%-empty list of "host:port" strings', refused({}))
-    assert.matches([[servers%[2%] is 'xmpp:port': write "host:port"]], refused({ "a:5222", "xmpp:port" }))
-    assert.matches("servers%[1%] is number", refused({ 5222 }))
+    assert.matches([[servers%[2%] %("xmpp:port"%) is not host:port, e.g. "xmpp1.grid.example:5222"]],
+      refused({ "a:5222", "xmpp:port" }))
+    assert.matches("servers%[1%] %(number%) is not host:port", refused({ 5222 }))
     assert.matches("give servers or host/port, not both", refused({ "a:5222" }, { host = "b" }))
   end)
 end)

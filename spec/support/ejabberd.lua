@@ -74,7 +74,7 @@ function M._config(self)
     "certfiles: [" .. y(self.pem_file) .. "]",
     "acme: {auto: false} # never fetch certificates from the network",
     "s2s_access: none    # a private server talks to no other server",
-    "auth_method: internal",
+    self.sql and M._sql_keys(self.sql) or "auth_method: internal",
     "auth_password_format: scram",
     "listen:",
     "  - port: " .. self.port,
@@ -111,6 +111,7 @@ function M._config(self)
       lines[#lines + 1] = "  mod_pubsub:"
       lines[#lines + 1] = "    host: " .. y(self.pubsub)
       lines[#lines + 1] = "    plugins: [\"flat\", \"pep\"]"
+      if self.sql then lines[#lines + 1] = "    db_type: sql" end
     elseif m == "mod_stream_mgmt" then
       lines[#lines + 1] = "  mod_stream_mgmt:"
       lines[#lines + 1] = "    max_ack_queue: " .. self.max_ack_queue
@@ -120,6 +121,24 @@ function M._config(self)
   end
   if self.extra_config then lines[#lines + 1] = self.extra_config end
   return table.concat(lines, "\n") .. "\n"
+end
+
+-- Accounts, rosters and pubsub in PostgreSQL (opts.sql = {host, port, database, username}; trust
+-- authentication, no password), sessions and routes staying in Mnesia as ejabberd does: the keys
+-- ../shared/notes/scale-out.md used, with the new schema (server_host columns).
+function M._sql_keys(sql)
+  return table.concat({
+    "auth_method: sql",
+    "sql_type: pgsql",
+    "sql_server: " .. y(sql.host),
+    "sql_port: " .. math.tointeger(sql.port),
+    "sql_database: " .. y(sql.database),
+    "sql_username: " .. y(sql.username),
+    'sql_password: ""',
+    "sql_pool_size: 4",
+    "new_sql_schema: true",
+    "default_db: sql",
+  }, "\n")
 end
 
 ---------------------------------------------------------------------------- the shipped config
@@ -166,6 +185,9 @@ function M._shipped_config(self)
       { what = "the repository's acl", from = "user: " .. y("repository@" .. d),
         to = "user: " .. y("repository@" .. self.domain) },
       { what = "the pubsub service", from = "- " .. y("pubsub." .. d), to = "- " .. y(self.pubsub) },
+      -- on PostgreSQL: the same file with the SQL keys in place of internal storage
+      self.sql and { what = "the authentication backend", from = "auth_method: internal", to = M._sql_keys(self.sql) } or nil,
+      self.sql and { what = "the pubsub module", from = "mod_pubsub:", to = "mod_pubsub:\n    db_type: sql" } or nil,
     },
   })
   return ("# %s as shipped, its DEPLOY values substituted by spec/support/ejabberd.lua (shipped mode)\n%s")
@@ -187,22 +209,19 @@ end
 
 -- No -sname/-name: the VM starts without distribution, so no epmd and no open node port. (erl
 -- and erlexec exec beam.smp, keeping the pid and setpriv's parent-death signal.) A cluster node
--- (opts.node) is distributed, on loopback only: its node port is one we picked, its epmd the
--- cluster's private one (ERL_EPMD_PORT), its cookie in $HOME/.erlang.cookie (not on the command line).
+-- (opts.cluster) is a named node whose distribution listens on 127.0.0.1 only, on its own port,
+-- registered with the cluster's private epmd (support.ejabberd_cluster).
 function Server:_argv()
-  local argv = { "erl", "-noshell", "-noinput", "-mnesia", "dir", '"' .. self.spool_dir .. '"' }
-  if self.node then
-    for _, a in ipairs(M.distribution_args(self.node.name, self.dist_port)) do argv[#argv + 1] = a end
+  local argv = { "erl", "-noshell", "-noinput" }
+  local c = self.cluster
+  if c then
+    for _, a in ipairs({ "-sname", c.node, "-setcookie", c.cookie, "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
+      "inet_dist_listen_min", tostring(self.dist_port), "inet_dist_listen_max", tostring(self.dist_port) }) do
+      argv[#argv + 1] = a
+    end
   end
-  argv[#argv + 1], argv[#argv + 2] = "-s", "ejabberd"
+  for _, a in ipairs({ "-mnesia", "dir", '"' .. self.spool_dir .. '"', "-s", "ejabberd" }) do argv[#argv + 1] = a end
   return argv
-end
-
---- ejabberd.distribution_args(name, port) -> the erl arguments of a loopback-only node NAME@localhost
--- listening for other nodes on port.
-function M.distribution_args(name, port)
-  return { "-sname", name .. "@localhost", "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
-    "inet_dist_listen_min", tostring(port), "inet_dist_listen_max", tostring(port) }
 end
 
 function Server:_env()
@@ -212,19 +231,18 @@ function Server:_env()
     ERL_LIBS = self.erl_libs,
     HOME = self.dir, -- nothing of the user's (.erlang, .erlang.cookie) is read or written
     ERL_CRASH_DUMP = self.dir .. "/erl_crash.dump",
-    ERL_EPMD_PORT = self.node and tostring(self.node.epmd_port) or false,
-    ERL_EPMD_ADDRESS = self.node and "127.0.0.1" or false,
+    ERL_EPMD_PORT = self.cluster and tostring(self.cluster.epmd_port) or false,
+    ERL_EPMD_ADDRESS = self.cluster and "127.0.0.1" or false,
+    ERL_INETRC = self.cluster and self.cluster.inetrc or false,
   })
 end
 
 function Server:_ready(log)
   if not log:find("is started in the node", 1, true) then return false end
   local all = true
-  for _, field in ipairs(self.PORTS) do
-    local port = self[field]
-    -- the node port is Erlang's, not a listener ejabberd logs
-    all = all and (field == "dist_port" or log:find(("Start accepting TCP connections at 127.0.0.1:%d for"):format(port),
-      1, true)) and h.listening(port)
+  for _, port in ipairs(self:_ports()) do
+    all = all and log:find(("Start accepting TCP connections at 127.0.0.1:%d for"):format(port), 1, true)
+      and h.listening(port)
   end
   if all then return true end
   if log:find("eaddrinuse", 1, true) then return false, "a port is taken" end
@@ -289,9 +307,12 @@ end
 -- opts: domain ("localhost"), users ({name = password}, registered once it runs), modules
 -- (replaces M.MODULES), max_ack_queue (XEP-0198: unacknowledged stanzas before ejabberd closes
 -- the stream; default M.MAX_ACK_QUEUE), log_level ("info", or SACMRUN_EJABBERD_LOG_LEVEL),
--- extra_config (YAML text appended at the top level), start_timeout.
--- node = {name =, cookie =, epmd_port =}: a node of a cluster (support.ejabberd_cluster), and
--- certificates = another server: use its CA and server certificate (a cluster's nodes share them).
+-- extra_config (YAML text appended at the top level), start_timeout; cluster ({node = "n1@localhost",
+-- cookie, epmd_port, inetrc}: start as a named node of a cluster, see support.ejabberd_cluster),
+-- certificates_of (another server: use its CA and server certificate, as the nodes of a cluster
+-- serving one domain do), sql ({host, port, database, username}: accounts, rosters and pubsub in
+-- that PostgreSQL database, which must hold ejabberd's schema; also in shipped mode, where the
+-- file's auth_method and mod_pubsub get the SQL keys).
 --
 -- shipped = true (or the path of another file): the server runs from the shipped configuration
 -- examples/servers/ejabberd.yml instead of a generated one, with only its deployment values
@@ -328,24 +349,17 @@ function M.start(opts)
     self.stop_grace = M.STOP_GRACE
     if not self.log_level:match("^%a+$") then error("ejabberd.start: bad log_level", 0) end
     self.erl_libs = erl_libs()
-    if opts.node then
-      self.node = opts.node
-      self.PORTS = { "port", "cert_port", "http_port", "dist_port" }
-    end
+    self.cluster = opts.cluster
+    self.sql = opts.sql
   end, function(self)
-    if self.node then
-      h.must(fs.write(self.dir .. "/.erlang.cookie", self.node.cookie, { mode = tonumber("400", 8) }), nil,
-        "writing the Erlang cookie")
-    end
     local pair
-    if opts.certificates then
-      -- the same CA and server certificate as another node: clients verify every node alike
-      local other = opts.certificates
-      self._ca = other._ca
+    if opts.certificates_of then
+      local other = opts.certificates_of
       for _, f in ipairs({ "ca_file", "cert_file", "key_file" }) do
         h.must(fs.write(self[f], h.must(fs.read(other[f]), nil, "reading " .. other[f]), { mode = tonumber("600", 8) }),
           nil, "writing " .. self[f])
       end
+      self._ca = other._ca
       pair = { cert = self.cert_file, key = self.key_file }
     else
       pair = self:_make_certificates()
@@ -356,6 +370,8 @@ function M.start(opts)
       .. h.must(fs.read(pair.key), nil, "reading " .. pair.key), { mode = tonumber("600", 8) }), nil,
       "writing " .. self.pem_file)
     self:_pick_ports({})
+    if self.cluster then self.dist_port = h.pick_port({ [self.port] = true, [self.cert_port] = true,
+      [self.http_port] = true }) end
     self:_write_config()
     local t0 = time.monotonic()
     self:_start_process()

@@ -1,146 +1,153 @@
---- spec/support/ejabberd_cluster.lua: a private two-node (or more) ejabberd 23.01 cluster on
--- loopback, for the specs that must see the grid survive the loss of a server node.
+--- spec/support/ejabberd_cluster.lua: a private two-node ejabberd 23.01 cluster on loopback,
+-- serving one domain, for the specs that need a server node to die (../shared/notes/scale-out.md).
 --
 --   local cluster = require "support.ejabberd_cluster"
---   local c = cluster.start({ nodes = 2, shipped = true, users = { alice = "secret" } })
---   -- c.nodes[i]: support.ejabberd servers (same domain, CA and server certificate, their own
---   -- ports); c.servers: {"127.0.0.1:PORT", ...} for xmpp.connect's servers option
---   c.nodes[1]:kill()       -- a crashed node; the others carry the domain on
+--   local c = cluster.start({ users = { alice = "secret" }, shipped = true })
+--   -- c.domain, c.pubsub, c.ca_file, c:jid(user); c.nodes[1], c.nodes[2] (support.ejabberd
+--   -- servers: host, port, kill(), restart()); c:servers() -> {"127.0.0.1:P1", "127.0.0.1:P2"}
 --   c:stop()
 --
--- The nodes form one Erlang cluster the way docs/scale.md tells operators to: the same
--- configuration on every node (here the shipped examples/servers/ejabberd.yml with the test
--- values substituted), one cookie, and `join_cluster` run for each later node against the first.
--- Everything stays private: the cluster's own epmd, started as a child of the spec run on a
--- port we pick and bound to 127.0.0.1 (ERL_EPMD_ADDRESS), every node port picked below 32768
--- and on 127.0.0.1 only, the cookie in each node's $HOME/.erlang.cookie (mode 0400). Accounts
--- are registered on the first node after the join: Mnesia replicates them. stop() stops every
--- node and then epmd, each by its pid. Waiting calls must run in a task.
+-- How: a private epmd (started here, listening on 127.0.0.1 only, on a free port below 32768)
+-- that both nodes and a hidden control node register with (ERL_EPMD_PORT); each node a named
+-- Erlang node (-sname n1@localhost, n2@localhost) with a random cookie and its distribution on
+-- 127.0.0.1 on a port of its own; localhost mapped to 127.0.0.1 by an inetrc. Node 1 starts
+-- and takes the accounts (through its HTTP API; Mnesia replicates them), node 2 starts with the
+-- same certificates and joins through ejabberd_admin:join_cluster called from the control node.
+-- Stopping stops both nodes by pid, then the epmd by pid.
 local proc = require "sacm.proc"
-local crypto = require "sacm.crypto"
 local fs = require "sacm.fs"
+local crypto = require "sacm.crypto"
 local time = require "sacm.time"
-local shutdown = require "sacm.shutdown"
+local task = require "sacm.task"
 local tmp = require "support.tmp"
 local h = require "support.harness"
 local ejabberd = require "support.ejabberd"
 
 local M = {}
 
-M.JOIN_TIMEOUT = 90 -- seconds for join_cluster (3-5 s measured, more under load)
+M.JOIN_TIMEOUT = 60 -- seconds join_cluster may take (3-5 s measured on a loaded machine)
 
 local Cluster = {}
 Cluster.__index = Cluster
+Cluster.__close = function(self) self:stop() end
 
-local function note(fmt, ...) h.note("ejabberd_cluster", fmt, ...) end
-
--- Starts the cluster's epmd and waits until it listens.
-local function start_epmd(self)
-  for _ = 1, 5 do
-    self.epmd_port = h.pick_port({})
-    local p, err = proc.spawn({ "epmd", "-port", tostring(self.epmd_port), "-address", "127.0.0.1" },
-      { env = { ERL_EPMD_ADDRESS = "127.0.0.1" } })
-    if not p then error("support.ejabberd_cluster: cannot start epmd: " .. tostring(err), 0) end
-    local deadline = time.monotonic() + 5
-    while time.monotonic() < deadline do
-      if h.listening(self.epmd_port) then
-        self.epmd = p
-        return
-      end
-      if p:wait(0.02) then break end -- it exited: the port was taken, say
-    end
-    p:stop(1)
-  end
-  error("support.ejabberd_cluster: epmd did not listen on 127.0.0.1 (5 ports tried)", 0)
-end
-
--- Runs Erlang code on a hidden control node of the cluster; returns what it printed.
-local function control(self, code)
-  local port = h.pick_port({})
-  local argv = { "erl", "-noshell", "-hidden" }
-  for _, a in ipairs(ejabberd.distribution_args("ctl" .. crypto.hex(crypto.random(3)), port)) do
-    argv[#argv + 1] = a
-  end
-  argv[#argv + 1], argv[#argv + 2] = "-eval", code
-  local r, err = proc.run(argv, { timeout = M.JOIN_TIMEOUT, cwd = self.dir,
-    env = { HOME = self.dir, ERL_EPMD_PORT = tostring(self.epmd_port), ERL_EPMD_ADDRESS = "127.0.0.1" } })
-  if not r then error("support.ejabberd_cluster: the control node did not run: " .. tostring(err), 0) end
-  return r.stdout .. r.stderr, r
-end
-
---- cluster.start([opts]) -> cluster. opts: nodes (2), users ({name = password}), shipped, and
--- what support.ejabberd.start takes besides (domain, log_level, start_timeout, ...).
-function M.start(opts)
-  opts = opts or {}
-  local n = opts.nodes or 2
-  if math.type(n) ~= "integer" or n < 2 then error("ejabberd_cluster.start: nodes must be an integer >= 2", 2) end
-  local self = setmetatable({ nodes = {}, servers = {}, dir = tmp.dir("ejabberd-cluster"),
-    cookie = crypto.hex(crypto.random(16)) }, Cluster)
-  self._shutdown_reg = shutdown.on_shutdown(function() self:stop() end)
-  local ok, err = pcall(function()
-    h.must(fs.write(self.dir .. "/.erlang.cookie", self.cookie, { mode = tonumber("400", 8) }), nil, "writing the cookie")
-    start_epmd(self)
-    for i = 1, n do
-      local o = {}
-      for k, v in pairs(opts) do o[k] = v end
-      o.nodes, o.users = nil, nil
-      o.node = { name = "n" .. i, cookie = self.cookie, epmd_port = self.epmd_port }
-      o.certificates = self.nodes[1]
-      local t0 = time.monotonic()
-      self.nodes[i] = ejabberd.start(o)
-      if i > 1 then
-        local out = control(self, ("R = rpc:call('n%d@localhost', ejabberd_admin, join_cluster, [<<\"n1@localhost\">>], %d), "
-          .. "io:format(\"~p~n\", [R]), halt()."):format(i, M.JOIN_TIMEOUT * 1000))
-        if not out:match("^ok\n") then
-          error(("support.ejabberd_cluster: node n%d could not join n1: %s\n(log: %s)"):format(i, out,
-            self.nodes[i].log_file), 0)
-        end
-      end
-      self.nodes[i].timings.join = time.monotonic() - t0
-    end
-    for i, node in ipairs(self.nodes) do self.servers[i] = node.host .. ":" .. node.port end
-    local first = self.nodes[1]
-    self.domain, self.host, self.ca_file, self.pubsub, self._ca = first.domain, first.host, first.ca_file, first.pubsub, first._ca
-    if opts.users then first:_register_all(opts.users) end
-  end)
-  if not ok then
-    self:stop()
-    error(err, 2)
-  end
-  return self
-end
-
---- cluster:jid(user) -> "user@domain"
 function Cluster:jid(user) return user .. "@" .. self.domain end
 
---- cluster:members() -> the node names the first running node sees in its cluster, sorted
-function Cluster:members()
-  local target
-  for i, node in ipairs(self.nodes) do
-    if node:running() then target = ("n%d@localhost"):format(i) break end
-  end
-  if not target then return {} end
-  local out = control(self, ("io:format(\"~p~n\", [rpc:call('%s', ejabberd_cluster, get_nodes, [], 10000)]), halt().")
-    :format(target))
-  local names = {}
-  for name in out:gmatch("'?(n%d+@localhost)'?") do names[#names + 1] = name end
-  table.sort(names)
-  return names
+--- c:servers() -> the c2s addresses of the nodes, "127.0.0.1:port", node 1 first.
+function Cluster:servers()
+  local out = {}
+  for i, n in ipairs(self.nodes) do out[i] = n.host .. ":" .. n.port end
+  return out
 end
 
---- cluster:stop(): stops every node (SIGTERM, then SIGKILL after their grace) and epmd, by pid;
--- removes the directories. Idempotent.
+--- c:erl(expr) -> the printed value of an Erlang expression evaluated by a hidden control node
+-- (expr must be one expression; its value is printed with ~p). Raises on failure.
+function Cluster:erl(expr)
+  local r, err = proc.run({ "erl", "-noshell", "-hidden", "-sname", "ctl" .. crypto.hex(crypto.random(4)) .. "@localhost",
+    "-setcookie", self.cookie, "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
+    "-eval", ("R = (%s), io:format(\"~p~n\", [R]), halt()."):format(expr) },
+    { env = { ERL_EPMD_PORT = tostring(self.epmd_port), ERL_EPMD_ADDRESS = "127.0.0.1", ERL_INETRC = self.inetrc,
+      HOME = self.dir }, timeout = M.JOIN_TIMEOUT + 10 })
+  if not r or not r.ok then
+    error(("support.ejabberd_cluster: the control node failed on %s: %s%s"):format(expr, tostring(err or r.code),
+      r and ("\n" .. r.stdout .. r.stderr) or ""), 2)
+  end
+  return (r.stdout:gsub("%s+$", ""))
+end
+
+--- c:running_nodes() -> sorted list of the Mnesia nodes running, as node 2 sees them.
+function Cluster:running_nodes()
+  local out = self:erl("rpc:call('n2@localhost', mnesia, system_info, [running_db_nodes])")
+  local nodes = {}
+  for n in out:gmatch("[%w_]+@[%w_.%-]+") do nodes[#nodes + 1] = n end
+  table.sort(nodes)
+  return nodes
+end
+
 function Cluster:stop()
   if self.stopped then return end
   self.stopped = true
   for i = #self.nodes, 1, -1 do
     local ok, err = pcall(self.nodes[i].stop, self.nodes[i])
-    if not ok then note("stopping node %d: %s", i, tostring(err)) end
+    if not ok then h.note("ejabberd_cluster", "stopping node %d: %s", i, tostring(err)) end
   end
-  if self.epmd then self.epmd:stop(2) end
-  if self._shutdown_reg then self._shutdown_reg.cancel() end
-  if h.keep_dirs() then note("kept %s", self.dir) else tmp.remove(self.dir) end
+  if self.epmd then self.epmd:stop(5) end
+  if self.dir and not h.keep_dirs() then tmp.remove(self.dir) end
 end
-Cluster.__close = Cluster.stop
+
+-- ejabberd's PostgreSQL schema (Debian's ejabberd package; the new schema, with server_host).
+M.PG_SCHEMA = "/usr/share/ejabberd/sql/pg.new.sql"
+
+-- Makes the database `name` on a support.postgres server and loads ejabberd's schema into it.
+local function make_database(server, name)
+  local pg = require "sacm.pg"
+  local admin = h.must(pg.connect(server:conninfo("postgres")))
+  h.must(admin:run(("CREATE DATABASE %s"):format(name)), nil, "creating database " .. name)
+  admin:close()
+  local schema = h.must(fs.read(M.PG_SCHEMA), nil, "reading ejabberd's schema " .. M.PG_SCHEMA
+    .. " (package ejabberd)")
+  local db = h.must(pg.connect(server:conninfo(name)))
+  h.must(db:exec(schema), nil, "loading " .. M.PG_SCHEMA)
+  db:close()
+end
+
+--- ejabberd_cluster.start(opts) -> cluster. opts: users ({name = password}), shipped, domain,
+-- log_level: as for support.ejabberd.start, given to both nodes; postgres (a support.postgres
+-- server: both nodes keep accounts, rosters and pubsub in its database `ejabberd`, made here
+-- with ejabberd's schema; needs Debian's erlang-p1-pgsql).
+function M.start(opts)
+  opts = opts or {}
+  local self = setmetatable({ nodes = {}, cookie = crypto.hex(crypto.random(16)), timings = {} }, Cluster)
+  local t0 = time.monotonic()
+  local ok, err = pcall(function()
+    self.dir = tmp.dir("ejabberd-cluster")
+    self.inetrc = self.dir .. "/inetrc"
+    h.must(fs.write(self.inetrc, '{host, {127,0,0,1}, ["localhost"]}.\n{lookup, [file, native]}.\n'), nil,
+      "writing " .. self.inetrc)
+    -- the epmd is ours: started (not as a daemon) so its pid is known and it is stopped with the rest
+    for _ = 1, 5 do
+      self.epmd_port = h.pick_port({})
+      self.epmd = assert(proc.spawn({ "epmd", "-port", tostring(self.epmd_port), "-address", "127.0.0.1" },
+        { env = { ERL_EPMD_ADDRESS = false, ERL_EPMD_PORT = false } }))
+      local deadline = time.monotonic() + 5
+      while not h.listening(self.epmd_port) and not self.epmd.result and time.monotonic() < deadline do
+        task.sleep(0.02)
+      end
+      if h.listening(self.epmd_port) then break end
+      self.epmd:stop(1)
+      self.epmd = nil
+    end
+    if not self.epmd then error("support.ejabberd_cluster: epmd did not listen on 127.0.0.1", 0) end
+    local sql
+    if opts.postgres then
+      make_database(opts.postgres, "ejabberd")
+      sql = { host = opts.postgres.host, port = opts.postgres.port, database = "ejabberd", username = "sacm" }
+      self.postgres = opts.postgres
+    end
+    local function node_opts(i, extra)
+      local o = { shipped = opts.shipped, domain = opts.domain, log_level = opts.log_level, sql = sql,
+        start_timeout = opts.start_timeout,
+        cluster = { node = "n" .. i .. "@localhost", cookie = self.cookie, epmd_port = self.epmd_port, inetrc = self.inetrc } }
+      for k, v in pairs(extra or {}) do o[k] = v end
+      return o
+    end
+    self.nodes[1] = ejabberd.start(node_opts(1, { users = opts.users }))
+    self.nodes[2] = ejabberd.start(node_opts(2, { certificates_of = self.nodes[1] }))
+    local first = self.nodes[1]
+    self.domain, self.pubsub, self.ca_file, self._ca = first.domain, first.pubsub, first.ca_file, first._ca
+    self.host, self.port = first.host, first.port
+    local t1 = time.monotonic()
+    local joined = self:erl(("rpc:call('n2@localhost', ejabberd_admin, join_cluster, [<<\"n1@localhost\">>], %d)")
+      :format(M.JOIN_TIMEOUT * 1000))
+    if joined ~= "ok" then error("support.ejabberd_cluster: node 2 did not join node 1: " .. joined, 0) end
+    self.timings.join = time.monotonic() - t1
+  end)
+  if not ok then
+    pcall(Cluster.stop, self)
+    error(err, 2)
+  end
+  self.timings.start = time.monotonic() - t0
+  return self
+end
 
 return M

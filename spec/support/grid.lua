@@ -35,7 +35,7 @@ function Grid:options(role, extra)
     delivery_backoff = 0.5 }
   if s.servers then
     -- a cluster (support.ejabberd_cluster): every node, the first one first
-    o.host, o.port, o.servers = nil, nil, s.servers
+    o.host, o.port, o.servers = nil, nil, s:servers()
   end
   if role == "repository" then
     o.upload = { listen = { host = "127.0.0.1", port = 0, cert = self.https.cert, key = self.https.key } }

@@ -5,6 +5,8 @@
 --
 --   return {
 --     domain = "grid.example", host = "127.0.0.1", port = 5222, cafile = "/etc/sacm/ca.pem",
+--     -- or the nodes of an XMPP cluster, tried in turn (failover):
+--     -- servers = { "xmpp1.grid.example:5222", "xmpp2.grid.example:5222" },
 --     pubsub = "pubsub.grid.example",                 -- default pubsub.<domain>
 --     orchestrators = { "orchestrator@grid.example" }, -- peers of every component
 --     collector = { jid = "collector@grid.example/web1", password = "...", interval = 3600,
@@ -44,6 +46,10 @@ function M.load(path)
   if not ok then return nil, errors.new("bad-config", tostring(cfg)) end
   if type(cfg) ~= "table" then return nil, errors.new("bad-config", path .. " must return a table") end
   if type(cfg.domain) ~= "string" then return nil, errors.new("bad-config", path .. ": domain is missing") end
+  if cfg.servers ~= nil then
+    local ok, serr = require("sacm.grid.member").parse_servers(cfg.servers)
+    if not ok then return nil, errors.new("bad-config", path .. ": " .. serr.text) end
+  end
   cfg.pubsub = cfg.pubsub or ("pubsub." .. cfg.domain)
   cfg.orchestrators = cfg.orchestrators or {}
   return cfg

@@ -44,6 +44,14 @@ local CONNECT_KEYS = { "jid", "password", "client_cert", "client_key", "host", "
   "capath", "insecure", "timeout", "connect_timeout", "reconnect", "max_backoff", "disable_sm", "direct_tls",
   "ping_interval", "ping_timeout" }
 
+--- member.parse_servers(list) -> {{host, port}, ...} | nil, err (bad-config): the XMPP servers of
+-- a cluster, as xmpp.parse_servers reads them.
+function M.parse_servers(list)
+  local servers, text = xmpp.parse_servers(list)
+  if not servers then return nil, errors.new("bad-config", text) end
+  return servers
+end
+
 -- A JID is allowed when it matches a full JID, bare JID or domain of the list.
 local function matches(list, from)
   local bare, domain = jidlib.bare(from), jidlib.domain(from)
@@ -246,7 +254,7 @@ function Member:status(stype, fields, text, correlation)
 end
 
 --- member.join(opts) -> member | nil, err. Waits until connected, described and subscribed.
--- opts: the xmpp.connect options, role, pubsub (service JID; default pubsub.<domain>), peers (JIDs
+-- opts: the xmpp.connect options (servers may also be "host:port" strings), role, pubsub (service JID; default pubsub.<domain>), peers (JIDs
 -- to keep mutual presence with), accept (more JIDs/domains whose presence subscriptions are
 -- approved; default our domain), node_config (for nodes we create), info (XEP-0128 fields),
 -- features ({key = {prefix = fn, names = {...}}}: as set_features, before the first presence),
@@ -260,6 +268,11 @@ function M.join(opts)
   assert(type(opts) == "table" and proto.FEATURE[opts.role], "member.join needs a grid role")
   local copts = {}
   for _, k in ipairs(CONNECT_KEYS) do copts[k] = opts[k] end
+  if opts.servers then -- several nodes of a cluster: connect to one, fail over to the others
+    local servers, serr = M.parse_servers(opts.servers)
+    if not servers then return nil, serr end
+    copts.servers = servers
+  end
   local conn, err = xmpp.connect(copts)
   if not conn then return nil, err end
   local domain = jidlib.domain(conn.jid)

@@ -23,6 +23,7 @@ local xml = require "sacm.xml"
 local errors = require "sacm.error"
 local jidlib = require "sacm.xmpp.jid"
 local delivery = require "sacm.grid.delivery"
+local shard = require "sacm.grid.shard"
 
 local M = {}
 local log = require("sacm.log").new("evaluator")
@@ -110,8 +111,8 @@ end
 
 -- Delivers one result set to the repository (announcing it as pending when the repository is
 -- away) -> state ("delivered", "pending", "refused" or "failed"), err.
-local function deliver_set(self, endpoint, correlation, evaluated, elements, totals)
-  local set_id = crypto.uuid()
+local function deliver_set(self, endpoint, correlation, evaluated, elements, totals, id)
+  local set_id = id or crypto.uuid()
   local set_el = payload.result_set({ id = set_id, endpoint = endpoint, hostname = self.hostnames[endpoint],
     evaluator = self.member.conn.jid, evaluated = evaluated, correlation = correlation, totals = totals,
     results = elements })
@@ -165,8 +166,12 @@ function Evaluator:evaluate(endpoint, correlation, policy_ids, kinds)
   local totals = report.totals(results)
   local evaluated = time.now()
   local elements = {}
+  -- sharing the fleet, scheduled posture gets ids from what was judged: an endpoint judged by two
+  -- evaluators during a handover is one result set in the repository (sacm.grid.shard)
+  local set_id = self.shard and not correlation and shard.judgment_id(endpoint, ids, self.engine:policies(),
+    table.concat(policy_ids or {}, ",") .. ";" .. table.concat(kinds or {}, ","))
   for _, r in ipairs(results) do
-    r.id = crypto.uuid()
+    r.id = set_id and shard.result_id(set_id, r.policy_id .. " " .. r.rule_id) or crypto.uuid()
     r.endpoint, r.hostname, r.correlation = endpoint, self.hostnames[endpoint], correlation
     -- provenance per rule: the posture it saw, and when the oldest of it was collected
     local used, oldest = {}, nil
@@ -189,12 +194,17 @@ function Evaluator:evaluate(endpoint, correlation, policy_ids, kinds)
     end
     elements[#elements + 1] = el
   end
-  -- a set holds at most payload.MAX_SET results (what a repository takes): more rules, more sets
+  -- a set holds at most payload.MAX_SET results (what a repository takes): more rules, more sets;
+  -- with a judgment id (sharded, scheduled posture) every set's id derives from it, so the same
+  -- judgment made twice is stored once
   local state, derr = "delivered", nil
+  local n = 0
   for first = 1, math.max(#elements, 1), payload.MAX_SET do
+    n = n + 1
     local last = math.min(#elements, first + payload.MAX_SET - 1)
+    local id = set_id and (n == 1 and set_id or shard.result_id(set_id, "set " .. n)) or nil
     local s1, e1 = deliver_set(self, endpoint, correlation, evaluated, { table.unpack(elements, first, last) },
-      report.totals({ table.unpack(results, first, last) }))
+      report.totals({ table.unpack(results, first, last) }), id)
     if s1 ~= "delivered" then state, derr = s1, e1 end
   end
   self.evaluations = self.evaluations + 1
@@ -275,7 +285,8 @@ local function on_posture(self, item)
     return
   end
   remember(self, p)
-  if self.auto and not p.correlation then auto_evaluate(self, p.endpoint) end
+  local mine = not self.shard or self.shard:take(p.endpoint)
+  if self.auto and not p.correlation and mine then auto_evaluate(self, p.endpoint) end
 end
 
 local function policy_ids(self)
@@ -337,15 +348,19 @@ local function add_commands(self, allowed, limits)
       local policies = values.policies and #values.policies > 0 and values.policies or nil
       local kinds = values.kinds and #values.kinds > 0 and values.kinds or nil
       local totals = report.totals({})
-      local failed, evaluated = {}, {}
+      local failed, evaluated, elsewhere = {}, {}, {}
       for _, e in ipairs(endpoints) do
-        local t, err = self:evaluate(e, correlation, policies, kinds)
-        if t then
-          evaluated[#evaluated + 1] = e
-          for k, n in pairs(t) do totals[k] = totals[k] + n end
+        if self.shard and not self.shard:owns(e) then
+          elsewhere[#elsewhere + 1] = e -- another evaluator of the shard group judges it
         else
-          failed[#failed + 1] = e
-          session:note(("%s: %s"):format(e, tostring(err.text or err)), "warn")
+          local t, err = self:evaluate(e, correlation, policies, kinds)
+          if t then
+            evaluated[#evaluated + 1] = e
+            for k, n in pairs(t) do totals[k] = totals[k] + n end
+          else
+            failed[#failed + 1] = e
+            session:note(("%s: %s"):format(e, tostring(err.text or err)), "warn")
+          end
         end
       end
       local fields = { { var = "correlation", value = correlation or "" },
@@ -353,6 +368,7 @@ local function add_commands(self, allowed, limits)
         { var = "total", value = tostring(totals.total) } }
       for _, r in ipairs(proto.RESULTS) do fields[#fields + 1] = { var = r, value = tostring(totals[r]) } end
       fields[#fields + 1] = { var = "failed", type = "text-multi", values = failed }
+      if self.shard then fields[#fields + 1] = { var = "elsewhere", type = "text-multi", values = elsewhere } end
       return { title = "Evaluation done", fields = fields }
     end,
   })
@@ -380,7 +396,8 @@ end
 --- evaluator.start(opts) -> evaluator | nil, err
 -- opts: the sacm.grid.member options, policies (directory, default the policies shipped with sacmrun: SHAREDIR/policies), instructions and
 -- memory (budgets per rule evaluation), auto (evaluate scheduled posture as it arrives; default
--- true), allowed (who may run commands; default the peers).
+-- true), allowed (who may run commands; default the peers), shard (true or a group name: share the
+-- fleet with the other evaluators of the group, sacm.grid.shard).
 function M.start(opts)
   local self = setmetatable({ latest = {}, hostnames = {}, by_correlation = {}, correlation_order = {},
     pending = {}, evaluations = 0, auto = opts.auto ~= false, endpoint_owner = {} }, Evaluator)
@@ -398,6 +415,10 @@ function M.start(opts)
   mopts.features = { policies = { prefix = proto.feature_policy, names = ids } }
   -- orchestrators find an evaluator by its role feature: advertised once it hears posture
   mopts.defer_role_feature = true
+  if opts.shard then -- sharing the fleet with the evaluators of a group (sacm.grid.shard)
+    mopts.features.shard = { prefix = shard.feature, names = { opts.shard == true and "default" or opts.shard } }
+    mopts.caps_cache = mopts.caps_cache or { retry_after = shard.CAPS_RETRY }
+  end
   local err
   self.delivery_wait = opts.delivery_wait or M.DELIVERY_WAIT
   self.member, self.delivery, self.fetcher = delivery.producer("evaluator", mopts, opts, {
@@ -406,6 +427,10 @@ function M.start(opts)
       self.member:status("evaluation-done", { delivery = "refused" }, "results " .. e.id .. " refused: " .. tostring(rerr))
     end })
   if not self.member then return nil, self.delivery end
+  if opts.shard then
+    self.shard = shard.join(self.member, { group = opts.shard == true and "default" or opts.shard,
+      on_takeover = function(endpoints) for _, e in ipairs(endpoints) do auto_evaluate(self, e) end end })
+  end
   advertise_policies(self)
   add_commands(self, member.allowed(opts.allowed or opts.peers or {}, self.member.conn.jid), opts.rate_limits)
   local ok
@@ -428,6 +453,7 @@ function Evaluator:close()
   if self.closed then return end
   self.closed = true
   self.engine:close()
+  if self.shard then self.shard:close() end
   for _, t in pairs(self.pending) do t:cancel("evaluator closed") end
   self.delivery:close()
   self.member:close()

@@ -32,6 +32,23 @@ M.CAPS_RETRY = 3 -- seconds before a failed caps lookup of a component is tried 
 local Orchestrator = {}
 Orchestrator.__index = Orchestrator
 
+-- What the server answers for a full JID that is not connected at that moment (a component
+-- reconnecting, to another node of a cluster say): nothing ran, the request may be sent again.
+local NOT_THERE = { ["service-unavailable"] = true, ["recipient-unavailable"] = true }
+
+-- Runs a command; if the component was not connected, waits until it is back (its caps seen
+-- again) and sends it once more, within the deadline (monotonic seconds).
+local function execute_once_there(self, jid, node, values, deadline)
+  local s, err = commands.execute(self.conn, jid, node, values, math.max(1, math.min(M.COMMAND_TIMEOUT,
+    deadline - time.monotonic())))
+  if s or not NOT_THERE[err.condition] then return s, err end
+  log.info("%s is not connected (%s); sending %s again once it is back", jid, err.condition, node)
+  task.sleep(0.5) -- its unavailable presence may still be on the way
+  if not self.cache:wait_for(jid, math.max(0.1, deadline - time.monotonic())) then return nil, err end
+  return commands.execute(self.conn, jid, node, values, math.max(1, math.min(M.COMMAND_TIMEOUT,
+    deadline - time.monotonic())))
+end
+
 -- A correlation being watched: posture, results and status for it, and an event to wake waiters.
 local function watch(self, correlation)
   local w = { posture = {}, results = {}, status = {}, sets = {}, changed = sync.event() }
@@ -187,10 +204,18 @@ function Orchestrator:collect(opts)
     local jid = ask.jid
     run.collectors[jid] = { state = "requested" }
     jobs[#jobs + 1] = task.spawn({ name = "collect on " .. jid }, function()
-      local s, err = commands.execute(self.conn, jid, proto.CMD.collect,
+      local s, err = execute_once_there(self, jid, proto.CMD.collect,
         { correlation = correlation, kinds = ask.kinds, timeout = opts.kind_timeout and tostring(opts.kind_timeout) },
-        M.COMMAND_TIMEOUT)
-      if not s then
+        deadline)
+      local started = false
+      for _, st in ipairs(s and {} or w.status) do
+        started = started or (st.component == jid and st.type == "collection-started")
+      end
+      if started then
+        -- the reply was lost (the server node it went through went away), the collection was not
+        run.collectors[jid].state = "collecting"
+        log.warn("collect on %s: no answer (%s), but its collection started: waiting for it", jid, tostring(err))
+      elseif not s then
         run.collectors[jid] = { state = "failed", error = err }
         log.warn("collect on %s failed: %s", jid, tostring(err))
       else
@@ -247,10 +272,9 @@ function Orchestrator:evaluate(opts)
   local jobs = {}
   for _, jid in ipairs(targets) do
     jobs[#jobs + 1] = task.spawn({ name = "evaluate on " .. jid }, function()
-      local s, err = commands.execute(self.conn, jid, proto.CMD.evaluate,
+      local s, err = execute_once_there(self, jid, proto.CMD.evaluate,
         { correlation = correlation, endpoints = opts.endpoints or {}, policies = opts.policies or {},
-          kinds = opts.kinds or {} },
-        math.max(1, deadline - time.monotonic()))
+          kinds = opts.kinds or {} }, deadline)
       if not s then
         run.evaluators[jid] = { state = "failed", error = err }
         log.warn("evaluate on %s failed: %s", jid, tostring(err))

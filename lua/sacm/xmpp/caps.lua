@@ -523,6 +523,15 @@ local function lookup(self, key)
         log.warn("caps lookup of %s (ver %s) failed, next try in %g s: %s", jid, e.ver, self.retry_after,
           tostring(qerr))
         self.holdoff[holdoff_key(jid, key)] = time.monotonic() + self.retry_after
+        -- tried again after the hold-off even if no new presence comes: a component whose
+        -- lookup timed out once (a busy server) would otherwise stay unknown until it re-sends
+        -- presence, which it may never do
+        if not self.retries[key] then
+          self.retries[key] = timer.after(self.retry_after, function()
+            self.retries[key] = nil
+            if not self.closed then lookup(self, key) end
+          end, { background = true }) -- a retry alone does not keep a program running
+        end
       end
     end
   end)
@@ -611,6 +620,7 @@ function M.cache(conn, opts)
     watchers = {},
     waiters = {},
     slot_waiters = {},
+    retries = {},    -- "hash ver" -> timer of the next lookup after a failed one
     active = 0,
     stats = { queries = 0, verified = 0, rejected = 0, failed = 0 },
   }, Cache)
@@ -708,6 +718,8 @@ function Cache:close()
   if self.closed then return end
   self.closed = true
   self.handler.remove()
+  for _, t in pairs(self.retries) do t:cancel() end
+  self.retries = {}
   if caches[self.conn] == self then caches[self.conn] = nil end
 end
 

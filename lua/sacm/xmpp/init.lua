@@ -577,33 +577,38 @@ local function attempt(self, timeout)
     { reason = first_err.reason })
 end
 
--- The servers to try: options.servers ({"host:port" or {host =, port =}, ...}) or host/port.
+--- xmpp.parse_servers(list) -> {{host =, port =}, ...} | nil, text: the nodes of a cluster, each
+-- "host:port" ("[v6]:port" for an IPv6 address) or {host =, port =}.
+function M.parse_servers(list)
+  if type(list) ~= "table" or #list == 0 then
+    return nil, 'servers must be a non-empty list of "host:port" strings or {host =, port =} tables'
+  end
+  local out = {}
+  for i, entry in ipairs(list) do
+    local host, port
+    if type(entry) == "string" then
+      host, port = entry:match("^%[([%x:.]+)%]:(%d+)$")
+      if not host then host, port = entry:match("^([^:%s]+):(%d+)$") end
+      port = port and math.tointeger(tonumber(port))
+    elseif type(entry) == "table" then
+      host, port = entry.host, entry.port
+    end
+    if type(host) ~= "string" or host == "" or math.type(port) ~= "integer" or port < 1 or port > 65535 then
+      return nil, ('servers[%d] (%s) is not host:port, e.g. "xmpp1.grid.example:5222"'):format(i,
+        type(entry) == "string" and ("%q"):format(entry) or type(entry))
+    end
+    out[i] = { host = host, port = port }
+  end
+  return out
+end
+
+-- The servers to try: options.servers or host/port.
 local function server_list(options, domain)
   if options.servers == nil then
     return { { host = options.host or domain, port = options.port or 5222 } }
   end
-  if type(options.servers) ~= "table" or #options.servers == 0 then
-    return nil, 'servers must be a non-empty list of "host:port" strings or {host =, port =} tables'
-  end
   if options.host or options.port then return nil, "give servers or host/port, not both" end
-  local list = {}
-  for i, entry in ipairs(options.servers) do
-    local host, port
-    if type(entry) == "string" then
-      host, port = entry:match("^%[(.+)%]:(%d+)$")
-      if not host then host, port = entry:match("^([^:]+):(%d+)$") end
-      if not host and not entry:find(":", 1, true) then host = entry end
-      port = port and math.tointeger(tonumber(port)) or (host and 5222)
-    elseif type(entry) == "table" then
-      host, port = entry.host, entry.port or 5222
-    end
-    if type(host) ~= "string" or host == "" or math.type(port) ~= "integer" or port < 1 or port > 65535 then
-      return nil, ("servers[%d] is %s: write \"host:port\" (\"[::1]:5222\" for IPv6) or {host =, port =}"):format(i,
-        type(entry) == "string" and ("'" .. entry .. "'") or type(entry))
-    end
-    list[i] = { host = host, port = port }
-  end
-  return list
+  return M.parse_servers(options.servers)
 end
 
 schedule_reconnect = function(self)
