@@ -36,7 +36,7 @@ EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 TLS_SRCS  = runtime/crypto.c runtime/x509.c runtime/xmpp.c runtime/xmpp_error.c runtime/http.c \
             runtime/http_conn.c runtime/http_tls.c runtime/http_client.c runtime/http_client_tls.c \
             runtime/http_common.c
-SQLITE_SRCS = runtime/sqlite.c
+SQLITE_SRCS = runtime/sqlite.c runtime/sqlite_stmt.c
 PG_SRCS   = runtime/pg.c
 REPL_SRCS = runtime/repl.c
 SRCS      = $(filter-out $(TLS_SRCS) $(SQLITE_SRCS) $(PG_SRCS) $(REPL_SRCS),$(wildcard runtime/*.c))
@@ -77,21 +77,15 @@ sacmrun-pg.so: $(PG_OBJS)
 sacmrun-repl.so: $(REPL_OBJS)
 	$(CC) $(CFLAGS) -shared -o $@ $(REPL_OBJS) $(REPL_LIBS)
 
-# the parser and the serializer share xml_internal.h
-$(foreach d,obj asan,build/$(d)/xml.o build/$(d)/xml_write.o): runtime/xml_internal.h
+# Header dependencies come from the compiler (-MMD writes build/*/NAME.d beside each object,
+# -MP adds an empty rule per header so a deleted header does not stop the build).
+DEPFLAGS = -MMD -MP
+-include $(wildcard build/obj/*.d build/asan/*.d)
+# an object built before this rule has no .d yet: build it again once so its headers are known
+$(foreach o,$(wildcard build/obj/*.o build/asan/*.o),$(if $(wildcard $(o:.o=.d)),,$(eval $(o): FORCE)))
 
-# the HTTPS server and client share http_common.h; the server's parts share http_server.h
-HTTP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_conn http_tls http_client http_client_tls http_common))
-$(HTTP_OBJS): runtime/http_common.h
-HTTP_SERVER_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_conn http_tls))
-$(HTTP_SERVER_OBJS): runtime/http_server.h
-XMPP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,xmpp xmpp_error))
-$(XMPP_OBJS): runtime/xmpp_link.h
-CLIENT_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http_client http_client_tls))
-$(CLIENT_OBJS): runtime/http_client_tls.h
-
-build/obj/%.o: runtime/%.c runtime/sacmrun.h | build/obj
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+build/obj/%.o: runtime/%.c | build/obj
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 # state.c has the install location compiled in: rebuild it when PREFIX changes.
 build/sharedir: FORCE | build/obj
@@ -114,8 +108,8 @@ sacmrun-asan-pg.so: $(ASAN_PG_OBJS)
 sacmrun-asan-repl.so: $(ASAN_REPL_OBJS)
 	$(CC) $(CFLAGS) $(SANITIZE) -shared -o $@ $(ASAN_REPL_OBJS) $(REPL_LIBS)
 
-build/asan/%.o: runtime/%.c runtime/sacmrun.h | build/asan
-	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -c -o $@ $<
+build/asan/%.o: runtime/%.c | build/asan
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -O1 $(SANITIZE) -c -o $@ $<
 
 build/obj build/asan:
 	mkdir -p $@
