@@ -30,6 +30,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include "sacmrun.h"
+#include "options.h"
 #include "http_common.h"
 #include "http_client_tls.h"
 
@@ -553,20 +554,6 @@ static void on_connect(uv_connect_t *req, int status)
 
 /* ---------------------------------------------------------------- Lua: requests */
 
-static lua_Integer opt_int(lua_State *L, int idx, const char *field, lua_Integer def)
-{
-    lua_getfield(L, idx, field);
-    lua_Integer v = def;
-    if (!lua_isnil(L, -1)) {
-        int ok;
-        v = lua_tointegerx(L, -1, &ok);
-        if (!ok || v < 0)
-            luaL_error(L, "http: %s must be a non-negative integer", field);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 typedef struct {
     const char *data;
     size_t len;
@@ -578,7 +565,7 @@ typedef struct {
 static void check_request_opts(lua_State *L, int idx, request_opts *o)
 {
     luaL_checktype(L, idx, LUA_TTABLE);
-    o->max_body = (size_t)opt_int(L, idx, "max_body", 16 << 20);
+    o->max_body = (size_t)sacm_opt_integer(L, idx, "http.request", "max_body", 16 << 20, 0);
     lua_getfield(L, idx, "data");
     o->data = luaL_checklstring(L, -1, &o->len);
     lua_pop(L, 1); /* the options table keeps the string alive */
@@ -618,9 +605,9 @@ static int l_request(lua_State *L)
     request_opts o;
     check_request_opts(L, 2, &o);
     luaL_checktype(L, 3, LUA_TFUNCTION);
-    const char *address = http_opt_str(L, 2, "address");
-    const char *host = http_opt_str(L, 2, "host");
-    lua_Integer port = opt_int(L, 2, "port", 443);
+    const char *address = sacm_opt_string(L, 2, "http.request", "address", 0);
+    const char *host = sacm_opt_string(L, 2, "http.request", "host", 0);
+    lua_Integer port = sacm_opt_integer(L, 2, "http.request", "port", 443, 0);
     luaL_argcheck(L, address != NULL && host != NULL, 2, "address and host are required");
     luaL_argcheck(L, port > 0 && port < 65536, 2, "port out of range");
     luaL_argcheck(L, cbox->ctx != NULL, 1, "closed TLS context");

@@ -121,10 +121,3 @@ const char *ssl_error_text(char *out, size_t size, const char *fallback)
     return out;
 }
 
-const char *http_opt_str(lua_State *L, int idx, const char *field)
-{
-    lua_getfield(L, idx, field);
-    const char *s = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-    lua_pop(L, 1);
-    return s;
-}

@@ -39,7 +39,6 @@ void headers_push(lua_State *L, const header_list *h, const char *head);
 
 /* opts[field] as a string, or NULL when absent; raises when it is something else. The options
  * table keeps the string alive. */
-const char *http_opt_str(lua_State *L, int idx, const char *field);
 
 /* OpenSSL's last error as text (and clears the queue), or `fallback` when it holds none. */
 const char *ssl_error_text(char *out, size_t size, const char *fallback);
