@@ -21,9 +21,20 @@ function M.is(v)
   return getmetatable(v) == Error
 end
 
---- is_condition(v, condition): true when v is an error with that condition.
+-- Names that say the same thing (docs/api/errors.md): the runtime's older name beside the
+-- RFC 6120 one. is_condition treats the two of a pair as one.
+M.SAME = {
+  ["timeout"] = "remote-server-timeout", ["remote-server-timeout"] = "timeout",
+  ["internal-error"] = "internal-server-error", ["internal-server-error"] = "internal-error",
+}
+
+--- is_condition(v, condition): true when v is an error with that condition (or its other name).
+---@param v any
+---@param condition string
+---@return boolean
 function M.is_condition(v, condition)
-  return getmetatable(v) == Error and v.condition == condition
+  if getmetatable(v) ~= Error then return false end
+  return v.condition == condition or M.SAME[condition] == v.condition
 end
 
 --- message(v): any error value (string, error object, other) as one line of text.
