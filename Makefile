@@ -56,7 +56,7 @@ SANITIZE  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 COMMANDS = grid/repository:repository grid/evaluator:evaluator grid/collector:collector \
            grid/orchestrator:orchestrator assess:assess policy:policy backup:backup enroll:enroll
 
-.PHONY: all deps test test-unit test-asan check-install demo bench install uninstall clean FORCE
+.PHONY: all deps test test-fast test-unit test-asan check-install demo bench install uninstall clean FORCE
 
 all: sacmrun sacmrun-tls.so sacmrun-sqlite.so sacmrun-pg.so sacmrun-repl.so
 
@@ -124,6 +124,11 @@ test: deps
 
 test-unit: all
 	SACMRUN_STRICT_EXIT=1 ./sacmrun spec/run.lua $(SPEC)
+
+# The fast layer: the specs that start no server (Prosody, ejabberd, PostgreSQL, nginx, a grid).
+# End-to-end specs carry the busted tag #e2e in their describe (docs/testing.md).
+test-fast: all
+	SACMRUN_STRICT_EXIT=1 ./sacmrun spec/run.lua --exclude-tags=e2e $(SPEC)
 
 test-asan: sacmrun-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp \

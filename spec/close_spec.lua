@@ -100,7 +100,7 @@ end)()
     assert.equal("failed", t.status)
   end)
 
-  describe("with a grid member (orchestrator) on a real Prosody", function()
+  describe("with a grid member (orchestrator) on a real Prosody #e2e", function()
     local server, repo, dir
     lazy_setup(function()
       server = prosody.start({ users = { orchestrator = "pw", repository = "pw" }, shipped = true })

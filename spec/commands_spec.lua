@@ -60,7 +60,7 @@ describe("sacm.xmpp.commands provider API", function()
   end)
 end)
 
-describe("sacm.xmpp.commands", function()
+describe("sacm.xmpp.commands #e2e", function()
   local server, responder, bob, alice2, provider
   local log = {} -- what the commands' code saw
 

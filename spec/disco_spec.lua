@@ -20,7 +20,7 @@ local function names(list, field)
   return out
 end
 
-describe("sacm.xmpp.disco", function()
+describe("sacm.xmpp.disco #e2e", function()
   local server, alice, bob
 
   lazy_setup(function()

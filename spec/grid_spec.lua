@@ -45,7 +45,7 @@ return {
 ]]):format(tag, tag)
 end
 
-describe("the SACM grid over Prosody", function()
+describe("the SACM grid over Prosody #e2e", function()
   local server, dir, policies
 
   local g

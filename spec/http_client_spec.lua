@@ -582,7 +582,7 @@ while True:
     end)
   end)
 
-  describe("against nginx", function()
+  describe("against nginx #e2e", function()
     local port, stop, page
     lazy_setup(function()
       local nginx = fs.stat("/usr/sbin/nginx") and "/usr/sbin/nginx" or "nginx"

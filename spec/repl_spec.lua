@@ -352,7 +352,7 @@ describe("the REPL on a terminal", function()
   end)
 end)
 
-describe("the REPL on a terminal, connected to a grid", function()
+describe("the REPL on a terminal, connected to a grid #e2e", function()
   local prosody = require "support.prosody"
   local server, term, dir
   lazy_setup(function()

@@ -100,7 +100,7 @@ end
 local wait_until = require("support.wait").until_true
 local grid = require "support.grid"
 
-describe("sacm.rolie", function()
+describe("sacm.rolie #e2e", function()
   lazy_setup(function()
     local r = assert(proc.run({ "mktemp", "-d", "/tmp/sacmrun-rolie-XXXXXXXXXX" }))
     dir = r.stdout:gsub("%s+$", "")
