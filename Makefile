@@ -56,7 +56,7 @@ SANITIZE  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 COMMANDS = grid/repository:repository grid/evaluator:evaluator grid/collector:collector \
            grid/orchestrator:orchestrator assess:assess policy:policy backup:backup enroll:enroll
 
-.PHONY: all deps test test-fast test-unit test-asan check-install demo bench install uninstall clean FORCE
+.PHONY: all deps test test-fast test-unit test-asan lint check-install demo bench install uninstall clean FORCE
 
 all: sacmrun sacmrun-tls.so sacmrun-sqlite.so sacmrun-pg.so sacmrun-repl.so
 
@@ -118,6 +118,7 @@ build/obj build/asan:
 # the real binary, then again under AddressSanitizer + UBSan.
 test: deps
 	$(MAKE) WERROR=1 all sacmrun-asan
+	$(MAKE) lint
 	$(MAKE) test-unit
 	$(MAKE) test-asan
 	$(MAKE) check-install
@@ -134,6 +135,12 @@ test-asan: sacmrun-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1 \
 	SACMRUN_STRICT_EXIT=1 SACMRUN_BIN=./sacmrun-asan ./sacmrun-asan spec/run.lua $(SPEC)
+
+# luacheck (Debian's lua-check) over every Lua file of the tree; .luacheckrc names the globals
+# the runtime, busted, the policy sandbox and Prosody define. Zero warnings is the bar.
+LINT_DIRS = lua spec examples bench policies
+lint:
+	luacheck --quiet --formatter=plain $(LINT_DIRS)
 
 # Installs a copy under a temporary prefix and checks that the installed binary finds its library
 # from anywhere, without the source tree.

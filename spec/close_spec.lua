@@ -91,7 +91,7 @@ end)()
 
   it("a task's failure is the original error when its close handler raises", function()
     local t = task.spawn({ silent = true }, function()
-      local x <close> = setmetatable({}, { __close = function() error("close failed", 0) end })
+      local _x <close> = setmetatable({}, { __close = function() error("close failed", 0) end })
       error("original", 0)
     end)
     local ok, err = pcall(t.await, t)

@@ -15,7 +15,6 @@ local fs = require "sacm.fs"
 local xml = require "sacm.xml"
 local crypto = require "sacm.crypto"
 local time = require "sacm.time"
-local task = require "sacm.task"
 
 local RNG = "spec/fixtures/rolie/rolie.rng"
 local RESULTS, POSTURE = 23, 4
@@ -187,6 +186,7 @@ describe("sacm.rolie #e2e", function()
       end
 
       -- admin may write: the policies collection accepts Lua and Atom entries
+      local _
       status, _, body = get(base .. "/rolie/servicedocument", { "-u", "admin:admin-pw" })
       assert.equal(200, status)
       assert.matches("<accept>application/x%-lua</accept>", body)

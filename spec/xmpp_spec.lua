@@ -4,7 +4,6 @@ local xmpp = require "sacm.xmpp"
 local st = require "sacm.xmpp.stanza"
 local task = require "sacm.task"
 local sync = require "sacm.sync"
-local jid = require "sacm.xmpp.jid"
 local loop = require "sacm._loop"
 
 local function seconds_since(t0) return (loop.hrtime() - t0) / 1e9 end

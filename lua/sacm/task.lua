@@ -499,7 +499,7 @@ function M.all(tasks, timeout)
     if not r[1] then
       results[i] = { ok = false, err = r[2] }
     elseif r[2] == nil and errors.is(r[3]) and (r[3].condition == "timeout" or r[3].condition == "cancelled")
-        and not (t.status == "done") then
+        and t.status ~= "done" then
       results[i] = { ok = false, err = r[3] }
     else
       local values = pack(unpack(r, 2, r.n))
