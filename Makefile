@@ -56,7 +56,7 @@ SANITIZE  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 COMMANDS = grid/repository:repository grid/evaluator:evaluator grid/collector:collector \
            grid/orchestrator:orchestrator assess:assess policy:policy backup:backup enroll:enroll
 
-.PHONY: all deps test test-fast test-unit test-asan lint check-install demo bench install uninstall clean FORCE
+.PHONY: all deps test test-fast test-unit test-asan test-c lint check-install demo bench install uninstall clean FORCE
 
 all: sacmrun sacmrun-tls.so sacmrun-sqlite.so sacmrun-pg.so sacmrun-repl.so
 
@@ -119,6 +119,7 @@ build/obj build/asan:
 test: deps
 	$(MAKE) WERROR=1 all sacmrun-asan
 	$(MAKE) lint
+	$(MAKE) test-c
 	$(MAKE) test-unit
 	$(MAKE) test-asan
 	$(MAKE) check-install
@@ -135,6 +136,13 @@ test-asan: sacmrun-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp \
 	UBSAN_OPTIONS=print_stacktrace=1 \
 	SACMRUN_STRICT_EXIT=1 SACMRUN_BIN=./sacmrun-asan ./sacmrun-asan spec/run.lua $(SPEC)
+
+# C-level table-driven tests (spec/c/): helpers Lua cannot drive piece by piece, under ASan+UBSan.
+C_TEST_SRCS = spec/c/runtime_test.c runtime/options.c runtime/http_common.c
+build/runtime_test: $(C_TEST_SRCS) runtime/options.h runtime/http_common.h | build/asan
+	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -o $@ $(C_TEST_SRCS) $(TLS_LIBS)
+test-c: build/runtime_test
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/runtime_test
 
 # luacheck (Debian's lua-check) over every Lua file of the tree; .luacheckrc names the globals
 # the runtime, busted, the policy sandbox and Prosody define. Zero warnings is the bar.

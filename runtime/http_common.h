@@ -37,9 +37,6 @@ void headers_free(header_list *h);
 /* Pushes {name = value}; a repeated field becomes one comma-separated value (RFC 9110 5.3). */
 void headers_push(lua_State *L, const header_list *h, const char *head);
 
-/* opts[field] as a string, or NULL when absent; raises when it is something else. The options
- * table keeps the string alive. */
-
 /* OpenSSL's last error as text (and clears the queue), or `fallback` when it holds none. */
 const char *ssl_error_text(char *out, size_t size, const char *fallback);
 
