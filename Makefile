@@ -56,7 +56,7 @@ SANITIZE  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 COMMANDS = grid/repository:repository grid/evaluator:evaluator grid/collector:collector \
            grid/orchestrator:orchestrator assess:assess policy:policy backup:backup enroll:enroll
 
-.PHONY: all deps test test-fast test-unit test-asan test-c lint check-install demo bench install uninstall clean FORCE
+.PHONY: all deps test test-fast test-unit test-asan test-c lint check-docs check-install demo bench install uninstall clean FORCE
 
 all: sacmrun sacmrun-tls.so sacmrun-sqlite.so sacmrun-pg.so sacmrun-repl.so
 
@@ -119,6 +119,7 @@ build/obj build/asan:
 test: deps
 	$(MAKE) WERROR=1 all sacmrun-asan
 	$(MAKE) lint
+	$(MAKE) check-docs
 	$(MAKE) test-c
 	$(MAKE) test-unit
 	$(MAKE) test-asan
@@ -144,9 +145,13 @@ build/runtime_test: $(C_TEST_SRCS) runtime/options.h runtime/http_common.h | bui
 test-c: build/runtime_test
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/runtime_test
 
+# Every public function of the main Lua modules has an entry in docs/api/ (tools/check-api-docs.lua).
+check-docs: sacmrun
+	./sacmrun tools/check-api-docs.lua
+
 # luacheck (Debian's lua-check) over every Lua file of the tree; .luacheckrc names the globals
 # the runtime, busted, the policy sandbox and Prosody define. Zero warnings is the bar.
-LINT_DIRS = lua spec examples bench policies
+LINT_DIRS = lua spec examples bench policies tools
 lint:
 	luacheck --quiet --formatter=plain $(LINT_DIRS)
 
