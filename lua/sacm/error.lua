@@ -4,10 +4,17 @@
 -- closed); err.text is for people, and tostring(err) reads "condition: text".
 local core = require "sacm._error"
 
+---@class sacm.Error
+---@field condition string a name to branch on (docs/api/errors.md)
+---@field text string? what happened, for people
 local Error = core.metatable
 local M = { metatable = Error }
 
 --- new(condition, text [, fields]) -> err. fields are copied onto the error (type, line, ...).
+---@param condition string
+---@param text? string
+---@param fields? table copied onto the error
+---@return sacm.Error
 function M.new(condition, text, fields)
   assert(type(condition) == "string", "error condition must be a string")
   local err = { condition = condition, text = text }
@@ -17,6 +24,8 @@ function M.new(condition, text, fields)
   return setmetatable(err, Error)
 end
 
+---@param v any
+---@return boolean
 function M.is(v)
   return getmetatable(v) == Error
 end
@@ -38,6 +47,8 @@ function M.is_condition(v, condition)
 end
 
 --- message(v): any error value (string, error object, other) as one line of text.
+---@param v any
+---@return string
 function M.message(v)
   if type(v) == "string" then return v end
   local mt = getmetatable(v)
@@ -77,6 +88,8 @@ end
 -- raises. While an error propagates through the variable's scope it never raises: Lua would let
 -- its error replace the one propagating, and people would debug the cleanup instead of the
 -- cause. A failure to close is logged (warn) there. Every closable object of the library uses it.
+---@param close fun(self: any)
+---@return fun(self: any, err: any) metamethod
 function M.closer(close)
   return function(self, err)
     if err == nil then return close(self) end

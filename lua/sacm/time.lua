@@ -8,11 +8,15 @@ local M = {}
 
 M.now = loop.time
 
+---@return number seconds from an arbitrary origin, never going back
 function M.monotonic()
   return loop.hrtime() / 1e9
 end
 
 --- format([t [, digits]]) -> "YYYY-MM-DDThh:mm:ss[.fff]Z" in UTC. digits: fraction digits (0-6, default 3).
+---@param t? number seconds since the epoch (default: now)
+---@param digits? integer fraction digits, 0 to 6 (default 3)
+---@return string
 function M.format(t, digits)
   t = t or loop.time()
   digits = digits or 3
@@ -45,6 +49,9 @@ end
 
 --- parse(s) -> seconds since the epoch (float), or nil, err. Accepts XEP-0082 DateTime
 -- (CCYY-MM-DDThh:mm:ss[.sss]TZD with TZD "Z" or ±hh:mm) and Date (CCYY-MM-DD, as midnight UTC).
+---@param s string
+---@return number? seconds since the epoch
+---@return sacm.Error? err
 function M.parse(s)
   if type(s) ~= "string" then return nil, errors.new("bad-format", "date-time must be a string") end
   local y, mo, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
