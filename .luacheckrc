@@ -14,7 +14,7 @@ files["spec/**/*.lua"] = { std = "+busted" }
 files["spec/run.lua"] = { globals = { "arg" } }
 -- policy files run in the sandbox (lua/sacm/policy/sandbox.lua), which defines these
 files["policies/*.lua"] = { std = "min", read_globals = { "find_item", "filter_items", "is_empty", "contains", "split",
-  "trim", "version_compare", "version_lt", "glob", "string", "table", "math", "utf8", "rawlen" } }
+  "trim", "version_compare", "version_lt", "glob", "references", "string", "table", "math", "utf8", "rawlen" } }
 -- Prosody modules run inside Prosody
 -- Prosody modules run inside Prosody, whose module environment keeps a module's top-level functions
 files["examples/servers/prosody-modules/*.lua"] = { allow_defined_top = true, globals = { "module" },

@@ -200,11 +200,6 @@ static void finish(conn_t *c)
 
 /* ---------------------------------------------------------------- writing */
 
-typedef struct {
-    uv_write_t req;
-    char data[];
-} write_req;
-
 static int is_peer_gone(int status)
 {
     return status == UV_EOF || status == UV_ECONNRESET || status == UV_EPIPE;
@@ -230,24 +225,10 @@ static void flush(conn_t *c)
 {
     if (c->closed)
         return;
-    size_t n = BIO_ctrl_pending(c->wbio);
-    if (n == 0)
-        return;
-    write_req *w = malloc(sizeof *w + n);
-    if (w == NULL) {
+    int rc = tls_send_pending(c->wbio, (uv_stream_t *)&c->tcp, c, on_write);
+    if (rc == UV_ENOMEM) {
         fail(c, "ENOMEM", "out of memory");
-        return;
-    }
-    int got = BIO_read(c->wbio, w->data, (int)n);
-    if (got <= 0) {
-        free(w);
-        return;
-    }
-    w->req.data = c;
-    uv_buf_t buf = uv_buf_init(w->data, (unsigned)got);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
-    if (rc < 0) {
-        free(w);
+    } else if (rc < 0) {
         c->peer_gone = is_peer_gone(rc);
         fail(c, uv_err_name(rc), "sending the request to %s: %s", c->peer, uv_strerror(rc));
     }

@@ -110,6 +110,34 @@ void headers_push(lua_State *L, const header_list *h, const char *head)
     }
 }
 
+typedef struct {
+    uv_write_t req; /* first: on_write frees the request */
+    char data[];
+} pending_write;
+
+int tls_send_pending(BIO *wbio, uv_stream_t *stream, void *data, uv_write_cb on_write)
+{
+    size_t n = BIO_ctrl_pending(wbio);
+    if (n == 0)
+        return 0;
+    pending_write *w = malloc(sizeof *w + n);
+    if (w == NULL)
+        return UV_ENOMEM;
+    int got = BIO_read(wbio, w->data, (int)n);
+    if (got <= 0) {
+        free(w);
+        return 0;
+    }
+    w->req.data = data;
+    uv_buf_t buf = uv_buf_init(w->data, (unsigned)got);
+    int rc = uv_write(&w->req, stream, &buf, 1, on_write);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    return 1;
+}
+
 const char *ssl_error_text(char *out, size_t size, const char *fallback)
 {
     unsigned long e = ERR_peek_last_error();

@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 #include <lua.h>
+#include <openssl/bio.h>
+#include <uv.h>
 
 typedef struct {
     char *p;
@@ -36,6 +38,11 @@ void headers_clear(header_list *h);
 void headers_free(header_list *h);
 /* Pushes {name = value}; a repeated field becomes one comma-separated value (RFC 9110 5.3). */
 void headers_push(lua_State *L, const header_list *h, const char *head);
+
+/* Writes what OpenSSL left in the write BIO to stream as one uv_write whose req->data is `data`;
+ * on_write must free(req). Returns 1 when a write was started, 0 when there was nothing to send,
+ * or a negative libuv error (UV_ENOMEM included) when none was started. */
+int tls_send_pending(BIO *wbio, uv_stream_t *stream, void *data, uv_write_cb on_write);
 
 /* OpenSSL's last error as text (and clears the queue), or `fallback` when it holds none. */
 const char *ssl_error_text(char *out, size_t size, const char *fallback);

@@ -11,19 +11,12 @@
 #include <openssl/x509v3.h>
 #include "http_server.h"
 
-typedef struct {
-    uv_write_t req;
-    conn_t *c;
-    char data[];
-} write_req;
-
 /* A write finished: the slow-reader deadline may become the idle one, and a connection that
  * stopped reading because the kernel held too much of its output may read again. */
 static void on_write(uv_write_t *req, int status)
 {
-    write_req *w = (write_req *)req;
-    conn_t *c = w->c;
-    free(w);
+    conn_t *c = req->data;
+    free(req);
     c->writes_pending--;
     if (c->closed)
         return;
@@ -46,28 +39,11 @@ void hs_flush(conn_t *c)
 {
     if (c->closed)
         return;
-    size_t n = BIO_ctrl_pending(c->wbio);
-    if (n == 0)
-        return;
-    write_req *w = malloc(sizeof *w + n);
-    if (w == NULL) {
+    int rc = tls_send_pending(c->wbio, (uv_stream_t *)&c->tcp, c, on_write);
+    if (rc < 0)
         hs_conn_close(c);
-        return;
-    }
-    w->c = c;
-    int got = BIO_read(c->wbio, w->data, (int)n);
-    if (got <= 0) {
-        free(w);
-        return;
-    }
-    uv_buf_t buf = uv_buf_init(w->data, (unsigned)got);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
-    if (rc < 0) {
-        free(w);
-        hs_conn_close(c);
-        return;
-    }
-    c->writes_pending++;
+    else if (rc > 0)
+        c->writes_pending++;
 }
 
 int hs_tls_write(conn_t *c, const char *data, size_t len)

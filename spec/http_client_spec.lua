@@ -49,7 +49,7 @@ local function start_process(argv)
 end
 
 local function read_port(file)
-  for _ = 1, 500 do
+  for _ = 1, 3000 do -- up to 30 s: building its answers takes python several seconds on a loaded machine
     local text = fs.read(file)
     if text and text ~= "" then return tonumber(text) end
     task.sleep(0.01)
