@@ -616,20 +616,11 @@ static int l_request(lua_State *L)
     c->box = box;
 
     ERR_clear_error();
-    c->ssl = SSL_new(cbox->ctx);
-    c->rbio = BIO_new(BIO_s_mem());
-    c->wbio = BIO_new(BIO_s_mem());
-    if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {
-        BIO_free(c->rbio);
-        BIO_free(c->wbio);
-        c->rbio = c->wbio = NULL;
+    c->ssl = tls_memory_session(cbox->ctx, 0, &c->rbio, &c->wbio);
+    if (c->ssl == NULL) {
         conn_close(c);
         return luaL_error(L, "out of memory");
     }
-    /* an empty read BIO means "wait for more", not the end of the stream */
-    BIO_set_mem_eof_return(c->rbio, -1);
-    SSL_set_bio(c->ssl, c->rbio, c->wbio);
-    SSL_set_connect_state(c->ssl);
 
     if (client_tls_expect(c->ssl, cbox, host) < 0) {
         char text[200];

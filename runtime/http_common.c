@@ -110,6 +110,28 @@ void headers_push(lua_State *L, const header_list *h, const char *head)
     }
 }
 
+SSL *tls_memory_session(SSL_CTX *ctx, int server, BIO **rbio, BIO **wbio)
+{
+    SSL *ssl = SSL_new(ctx);
+    BIO *r = BIO_new(BIO_s_mem()), *w = BIO_new(BIO_s_mem());
+    if (ssl == NULL || r == NULL || w == NULL) {
+        SSL_free(ssl);
+        BIO_free(r);
+        BIO_free(w);
+        return NULL;
+    }
+    /* an empty read BIO means "wait for more", not the end of the stream */
+    BIO_set_mem_eof_return(r, -1);
+    SSL_set_bio(ssl, r, w);
+    if (server)
+        SSL_set_accept_state(ssl);
+    else
+        SSL_set_connect_state(ssl);
+    *rbio = r;
+    *wbio = w;
+    return ssl;
+}
+
 typedef struct {
     uv_write_t req; /* first: on_write frees the request */
     char data[];

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <lua.h>
 #include <openssl/bio.h>
+#include <openssl/ssl.h>
 #include <uv.h>
 
 typedef struct {
@@ -38,6 +39,11 @@ void headers_clear(header_list *h);
 void headers_free(header_list *h);
 /* Pushes {name = value}; a repeated field becomes one comma-separated value (RFC 9110 5.3). */
 void headers_push(lua_State *L, const header_list *h, const char *head);
+
+/* A TLS session over a pair of memory BIOs, so that the loop does all socket I/O: ciphertext read
+ * from the socket goes into *rbio, what OpenSSL wants sent comes out of *wbio (see
+ * tls_send_pending). The session owns both BIOs. NULL when out of memory. */
+SSL *tls_memory_session(SSL_CTX *ctx, int server, BIO **rbio, BIO **wbio);
 
 /* Writes what OpenSSL left in the write BIO to stream as one uv_write whose req->data is `data`;
  * on_write must free(req). Returns 1 when a write was started, 0 when there was nothing to send,

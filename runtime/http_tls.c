@@ -255,18 +255,6 @@ SSL_CTX *hs_tls_context(lua_State *L, const hs_tls_opts *o)
 
 int hs_tls_start(conn_t *c)
 {
-    c->ssl = SSL_new(c->srv->ctx);
-    c->rbio = BIO_new(BIO_s_mem());
-    c->wbio = BIO_new(BIO_s_mem());
-    if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {
-        BIO_free(c->rbio);
-        BIO_free(c->wbio);
-        c->rbio = c->wbio = NULL;
-        return -1;
-    }
-    /* an empty read BIO means "wait for more", not EOF */
-    BIO_set_mem_eof_return(c->rbio, -1);
-    SSL_set_bio(c->ssl, c->rbio, c->wbio);
-    SSL_set_accept_state(c->ssl);
-    return 0;
+    c->ssl = tls_memory_session(c->srv->ctx, 1, &c->rbio, &c->wbio);
+    return c->ssl ? 0 : -1;
 }

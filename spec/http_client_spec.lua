@@ -57,7 +57,7 @@ local function read_port(file)
   error("no port in " .. file)
 end
 
-describe("http.request", function()
+describe("http.request #e2e", function()
   lazy_setup(function()
     local r = assert(proc.run({ "mktemp", "-d", "/tmp/sacmrun-httpc-XXXXXXXXXX" }))
     dir = r.stdout:gsub("%s+$", "")

@@ -50,7 +50,7 @@ local function echo(req)
   return 200, { ["Content-Type"] = "text/plain" }, table.concat(lines, "|")
 end
 
-describe("sacm.http", function()
+describe("sacm.http #e2e", function()
   lazy_setup(function()
     dir = tmp.dir("http")
     ca = certs.ca(dir, "ca", "sacmrun http test CA")
