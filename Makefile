@@ -36,7 +36,7 @@ EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 TLS_SRCS  = runtime/crypto.c runtime/x509.c runtime/xmpp.c runtime/xmpp_error.c runtime/xmpp_stanza.c runtime/http.c \
             runtime/http_conn.c runtime/http_tls.c runtime/http_client.c runtime/http_client_tls.c \
             runtime/http_common.c
-SQLITE_SRCS = runtime/sqlite.c
+SQLITE_SRCS = runtime/sqlite.c runtime/sqlite_stmt.c
 PG_SRCS   = runtime/pg.c
 REPL_SRCS = runtime/repl.c
 SRCS      = $(filter-out $(TLS_SRCS) $(SQLITE_SRCS) $(PG_SRCS) $(REPL_SRCS),$(wildcard runtime/*.c))
@@ -56,7 +56,7 @@ SANITIZE  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 COMMANDS = grid/repository:repository grid/evaluator:evaluator grid/collector:collector \
            grid/orchestrator:orchestrator assess:assess policy:policy backup:backup enroll:enroll
 
-.PHONY: all deps test test-unit test-asan check-install demo bench install uninstall clean FORCE fuzz fuzz-build fuzz-smoke
+.PHONY: all deps test test-fast test-unit test-asan test-c lint check-docs check-install demo bench install uninstall clean FORCE fuzz fuzz-build fuzz-smoke
 
 all: sacmrun sacmrun-tls.so sacmrun-sqlite.so sacmrun-pg.so sacmrun-repl.so
 
@@ -77,21 +77,15 @@ sacmrun-pg.so: $(PG_OBJS)
 sacmrun-repl.so: $(REPL_OBJS)
 	$(CC) $(CFLAGS) -shared -o $@ $(REPL_OBJS) $(REPL_LIBS)
 
-# the parser and the serializer share xml_internal.h
-$(foreach d,obj asan,build/$(d)/xml.o build/$(d)/xml_write.o): runtime/xml_internal.h
+# Header dependencies come from the compiler (-MMD writes build/*/NAME.d beside each object,
+# -MP adds an empty rule per header so a deleted header does not stop the build).
+DEPFLAGS = -MMD -MP
+-include $(wildcard build/obj/*.d build/asan/*.d)
+# an object built before this rule has no .d yet: build it again once so its headers are known
+$(foreach o,$(wildcard build/obj/*.o build/asan/*.o),$(if $(wildcard $(o:.o=.d)),,$(eval $(o): FORCE)))
 
-# the HTTPS server and client share http_common.h; the server's parts share http_server.h
-HTTP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_conn http_tls http_client http_client_tls http_common))
-$(HTTP_OBJS): runtime/http_common.h
-HTTP_SERVER_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http http_conn http_tls))
-$(HTTP_SERVER_OBJS): runtime/http_server.h
-XMPP_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,xmpp xmpp_error xmpp_stanza))
-$(XMPP_OBJS): runtime/xmpp_link.h
-CLIENT_OBJS = $(foreach d,obj asan,$(patsubst %,build/$(d)/%.o,http_client http_client_tls))
-$(CLIENT_OBJS): runtime/http_client_tls.h
-
-build/obj/%.o: runtime/%.c runtime/sacmrun.h | build/obj
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+build/obj/%.o: runtime/%.c | build/obj
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 # state.c has the install location compiled in: rebuild it when PREFIX changes.
 build/sharedir: FORCE | build/obj
@@ -114,8 +108,8 @@ sacmrun-asan-pg.so: $(ASAN_PG_OBJS)
 sacmrun-asan-repl.so: $(ASAN_REPL_OBJS)
 	$(CC) $(CFLAGS) $(SANITIZE) -shared -o $@ $(ASAN_REPL_OBJS) $(REPL_LIBS)
 
-build/asan/%.o: runtime/%.c runtime/sacmrun.h | build/asan
-	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -c -o $@ $<
+build/asan/%.o: runtime/%.c | build/asan
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -O1 $(SANITIZE) -c -o $@ $<
 
 build/obj build/asan:
 	mkdir -p $@
@@ -124,6 +118,9 @@ build/obj build/asan:
 # the real binary, then again under AddressSanitizer + UBSan.
 test: deps
 	$(MAKE) WERROR=1 all sacmrun-asan
+	$(MAKE) lint
+	$(MAKE) check-docs
+	$(MAKE) test-c
 	$(MAKE) test-unit
 	$(MAKE) test-asan
 	$(MAKE) fuzz-smoke
@@ -131,6 +128,11 @@ test: deps
 
 test-unit: all
 	SACMRUN_STRICT_EXIT=1 ./sacmrun spec/run.lua $(SPEC)
+
+# The fast layer: the specs that start no server (Prosody, ejabberd, PostgreSQL, nginx, a grid).
+# End-to-end specs carry the busted tag #e2e in their describe (docs/testing.md).
+test-fast: all
+	SACMRUN_STRICT_EXIT=1 ./sacmrun spec/run.lua --exclude-tags=e2e $(SPEC)
 
 test-asan: sacmrun-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp \
@@ -168,6 +170,23 @@ fuzz: deps fuzz-build
 	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 fuzz-smoke: fuzz-build
 	fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+
+# C-level table-driven tests (spec/c/): helpers Lua cannot drive piece by piece, under ASan+UBSan.
+C_TEST_SRCS = spec/c/runtime_test.c runtime/options.c runtime/http_common.c
+build/runtime_test: $(C_TEST_SRCS) runtime/options.h runtime/http_common.h | build/asan
+	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -o $@ $(C_TEST_SRCS) $(TLS_LIBS)
+test-c: build/runtime_test
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/runtime_test
+
+# Every public function of the main Lua modules has an entry in docs/api/ (tools/check-api-docs.lua).
+check-docs: sacmrun
+	./sacmrun tools/check-api-docs.lua
+
+# luacheck (Debian's lua-check) over every Lua file of the tree; .luacheckrc names the globals
+# the runtime, busted, the policy sandbox and Prosody define. Zero warnings is the bar.
+LINT_DIRS = lua spec examples bench policies tools
+lint:
+	luacheck --quiet --formatter=plain $(LINT_DIRS)
 
 # Installs a copy under a temporary prefix and checks that the installed binary finds its library
 # from anywhere, without the source tree.

@@ -2,14 +2,7 @@
 -- where password is "set", "empty", "locked" or "unknown" when the shadow file was not readable)
 -- and groups (kind "groups": items {name, gid, members}).
 
-local SSG = "xccdf_org.ssgproject.content_rule_"
-
-local function refs(ssg, cis, cis_title)
-  local out = {}
-  for _, name in ipairs(ssg) do out[#out + 1] = { system = "ssg", id = SSG .. name } end
-  if cis then out[#out + 1] = { system = "cis-debian12", id = cis, title = cis_title } end
-  return out
-end
+local refs = references -- SSG rules and the CIS recommendation (docs/policies.md)
 
 -- Accounts below this UID are system accounts (login.defs UID_MIN, 1000 on Debian).
 local UID_MIN = 1000

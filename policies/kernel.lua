@@ -7,16 +7,7 @@
 -- force until then. A key the running kernel does not have is not judged (the feature it guards
 -- does not exist here, e.g. IPv6 switched off); a rule none of whose keys exist is notapplicable.
 
-local SSG = "xccdf_org.ssgproject.content_rule_"
-
--- references for a rule: SSG rule names (without the XCCDF prefix) and the CIS Debian Linux 12
--- Benchmark recommendation (number, title), either may be absent.
-local function refs(ssg, cis, cis_title)
-  local out = {}
-  for _, name in ipairs(ssg) do out[#out + 1] = { system = "ssg", id = SSG .. name } end
-  if cis then out[#out + 1] = { system = "cis-debian12", id = cis, title = cis_title } end
-  return out
-end
+local refs = references -- SSG rules and the CIS recommendation (docs/policies.md)
 
 local function describe(wanted)
   if #wanted == 1 then return wanted[1] end

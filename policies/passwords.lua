@@ -8,14 +8,7 @@
 -- ageing rules also judge the accounts that exist (their shadow entries), the way the sysctl rules
 -- judge the persistent and the run-time value.
 
-local SSG = "xccdf_org.ssgproject.content_rule_"
-
-local function refs(ssg, cis, cis_title)
-  local out = {}
-  for _, name in ipairs(ssg) do out[#out + 1] = { system = "ssg", id = SSG .. name } end
-  if cis then out[#out + 1] = { system = "cis-debian12", id = cis, title = cis_title } end
-  return out
-end
+local refs = references -- SSG rules and the CIS recommendation (docs/policies.md)
 
 local function int(v) return math.tointeger(tonumber(v)) end
 

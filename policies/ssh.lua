@@ -14,14 +14,7 @@ local DEFAULTS = {
   usepam = "no", disableforwarding = "no", gssapiauthentication = "no",
 }
 
-local SSG = "xccdf_org.ssgproject.content_rule_"
-
-local function refs(ssg, cis, cis_title)
-  local out = {}
-  for _, name in ipairs(ssg) do out[#out + 1] = { system = "ssg", id = SSG .. name } end
-  if cis then out[#out + 1] = { system = "cis-debian12", id = cis, title = cis_title } end
-  return out
-end
+local refs = references -- SSG rules and the CIS recommendation (docs/policies.md)
 
 -- The effective value of a key: configured, else sshd's default (the collector fills those in
 -- from sshd -T or its own table), else ours. Returns value (lower case), origin; nil without sshd.

@@ -3,14 +3,7 @@
 -- global value; and "packages"). The kind is not applicable where /etc/sudoers does not exist,
 -- so these rules are notapplicable without sudo, except sudo-installed.
 
-local SSG = "xccdf_org.ssgproject.content_rule_"
-
-local function refs(ssg, cis, cis_title)
-  local out = {}
-  for _, name in ipairs(ssg) do out[#out + 1] = { system = "ssg", id = SSG .. name } end
-  if cis then out[#out + 1] = { system = "cis-debian12", id = cis, title = cis_title } end
-  return out
-end
+local refs = references -- SSG rules and the CIS recommendation (docs/policies.md)
 
 local function where(e) return ("%s:%s"):format(tostring(e.file), tostring(e.line)) end
 

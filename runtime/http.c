@@ -21,6 +21,7 @@
 #include <strings.h>
 #include <http_parser.h>
 #include <openssl/ssl.h>
+#include "options.h"
 #include "http_server.h"
 
 static http_parser_settings parser_settings;
@@ -404,22 +405,19 @@ static int l_respond(lua_State *L)
     return 1;
 }
 
+/* conn:close(), <close> and __gc: one idempotent close. The C side holds the box until it frees
+ * the connection, so __gc comes after that, or at exit, when there is no loop turn left for a
+ * polite close_notify and the connection is closed at once. */
 static int l_conn_close(lua_State *L)
 {
     conn_t *c = check_conn(L, 1);
-    if (c && !c->closed) {
-        c->busy = 0;
+    if (c == NULL || c->closed)
+        return 0;
+    c->busy = 0;
+    if (sacm_state_closing())
+        hs_conn_close(c);
+    else
         hs_conn_finish(c);
-    }
-    return 0;
-}
-
-static int l_conn_gc(lua_State *L)
-{
-    conn_box *box = luaL_checkudata(L, 1, CONN_MT);
-    if (box->c)
-        box->c->box = NULL;
-    box->c = NULL;
     return 0;
 }
 
@@ -465,19 +463,13 @@ static void server_close(lua_State *L, server_t *s, int graceful)
     uv_close((uv_handle_t *)&s->idle, on_server_handle_closed);
 }
 
+/* server:close(), <close> and __gc: one idempotent close. Listening holds the box, so __gc comes
+ * after a close or at exit; only at exit are busy connections cut instead of answered first. */
 static int l_server_close(lua_State *L)
 {
     server_box *box = luaL_checkudata(L, 1, SERVER_MT);
     if (box->s)
-        server_close(L, box->s, 1);
-    return 0;
-}
-
-static int l_server_gc(lua_State *L)
-{
-    server_box *box = luaL_checkudata(L, 1, SERVER_MT);
-    if (box->s)
-        server_close(L, box->s, 0);
+        server_close(L, box->s, !sacm_state_closing());
     return 0;
 }
 
@@ -529,28 +521,6 @@ static int l_server_stats(lua_State *L)
     return 1;
 }
 
-static lua_Integer opt_int(lua_State *L, int idx, const char *field, lua_Integer def, lua_Integer min)
-{
-    lua_getfield(L, idx, field);
-    lua_Integer v = def;
-    if (!lua_isnil(L, -1)) {
-        int ok;
-        v = lua_tointegerx(L, -1, &ok);
-        if (!ok || v < min)
-            luaL_error(L, "http: option %s must be an integer >= %d", field, (int)min);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static const char *opt_str(lua_State *L, int idx, const char *field)
-{
-    lua_getfield(L, idx, field);
-    const char *s = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-    lua_pop(L, 1); /* the options table keeps the string alive */
-    return s;
-}
-
 
 
 /* listen(opts, on_request) -> server, or nil, err.
@@ -564,19 +534,19 @@ static int l_listen(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    const char *host = opt_str(L, 1, "host");
+    const char *host = sacm_opt_string(L, 1, "http.listen", "host", 0);
     if (host == NULL)
         host = "127.0.0.1";
-    lua_Integer port = opt_int(L, 1, "port", 0, 0);
+    lua_Integer port = sacm_opt_integer(L, 1, "http.listen", "port", 0, 0);
     luaL_argcheck(L, port < 65536, 1, "port out of range");
-    int backlog = (int)opt_int(L, 1, "backlog", 128, 1);
+    int backlog = (int)sacm_opt_integer(L, 1, "http.listen", "backlog", 128, 1);
     hs_tls_opts tls = {
-        .cert = opt_str(L, 1, "cert"),
-        .key = opt_str(L, 1, "key"),
-        .ca = opt_str(L, 1, "ca"),
+        .cert = sacm_opt_string(L, 1, "http.listen", "cert", 0),
+        .key = sacm_opt_string(L, 1, "http.listen", "key", 0),
+        .ca = sacm_opt_string(L, 1, "http.listen", "ca", 0),
         .verify_mode = SSL_VERIFY_NONE,
     };
-    const char *verify = opt_str(L, 1, "verify_client");
+    const char *verify = sacm_opt_string(L, 1, "http.listen", "verify_client", 0);
     if (tls.cert == NULL)
         return luaL_error(L, "http: a server certificate (cert) is required");
     if (verify && strcmp(verify, "required") == 0)
@@ -588,19 +558,19 @@ static int l_listen(lua_State *L)
     if (tls.verify_mode != SSL_VERIFY_NONE && tls.ca == NULL)
         return luaL_error(L, "http: verify_client needs a CA file (ca) to verify against");
 
-    int max_connections = (int)opt_int(L, 1, "max_connections", 256, 1);
-    int max_per_address = (int)opt_int(L, 1, "max_per_address", 64, 1);
-    size_t max_header_size = (size_t)opt_int(L, 1, "max_header_size", 16384, 256);
-    int max_headers = (int)opt_int(L, 1, "max_headers", 100, 1);
-    size_t max_url = (size_t)opt_int(L, 1, "max_url", 8192, 16);
-    size_t max_body = (size_t)opt_int(L, 1, "max_body", 1 << 20, 0);
-    uint64_t t_handshake = (uint64_t)opt_int(L, 1, "handshake_ms", 5000, 1);
-    uint64_t t_headers = (uint64_t)opt_int(L, 1, "headers_ms", 10000, 1);
-    uint64_t t_body = (uint64_t)opt_int(L, 1, "body_ms", 30000, 1);
-    uint64_t t_idle = (uint64_t)opt_int(L, 1, "idle_ms", 30000, 1);
-    uint64_t t_write = (uint64_t)opt_int(L, 1, "write_ms", 30000, 1);
-    uint64_t t_handler = (uint64_t)opt_int(L, 1, "handler_ms", 60000, 1);
-    uint64_t t_linger = (uint64_t)opt_int(L, 1, "linger_ms", 2000, 1);
+    int max_connections = (int)sacm_opt_integer(L, 1, "http.listen", "max_connections", 256, 1);
+    int max_per_address = (int)sacm_opt_integer(L, 1, "http.listen", "max_per_address", 64, 1);
+    size_t max_header_size = (size_t)sacm_opt_integer(L, 1, "http.listen", "max_header_size", 16384, 256);
+    int max_headers = (int)sacm_opt_integer(L, 1, "http.listen", "max_headers", 100, 1);
+    size_t max_url = (size_t)sacm_opt_integer(L, 1, "http.listen", "max_url", 8192, 16);
+    size_t max_body = (size_t)sacm_opt_integer(L, 1, "http.listen", "max_body", 1 << 20, 0);
+    uint64_t t_handshake = (uint64_t)sacm_opt_integer(L, 1, "http.listen", "handshake_ms", 5000, 1);
+    uint64_t t_headers = (uint64_t)sacm_opt_integer(L, 1, "http.listen", "headers_ms", 10000, 1);
+    uint64_t t_body = (uint64_t)sacm_opt_integer(L, 1, "http.listen", "body_ms", 30000, 1);
+    uint64_t t_idle = (uint64_t)sacm_opt_integer(L, 1, "http.listen", "idle_ms", 30000, 1);
+    uint64_t t_write = (uint64_t)sacm_opt_integer(L, 1, "http.listen", "write_ms", 30000, 1);
+    uint64_t t_handler = (uint64_t)sacm_opt_integer(L, 1, "http.listen", "handler_ms", 60000, 1);
+    uint64_t t_linger = (uint64_t)sacm_opt_integer(L, 1, "http.listen", "linger_ms", 2000, 1);
 
     struct sockaddr_storage addr;
     int rc = strchr(host, ':') ? uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&addr)
@@ -675,9 +645,7 @@ int luaopen_sacm__http(lua_State *L)
         {"stats", l_server_stats},
         {NULL, NULL},
     };
-    sacm_define_type(L, SERVER_MT, server_methods, l_server_gc);
-    lua_pushcfunction(L, l_server_close);
-    lua_setfield(L, -2, "__close");
+    sacm_define_type(L, SERVER_MT, server_methods, l_server_close);
     lua_pop(L, 1);
 
     static const luaL_Reg conn_methods[] = {
@@ -685,7 +653,7 @@ int luaopen_sacm__http(lua_State *L)
         {"close", l_conn_close},
         {NULL, NULL},
     };
-    sacm_define_type(L, CONN_MT, conn_methods, l_conn_gc);
+    sacm_define_type(L, CONN_MT, conn_methods, l_conn_close);
     lua_pop(L, 1);
 
     static const luaL_Reg fns[] = {{"listen", l_listen}, {NULL, NULL}};

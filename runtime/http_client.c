@@ -30,6 +30,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include "sacmrun.h"
+#include "options.h"
 #include "http_common.h"
 #include "http_client_tls.h"
 
@@ -199,11 +200,6 @@ static void finish(conn_t *c)
 
 /* ---------------------------------------------------------------- writing */
 
-typedef struct {
-    uv_write_t req;
-    char data[];
-} write_req;
-
 static int is_peer_gone(int status)
 {
     return status == UV_EOF || status == UV_ECONNRESET || status == UV_EPIPE;
@@ -229,24 +225,10 @@ static void flush(conn_t *c)
 {
     if (c->closed)
         return;
-    size_t n = BIO_ctrl_pending(c->wbio);
-    if (n == 0)
-        return;
-    write_req *w = malloc(sizeof *w + n);
-    if (w == NULL) {
+    int rc = tls_send_pending(c->wbio, (uv_stream_t *)&c->tcp, c, on_write);
+    if (rc == UV_ENOMEM) {
         fail(c, "ENOMEM", "out of memory");
-        return;
-    }
-    int got = BIO_read(c->wbio, w->data, (int)n);
-    if (got <= 0) {
-        free(w);
-        return;
-    }
-    w->req.data = c;
-    uv_buf_t buf = uv_buf_init(w->data, (unsigned)got);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
-    if (rc < 0) {
-        free(w);
+    } else if (rc < 0) {
         c->peer_gone = is_peer_gone(rc);
         fail(c, uv_err_name(rc), "sending the request to %s: %s", c->peer, uv_strerror(rc));
     }
@@ -553,20 +535,6 @@ static void on_connect(uv_connect_t *req, int status)
 
 /* ---------------------------------------------------------------- Lua: requests */
 
-static lua_Integer opt_int(lua_State *L, int idx, const char *field, lua_Integer def)
-{
-    lua_getfield(L, idx, field);
-    lua_Integer v = def;
-    if (!lua_isnil(L, -1)) {
-        int ok;
-        v = lua_tointegerx(L, -1, &ok);
-        if (!ok || v < 0)
-            luaL_error(L, "http: %s must be a non-negative integer", field);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 typedef struct {
     const char *data;
     size_t len;
@@ -578,7 +546,7 @@ typedef struct {
 static void check_request_opts(lua_State *L, int idx, request_opts *o)
 {
     luaL_checktype(L, idx, LUA_TTABLE);
-    o->max_body = (size_t)opt_int(L, idx, "max_body", 16 << 20);
+    o->max_body = (size_t)sacm_opt_integer(L, idx, "http.request", "max_body", 16 << 20, 0);
     lua_getfield(L, idx, "data");
     o->data = luaL_checklstring(L, -1, &o->len);
     lua_pop(L, 1); /* the options table keeps the string alive */
@@ -618,9 +586,9 @@ static int l_request(lua_State *L)
     request_opts o;
     check_request_opts(L, 2, &o);
     luaL_checktype(L, 3, LUA_TFUNCTION);
-    const char *address = http_opt_str(L, 2, "address");
-    const char *host = http_opt_str(L, 2, "host");
-    lua_Integer port = opt_int(L, 2, "port", 443);
+    const char *address = sacm_opt_string(L, 2, "http.request", "address", 0);
+    const char *host = sacm_opt_string(L, 2, "http.request", "host", 0);
+    lua_Integer port = sacm_opt_integer(L, 2, "http.request", "port", 443, 0);
     luaL_argcheck(L, address != NULL && host != NULL, 2, "address and host are required");
     luaL_argcheck(L, port > 0 && port < 65536, 2, "port out of range");
     luaL_argcheck(L, cbox->ctx != NULL, 1, "closed TLS context");
@@ -648,20 +616,11 @@ static int l_request(lua_State *L)
     c->box = box;
 
     ERR_clear_error();
-    c->ssl = SSL_new(cbox->ctx);
-    c->rbio = BIO_new(BIO_s_mem());
-    c->wbio = BIO_new(BIO_s_mem());
-    if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {
-        BIO_free(c->rbio);
-        BIO_free(c->wbio);
-        c->rbio = c->wbio = NULL;
+    c->ssl = tls_memory_session(cbox->ctx, 0, &c->rbio, &c->wbio);
+    if (c->ssl == NULL) {
         conn_close(c);
         return luaL_error(L, "out of memory");
     }
-    /* an empty read BIO means "wait for more", not the end of the stream */
-    BIO_set_mem_eof_return(c->rbio, -1);
-    SSL_set_bio(c->ssl, c->rbio, c->wbio);
-    SSL_set_connect_state(c->ssl);
 
     if (client_tls_expect(c->ssl, cbox, host) < 0) {
         char text[200];

@@ -7,6 +7,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include "sacmrun.h"
+#include "options.h"
 #include "http_client_tls.h"
 
 #define CONTEXT_MT "sacm.HttpClientContext"
@@ -31,9 +32,9 @@ static int l_context_gc(lua_State *L)
 int client_tls_context(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    const char *cafile = http_opt_str(L, 1, "cafile");
-    const char *cert = http_opt_str(L, 1, "cert");
-    const char *key = http_opt_str(L, 1, "key");
+    const char *cafile = sacm_opt_string(L, 1, "http.client_tls", "cafile", 0);
+    const char *cert = sacm_opt_string(L, 1, "http.client_tls", "cert", 0);
+    const char *key = sacm_opt_string(L, 1, "http.client_tls", "key", 0);
     lua_getfield(L, 1, "insecure");
     int insecure = lua_toboolean(L, -1);
     lua_pop(L, 1);

@@ -5,6 +5,9 @@
 
 #include <stddef.h>
 #include <lua.h>
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
+#include <uv.h>
 
 typedef struct {
     char *p;
@@ -37,9 +40,15 @@ void headers_free(header_list *h);
 /* Pushes {name = value}; a repeated field becomes one comma-separated value (RFC 9110 5.3). */
 void headers_push(lua_State *L, const header_list *h, const char *head);
 
-/* opts[field] as a string, or NULL when absent; raises when it is something else. The options
- * table keeps the string alive. */
-const char *http_opt_str(lua_State *L, int idx, const char *field);
+/* A TLS session over a pair of memory BIOs, so that the loop does all socket I/O: ciphertext read
+ * from the socket goes into *rbio, what OpenSSL wants sent comes out of *wbio (see
+ * tls_send_pending). The session owns both BIOs. NULL when out of memory. */
+SSL *tls_memory_session(SSL_CTX *ctx, int server, BIO **rbio, BIO **wbio);
+
+/* Writes what OpenSSL left in the write BIO to stream as one uv_write whose req->data is `data`;
+ * on_write must free(req). Returns 1 when a write was started, 0 when there was nothing to send,
+ * or a negative libuv error (UV_ENOMEM included) when none was started. */
+int tls_send_pending(BIO *wbio, uv_stream_t *stream, void *data, uv_write_cb on_write);
 
 /* OpenSSL's last error as text (and clears the queue), or `fallback` when it holds none. */
 const char *ssl_error_text(char *out, size_t size, const char *fallback);

@@ -11,19 +11,12 @@
 #include <openssl/x509v3.h>
 #include "http_server.h"
 
-typedef struct {
-    uv_write_t req;
-    conn_t *c;
-    char data[];
-} write_req;
-
 /* A write finished: the slow-reader deadline may become the idle one, and a connection that
  * stopped reading because the kernel held too much of its output may read again. */
 static void on_write(uv_write_t *req, int status)
 {
-    write_req *w = (write_req *)req;
-    conn_t *c = w->c;
-    free(w);
+    conn_t *c = req->data;
+    free(req);
     c->writes_pending--;
     if (c->closed)
         return;
@@ -46,28 +39,11 @@ void hs_flush(conn_t *c)
 {
     if (c->closed)
         return;
-    size_t n = BIO_ctrl_pending(c->wbio);
-    if (n == 0)
-        return;
-    write_req *w = malloc(sizeof *w + n);
-    if (w == NULL) {
+    int rc = tls_send_pending(c->wbio, (uv_stream_t *)&c->tcp, c, on_write);
+    if (rc < 0)
         hs_conn_close(c);
-        return;
-    }
-    w->c = c;
-    int got = BIO_read(c->wbio, w->data, (int)n);
-    if (got <= 0) {
-        free(w);
-        return;
-    }
-    uv_buf_t buf = uv_buf_init(w->data, (unsigned)got);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
-    if (rc < 0) {
-        free(w);
-        hs_conn_close(c);
-        return;
-    }
-    c->writes_pending++;
+    else if (rc > 0)
+        c->writes_pending++;
 }
 
 int hs_tls_write(conn_t *c, const char *data, size_t len)
@@ -279,18 +255,6 @@ SSL_CTX *hs_tls_context(lua_State *L, const hs_tls_opts *o)
 
 int hs_tls_start(conn_t *c)
 {
-    c->ssl = SSL_new(c->srv->ctx);
-    c->rbio = BIO_new(BIO_s_mem());
-    c->wbio = BIO_new(BIO_s_mem());
-    if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {
-        BIO_free(c->rbio);
-        BIO_free(c->wbio);
-        c->rbio = c->wbio = NULL;
-        return -1;
-    }
-    /* an empty read BIO means "wait for more", not EOF */
-    BIO_set_mem_eof_return(c->rbio, -1);
-    SSL_set_bio(c->ssl, c->rbio, c->wbio);
-    SSL_set_accept_state(c->ssl);
-    return 0;
+    c->ssl = tls_memory_session(c->srv->ctx, 1, &c->rbio, &c->wbio);
+    return c->ssl ? 0 : -1;
 }

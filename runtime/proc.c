@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/types.h>
 #include "sacmrun.h"
+#include "options.h"
 
 #define PROC_MT "sacm.Process"
 #define DEFAULT_MAX_OUTPUT (1024 * 1024)
@@ -258,22 +259,6 @@ static int check_signal(lua_State *L, int idx)
 
 /* ---- spawn ---- */
 
-static const char *opt_string(lua_State *L, int opts, const char *field, int required)
-{
-    int t = lua_getfield(L, opts, field);
-    const char *s = NULL;
-    if (t == LUA_TSTRING) {
-        size_t len;
-        s = lua_tolstring(L, -1, &len);
-        if (strlen(s) != len)
-            luaL_error(L, "spawn: %s contains a NUL byte", field);
-    } else if (t != LUA_TNIL || required) {
-        luaL_error(L, "spawn: %s must be a string, got %s", field, lua_typename(L, t));
-    }
-    lua_pop(L, 1); /* the string stays referenced by the options table */
-    return s;
-}
-
 /* Turns the array at opts[field] into a NULL-terminated char* array kept alive by a userdata
  * pushed on the stack (freed by the GC if anything raises). Returns NULL when the field is nil. */
 static char **opt_string_array(lua_State *L, int opts, const char *field, int required)
@@ -311,8 +296,8 @@ static int l_spawn(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_settop(L, 2);
-    const char *file = opt_string(L, 1, "file", 1);
-    const char *cwd = opt_string(L, 1, "cwd", 0);
+    const char *file = sacm_opt_string(L, 1, "spawn", "file", 1);
+    const char *cwd = sacm_opt_string(L, 1, "spawn", "cwd", 0);
     char **args = opt_string_array(L, 1, "args", 1);   /* stack 3 */
     char **env = opt_string_array(L, 1, "env", 0);     /* stack 4 */
     size_t stdin_len = 0;
@@ -323,15 +308,7 @@ static int l_spawn(lua_State *L)
     else if (t != LUA_TNIL)
         return luaL_error(L, "spawn: stdin must be a string, got %s", lua_typename(L, t));
     lua_pop(L, 1);
-    lua_Integer max_output = DEFAULT_MAX_OUTPUT;
-    t = lua_getfield(L, 1, "max_output");
-    if (t != LUA_TNIL) {
-        int isint;
-        max_output = lua_tointegerx(L, -1, &isint);
-        if (!isint || max_output < 0)
-            return luaL_error(L, "spawn: max_output must be a non-negative integer");
-    }
-    lua_pop(L, 1);
+    lua_Integer max_output = sacm_opt_integer(L, 1, "spawn", "max_output", DEFAULT_MAX_OUTPUT, 0);
     if (stdin_len > UINT32_MAX)
         return luaL_error(L, "spawn: stdin is too large");
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <expat.h>
 #include "sacmrun.h"
+#include "options.h"
 #include "xml_internal.h"
 
 #define PARSER_MT "sacm.xml.parser"
@@ -360,21 +361,6 @@ static void XMLCALL on_entity_decl(void *ud, const XML_Char *name, int is_param,
     parser_refuse(ud, "restricted-xml", "entity declarations are not allowed");
 }
 
-static lua_Integer opt_int_field(lua_State *L, int idx, const char *key, lua_Integer def,
-                                 lua_Integer min)
-{
-    lua_getfield(L, idx, key);
-    lua_Integer v = def;
-    if (!lua_isnil(L, -1)) {
-        int ok;
-        v = lua_tointegerx(L, -1, &ok);
-        if (!ok || v < min)
-            luaL_error(L, "parse: opts.%s must be an integer >= %d", key, (int)min);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 /* parse(s [, opts]) -> element | nil, err */
 static int l_parse(lua_State *L)
 {
@@ -383,9 +369,9 @@ static int l_parse(lua_State *L)
     lua_Integer max_depth = DEFAULT_MAX_DEPTH, max_bytes = DEFAULT_MAX_BYTES, max_memory = -1;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
-        max_depth = opt_int_field(L, 2, "max_depth", DEFAULT_MAX_DEPTH, 1);
-        max_bytes = opt_int_field(L, 2, "max_bytes", DEFAULT_MAX_BYTES, 0);
-        max_memory = opt_int_field(L, 2, "max_memory", -1, 0);
+        max_depth = sacm_opt_integer(L, 2, "xml.parse", "max_depth", DEFAULT_MAX_DEPTH, 1);
+        max_bytes = sacm_opt_integer(L, 2, "xml.parse", "max_bytes", DEFAULT_MAX_BYTES, 0);
+        max_memory = sacm_opt_integer(L, 2, "xml.parse", "max_memory", -1, 0);
     }
     /* Capped at the serializer's depth, so every tree parse() returns can be serialized, and a
      * huge max_depth still gives an error return instead of overflowing the Lua stack (parse

@@ -22,6 +22,7 @@
 #include <netinet/tcp.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include "options.h"
 #include "xmpp_link.h"
 
 #define CONN_MT "sacm.XmppConnection"
@@ -381,22 +382,6 @@ static link_t *check_link(lua_State *L, int idx)
     return box->l;
 }
 
-static const char *opt_string(lua_State *L, int idx, const char *field)
-{
-    lua_getfield(L, idx, field);
-    const char *s = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-    lua_pop(L, 1); /* the string stays alive: the options table holds it */
-    return s;
-}
-
-static int opt_bool(lua_State *L, int idx, const char *field)
-{
-    lua_getfield(L, idx, field);
-    int b = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return b;
-}
-
 /* new(options, on_event, on_stanza) -> connection
  * options: jid, password, cafile, capath, client_cert, client_key, trust_tls, disable_sm, direct_tls */
 static int l_new(lua_State *L)
@@ -404,6 +389,21 @@ static int l_new(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     luaL_checktype(L, 3, LUA_TFUNCTION);
+    /* every option is read (and may raise) before anything is allocated */
+    long flags = XMPP_CONN_FLAG_MANDATORY_TLS;
+    if (sacm_opt_boolean(L, 1, "trust_tls"))
+        flags |= XMPP_CONN_FLAG_TRUST_TLS;
+    if (sacm_opt_boolean(L, 1, "disable_sm"))
+        flags |= XMPP_CONN_FLAG_DISABLE_SM;
+    if (sacm_opt_boolean(L, 1, "direct_tls"))
+        flags |= XMPP_CONN_FLAG_LEGACY_SSL;
+    const char *cert = sacm_opt_string(L, 1, "xmpp.connect", "client_cert", 0);
+    const char *key = sacm_opt_string(L, 1, "xmpp.connect", "client_key", 0);
+    const char *jid = sacm_opt_string(L, 1, "xmpp.connect", "jid", 0);
+    const char *password = sacm_opt_string(L, 1, "xmpp.connect", "password", 0);
+    const char *cafile = sacm_opt_string(L, 1, "xmpp.connect", "cafile", 0);
+    const char *capath = sacm_opt_string(L, 1, "xmpp.connect", "capath", 0);
+
     ensure_initialized();
     conn_box *box = lua_newuserdatauv(L, sizeof *box, 0);
     box->l = NULL;
@@ -426,29 +426,15 @@ static int l_new(lua_State *L)
     l->next = links;
     links = l;
 
-    long flags = XMPP_CONN_FLAG_MANDATORY_TLS;
-    if (opt_bool(L, 1, "trust_tls"))
-        flags |= XMPP_CONN_FLAG_TRUST_TLS;
-    if (opt_bool(L, 1, "disable_sm"))
-        flags |= XMPP_CONN_FLAG_DISABLE_SM;
-    if (opt_bool(L, 1, "direct_tls"))
-        flags |= XMPP_CONN_FLAG_LEGACY_SSL;
     xmpp_conn_set_flags(l->conn, flags);
-
-    const char *cert = opt_string(L, 1, "client_cert");
-    const char *key = opt_string(L, 1, "client_key");
     if (cert)
         xmpp_conn_set_client_cert(l->conn, cert, key ? key : cert);
-    const char *jid = opt_string(L, 1, "jid");
     if (jid)
         xmpp_conn_set_jid(l->conn, jid);
-    const char *password = opt_string(L, 1, "password");
     if (password)
         xmpp_conn_set_pass(l->conn, password);
-    const char *cafile = opt_string(L, 1, "cafile");
     if (cafile)
         xmpp_conn_set_cafile(l->conn, cafile);
-    const char *capath = opt_string(L, 1, "capath");
     if (capath)
         xmpp_conn_set_capath(l->conn, capath);
     xmpp_conn_set_certfail_handler(l->conn, sacm_xmpp_certfail);

@@ -121,10 +121,65 @@ static void set_string(lua_State *L, const char *field, const char *value)
     }
 }
 
+/* What kind of verification failure, from OpenSSL's code (the number libstrophe logs with its
+ * name) or, when only the certfail callback spoke, from OpenSSL's own string for that code. */
+static const char *verify_kind(const xmpp_diag_t *d)
+{
+    static const struct {
+        long code;
+        const char *kind;
+    } kinds[] = {
+        {X509_V_ERR_HOSTNAME_MISMATCH, "hostname-mismatch"},
+        {X509_V_ERR_CERT_HAS_EXPIRED, "expired"},
+        {X509_V_ERR_CERT_NOT_YET_VALID, "not-yet-valid"},
+    };
+    const char *open = strrchr(d->verify_code, '(');
+    long code = -1;
+    if (open == NULL || sscanf(open + 1, "%ld", &code) != 1)
+        code = -1;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        if (code == kinds[i].code || (code < 0 && strcmp(d->verify_error, X509_verify_cert_error_string(kinds[i].code)) == 0))
+            return kinds[i].kind;
+    }
+    return "untrusted";
+}
+
+/* The condition and reason of the failure, decided here where the causes are known: the first
+ * cause in the order they can happen (socket set-up, TLS verification, SASL, a stream error, TLS,
+ * the socket). Lua words the message from these fields and never reads libstrophe's text; a
+ * session that was up is "connection-lost" there, with this reason. */
+static void set_condition(lua_State *L, const xmpp_diag_t *d, int error,
+                          const char *stream_condition, const xmpp_stream_error_t *stream_error)
+{
+    const char *condition = "remote-connection-failed", *reason = NULL;
+    if (d->setup[0]) {
+        reason = d->setup;
+    } else if (d->verify_error[0] || d->verify_code[0]) {
+        condition = "tls-verification-failed";
+        reason = d->verify_error[0] ? d->verify_error : "certificate verification failed";
+        set_string(L, "verify_kind", verify_kind(d));
+    } else if (d->sasl_condition[0] || d->sasl_mechanism[0] || d->auth_failed) {
+        condition = "not-authorized";
+        reason = d->sasl_text[0] ? d->sasl_text : d->sasl_condition[0] ? d->sasl_condition : "refused";
+    } else if (stream_condition) {
+        condition = stream_condition;
+        reason = stream_error->text;
+    } else if (d->tls_failed || d->tls_start[0]) {
+        condition = "tls-failed";
+        reason = d->tls_text[0] ? d->tls_text : d->tls_start[0] ? d->tls_start : "the server closed the TLS session";
+    } else if (error) {
+        condition = uv_err_name(-error);
+        reason = strerror(error);
+    }
+    set_string(L, "condition", condition);
+    set_string(L, "reason", reason);
+}
+
 void sacm_xmpp_push_disconnect_info(lua_State *L, link_t *l, int error, const xmpp_stream_error_t *stream_error)
 {
     xmpp_diag_t *d = &l->diag;
-    lua_createtable(L, 0, 8);
+    const char *stream_condition = NULL;
+    lua_createtable(L, 0, 10);
     if (d->tls_failed)
         error = 0; /* the error number is an OpenSSL code, not errno */
     if (error == 0)
@@ -162,9 +217,11 @@ void sacm_xmpp_push_disconnect_info(lua_State *L, link_t *l, int error, const xm
         };
         int type = (int)stream_error->type;
         int known = type >= 0 && (size_t)type < sizeof names / sizeof names[0] && names[type];
-        set_string(L, "stream_error", known ? names[type] : "undefined-condition");
+        stream_condition = known ? names[type] : "undefined-condition";
+        set_string(L, "stream_error", stream_condition);
         set_string(L, "stream_text", stream_error->text);
     }
+    set_condition(L, d, error, stream_condition, stream_error);
     set_string(L, "setup_failure", d->setup);
     set_string(L, "verify_error", d->verify_error);
     set_string(L, "verify_code", d->verify_code);

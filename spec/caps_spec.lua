@@ -174,7 +174,7 @@ describe("sacm.xmpp.caps verification string", function()
   end)
 end)
 
-describe("sacm.xmpp.caps over Prosody", function()
+describe("sacm.xmpp.caps over Prosody #e2e", function()
   local server
   local conns = {}
   local orch, cache, node
@@ -393,7 +393,7 @@ describe("sacm.xmpp.caps over Prosody", function()
   end)
 end)
 
-describe("sacm.xmpp.caps with roster subscriptions and reconnects", function()
+describe("sacm.xmpp.caps with roster subscriptions and reconnects #e2e", function()
   local server, orch, auditor
 
   lazy_setup(function()

@@ -283,7 +283,7 @@ describe("ccm2 against Prosody with mod_sacm_ccm2 #e2e", function()
     assert.equal(0, r.code, r.stdout .. r.stderr)
     assert.matches("SASL EXTERNAL login as " .. server:jid("playbook"), r.stdout, 1, true)
     assert.equal(KEY_MODE, assert(fs.stat(f.key_file)).mode & tonumber("777", 8))
-    local first = assert(crypto.cert_info(assert(fs.read(f.cert_file)))).fingerprint
+    assert(assert(crypto.cert_info(assert(fs.read(f.cert_file)))).fingerprint)
     -- the password is spent: enrolling again with it fails and says what to do
     assert(fs.remove(f.key_file)); assert(fs.remove(f.cert_file))
     r = run({ SACM_ENROLL_PASSWORD = password }, "enroll", "--jid", server:jid("playbook"))
@@ -294,7 +294,7 @@ describe("ccm2 against Prosody with mod_sacm_ccm2 #e2e", function()
     password = enroll("playbook2")
     r = run({ SACM_ENROLL_PASSWORD = password }, "enroll", "--jid", server:jid("playbook2"))
     assert.equal(0, r.code, r.stdout .. r.stderr)
-    first = assert(crypto.cert_info(assert(fs.read(f.cert_file)))).fingerprint
+    local first = assert(crypto.cert_info(assert(fs.read(f.cert_file)))).fingerprint
     r = run(nil, "renew")
     assert.equal(0, r.code, r.stdout .. r.stderr)
     assert.matches("not due for renewal", r.stdout, 1, true)

@@ -91,7 +91,7 @@ end)()
 
   it("a task's failure is the original error when its close handler raises", function()
     local t = task.spawn({ silent = true }, function()
-      local x <close> = setmetatable({}, { __close = function() error("close failed", 0) end })
+      local _x <close> = setmetatable({}, { __close = function() error("close failed", 0) end })
       error("original", 0)
     end)
     local ok, err = pcall(t.await, t)
@@ -100,7 +100,7 @@ end)()
     assert.equal("failed", t.status)
   end)
 
-  describe("with a grid member (orchestrator) on a real Prosody", function()
+  describe("with a grid member (orchestrator) on a real Prosody #e2e", function()
     local server, repo, dir
     lazy_setup(function()
       server = prosody.start({ users = { orchestrator = "pw", repository = "pw" }, shipped = true })

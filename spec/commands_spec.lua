@@ -60,7 +60,7 @@ describe("sacm.xmpp.commands provider API", function()
   end)
 end)
 
-describe("sacm.xmpp.commands", function()
+describe("sacm.xmpp.commands #e2e", function()
   local server, responder, bob, alice2, provider
   local log = {} -- what the commands' code saw
 
@@ -390,6 +390,7 @@ describe("sacm.xmpp.commands", function()
       iq = st.iq({ type = "set", to = responder.jid })
         :tag("command", { xmlns = NS, node = "echo", sessionid = s.sessionid, action = "cancel" }):up()
       reply, err = alice2:iq(iq)
+      assert.is_nil(reply)
       assert.equal("bad-sessionid", app_condition(err))
       assert(s:cancel())
     end)

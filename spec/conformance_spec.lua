@@ -92,7 +92,7 @@ local function each_server(name, key, start_server)
     end)
 
     it("passes every check of the Python client", function()
-      local repo = start(repository, "repository", { database = dir .. "/grid.db" })
+      local repo = start(repository, "repository", { database = dir .. "/grid.db" }) -- luacheck: ignore 231
       local eval = start(evaluator, "evaluator", { policies = dir .. "/policies", spool = dir .. "/evaluator-spool.db" })
       local c1 = start(collector, "collector", { kinds = { "os", "sysctl", "packages", "sshd" }, timeout = 3,
         spool = dir .. "/collector-spool.db",
@@ -150,7 +150,7 @@ local function each_server(name, key, start_server)
       assert.equal(CHECKS, tonumber(passed) + tonumber(failed), "the number of checks")
       assert.equal(0, tonumber(failed), failed .. " conformance check(s) failed on " .. name)
       assert.equal(0, r.code)
-      repo, eval, c1, c2 = nil, nil, nil, nil
+      repo, eval, c1, c2 = nil, nil, nil, nil -- luacheck: ignore 311 (lets the roles be collected)
     end)
   end)
 end

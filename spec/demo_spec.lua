@@ -2,7 +2,7 @@
 -- private Prosody, ending with the totals; and nothing it started is left running.
 local proc = require "sacm.proc"
 
-describe("examples/demo.lua", function()
+describe("examples/demo.lua #e2e", function()
   it("runs a grid, prints the report with the totals last, and stops everything it started", function()
     local bin = os.getenv("SACMRUN_BIN") or "./sacmrun"
     local json = os.tmpname()

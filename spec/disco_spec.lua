@@ -20,7 +20,7 @@ local function names(list, field)
   return out
 end
 
-describe("sacm.xmpp.disco", function()
+describe("sacm.xmpp.disco #e2e", function()
   local server, alice, bob
 
   lazy_setup(function()
@@ -187,6 +187,7 @@ describe("sacm.xmpp.disco", function()
       -- and removing a node makes it unknown
       assert.is_true(p:remove_node("collect"))
       none, err = disco.info(bob, alice.jid, "collect")
+      assert.is_nil(none)
       assert.equal("item-not-found", err.condition)
       p:remove_node("secret")
       p:remove_node("http://jabber.org/protocol/commands")

@@ -18,7 +18,7 @@ local NS_POSTURE = "urn:example:sacm:posture"
 -- enough for the bursts below (20 concurrent requests) from a client that counts right.
 local MAX_ACK_QUEUE = 40
 
-describe("sacm.xmpp against ejabberd", function()
+describe("sacm.xmpp against ejabberd #e2e", function()
   local server
   local opened = {}
 

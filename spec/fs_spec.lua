@@ -288,7 +288,7 @@ describe("sacm.fs", function()
       local path = dir .. "/watched.txt"
       assert.is_true(fs.write(path, "0"))
       local c = collector()
-      local w <close> = assert(fs.watch(path, c.fn, { debounce = 0.1 }))
+      local _w <close> = assert(fs.watch(path, c.fn, { debounce = 0.1 }))
       local started = now()
       for i = 1, 5 do
         assert.is_true(fs.write(path, tostring(i), { atomic = false }))
@@ -325,7 +325,7 @@ describe("sacm.fs", function()
 
     it("watches a directory and reports changed names sorted", function()
       local c = collector()
-      local w <close> = assert(fs.watch(dir, c.fn, { debounce = 0.1 }))
+      local _w <close> = assert(fs.watch(dir, c.fn, { debounce = 0.1 }))
       assert.is_true(fs.write(dir .. "/b", "1", { atomic = false }))
       assert.is_true(fs.write(dir .. "/a", "1", { atomic = false }))
       assert.is_true(c.wait_for(1, 1))

@@ -8,7 +8,6 @@ local proc = require "sacm.proc"
 local task = require "sacm.task"
 local time = require "sacm.time"
 local crypto = require "sacm.crypto"
-local xml = require "sacm.xml"
 local proto = require "sacm.grid.protocol"
 local payload = require "sacm.grid.payload"
 local report = require "sacm.report"
@@ -45,7 +44,7 @@ return {
 ]]):format(tag, tag)
 end
 
-describe("the SACM grid over Prosody", function()
+describe("the SACM grid over Prosody #e2e", function()
   local server, dir, policies
 
   local g
@@ -70,7 +69,7 @@ describe("the SACM grid over Prosody", function()
     if dir then tmp.remove(dir) end
   end)
 
-  local orch, coll, eval, repo
+  local orch, coll, eval, repo -- luacheck: ignore 231 (coll runs; nothing asks it)
 
   it("discovers the components by their caps and runs an assessment end to end", function()
     repo = start(repository, "repository", { database = dir .. "/grid.db" })

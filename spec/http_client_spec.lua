@@ -49,7 +49,7 @@ local function start_process(argv)
 end
 
 local function read_port(file)
-  for _ = 1, 500 do
+  for _ = 1, 3000 do -- up to 30 s: building its answers takes python several seconds on a loaded machine
     local text = fs.read(file)
     if text and text ~= "" then return tonumber(text) end
     task.sleep(0.01)
@@ -57,7 +57,7 @@ local function read_port(file)
   error("no port in " .. file)
 end
 
-describe("http.request", function()
+describe("http.request #e2e", function()
   lazy_setup(function()
     local r = assert(proc.run({ "mktemp", "-d", "/tmp/sacmrun-httpc-XXXXXXXXXX" }))
     dir = r.stdout:gsub("%s+$", "")
@@ -582,7 +582,7 @@ while True:
     end)
   end)
 
-  describe("against nginx", function()
+  describe("against nginx #e2e", function()
     local port, stop, page
     lazy_setup(function()
       local nginx = fs.stat("/usr/sbin/nginx") and "/usr/sbin/nginx" or "nginx"

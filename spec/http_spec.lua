@@ -50,7 +50,7 @@ local function echo(req)
   return 200, { ["Content-Type"] = "text/plain" }, table.concat(lines, "|")
 end
 
-describe("sacm.http", function()
+describe("sacm.http #e2e", function()
   lazy_setup(function()
     dir = tmp.dir("http")
     ca = certs.ca(dir, "ca", "sacmrun http test CA")
@@ -531,11 +531,16 @@ print("headers %.1f %s" % (t0_answer - t0, got.split(b"\r\n")[0].decode()))
     assert.has_error(function() http.listen({ cert = server_pair.cert, limits = { bogus = 1 } }, echo) end)
     assert.has_error(function() http.listen({ cert = server_pair.cert, max_body = 1 }, echo) end)
     -- options the C side checks are all read before it allocates (under ASan: nothing leaks)
-    for _, bad in ipairs { { limits = { connections = 0 } }, { limits = { per_address = 0 } },
-                           { limits = { body = -1 } }, { timeouts = { handshake = "soon" } } } do
+    for _, bad in ipairs {
+      { { limits = { connections = 0 } }, "http.listen: option max_connections must be an integer >= 1, got 0" },
+      { { limits = { per_address = 0 } }, "http.listen: option max_per_address must be an integer >= 1, got 0" },
+      { { limits = { body = -1 } }, "http.listen: option max_body must be an integer >= 0, got -1" },
+      { { timeouts = { handshake = "soon" } }, "http timeout handshake must be a non-negative number of seconds" } } do
       local o = { cert = server_pair.cert, key = server_pair.key }
-      for k, v in pairs(bad) do o[k] = v end
-      assert.has_error(function() http.listen(o, echo) end)
+      for k, v in pairs(bad[1]) do o[k] = v end
+      local ok, msg = pcall(http.listen, o, echo)
+      assert.is_false(ok)
+      assert.truthy(tostring(msg):find(bad[2], 1, true), tostring(msg))
     end
   end)
 end)

@@ -42,7 +42,7 @@ local function listening(port)
   return false
 end
 
-describe("support.prosody", function()
+describe("support.prosody #e2e", function()
   local server
 
   lazy_setup(function()
@@ -177,7 +177,7 @@ describe("support.prosody", function()
   end)
 end)
 
-describe("support.prosody with client certificates (SASL EXTERNAL, mod_auth_ccert)", function()
+describe("support.prosody with client certificates (SASL EXTERNAL, mod_auth_ccert) #e2e", function()
   local server
   lazy_setup(function() server = prosody.start({ client_certs = true, domain = "grid.test" }) end)
   lazy_teardown(function() if server then server:stop() end end)

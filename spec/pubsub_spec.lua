@@ -44,7 +44,7 @@ local function capture_warnings(fn)
   return seen
 end
 
-describe("sacm.xmpp.pubsub against Prosody", function()
+describe("sacm.xmpp.pubsub against Prosody #e2e", function()
   local server, owner, bob, mallory
   local svc, bob_svc
 
@@ -622,7 +622,7 @@ local function owner_and_bob()
   return env
 end
 
-describe("sacm.xmpp.pubsub throughput against Prosody", function()
+describe("sacm.xmpp.pubsub throughput against Prosody #e2e", function()
   local env = owner_and_bob()
 
   -- Publishes `count` items with `window` publishes in flight and waits until the subscriber got
@@ -676,7 +676,7 @@ describe("sacm.xmpp.pubsub throughput against Prosody", function()
   end)
 end)
 
-describe("sacm.xmpp.pubsub across a server restart", function()
+describe("sacm.xmpp.pubsub across a server restart #e2e", function()
   local env = owner_and_bob()
 
   it("keeps nodes, items and subscriptions; a publish with an id made during the outage is resent", function()

@@ -220,7 +220,7 @@ describe("sacmrun with stdin not a terminal", function()
   end)
 end)
 
-describe("the REPL on a terminal", function()
+describe("the REPL on a terminal #e2e", function()
   local term, dir
   local function start(extra_env)
     local env = { XDG_STATE_HOME = dir .. "/state" }
@@ -352,7 +352,7 @@ describe("the REPL on a terminal", function()
   end)
 end)
 
-describe("the REPL on a terminal, connected to a grid", function()
+describe("the REPL on a terminal, connected to a grid #e2e", function()
   local prosody = require "support.prosody"
   local server, term, dir
   lazy_setup(function()

@@ -100,7 +100,7 @@ end
 local wait_until = require("support.wait").until_true
 local grid = require "support.grid"
 
-describe("sacm.rolie", function()
+describe("sacm.rolie #e2e", function()
   lazy_setup(function()
     local r = assert(proc.run({ "mktemp", "-d", "/tmp/sacmrun-rolie-XXXXXXXXXX" }))
     dir = r.stdout:gsub("%s+$", "")
@@ -187,6 +187,7 @@ describe("sacm.rolie", function()
       end
 
       -- admin may write: the policies collection accepts Lua and Atom entries
+      local _
       status, _, body = get(base .. "/rolie/servicedocument", { "-u", "admin:admin-pw" })
       assert.equal(200, status)
       assert.matches("<accept>application/x%-lua</accept>", body)
@@ -349,7 +350,7 @@ print(" ".join(t.term for t in e.tags))
       assert.equal(200, status)
       seen[headers.etag] = true
       -- the same page again: answered from the cache, byte for byte
-      local status2, headers2, body2 = alice(url)
+      local status2, _, body2 = alice(url)
       assert.equal(200, status2)
       assert.equal(body, body2)
       for i = 1, 8 do

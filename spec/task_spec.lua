@@ -72,7 +72,7 @@ describe("sacm.task", function()
   it("cancels a sleeping task: it sees a cancelled error where it waits and can clean up", function()
     local cleaned = false
     local t = task.spawn(function()
-      local ok, err = pcall(task.sleep, 10)
+      local _, err = pcall(task.sleep, 10)
       cleaned = true
       error(err, 0)
     end)

@@ -182,14 +182,16 @@ describe("sacm.xccdf.export", function()
 
       status, ctype, body = get("/rolie/private/results/" .. ids[1] .. ".arf")
       assert.equal(200, status, body)
+      assert.equal("application/xml", ctype)
       assert(fs.write(dir .. "/rolie-arf.xml", body))
       v = oscap("ds", "rds-validate", dir .. "/rolie-arf.xml")
       assert(v.ok, v.stdout .. v.stderr)
       local info = oscap("info", dir .. "/rolie-arf.xml")
       assert.matches("Document type: Result Data Stream", info.stdout, 1, true)
 
-      status, _, body = get("/rolie/private/results/" .. other_id .. ".xccdf")
+      status, ctype, body = get("/rolie/private/results/" .. other_id .. ".xccdf")
       assert.equal(200, status)
+      assert.equal("application/xml", ctype)
       n = 0
       for tr in parse_doc(body):children("TestResult") do for _ in tr:children("rule-result") do n = n + 1 end end
       assert.equal(1, n)

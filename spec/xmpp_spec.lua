@@ -4,12 +4,11 @@ local xmpp = require "sacm.xmpp"
 local st = require "sacm.xmpp.stanza"
 local task = require "sacm.task"
 local sync = require "sacm.sync"
-local jid = require "sacm.xmpp.jid"
 local loop = require "sacm._loop"
 
 local function seconds_since(t0) return (loop.hrtime() - t0) / 1e9 end
 
-describe("sacm.xmpp", function()
+describe("sacm.xmpp #e2e", function()
   local server
   local function connect(user, extra)
     local opts = {
@@ -249,7 +248,7 @@ describe("sacm.xmpp", function()
   end)
 end)
 
-describe("sacm.xmpp across a server restart", function()
+describe("sacm.xmpp across a server restart #e2e", function()
   local server
   setup(function() server = prosody.start({ users = { alice = "alice-secret" } }) end)
   teardown(function() server:stop() end)
@@ -304,7 +303,7 @@ describe("sacm.xmpp across a server restart", function()
   end)
 end)
 
-describe("sacm.xmpp with several servers", function()
+describe("sacm.xmpp with several servers #e2e", function()
   local server
   setup(function() server = prosody.start({ users = { alice = "alice-secret" } }) end)
   teardown(function() server:stop() end)
@@ -352,7 +351,7 @@ describe("sacm.xmpp with several servers", function()
   end)
 end)
 
-describe("sacm.xmpp's log of a connection's life", function()
+describe("sacm.xmpp's log of a connection's life #e2e", function()
   it("at info: connecting, connected, lost (with the reason), reconnected after N s; none of libstrophe's noise",
     function()
       local proc = require "sacm.proc"
@@ -391,7 +390,7 @@ server:stop()
     end)
 end)
 
-describe("sacm.xmpp liveness (XEP-0199)", function()
+describe("sacm.xmpp liveness (XEP-0199) #e2e", function()
   local server
   setup(function() server = prosody.start({ users = { alice = "alice-secret" } }) end)
   teardown(function() server:stop() end)

@@ -20,13 +20,20 @@ function M.join(root, path)
 end
 
 --- check_root(opts, who) -> root string; raises for a bad opts.root (a bad option is a bug).
-function M.check_root(opts, who)
+function M.check_root(opts, who, level)
   local root = opts and opts.root
   if root == nil then return "" end
   if type(root) ~= "string" or root:sub(1, 1) ~= "/" then
-    error(("%s: opts.root must be an absolute path, got %s"):format(who, tostring(root)), 3)
+    error(("%s: opts.root must be an absolute path, got %s"):format(who, tostring(root)), level or 3)
   end
   return root
+end
+
+--- needs(opts, who, path, missing) -> true, or false, missing: the applicable() of a collection
+-- module that needs path (read under opts.root) to exist.
+function M.needs(opts, who, path, missing)
+  if fs.exists(M.join(M.check_root(opts, who, 4), path)) then return true end
+  return false, missing
 end
 
 --- list(root, dirs, suffix) -> { {name, path, dir}, ... } in name order: the files ending in

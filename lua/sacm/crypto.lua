@@ -15,11 +15,15 @@ function M.sha1(data) return core.digest("sha1", data) end
 function M.sha256(data) return core.digest("sha256", data) end
 function M.sha512(data) return core.digest("sha512", data) end
 
+---@param bytes string
+---@return string
 function M.hex(bytes)
   return (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
 end
 
 --- from_hex(text) -> bytes, or nil, err
+---@param text string
+---@return string? bytes
 function M.from_hex(text)
   if #text % 2 ~= 0 or text:find("[^%x]") then
     return nil, require("sacm.error").new("bad-format", "not a hex string")
@@ -28,6 +32,7 @@ function M.from_hex(text)
 end
 
 --- uuid() -> a random (version 4) UUID string, RFC 9562.
+---@return string
 function M.uuid()
   local b = { core.random(16):byte(1, 16) }
   b[7] = (b[7] & 0x0f) | 0x40 -- version 4
@@ -47,6 +52,9 @@ end
 -- A new private key, made on the threadpool (the task waits, the loop does not). The key is an
 -- object: key:pem() (unencrypted PKCS#8 PEM; write it with fs.write(path, pem, {mode = 0x180})),
 -- key:public_der(), key:description() ("EC P-256"). The default is EC P-256.
+---@param opts? table
+---@return table? key
+---@return sacm.Error? err
 function M.generate_key(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("crypto.generate_key: opts must be a table", 2) end
@@ -68,6 +76,9 @@ function M.generate_key(opts)
 end
 
 --- load_key(pem) -> key, or nil, err (bad-format). Unencrypted PEM (PKCS#8 or traditional).
+---@param pem string
+---@return table? key
+---@return sacm.Error? err
 function M.load_key(pem)
   if type(pem) ~= "string" then error("crypto.load_key: pem must be a string", 2) end
   return x509_core().load_key(pem)
@@ -87,6 +98,9 @@ end
 -- A PKCS#10 certificate signing request, signed by key with SHA-256: the JIDs go into
 -- subjectAltName as id-on-xmppAddr, with extendedKeyUsage clientAuth. Subject fields: C, ST, L,
 -- O, OU, CN. The private key is not in it.
+---@param opts table
+---@return string? pem
+---@return sacm.Error? err
 function M.csr(opts)
   if type(opts) ~= "table" or opts.key == nil then error("crypto.csr: needs {key = <key from generate_key>, ...}", 2) end
   if opts.subject ~= nil and type(opts.subject) ~= "table" then
@@ -100,6 +114,9 @@ function M.csr(opts)
 end
 
 --- csr_info(pem_or_der) -> {subject, xmpp_addrs, signature_ok, public_der, der}, or nil, err.
+---@param data string PEM or DER
+---@return table? info
+---@return sacm.Error? err
 function M.csr_info(data)
   if type(data) ~= "string" then error("crypto.csr_info: expects a PEM or DER string", 2) end
   return x509_core().csr_info(data)
@@ -108,12 +125,18 @@ end
 --- cert_info(pem_or_der) -> {subject, issuer, serial, not_before, not_after, fingerprint,
 -- xmpp_addrs, der, public_der}, or nil, err. fingerprint: SHA-256 of the DER, lowercase hex;
 -- times: seconds since the epoch.
+---@param data string PEM or DER
+---@return table? info
+---@return sacm.Error? err
 function M.cert_info(data)
   if type(data) ~= "string" then error("crypto.cert_info: expects a PEM or DER string", 2) end
   return x509_core().cert_info(data)
 end
 
 --- pem(der, label) -> PEM text ("CERTIFICATE", "CERTIFICATE REQUEST"), lines of 64 characters.
+---@param der string
+---@param label string
+---@return string
 function M.pem(der, label)
   local b64 = M.base64_encode(der)
   local lines = { "-----BEGIN " .. label .. "-----" }

@@ -4,10 +4,17 @@
 -- closed); err.text is for people, and tostring(err) reads "condition: text".
 local core = require "sacm._error"
 
+---@class sacm.Error
+---@field condition string a name to branch on (docs/api/errors.md)
+---@field text string? what happened, for people
 local Error = core.metatable
 local M = { metatable = Error }
 
 --- new(condition, text [, fields]) -> err. fields are copied onto the error (type, line, ...).
+---@param condition string
+---@param text? string
+---@param fields? table copied onto the error
+---@return sacm.Error
 function M.new(condition, text, fields)
   assert(type(condition) == "string", "error condition must be a string")
   local err = { condition = condition, text = text }
@@ -17,16 +24,31 @@ function M.new(condition, text, fields)
   return setmetatable(err, Error)
 end
 
+---@param v any
+---@return boolean
 function M.is(v)
   return getmetatable(v) == Error
 end
 
---- is_condition(v, condition): true when v is an error with that condition.
+-- Names that say the same thing (docs/api/errors.md): the runtime's older name beside the
+-- RFC 6120 one. is_condition treats the two of a pair as one.
+M.SAME = {
+  ["timeout"] = "remote-server-timeout", ["remote-server-timeout"] = "timeout",
+  ["internal-error"] = "internal-server-error", ["internal-server-error"] = "internal-error",
+}
+
+--- is_condition(v, condition): true when v is an error with that condition (or its other name).
+---@param v any
+---@param condition string
+---@return boolean
 function M.is_condition(v, condition)
-  return getmetatable(v) == Error and v.condition == condition
+  if getmetatable(v) ~= Error then return false end
+  return v.condition == condition or M.SAME[condition] == v.condition
 end
 
 --- message(v): any error value (string, error object, other) as one line of text.
+---@param v any
+---@return string
 function M.message(v)
   if type(v) == "string" then return v end
   local mt = getmetatable(v)
@@ -66,6 +88,8 @@ end
 -- raises. While an error propagates through the variable's scope it never raises: Lua would let
 -- its error replace the one propagating, and people would debug the cleanup instead of the
 -- cause. A failure to close is logged (warn) there. Every closable object of the library uses it.
+---@param close fun(self: any)
+---@return fun(self: any, err: any) metamethod
 function M.closer(close)
   return function(self, err)
     if err == nil then return close(self) end

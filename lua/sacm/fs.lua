@@ -64,6 +64,10 @@ end
 
 --- read(path [, {max_bytes}]) -> contents | nil, err. A file larger than max_bytes (default
 -- 64 MiB) gives err.condition == "EFBIG" rather than a partial read.
+---@param path string
+---@param opts? {max_bytes?: integer}
+---@return string? contents
+---@return sacm.Error? err
 function M.read(path, opts)
   check_path("fs.read", path, 2)
   opts = check_opts("fs.read", opts, 2)
@@ -79,6 +83,11 @@ end
 -- atomic: write a temporary file in the same directory, fsync, rename it over path, fsync the
 -- directory; a replaced file keeps its permission bits unless mode is given. append implies a
 -- plain (non-atomic) write. mode, when given, is applied exactly (no umask).
+---@param path string
+---@param data string
+---@param opts? {atomic?: boolean, append?: boolean, mode?: integer}
+---@return true? ok
+---@return sacm.Error? err
 function M.write(path, data, opts)
   check_path("fs.write", path, 2)
   if type(data) ~= "string" then
@@ -96,6 +105,9 @@ end
 
 --- stat(path) -> {type, size, mode, uid, gid, mtime, ctime, atime, ino, dev, nlink} | nil, err.
 -- Follows symbolic links; type is "file", "directory", "link", "socket", "fifo", "char" or "block".
+---@param path string
+---@return table? info type, size, mode, uid, gid, mtime, ...
+---@return sacm.Error? err
 function M.stat(path)
   check_path("fs.stat", path, 2)
   local result, err = await("fs.stat", core.stat, path, true)
@@ -103,6 +115,9 @@ function M.stat(path)
 end
 
 --- lstat(path): like stat, but a symbolic link describes itself (type "link").
+---@param path string
+---@return table? info
+---@return sacm.Error? err
 function M.lstat(path)
   check_path("fs.lstat", path, 2)
   local result, err = await("fs.lstat", core.stat, path, false)
@@ -111,6 +126,9 @@ end
 
 --- exists(path) -> true | false | nil, err. Follows links (a dangling link does not exist);
 -- errors other than ENOENT and ENOTDIR (EACCES, say) are returned, not guessed at.
+---@param path string
+---@return boolean? exists
+---@return sacm.Error? err
 function M.exists(path)
   check_path("fs.exists", path, 2)
   local st, err = await("fs.exists", core.stat, path, true)
@@ -125,6 +143,10 @@ end
 -- open it). An existing file open to group or others is left as it is, with a warning that says
 -- so and how to fix it (changing an administrator's file behind their back would hide the fact).
 -- create = false makes the directories only (for a file the caller writes with fs.write's mode).
+---@param path string
+---@param opts? table
+---@return true? ok
+---@return string|sacm.Error|nil warning_or_err
 function M.private_file(path, opts)
   check_path("fs.private_file", path, 2)
   opts = check_opts("fs.private_file", opts, 2)
@@ -155,6 +177,9 @@ function M.private_file(path, opts)
 end
 
 --- list(dir) -> {{name =, type =}, ...} sorted by name (bytewise), without "." and "..".
+---@param path string
+---@return {name: string, type: string}[]? entries
+---@return sacm.Error? err
 function M.list(path)
   check_path("fs.list", path, 2)
   local result, err = await("fs.list", core.list, path)
@@ -164,6 +189,10 @@ end
 --- mkdir(path [, {mode, parents}]) -> true | nil, err. parents: create missing ancestors and
 -- accept an existing directory (mkdir -p). mode (default 0777 less the umask) is applied exactly
 -- when given.
+---@param path string
+---@param opts? {mode?: integer, parents?: boolean}
+---@return true? ok
+---@return sacm.Error? err
 function M.mkdir(path, opts)
   check_path("fs.mkdir", path, 2)
   opts = check_opts("fs.mkdir", opts, 2)
@@ -173,6 +202,9 @@ function M.mkdir(path, opts)
 end
 
 --- remove(path) -> true | nil, err. A file, a link (not its target) or an empty directory.
+---@param path string
+---@return true? ok
+---@return sacm.Error? err
 function M.remove(path)
   check_path("fs.remove", path, 2)
   local result, err = await("fs.remove", core.remove, path)
@@ -180,6 +212,10 @@ function M.remove(path)
 end
 
 --- rename(from, to) -> true | nil, err. rename(2): atomic, same file system only.
+---@param from string
+---@param to string
+---@return true? ok
+---@return sacm.Error? err
 function M.rename(from, to)
   check_path("fs.rename", from, 2)
   check_path("fs.rename", to, 2)
@@ -189,6 +225,9 @@ end
 
 --- readlink(path) -> the target of the symbolic link, as stored (not resolved) | nil, err.
 -- EINVAL when path is not a link.
+---@param path string
+---@return string? target
+---@return sacm.Error? err
 function M.readlink(path)
   check_path("fs.readlink", path, 2)
   local result, err = await("fs.readlink", core.readlink, path)
@@ -199,6 +238,10 @@ local ALGORITHMS = { sha256 = true, sha1 = true, sha512 = true, sha384 = true, s
 
 --- hash(path [, algorithm]) -> lowercase hex digest | nil, err. algorithm: "sha256" (default),
 -- "sha1", "sha512", "sha384", "sha224". The file is streamed, never loaded whole.
+---@param path string
+---@param algorithm? "sha256"|"sha1"|"sha512"|"sha384"|"sha224"
+---@return string? hex
+---@return sacm.Error? err
 function M.hash(path, algorithm)
   check_path("fs.hash", path, 2)
   algorithm = algorithm or "sha256"
@@ -234,6 +277,11 @@ end
 -- directly inside it); any other path is watched through its parent directory and only that name
 -- is reported, so a file replaced by rename (editors, fs.write) or created later is still seen.
 -- watcher:close() (or <close>) stops it; a pending, not yet delivered batch is dropped.
+---@param path string
+---@param fn fun(changes: table)
+---@param opts? {debounce?: number}
+---@return sacm.Watcher? watcher
+---@return sacm.Error? err
 function M.watch(path, fn, opts)
   check_path("fs.watch", path, 2)
   if type(fn) ~= "function" then

@@ -24,6 +24,8 @@ local signal_names = {}
 for name, number in pairs(core.signals) do signal_names[number] = name end
 
 --- signal_name(n) -> "SIGTERM", or nil for an unknown number.
+---@param n integer
+---@return string? name
 function M.signal_name(n)
   return signal_names[n]
 end
@@ -188,6 +190,10 @@ end
 -- result = {code, signal, ok, stdout, stderr, truncated = {stdout, stderr}, pid, duration}.
 -- err.condition: ENOENT/EACCES/... when the program could not start, or "timeout" (err.result
 -- holds what was read before the kill).
+---@param argv string[]
+---@param opts? table cwd, env, stdin, timeout, max_output
+---@return table? result code, signal, ok, stdout, stderr, truncated, pid, duration
+---@return sacm.Error? err
 function M.run(argv, opts)
   local result, err = run(argv, opts)
   return result, err
@@ -203,6 +209,10 @@ Process.__index = Process
 -- process:stop([grace]) -> result: SIGTERM, then SIGKILL after grace seconds (default 5);
 -- process:close() (also <close>): kills the group if it still runs.
 -- Output is captured as for run (opts.max_output per stream, the rest dropped).
+---@param argv string[]
+---@param opts? table
+---@return sacm.Process? process
+---@return sacm.Error? err
 function M.spawn(argv, opts)
   local spawn_opts = spawn_options("proc.spawn", argv, opts, 3)
   local self = setmetatable({ argv = spawn_opts.args, exited = require("sacm.sync").event() }, Process)
@@ -253,6 +263,10 @@ function Process:__tostring()
 end
 
 --- shell(cmd [, opts]): run({"/bin/sh", "-c", cmd}, opts).
+---@param cmd string
+---@param opts? table as for run
+---@return table? result
+---@return sacm.Error? err
 function M.shell(cmd, opts)
   if type(cmd) ~= "string" then
     error(("proc.shell: cmd must be a string, got %s"):format(type(cmd)), 2)

@@ -134,7 +134,7 @@ function M.run(opts)
 
   local saved_print, saved_io_write = _G.print, io.write
   local our_print, our_io_write = make_print(core.write), make_io_write(core.write)
-  _G.print, io.write = our_print, our_io_write
+  _G.print, io.write = our_print, our_io_write -- luacheck: ignore 122 (the REPL owns output)
 
   local stopped = false
   local function stop()
@@ -142,7 +142,7 @@ function M.run(opts)
     stopped = true
     core.stop()
     if _G.print == our_print then _G.print = saved_print end
-    if io.write == our_io_write then io.write = saved_io_write end
+    if io.write == our_io_write then io.write = saved_io_write end -- luacheck: ignore 122
   end
   -- SIGTERM or sacm.exit while the prompt is out: give the terminal back before the handlers run.
   local registration = shutdown.on_shutdown(stop)

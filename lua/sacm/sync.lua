@@ -29,6 +29,7 @@ end
 local Event = {}
 Event.__index = Event
 
+---@return sacm.Event event
 function M.event()
   return setmetatable({ is_set_ = false, waiters = {} }, Event)
 end
@@ -62,6 +63,8 @@ local Queue = {}
 Queue.__index = Queue
 
 --- queue([maxsize]) -> queue. Without maxsize it is unbounded.
+---@param maxsize? integer at most this many values queued (unbounded without it)
+---@return sacm.Queue queue
 function M.queue(maxsize)
   if maxsize ~= nil and (math.type(maxsize) ~= "integer" or maxsize < 1) then
     error("queue size must be a positive integer", 2)

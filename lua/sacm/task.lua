@@ -52,6 +52,7 @@ end
 M._seconds_to_ms = seconds_to_ms
 
 --- current() -> the running task, or nil outside a task.
+---@return sacm.Task? task the running task, nil outside one
 function M.current()
   return current
 end
@@ -71,6 +72,7 @@ M._require_task = require_task
 --- can_wait() -> true when the caller may wait (sleep, iq, await): it runs in a task, on the
 -- task's own coroutine. Close handlers use it to fall back to a close that does not wait when
 -- they run elsewhere (a __gc, a variable closed outside any task), instead of raising.
+---@return boolean
 function M.can_wait()
   local t = current
   return t ~= nil and coroutine.running() == t.co and coroutine.isyieldable()
@@ -96,6 +98,7 @@ end
 -- I/O (sacm._loop.after_poll). A 0 ms timer would not do: libuv runs a timer started from a timer
 -- callback in the same phase, so tasks yielding that way would starve sockets and pipes.
 local yielders, yielder_index = {}, {}
+local forget_yielder
 local function resume_yielders()
   local list = yielders
   yielders, yielder_index = {}, {}
@@ -106,7 +109,7 @@ local function resume_yielders()
     end
   end
 end
-local function forget_yielder(t)
+function forget_yielder(t)
   local i = yielder_index[t]
   if i then
     yielders[i], yielder_index[t] = false, nil -- a cancelled task stays out; the list keeps its order
@@ -299,6 +302,9 @@ require("sacm._dispatch").set_dispatcher(dispatch)
 --- spawn(fn, ...) -> task. fn(...) starts running soon (when the caller waits or returns).
 -- opts form: spawn({name = "collect", silent = true}, fn, ...) names the task for logs;
 -- silent tasks do not log an unawaited failure.
+---@param fn function
+---@param ... any arguments for fn
+---@return sacm.Task task
 function M.spawn(fn, ...)
   local name, silent
   if type(fn) == "table" then
@@ -347,6 +353,9 @@ local function resumed(t, first, ...)
   return first, ...
 end
 
+---@param on_cancel? fun(arg: any) runs if the task is cancelled while parked
+---@param arg? any
+---@return any ... what wake passed
 function M.suspend(on_cancel, arg)
   local t = require_task("suspend")
   t.status = "suspended"
@@ -355,6 +364,9 @@ function M.suspend(on_cancel, arg)
 end
 
 --- wake(task, ...) -> true if the task was suspended and is now ready to resume with the values.
+---@param t sacm.Task
+---@param ... any
+---@return boolean woken false when t was not parked
 function M.wake(t, ...)
   if t.status ~= "suspended" then return false end
   t.status = "ready"
@@ -368,6 +380,7 @@ function M.wake(t, ...)
 end
 
 --- sleep(seconds): suspends the running task; other tasks and I/O go on.
+---@param seconds number
 function M.sleep(seconds)
   local t = require_task("sleep")
   local ms = seconds_to_ms(seconds or 0, "sleep duration")
@@ -508,6 +521,9 @@ end
 --- all(tasks [, timeout]) -> results. Waits for every task, or until the deadline.
 -- results[i] = {ok = true, value = first, values = {n=..., ...}} or {ok = false, err = err};
 -- tasks still running at the deadline get a `timeout` error and are left running.
+---@param tasks sacm.Task[]
+---@param timeout? number seconds
+---@return {ok: boolean, value: any, err: sacm.Error?}[] results in the order of tasks
 function M.all(tasks, timeout)
   require_task("all")
   local deadline = timeout and (loop.hrtime() / 1e9 + timeout)
@@ -521,7 +537,7 @@ function M.all(tasks, timeout)
     if not r[1] then
       results[i] = { ok = false, err = r[2] }
     elseif r[2] == nil and errors.is(r[3]) and (r[3].condition == "timeout" or r[3].condition == "cancelled")
-        and not (t.status == "done") then
+        and t.status ~= "done" then
       results[i] = { ok = false, err = r[3] }
     else
       local values = pack(unpack(r, 2, r.n))
@@ -532,6 +548,10 @@ function M.all(tasks, timeout)
 end
 
 --- with_timeout(seconds, fn, ...) -> fn's results, or nil, err (timeout) after cancelling it.
+---@param seconds number
+---@param fn function
+---@param ... any
+---@return any ... what fn returned, or nil, err (timeout)
 function M.with_timeout(seconds, fn, ...)
   require_task("with_timeout")
   local t = M._spawn("with_timeout", true, fn, ...)

@@ -8,6 +8,7 @@ local M = {}
 
 M.now = loop.time
 
+---@return number seconds from an arbitrary origin, never going back
 function M.monotonic()
   return loop.hrtime() / 1e9
 end
@@ -15,6 +16,9 @@ end
 --- format([t [, digits]]) -> "YYYY-MM-DDThh:mm:ss[.fff]Z" in UTC. digits: fraction digits (0-6, default 3).
 -- The year has four digits (0808, not strftime's 808): every time parse() returns formats to a
 -- string parse() takes back.
+---@param t? number seconds since the epoch (default: now)
+---@param digits? integer fraction digits, 0 to 6 (default 3)
+---@return string
 function M.format(t, digits)
   t = t or loop.time()
   digits = digits or 3
@@ -54,6 +58,9 @@ local AFTER_LAST = days_from_civil(10000, 1, 1) * 86400
 --- parse(s) -> seconds since the epoch (float), or nil, err. Accepts XEP-0082 DateTime
 -- (CCYY-MM-DDThh:mm:ss[.sss]TZD with TZD "Z" or ±hh:mm, hh at most 23 and mm at most 59) and
 -- Date (CCYY-MM-DD, as midnight UTC), for instants in the years 0000 to 9999 in UTC.
+---@param s string
+---@return number? seconds since the epoch
+---@return sacm.Error? err
 function M.parse(s)
   if type(s) ~= "string" then return nil, errors.new("bad-format", "date-time must be a string") end
   local y, mo, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")

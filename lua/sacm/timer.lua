@@ -33,6 +33,10 @@ local function start(seconds, period, fn, opts)
 end
 
 --- after(seconds, fn [, opts]) -> timer. fn(timer) runs once, as its own task.
+---@param seconds number
+---@param fn fun(timer: sacm.Timer)
+---@param opts? {background?: boolean}
+---@return sacm.Timer timer
 function M.after(seconds, fn, opts)
   return start(seconds, nil, fn, opts)
 end
@@ -40,6 +44,10 @@ end
 --- every(seconds, fn [, opts]) -> timer. fn(timer) runs every period, as its own task; a tick is
 -- skipped while the previous run is still going. opts.first (seconds) sets the first delay
 -- (default: one period); opts.background = true lets the program end while it is pending.
+---@param seconds number the period
+---@param fn fun(timer: sacm.Timer)
+---@param opts? {first?: number, background?: boolean}
+---@return sacm.Timer timer
 function M.every(seconds, fn, opts)
   local first = opts and opts.first or seconds
   return start(first, seconds, fn, opts)

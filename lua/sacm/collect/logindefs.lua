@@ -45,9 +45,7 @@ function M.parse_useradd(s)
 end
 
 function M.applicable(opts)
-  local root = confdirs.check_root(opts, "logindefs")
-  if fs.exists(confdirs.join(root, M.LOGIN_DEFS)) then return true end
-  return false, M.LOGIN_DEFS .. " does not exist (no shadow suite)"
+  return confdirs.needs(opts, "logindefs", M.LOGIN_DEFS, M.LOGIN_DEFS .. " does not exist (no shadow suite)")
 end
 
 --- collect({root}) -> {attributes = {[name] = value, ...}, items = {{name, value, file, line}}}.

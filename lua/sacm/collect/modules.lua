@@ -118,9 +118,7 @@ function M.items(wanted, loaded, available, builtin, directives)
 end
 
 function M.applicable(opts)
-  local root = confdirs.check_root(opts, "modules")
-  if fs.exists(confdirs.join(root, "/proc/modules")) then return true end
-  return false, "/proc/modules does not exist (kernel without module support, or /proc not mounted)"
+  return confdirs.needs(opts, "modules", "/proc/modules", "/proc/modules does not exist (kernel without module support, or /proc not mounted)")
 end
 
 --- collect({modules, root}) -> {attributes = {kernel_release, module_lists_readable,

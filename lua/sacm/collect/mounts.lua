@@ -162,9 +162,7 @@ function M.resolve_boot(items, units)
 end
 
 function M.applicable(opts)
-  local root = confdirs.check_root(opts, "mounts")
-  if fs.exists(confdirs.join(root, "/proc/self/mounts")) then return true end
-  return false, "/proc/self/mounts does not exist"
+  return confdirs.needs(opts, "mounts", "/proc/self/mounts", "/proc/self/mounts does not exist")
 end
 
 --- collect({root}) -> {attributes = {mounted, fstab_entries, fstab_readable, mount_units, systemd},

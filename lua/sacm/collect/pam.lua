@@ -3,7 +3,6 @@
 -- faillock (lockout after failures) and pwhistory (reuse). A module option given on its PAM line
 -- overrides the same setting in the module's file, so the kind reports the effective value of
 -- each setting with where it came from.
-local fs = require "sacm.fs"
 local confdirs = require "sacm.confdirs"
 local text = require("sacm.collect").text
 
@@ -117,9 +116,7 @@ function M.settings(layers, stack, module)
 end
 
 function M.applicable(opts)
-  local root = confdirs.check_root(opts, "pam")
-  if fs.exists(confdirs.join(root, M.PAM_DIR)) then return true end
-  return false, M.PAM_DIR .. " does not exist (no PAM on this host)"
+  return confdirs.needs(opts, "pam", M.PAM_DIR, M.PAM_DIR .. " does not exist (no PAM on this host)")
 end
 
 --- collect({root, services}) -> {attributes, items}. items: the lines of each stack, {service,

@@ -86,9 +86,7 @@ local function included_name(name)
 end
 
 function M.applicable(opts)
-  local root = confdirs.check_root(opts, "sudoers")
-  if fs.exists(confdirs.join(root, M.SUDOERS)) then return true end
-  return false, M.SUDOERS .. " does not exist (sudo is not installed)"
+  return confdirs.needs(opts, "sudoers", M.SUDOERS, M.SUDOERS .. " does not exist (sudo is not installed)")
 end
 
 --- collect({root}) -> {attributes, items}. items: the Defaults settings and rules of every file

@@ -177,9 +177,7 @@ end
 ---------------------------------------------------------------------------- collection
 
 function M.applicable(opts)
-  local root = confdirs.check_root(opts, "sysctl")
-  if fs.exists(confdirs.join(root, "/proc/sys/kernel")) then return true end
-  return false, "/proc/sys is not mounted"
+  return confdirs.needs(opts, "sysctl", "/proc/sys/kernel", "/proc/sys is not mounted")
 end
 
 --- collect({keys = {...}, root}) -> {attributes = {[key] = "value", persistent_files = n},

@@ -201,4 +201,20 @@ function M.glob(pattern, s)
   return s:find(lua_pattern) ~= nil
 end
 
+local SSG_RULE = "xccdf_org.ssgproject.content_rule_"
+
+--- references(ssg, cis, cis_title) -> a rule's references: the SCAP Security Guide rules named
+-- in the list ssg (without the XCCDF prefix), then the CIS Debian Linux 12 Benchmark
+-- recommendation cis (number) with its title, when given.
+---@param ssg string[]
+---@param cis? string
+---@param cis_title? string
+---@return {system: string, id: string, title?: string}[]
+function M.references(ssg, cis, cis_title)
+  local out = {}
+  for _, name in ipairs(ssg) do out[#out + 1] = { system = "ssg", id = SSG_RULE .. name } end
+  if cis then out[#out + 1] = { system = "cis-debian12", id = cis, title = cis_title } end
+  return out
+end
+
 return M

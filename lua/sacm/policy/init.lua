@@ -106,7 +106,7 @@ local function policy_globals()
     find_item = helpers.find_item, filter_items = helpers.filter_items,
     is_empty = helpers.is_empty, contains = helpers.contains, split = helpers.split,
     trim = helpers.trim, version_compare = helpers.version_compare,
-    version_lt = helpers.version_lt, glob = helpers.glob,
+    version_lt = helpers.version_lt, glob = helpers.glob, references = helpers.references,
   }
 end
 M._globals = policy_globals

@@ -29,8 +29,8 @@ local tostring = tostring
 local dgetmetatable, sethook = debug.getmetatable, debug.sethook
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local usage, set_limit = mem.usage, mem.set_limit
-local s_find, s_match, s_gmatch, s_gsub, s_byte, s_sub = string.find, string.match, string.gmatch,
-  string.gsub, string.byte, string.sub
+local s_find, s_match, s_gmatch, s_gsub, s_byte = string.find, string.match, string.gmatch,
+  string.gsub, string.byte
 
 M.DEFAULT_INSTRUCTIONS = 1000000
 M.DEFAULT_MEMORY = 16 * 1024 * 1024

@@ -61,12 +61,12 @@ end
 function M.subset(oval_text, ids)
   local doc, err = xml.parse(oval_text, { max_bytes = #oval_text + 1 })
   if not doc then return nil, "the OVAL document does not parse: " .. tostring(err) end
-  local by_id, section_of = {}, {}
+  local by_id = {}
   for _, name in ipairs(SECTIONS) do
     local sec = doc:child(name, M.NS)
     if sec then
       for _, c in ipairs(sec) do
-        if type(c) == "table" and c.attr.id then by_id[c.attr.id], section_of[c.attr.id] = c, name end
+        if type(c) == "table" and c.attr.id then by_id[c.attr.id] = c end
       end
     end
   end

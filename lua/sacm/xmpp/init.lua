@@ -10,7 +10,6 @@ local core = require "sacm._xmpp"
 local handlers = require "sacm._handlers"
 local dns = require "sacm._dns"
 local task = require "sacm.task"
-local sync = require "sacm.sync"
 local timer = require "sacm.timer"
 local errors = require "sacm.error"
 local xml = require "sacm.xml"
@@ -351,12 +350,12 @@ local function tls_verification_error(info, self)
   local trust = self.options.cafile and ("the CA file " .. self.options.cafile)
       or self.options.capath and ("the CA directory " .. self.options.capath)
       or "the system's CA store (no cafile given)"
-  local reason = info.verify_error or "certificate verification failed"
+  local reason = info.reason or "certificate verification failed"
   local fix
-  if reason:find("hostname mismatch", 1, true) then
+  if info.verify_kind == "hostname-mismatch" then
     fix = ("the certificate does not name %s: connect with the domain it was issued for, or reissue it")
         :format(self.domain)
-  elseif reason:find("expired", 1, true) or reason:find("not yet valid", 1, true) then
+  elseif info.verify_kind == "expired" or info.verify_kind == "not-yet-valid" then
     fix = "renew the server's certificate (or check this machine's clock)"
   else
     fix = "set cafile to the CA that issued the server's certificate, or have the server send its full chain"
@@ -379,25 +378,25 @@ end
 local function connect_error(info, self)
   if self.phase == "up" then
     -- an established session that dropped (or that we dropped: it stopped answering pings)
-    local why = self.dead_reason or info.stream_text or info.stream_error
-        or (info.tls_failed and (info.tls_text and ("TLS error: " .. info.tls_text) or "the server closed the TLS session"))
-        or info.errno_text
+    local why = self.dead_reason or info.reason
     return errors.new("connection-lost", "connection lost" .. (why and (": " .. why) or ""),
       { stream_error = info.stream_error, errno = info.errno, reason = why })
   end
-  if info.setup_failure then return errors.new("remote-connection-failed", info.setup_failure) end
-  if info.verify_error or info.verify_code then return tls_verification_error(info, self) end
-  if info.sasl_condition or info.sasl_mechanism or info.auth_failed then return auth_error(info, self) end
-  if info.stream_error then
-    return errors.new(info.stream_error, info.stream_text or ("stream error from " .. self.domain))
+  local condition = info.condition
+  if condition == "tls-verification-failed" then return tls_verification_error(info, self) end
+  if condition == "not-authorized" and (info.sasl_mechanism or info.sasl_condition or info.auth_failed) then
+    return auth_error(info, self)
   end
-  if info.tls_start then
-    return errors.new("tls-failed", ("TLS with %s port %d could not start: %s"):format(self.address or self.host,
-      self.port, info.tls_text or info.tls_start))
+  if info.setup_failure then return errors.new(condition, info.reason) end
+  if info.stream_error then
+    return errors.new(condition, info.reason or ("stream error from " .. self.domain))
+  end
+  if condition == "tls-failed" then
+    return errors.new(condition, ("TLS with %s port %d could not start: %s"):format(self.address or self.host,
+      self.port, info.reason))
   end
   if info.errno then
-    return errors.new(info.errno, ("%s port %d: %s"):format(self.address or self.host, self.port,
-      info.errno_text or info.errno))
+    return errors.new(condition, ("%s port %d: %s"):format(self.address or self.host, self.port, info.reason))
   end
   return errors.new("remote-connection-failed", ("%s port %d closed the stream before the session was up "
     .. "(libstrophe's account is logged at --log-level debug)"):format(self.address or self.host, self.port))

@@ -343,7 +343,7 @@ function Service:publish(node, id, payload, publish_options)
   local reply, err = send(self, iq, "publish to node '%s'", id ~= nil, node)
   if not reply then return nil, err end
   local published = reply_child(reply, M.NS, "publish")
-  local item = published and published:child("item", M.NS)
+  item = published and published:child("item", M.NS)
   -- XEP-0060 7.1.2: the result may be empty when the publisher chose the id
   local got = item and item.attr.id or id
   if not got then
