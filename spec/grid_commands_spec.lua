@@ -40,7 +40,9 @@ return { id = "t", title = "t", rules = {
     repo = start(repository, "repository", { database = dir .. "/grid.db" })
     orch = start(orchestrator, "orchestrator")
     eval = start(evaluator, "evaluator", { policies = dir .. "/policies" })
-    coll = start(collector, "collector", { kinds = { "os", "users" } })
+    -- these cases collect in quick succession, past the default per-peer rate limit (which the
+    -- hostile-forms describe below shows on its own)
+    coll = start(collector, "collector", { kinds = { "os", "users" }, rate_limits = { collect = { rate = 50, burst = 100 } } })
     assert(orch:discover({ collectors = 1, evaluators = 1, timeout = 15 }))
     outsider = assert(xmpp.connect({ jid = server:jid("outsider") .. "/x", password = "pw", host = server.host,
       port = server.port, cafile = server.ca_file }))
@@ -117,6 +119,33 @@ return { id = "t", title = "t", rules = {
     assert.is_nil(reply)
     assert.equal("forbidden", ferr.condition)
     session:cancel()
+  end)
+
+  it("collects again when the evaluator heard none of the collection's posture", function()
+    -- the evaluator is off the posture node during the first collection (as when its node of a
+    -- cluster went away while the notifications went out) and back once it is done
+    local node = proto.NODE.posture
+    local bare = server:jid("evaluator")
+    assert(eval.member.pubsub:unsubscribe(node, nil, bare))
+    local collections, back = {}, false
+    local watch = orch:on_status(function(st)
+      if st.type == "collection-done" then
+        collections[#collections + 1] = st.correlation
+        if not back then
+          back = true
+          task.spawn(function() assert(eval.member.pubsub:subscribe(node, nil, bare)) end)
+        end
+      end
+    end)
+    local a = assert(orch:assess({ kinds = { "os" }, timeout = 60 }))
+    if watch and watch.remove then watch.remove() end
+    assert.is_true(back)
+    assert.same({}, a.incomplete)
+    assert.equal(2, #collections, "one collection missed by the evaluator, then one judged")
+    assert.equal(collections[2], a.correlation)
+    local by = {}
+    for _, r in ipairs(a.results) do by[r.rule_id] = r.result end
+    assert.equal("pass", by["t-os"])
   end)
 
   it("evaluates a known correlation, lists failed endpoints by id, and refuses an unknown correlation", function()

@@ -300,13 +300,11 @@ end
 -- Collects, then evaluates what was collected; the assessment holds both runs and the results.
 -- With kinds, only the rules of those kinds are judged, unless all_rules (then the others are
 -- judged on the newest posture the evaluator has, whose age the results say).
-function Orchestrator:assess(opts)
-  opts = opts or {}
-  local started = time.monotonic()
-  local timeout = opts.timeout or 120
-  local collection, err = self:collect({ collectors = opts.collectors, kinds = opts.kinds, timeout = timeout,
-    kind_timeout = opts.kind_timeout })
-  if not collection then return nil, err end
+-- One collection and the evaluation of what it brought.
+local function collect_and_evaluate(self, opts, started, timeout)
+  local collection, err = self:collect({ collectors = opts.collectors, kinds = opts.kinds,
+    timeout = math.max(5, timeout - (time.monotonic() - started)), kind_timeout = opts.kind_timeout })
+  if not collection then return nil, nil, err end
   local endpoints, seen = {}, {}
   for _, p in ipairs(collection.posture) do
     if not seen[p.endpoint] then
@@ -314,12 +312,39 @@ function Orchestrator:assess(opts)
       endpoints[#endpoints + 1] = p.endpoint
     end
   end
-  if #endpoints == 0 then return nil, errors.new("item-not-found", "the collection brought no posture"), collection end
+  if #endpoints == 0 then return collection, nil, errors.new("item-not-found", "the collection brought no posture") end
   local evaluation
   evaluation, err = self:evaluate({ correlation = collection.correlation, evaluators = opts.evaluators,
     endpoints = endpoints, policies = opts.policies, timeout = math.max(5, timeout - (time.monotonic() - started)),
     -- the rules of the kinds collected, not others judged on older posture (all_rules: every rule)
     kinds = not opts.all_rules and opts.kinds or nil })
+  return collection, evaluation, err
+end
+
+-- An evaluator that heard none of the collection's posture: the notifications were lost on their
+-- way (it was moving between the nodes of a cluster while they went out, say).
+local function posture_lost(evaluation)
+  for _, e in pairs(evaluation.evaluators) do
+    if e.state == "failed" and e.error and e.error.condition == "item-not-found"
+      and tostring(e.error.text):find("no posture of correlation", 1, true) then
+      return true
+    end
+  end
+  return false
+end
+
+function Orchestrator:assess(opts)
+  opts = opts or {}
+  local started = time.monotonic()
+  local timeout = opts.timeout or 120
+  local collection, evaluation, err = collect_and_evaluate(self, opts, started, timeout)
+  if evaluation and posture_lost(evaluation) and time.monotonic() - started < timeout / 2 then
+    -- once: collect again, so the assessment does not end incomplete for want of a notification
+    log.warn("an evaluator did not hear the posture of collection %s; collecting again", collection.correlation)
+    self.watches[collection.correlation] = nil
+    collection, evaluation, err = collect_and_evaluate(self, opts, started, timeout)
+  end
+  if not collection then return nil, err end
   if not evaluation then return nil, err, collection end
   self.watches[collection.correlation] = nil
   -- an assessment that covered less than was asked for must not read as a clean one
