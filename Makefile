@@ -132,7 +132,7 @@ test-unit: all
 # The fast layer: the specs that start no server (Prosody, ejabberd, PostgreSQL, nginx, a grid).
 # End-to-end specs carry the busted tag #e2e in their describe (docs/testing.md).
 test-fast: all
-	SACMRUN_STRICT_EXIT=1 ./sacmrun spec/run.lua --exclude-tags=e2e $(SPEC)
+	SACMRUN_TEST_LAYER=fast SACMRUN_STRICT_EXIT=1 ./sacmrun spec/run.lua --exclude-tags=e2e $(SPEC)
 
 test-asan: sacmrun-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp \

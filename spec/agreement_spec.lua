@@ -110,7 +110,7 @@ local function compare(pairs_, results, verdicts)
   return agreed, bad, intended
 end
 
-describe("agreement with OpenSCAP's SSG OVAL", function()
+describe("agreement with OpenSCAP's SSG OVAL #e2e", function()
   lazy_setup(function()
     assert(proc.run({ "sh", "-c", "command -v oscap" }, { timeout = 5 }).ok, "oscap is not installed (openscap-scanner)")
     oval_text = assert(fs.read(OVAL), OVAL .. " is missing (ssg-debian, in tools/debian-packages.txt)")

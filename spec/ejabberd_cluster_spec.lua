@@ -14,7 +14,7 @@ local orchestrator = require "sacm.roles.orchestrator"
 
 local wait_until = require("support.wait").until_true
 
-describe("grid roles on an ejabberd cluster", function()
+describe("grid roles on an ejabberd cluster #e2e", function()
   local c, dir, g
 
   lazy_setup(function()
@@ -87,7 +87,7 @@ describe("grid roles on an ejabberd cluster", function()
   end)
 end)
 
-describe("an ejabberd cluster on PostgreSQL", function()
+describe("an ejabberd cluster on PostgreSQL #e2e", function()
   local pgserver, c, dir, g
 
   lazy_setup(function()

@@ -54,7 +54,7 @@ local function expected_here()
   }
 end
 
-describe("collection kind oscap", function()
+describe("collection kind oscap #e2e", function()
   local data
 
   lazy_setup(function()

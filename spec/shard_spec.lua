@@ -58,7 +58,7 @@ describe("sacm.grid.shard", function()
   end)
 end)
 
-describe("evaluators sharing a fleet of 60 simulated endpoints", function()
+describe("evaluators sharing a fleet of 60 simulated endpoints #e2e", function()
   local N, bin = 60, os.getenv("SACMRUN_BIN") or "./sacmrun"
   local server, dir, g, repo, orch
   local evaluators, sim = {}, nil

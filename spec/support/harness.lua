@@ -481,6 +481,17 @@ end
 function M.start(class, init, setup)
   local started = time.monotonic()
   local name = class.NAME
+  -- `make test-fast` promises no servers: a spec that starts one there lacks its #e2e tag
+  if os.getenv("SACMRUN_TEST_LAYER") == "fast" then
+    local where = "this spec"
+    for level = 2, 20 do
+      local info = debug.getinfo(level, "Sl")
+      if not info then break end
+      if info.short_src:match("_spec%.lua$") then where = info.short_src .. ":" .. info.currentline break end
+    end
+    error(("%s.start in the fast layer (make test-fast) from %s: tag its describe #e2e "
+      .. "(docs/testing.md)"):format(name, where), 0)
+  end
   local ok_dir, dir = pcall(tmp.dir, name)
   if not ok_dir then error(name .. ".start: " .. tostring(dir), 3) end
   local self = setmetatable({
