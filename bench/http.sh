@@ -26,7 +26,6 @@ for tool in wrk nginx openssl curl; do
         exit 1
     fi
 done
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 if [ ! -x ./sacmrun ]; then
     echo "http.sh: ./sacmrun is missing; run 'make' first" >&2
     exit 1
@@ -44,9 +43,10 @@ cleanup() {
 trap 'rc=$?; cleanup; exit $rc' EXIT
 trap 'exit 130' INT TERM
 
+bench=http
+. bench/lib/servers.sh
 # One self-signed P-256 certificate for both (wrk does not verify; the spec does that).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+self_signed_cert
 mkdir -p "$tmp/www" "$tmp/logs"
 printf 'hello, world\n' >"$tmp/www/x"
 # Run as root, nginx's worker drops to nobody: it must be able to read the file it serves (the
@@ -54,47 +54,8 @@ printf 'hello, world\n' >"$tmp/www/x"
 chmod 0755 "$tmp" "$tmp/www"
 chmod 0644 "$tmp/www/x"
 
-# A free port for nginx: random in 20000-32767 (below Linux's ephemeral range), not in use.
-port_in_use() {
-    hex=$(printf ':%04X ' "$1")
-    grep -q "$hex" /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-nginx_port=""
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-    p=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 12768))
-    if ! port_in_use "$p"; then nginx_port=$p; break; fi
-done
-[ -n "$nginx_port" ] || { echo "http.sh: no free port for nginx" >&2; exit 1; }
-
-cat >"$tmp/nginx.conf" <<CONF
-# written by bench/http.sh
-daemon off;
-master_process on;
-worker_processes 1;
-pid $tmp/nginx.pid;
-error_log $tmp/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $tmp/client_body;
-    proxy_temp_path $tmp/proxy;
-    fastcgi_temp_path $tmp/fastcgi;
-    uwsgi_temp_path $tmp/uwsgi;
-    scgi_temp_path $tmp/scgi;
-    default_type text/plain;
-    keepalive_requests 1000000;
-    keepalive_timeout 30s;
-    server {
-        listen 127.0.0.1:$nginx_port ssl;
-        ssl_certificate $tmp/cert.pem;
-        ssl_certificate_key $tmp/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        root $tmp/www;
-    }
-}
-CONF
-"$NGINX" -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/logs/error.log" >"$tmp/nginx.out" 2>&1 &
-nginx_pid=$!
+nginx_port=$(free_port)
+start_nginx "$nginx_port"
 
 ./sacmrun bench/http_server.lua "$tmp/cert.pem" "$tmp/key.pem" "$tmp/www/x" >"$tmp/sacmrun.port" 2>"$tmp/sacmrun.err" &
 sacm_pid=$!
@@ -124,7 +85,7 @@ if ! wait_up "https://127.0.0.1:$nginx_port/x"; then
 fi
 
 echo "http: $rounds rounds of ${duration}s per server, wrk -t1 -c$conns, taking turns (after a 1 s warm-up each)"
-bench=http path=/x raw=$out/http.raw
+path=/x raw=$out/http.raw
 . bench/lib/wrk_pair.sh
 run_rounds
 summarize

@@ -35,9 +35,10 @@ cleanup() {
 trap 'rc=$?; cleanup; exit $rc' EXIT
 trap 'exit 130' INT TERM
 
+bench=http_client
+. bench/lib/servers.sh
 # A self-signed P-256 certificate for 127.0.0.1, which the client verifies as its own CA file.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+self_signed_cert
 printf 'hello, world\n' >"$tmp/body"
 
 ./sacmrun bench/http_server.lua "$tmp/cert.pem" "$tmp/key.pem" "$tmp/body" >"$tmp/port" 2>"$tmp/server.err" &

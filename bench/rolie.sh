@@ -28,7 +28,6 @@ for tool in wrk nginx openssl curl; do
         exit 1
     fi
 done
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x ./sacmrun ] || { echo "rolie.sh: ./sacmrun is missing; run 'make' first" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/sacmrun-bench-rolie-XXXXXXXXXX)
@@ -43,18 +42,13 @@ cleanup() {
 trap 'rc=$?; cleanup; exit $rc' EXIT
 trap 'exit 130' INT TERM
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+bench=rolie
+. bench/lib/servers.sh
+self_signed_cert
 mkdir -p "$tmp/www" "$tmp/logs"
 chmod 0755 "$tmp" "$tmp/www" # nginx's worker runs as nobody when started as root
 
-port_in_use() { grep -q "$(printf ':%04X ' "$1")" /proc/net/tcp /proc/net/tcp6 2>/dev/null; }
-nginx_port=""
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-    p=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 12768))
-    if ! port_in_use "$p"; then nginx_port=$p; break; fi
-done
-[ -n "$nginx_port" ] || { echo "rolie.sh: no free port for nginx" >&2; exit 1; }
+nginx_port=$(free_port)
 
 echo "rolie: loading $count results into a repository"
 ./sacmrun bench/rolie_server.lua "$tmp/cert.pem" "$tmp/key.pem" "$tmp/grid.db" "$count" \
@@ -76,35 +70,8 @@ if [ -z "$sacm_port" ] || ! curl -skf --max-time 5 -H "$auth" -o "$tmp/www/feed.
 fi
 chmod 0644 "$tmp/www/feed.xml"
 
-cat >"$tmp/nginx.conf" <<CONF
-# written by bench/rolie.sh
-daemon off;
-master_process on;
-worker_processes 1;
-pid $tmp/nginx.pid;
-error_log $tmp/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $tmp/client_body;
-    proxy_temp_path $tmp/proxy;
-    fastcgi_temp_path $tmp/fastcgi;
-    uwsgi_temp_path $tmp/uwsgi;
-    scgi_temp_path $tmp/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 30s;
-    server {
-        listen 127.0.0.1:$nginx_port ssl;
-        ssl_certificate $tmp/cert.pem;
-        ssl_certificate_key $tmp/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        root $tmp/www;
-        location = /rolie/private/results { default_type "application/atom+xml;type=feed"; try_files /feed.xml =404; }
-    }
-}
-CONF
-"$NGINX" -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/logs/error.log" >"$tmp/nginx.out" 2>&1 &
-nginx_pid=$!
+start_nginx "$nginx_port" \
+    'location = /rolie/private/results { default_type "application/atom+xml;type=feed"; try_files /feed.xml =404; }'
 i=0
 until curl -sk --max-time 2 -o "$tmp/nginx.xml" "https://127.0.0.1:$nginx_port$page" 2>/dev/null &&
         cmp -s "$tmp/nginx.xml" "$tmp/www/feed.xml"; do

@@ -40,20 +40,11 @@ cleanup() {
 trap 'rc=$?; cleanup; exit $rc' EXIT
 trap 'exit 130' INT TERM
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+bench=slowloris
+. bench/lib/servers.sh
+self_signed_cert
 
-# A free port: random in 20000-32767 (below Linux's ephemeral range), not in use.
-port_in_use() {
-    hex=$(printf ':%04X ' "$1")
-    grep -q "$hex" /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-port=""
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-    p=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 12768))
-    if ! port_in_use "$p"; then port=$p; break; fi
-done
-[ -n "$port" ] || { echo "slowloris.sh: no free port" >&2; exit 1; }
+port=$(free_port)
 
 ./sacmrun bench/slowloris_server.lua "$tmp/cert.pem" "$tmp/key.pem" "$tmp/grid.db" "$port" \
     >"$tmp/sacmrun.port" 2>"$tmp/sacmrun.err" &

@@ -279,15 +279,22 @@ static void push_row(lua_State *L, stmt_box *s)
     }
 }
 
+/* One step; a row is pushed when there is one. Returns SQLite's code. */
+static int step_pushing_row(lua_State *L, stmt_box *s)
+{
+    int rc = sqlite3_step(s->stmt);
+    if (rc == SQLITE_ROW)
+        push_row(L, s);
+    return rc;
+}
+
 /* stmt:step() -> row table | false when done | nil, err */
 static int l_stmt_step(lua_State *L)
 {
     stmt_box *s = check_stmt(L, 1);
-    int rc = sqlite3_step(s->stmt);
-    if (rc == SQLITE_ROW) {
-        push_row(L, s);
+    int rc = step_pushing_row(L, s);
+    if (rc == SQLITE_ROW)
         return 1;
-    }
     if (rc == SQLITE_DONE) {
         lua_pushboolean(L, 0);
         return 1;
@@ -308,11 +315,9 @@ static int l_stmt_reset(lua_State *L)
 static int rows_next(lua_State *L)
 {
     stmt_box *s = check_stmt(L, 1);
-    int rc = sqlite3_step(s->stmt);
-    if (rc == SQLITE_ROW) {
-        push_row(L, s);
+    int rc = step_pushing_row(L, s);
+    if (rc == SQLITE_ROW)
         return 1;
-    }
     if (rc == SQLITE_DONE) {
         sqlite3_reset(s->stmt);
         return 0;

@@ -413,6 +413,16 @@ local function error_reply(origin, stanza, condition, text)
 	return true;
 end
 
+-- The account's certificates, or nil once an internal-server-error reply went out (logged).
+local function certificates_or_reply(origin, stanza, username)
+	local list, err = certificates(username);
+	if not list then
+		module:log("error", "reading the certificates of %s failed: %s", username, tostring(err));
+		error_reply(origin, stanza, "internal-server-error", "the certificate list cannot be read");
+	end
+	return list;
+end
+
 local function decode_b64(text)
 	if type(text) ~= "string" then return nil; end
 	text = text:gsub("%s", "");
@@ -441,11 +451,8 @@ module:hook("iq-set/self/" .. NS_ADD .. ":add-certificate-request", function(eve
 		module:log("error", "add-cert for %s refused: %s", username, ca_problem or "no CA");
 		return error_reply(origin, stanza, "internal-server-error", "the server cannot sign certificates now");
 	end
-	local list, err = certificates(username);
-	if not list then
-		module:log("error", "reading the certificates of %s failed: %s", username, tostring(err));
-		return error_reply(origin, stanza, "internal-server-error", "the certificate list cannot be read");
-	end
+	local list = certificates_or_reply(origin, stanza, username);
+	if not list then return true; end
 	-- Expired certificates can never log in again: they leave the list when a new one comes.
 	local now, live = os.time(), 0;
 	for fp, record in pairs(list) do
@@ -534,11 +541,8 @@ module:hook("iq-set/self/" .. NS_REVOKE .. ":revoke-certificate", function(event
 	if not fingerprint:match("^" .. ("%x"):rep(64) .. "$") then
 		return error_reply(origin, stanza, "bad-request", "the fingerprint must be 64 hex digits (SHA-256 of the DER certificate)");
 	end
-	local list, err = certificates(username);
-	if not list then
-		module:log("error", "reading the certificates of %s failed: %s", username, tostring(err));
-		return error_reply(origin, stanza, "internal-server-error", "the certificate list cannot be read");
-	end
+	local list = certificates_or_reply(origin, stanza, username);
+	if not list then return true; end
 	if not list[fingerprint] then
 		return error_reply(origin, stanza, "item-not-found", "the account has no certificate with that fingerprint");
 	end
