@@ -47,6 +47,8 @@ M.ERROR_TYPES = DEFAULT_TYPES
 
 --- error_reply(st, condition [, text [, type [, app_element]]]) -> an error stanza (RFC 6120 8.3).
 function M.error_reply(st, condition, text, etype, app)
+  -- the runtime's own names for a failure (timeout, internal-error) go out as their RFC 6120 names
+  if not DEFAULT_TYPES[condition] and DEFAULT_TYPES[errors.SAME[condition]] then condition = errors.SAME[condition] end
   if not DEFAULT_TYPES[condition] then condition, text = "undefined-condition", text or condition end
   local attr = { id = st.attr.id, to = st.attr.from, from = st.attr.to, type = "error" }
   local reply = stanza(st.name, attr)
