@@ -6,6 +6,7 @@ local core = require "sacm._crypto"
 ---@field pem fun(self: sacm.crypto.Key): string unencrypted PKCS#8 PEM
 ---@field public_der fun(self: sacm.crypto.Key): string the public key, DER
 ---@field description fun(self: sacm.crypto.Key): string such as "EC P-256"
+
 local M = {
   ---@type fun(name: string, data: string): string raw digest by OpenSSL name; unknown names raise
   digest = core.digest,

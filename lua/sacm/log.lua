@@ -10,6 +10,7 @@ local core = require "sacm._log"
 ---@field debug fun(fmt: any, ...: any)
 ---@field trace fun(fmt: any, ...: any)
 ---@field enabled fun(level: string): boolean
+
 local M = {}
 local levels = { "error", "warn", "info", "debug", "trace" }
 

@@ -19,6 +19,7 @@ local serror = require "sacm.error"
 ---@field wal? boolean journal_mode = WAL (true)
 ---@field synchronous? "NORMAL"|"FULL"|"EXTRA"|"OFF"
 ---@field foreign_keys? boolean enforce REFERENCES (true)
+
 local M = {
   version = core.version, -- the SQLite library's version, "3.40.1"
   ---@type fun(bytes: string): userdata a value bound as a BLOB rather than TEXT
@@ -27,6 +28,16 @@ local M = {
 }
 
 ---@alias sacm.sqlite.Params any[]|table<string, any> values bound by position (?) or by name (:name)
+
+---@class sacm.sqlite.Statement
+---@field bind fun(self: sacm.sqlite.Statement, ...: any): sacm.sqlite.Statement by position, or from one table of params
+---@field step fun(self: sacm.sqlite.Statement): table|false|nil, sacm.Error? the next row, false when no more, or nil, err
+---@field rows fun(self: sacm.sqlite.Statement): fun(): table? for a generic for; raises a stepping error
+---@field reset fun(self: sacm.sqlite.Statement): sacm.sqlite.Statement
+---@field columns fun(self: sacm.sqlite.Statement): string[]
+---@field sql fun(self: sacm.sqlite.Statement): string
+---@field finalize fun(self: sacm.sqlite.Statement) idempotent; also __close and __gc
+
 ---@class sacm.sqlite.Database
 ---@field exec fun(self: sacm.sqlite.Database, sql: string): true?, sacm.Error? every statement of a script
 ---@field run fun(self: sacm.sqlite.Database, sql: string, params?: sacm.sqlite.Params): integer?, integer|sacm.Error|nil changes and last_insert_rowid, or nil, err
@@ -40,14 +51,6 @@ local M = {
 ---@field busy_timeout fun(self: sacm.sqlite.Database, ms: integer) the lock wait, in milliseconds
 ---@field path fun(self: sacm.sqlite.Database): string the absolute file name ("" in memory)
 ---@field is_open fun(self: sacm.sqlite.Database): boolean
----@class sacm.sqlite.Statement
----@field bind fun(self: sacm.sqlite.Statement, ...: any): sacm.sqlite.Statement by position, or from one table of params
----@field step fun(self: sacm.sqlite.Statement): table|false|nil, sacm.Error? the next row, false when no more, or nil, err
----@field rows fun(self: sacm.sqlite.Statement): fun(): table? for a generic for; raises a stepping error
----@field reset fun(self: sacm.sqlite.Statement): sacm.sqlite.Statement
----@field columns fun(self: sacm.sqlite.Statement): string[]
----@field sql fun(self: sacm.sqlite.Statement): string
----@field finalize fun(self: sacm.sqlite.Statement) idempotent; also __close and __gc
 local Database = core.Database
 
 local OPTIONS = {

@@ -130,6 +130,7 @@ function M.opened()
 end
 
 --- close_idle(): closes every idle connection (the counters stay).
+---(no parameters, no results)
 function M.close_idle()
   for key in pairs(idle) do M.drop(key) end
   if sweeper then sweeper:stop() end
@@ -137,6 +138,7 @@ end
 
 --- stats() -> {idle = open idle connections now, reused = requests sent on a pooled connection,
 -- opened = connections opened}, the counters since the program started.
+---@return {idle: integer, reused: integer, opened: integer}
 function M.stats()
   local due = sweep(loop.now())
   if sweeper and not due then sweeper:stop() end

@@ -1,0 +1,41 @@
+---@meta
+-- LuaCATS declarations of the objects sacm.xmpp and sacm.xmpp.pubsub return, for editors with a
+-- Lua language server (docs/testing.md, "API annotations"). Declarations only: nothing requires
+-- this file. They live here so that those modules' own files carry annotations only above their
+-- functions.
+
+---@class sacm.xmpp.Connection a client connection (xmpp.connect)
+---@field jid string? the full JID the session is bound to
+---@field domain string the server's domain
+---@field state "connected"|"disconnected"
+---@field closed boolean? set by close()
+
+---@class sacm.xmpp.ConnectOptions
+---@field jid? string required unless a client certificate carries one
+---@field password? string
+---@field client_cert? string PEM file: SASL EXTERNAL with client_key
+---@field client_key? string
+---@field host? string default: the JID's domain
+---@field port? integer 5222
+---@field servers? (string|{host: string, port: integer})[] the nodes of a cluster
+---@field resource? string
+---@field cafile? string default: the system store
+---@field capath? string
+---@field insecure? boolean skips certificate verification (logged)
+---@field timeout? number default request timeout, seconds (30)
+---@field connect_timeout? number seconds (15)
+---@field reconnect? boolean true
+---@field max_backoff? number seconds (30)
+---@field disable_sm? boolean
+---@field direct_tls? boolean
+---@field ping_interval? number|false seconds without inbound traffic before a ping (60)
+---@field ping_timeout? number seconds (20)
+
+---@class sacm.xmpp.Handler a registered handler
+---@field remove fun() takes it out; twice is harmless
+
+---@class sacm.xmpp.Filter which stanzas a handler sees
+---@field type? string the stanza's type attribute
+---@field ns? string namespace of a child element
+---@field child? string the child element's name
+---@field from? string
