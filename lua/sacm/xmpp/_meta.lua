@@ -39,3 +39,41 @@
 ---@field ns? string namespace of a child element
 ---@field child? string the child element's name
 ---@field from? string
+
+---@class sacm.xmpp.pubsub.Service a XEP-0060 service seen from one connection (pubsub.service)
+---@field conn sacm.xmpp.Connection
+---@field jid string the service's JID
+---@field timeout number? seconds per answer
+---@field resend boolean whether idempotent requests are sent again after a reconnect
+
+---@class sacm.xmpp.pubsub.Subscription
+---@field node string
+---@field jid string
+---@field subid string?
+---@field state "subscribed"|"pending"|"unconfigured"|string
+---@field options_required boolean?
+
+---@class sacm.xmpp.pubsub.Item
+---@field id string
+---@field payload sacm.xml.Element?
+---@field publisher string?
+
+---@class sacm.xmpp.pubsub.Event a notification (pubsub.parse_event)
+---@field type "items"|"retract"|"delete"|"purge"|"configuration"|"subscription"
+---@field node string
+---@field from string
+---@field items sacm.xmpp.pubsub.Item[]?
+---@field retracts string[]?
+---@field subids string[]? SHIM headers
+---@field delay string? XEP-0203 stamp
+---@field redirect string? delete
+---@field config table? configuration, with a form
+---@field jid string? subscription
+---@field state string? subscription
+---@field subid string? subscription
+---@field message sacm.xml.Element the stanza
+
+---@class sacm.xmpp.pubsub.Stream a queue of one service's notifications (svc:events)
+---@field service string
+---@field node string?
+---@field dropped integer events dropped while the queue was full
