@@ -24,12 +24,7 @@ local function relative(path)
   return path
 end
 
--- files: path -> { text =, lines = {...}, line_offsets = {...} }
-local files = {}
-local function file(path)
-  local f = files[path]
-  if f then return f end
-  local text = assert(fs.read(path))
+local function source(text)
   local lines, offsets, pos = {}, {}, 1
   while pos <= #text do
     local e = text:find("\n", pos, true) or (#text + 1)
@@ -37,9 +32,14 @@ local function file(path)
     offsets[#offsets + 1] = pos
     pos = e + 1
   end
-  f = { text = text, lines = lines, offsets = offsets }
-  files[path] = f
-  return f
+  return { text = text, lines = lines, offsets = offsets }
+end
+
+-- files: path -> source(its text)
+local files = {}
+local function file(path)
+  files[path] = files[path] or source(assert(fs.read(path)))
+  return files[path]
 end
 
 -- The comment block directly above line n: its ---@param names, whether it has ---@return,
@@ -201,6 +201,35 @@ local function check_value(where, name, fn, module_path, class)
   complain(where, name, module_path, 1, "a C function whose assignment was not found: assign it as `NAME = ...` with a `---@type fun(...)` line above")
 end
 
+-- Every top-level `function T.name(` / `function T:name(` of the source f (at path).
+local function scan(path, f, where)
+  for i, line in ipairs(f.lines) do
+    local owner, name, args = line:match("^function%s+([%w_%.]+)[.:]([%w_]+)%s*%(([^)]*)%)")
+    if owner and name:sub(1, 1) ~= "_" then
+      local params, vararg = {}, false
+      if line:match("^function%s+[%w_%.]+:") then params[1] = "self" end
+      for p in args:gmatch("[%w_%.]+") do
+        if p == "..." then vararg = true else params[#params + 1] = p end
+      end
+      check_definition(where, owner .. (params[1] == "self" and ":" or ".") .. name, path, i, params, vararg)
+    end
+  end
+end
+
+-- Loaded as loadfile(this)("--as-library") (spec/api_annotations_spec.lua): the analysis of one
+-- source text, without the tree's modules.
+if ... == "--as-library" then
+  return {
+    returns_values = function(text) return returns_values(text, 1) end,
+    check_text = function(text, path)
+      problems, checked, seen = {}, 0, {}
+      files[path] = source(text)
+      scan(path, files[path], path)
+      return problems, checked
+    end,
+  }
+end
+
 local function public_functions(t)
   local names = {}
   for k, v in pairs(t) do
@@ -233,21 +262,7 @@ for _, module in ipairs(modules) do
   paths[#paths + 1], module_of[path] = path, module
 end
 for _, p in ipairs(api.FILES) do paths[#paths + 1] = p end
-for _, path in ipairs(paths) do
-  local f = file(path)
-  for i, line in ipairs(f.lines) do
-    local owner, name, args = line:match("^function%s+([%w_%.]+)[.:]([%w_]+)%s*%(([^)]*)%)")
-    if owner and name:sub(1, 1) ~= "_" then
-      local params, vararg = {}, false
-      if line:match("^function%s+[%w_%.]+:") then params[1] = "self" end
-      for p in args:gmatch("[%w_%.]+") do
-        if p == "..." then vararg = true else params[#params + 1] = p end
-      end
-      check_definition(module_of[path] or path, owner .. (params[1] == "self" and ":" or ".") .. name, path, i,
-        params, vararg)
-    end
-  end
-end
+for _, path in ipairs(paths) do scan(path, file(path), module_of[path] or path) end
 
 if #problems > 0 then
   io.stderr:write("check-api-annotations: ", #problems, " public function(s) without LuaCATS annotations",
