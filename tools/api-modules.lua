@@ -34,6 +34,9 @@ M.CLASSES = {
 -- definitions are public API (the objects the modules return).
 M.FILES = {
   "lua/sacm/rolie/client.lua",
+  "lua/sacm/grid/store.lua", "lua/sacm/grid/store_pg.lua",
+  "lua/sacm/roles/collector.lua", "lua/sacm/roles/evaluator.lua", "lua/sacm/roles/orchestrator.lua",
+  "lua/sacm/roles/repository.lua",
 }
 
 return M
