@@ -36,7 +36,8 @@ M.FILES = {
   "lua/sacm/rolie/client.lua",
   "lua/sacm/grid/store.lua", "lua/sacm/grid/store_pg.lua",
   "lua/sacm/roles/collector.lua", "lua/sacm/roles/evaluator.lua", "lua/sacm/roles/orchestrator.lua",
-  "lua/sacm/roles/repository.lua",
+  "lua/sacm/roles/repository.lua", "lua/sacm/grid/member.lua", "lua/sacm/http/pool.lua",
+  "lua/sacm/ratelimit.lua", "lua/sacm/json.lua",
 }
 
 return M
