@@ -72,6 +72,19 @@ describe("check-api-annotations", function()
       }, problems)
     end)
 
+    it("names a ---@param that is no parameter of the function (renamed or removed since)", function()
+      local problems = check.check_text(table.concat({
+        "---@param path string",
+        "---@param opts? table",
+        "---@return string",
+        "function M.read(file) return file end",
+      }, "\n"), "w.lua")
+      assert.same({
+        "w.lua: M.read (w.lua:4): add ---@param file TYPE directly above it",
+        "w.lua: M.read (w.lua:4): ---@param opts, ---@param path names no parameter of it: rename or remove",
+      }, problems)
+    end)
+
     it("reads only the comment block directly above: a blank line ends it", function()
       local problems = check.check_text(table.concat({
         "---@param a number",

@@ -2,6 +2,7 @@
 -- they return, carries LuaCATS annotations (the comment format lua-language-server reads) in the
 -- comment block directly above its definition:
 --   * a `---@param NAME TYPE` line for each named parameter (`---@param ... TYPE` for a vararg),
+--     and none naming anything else,
 --   * a `---@return TYPE` line when the function returns values,
 --   * for a function that takes and returns nothing, the marker line `---(no parameters, no results)`,
 --   * for a function implemented in C, a `---@type fun(...)` line above the field that holds it,
@@ -155,6 +156,13 @@ local function check_definition(where, what, path, line, params, vararg)
     if p ~= "self" and not b.params[p] then missing[#missing + 1] = ("---@param %s TYPE"):format(p) end
   end
   if vararg and not b.params["..."] then missing[#missing + 1] = "---@param ... TYPE" end
+  local named = { ["..."] = vararg }
+  for _, p in ipairs(params) do named[p] = true end
+  local stale = {}
+  for p in pairs(b.params) do
+    if not named[p] then stale[#stale + 1] = "---@param " .. p end
+  end
+  table.sort(stale)
   local gives = returns_values(f.text, f.offsets[line])
   if gives and not b.returns then missing[#missing + 1] = "---@return TYPE (one line per value; `nil, err` as TYPE? and sacm.Error?)" end
   local takes = vararg or #params > (params[1] == "self" and 1 or 0)
@@ -163,6 +171,9 @@ local function check_definition(where, what, path, line, params, vararg)
   end
   if #missing > 0 then
     complain(where, what, path, line, "add " .. table.concat(missing, ", ") .. " directly above it")
+  end
+  if #stale > 0 then
+    complain(where, what, path, line, table.concat(stale, ", ") .. " names no parameter of it: rename or remove")
   end
 end
 

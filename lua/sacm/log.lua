@@ -4,7 +4,7 @@ local core = require "sacm._log"
 
 ---@class sacm.Logger
 ---@field area string
----@field error fun(fmt: any, ...: any) string.format(fmt, ...) at level error
+---@field error fun(fmt: any, ...: any) at level error: string.format(fmt, ...)
 ---@field warn fun(fmt: any, ...: any)
 ---@field info fun(fmt: any, ...: any)
 ---@field debug fun(fmt: any, ...: any)

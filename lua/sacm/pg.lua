@@ -523,7 +523,7 @@ end
 --- db:transaction(fn, ...) -> fn's results | nil, err
 -- BEGIN, fn(db, ...), COMMIT; a SAVEPOINT when nested. While it runs, other tasks' statements
 -- on this connection wait (fn may wait for anything: nothing can join its transaction).
----@param fn fun(db: sacm.pg.Connection, ...: any): ...
+---@param fn fun(db: sacm.pg.Connection, ...: any): any its results are the call's; nil, err rolls back
 ---@param ... any passed to fn
 ---@return any ... fn's results, or nil, err
 function Connection:transaction(fn, ...)

@@ -27,7 +27,8 @@ local M = {
   DEFAULT_BUSY_TIMEOUT = 2, -- seconds
 }
 
----@alias sacm.sqlite.Params any[]|table<string, any> values bound by position (?) or by name (:name)
+-- values bound by position (?) or by name (:name)
+---@alias sacm.sqlite.Params any[]|table<string, any>
 
 ---@class sacm.sqlite.Statement
 ---@field bind fun(self: sacm.sqlite.Statement, ...: any): sacm.sqlite.Statement by position, or from one table of params
@@ -181,7 +182,7 @@ end
 -- Runs fn(db, ...) in a transaction (BEGIN IMMEDIATE; inside another one, a SAVEPOINT). Commits
 -- when fn returns; rolls back and re-raises when fn raises; rolls back and returns nil, err when
 -- fn returns nil (or false) and an error. nil, err also when BEGIN or COMMIT fail (SQLITE_BUSY).
----@param fn fun(db: sacm.sqlite.Database, ...: any): ...
+---@param fn fun(db: sacm.sqlite.Database, ...: any): any its results are the call's; nil, err rolls back
 ---@param ... any passed to fn
 ---@return any ... fn's results, or nil, err
 function Database:transaction(fn, ...)

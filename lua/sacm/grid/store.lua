@@ -136,6 +136,22 @@ M.MIGRATIONS = {
   ]],
 }
 
+---@class sacm.grid.StoreQuery what store:query selects
+---@field type? "posture"|"results"|"history"
+---@field endpoint? string an id or a hostname
+---@field kind? string
+---@field attribute? string posture with that single-valued attribute
+---@field rule? string
+---@field policy? string
+---@field result? string
+---@field correlation? string
+---@field since? string XEP-0082
+---@field ["until"] string? XEP-0082
+---@field max? integer page size
+---@field after? string the previous page's cursor
+---@field before? string a cursor: the page runs newest first from just below it
+---@field newest? boolean the page runs newest first from the newest row
+
 ---@class sacm.grid.Store the repository's store of posture and results (store.open), on SQLite or PostgreSQL
 ---@field backend "postgres"? nil on SQLite
 ---@field bind_first_use boolean? false: endpoints are bound only ahead (bind_endpoint)
@@ -430,7 +446,7 @@ end
 -- cursor or from the newest row, and next continues towards older rows. page.newest and
 -- page.oldest are the cursors of the page's own first and last rows by age (ROLIE feeds page both
 -- ways with them).
----@param q {type?: "posture"|"results"|"history", endpoint?: string, kind?: string, attribute?: string, rule?: string, policy?: string, result?: string, correlation?: string, since?: string, ["until"]?: string, max?: integer, after?: string, before?: string, newest?: boolean}
+---@param q sacm.grid.StoreQuery
 ---@return {rows: table[], next: string?, columns: string[], newest: string?, oldest: string?}? page
 ---@return sacm.Error? err
 function Store:query(q)

@@ -263,7 +263,7 @@ end
 
 --- db:transaction(fn, ...) -> fn's results | nil, err: SERIALIZABLE, retried on serialization
 -- failures (fn must be safe to run again: the store's write functions only touch the database).
----@param fn fun(db: sacm.grid.store_pg.DB, ...: any): ...
+---@param fn fun(db: sacm.grid.store_pg.DB, ...: any): any its results are the call's; nil, err rolls back
 ---@param ... any passed to fn
 ---@return any ... fn's results, or nil, err
 function DB:transaction(fn, ...)
