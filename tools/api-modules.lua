@@ -31,13 +31,16 @@ M.CLASSES = {
 }
 
 -- Files besides the modules' own whose top-level `function T.name(` / `function T:name(`
--- definitions are public API (the objects the modules return).
+-- definitions are public API: the objects the modules return (ROLIE clients), and the modules of
+-- docs/api/roles.md (roles, store, member, spool, delivery, report, json, ratelimit), the HTTP
+-- pool and the policy sandbox, which have no page of their own.
 M.FILES = {
   "lua/sacm/rolie/client.lua",
   "lua/sacm/grid/store.lua", "lua/sacm/grid/store_pg.lua",
   "lua/sacm/roles/collector.lua", "lua/sacm/roles/evaluator.lua", "lua/sacm/roles/orchestrator.lua",
   "lua/sacm/roles/repository.lua", "lua/sacm/grid/member.lua", "lua/sacm/http/pool.lua",
-  "lua/sacm/ratelimit.lua", "lua/sacm/json.lua",
+  "lua/sacm/ratelimit.lua", "lua/sacm/json.lua", "lua/sacm/grid/spool.lua", "lua/sacm/grid/delivery.lua",
+  "lua/sacm/policy/sandbox.lua", "lua/sacm/report/init.lua", "lua/sacm/report/html.lua", "lua/sacm/report/junit.lua",
 }
 
 return M

@@ -438,7 +438,7 @@ end
 -- run in the iq handler's task and may wait. Without info, the node answers a hierarchy identity
 -- (branch with items, leaf without) and the disco features.
 ---@param node string
----@param spec {name?: string, info?: table|fun(request: sacm.xml.Element, provider: sacm.xmpp.disco.Provider): table?, sacm.Error?, items?: table|fun(request: sacm.xml.Element, provider: sacm.xmpp.disco.Provider): table?, sacm.Error?}
+---@param spec {name?: string, info?: table|(fun(request: sacm.xml.Element, provider: sacm.xmpp.disco.Provider): table?, sacm.Error?), items?: table|(fun(request: sacm.xml.Element, provider: sacm.xmpp.disco.Provider): table?, sacm.Error?)}
 ---@return sacm.xmpp.disco.Provider self
 function Provider:add_node(node, spec)
   check_string(node, "node")
