@@ -22,7 +22,7 @@ local serror = require "sacm.error"
 
 local M = {
   version = core.version, -- the SQLite library's version, "3.40.1"
-  ---@type fun(bytes: string): userdata a value bound as a BLOB rather than TEXT
+  ---@type fun(bytes: string): table a value bound as a BLOB rather than TEXT
   blob = core.blob,
   DEFAULT_BUSY_TIMEOUT = 2, -- seconds
 }

@@ -29,7 +29,7 @@ local cursors = setmetatable({}, { __mode = "k" })
 xml.parse = core.parse
 
 --- serialize(el [, opts]) -> string. opts.indent pretty-prints. Raises on invalid data.
----@type fun(el: sacm.xml.Element, opts?: {indent?: string|boolean}): string
+---@type fun(el: sacm.xml.Element, opts?: {indent?: string}): string
 xml.serialize = core.serialize
 
 --- clean_text(s [, max_bytes]) -> string, replaced, cut. Makes s valid XML character data:

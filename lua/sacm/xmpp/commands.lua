@@ -93,6 +93,8 @@ M.Provider = Provider
 ---@field from string the requester
 ---@field stage integer
 ---@field status string
+---@field conn sacm.xmpp.Connection
+---@field data table the command's own state across stages
 local Session = {}
 Session.__index = Session
 M.Session = Session
@@ -610,7 +612,7 @@ function Provider:remove(node)
 end
 
 --- provider:sessions() -> list of open sessions (id, node, from, stage, status).
----@return {id: string, node: string, from: string, stage: integer, status: string}[]
+---@return sacm.xmpp.commands.Session[] sessions by id
 function Provider:sessions()
   local list = {}
   for _, s in pairs(self.by_id) do list[#list + 1] = s end
