@@ -276,7 +276,7 @@ for _, p in ipairs(api.FILES) do paths[#paths + 1] = p end
 for _, path in ipairs(paths) do scan(path, file(path), module_of[path] or path) end
 
 if #problems > 0 then
-  io.stderr:write("check-api-annotations: ", #problems, " public function(s) without LuaCATS annotations",
+  io.stderr:write("check-api-annotations: ", #problems, " problem(s) with the LuaCATS annotations of public functions",
     " (docs/testing.md, \"API annotations\"):\n  ", table.concat(problems, "\n  "), "\n")
   sacm.exit(1)
 end
