@@ -178,9 +178,11 @@ build/runtime_test: $(C_TEST_SRCS) runtime/options.h runtime/http_common.h | bui
 test-c: build/runtime_test
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/runtime_test
 
-# Every public function of the main Lua modules has an entry in docs/api/ (tools/check-api-docs.lua).
+# Every public function of the main Lua modules has an entry in docs/api/ (tools/check-api-docs.lua)
+# and LuaCATS annotations (tools/check-api-annotations.lua); tools/api-modules.lua lists them.
 check-docs: sacmrun
 	./sacmrun tools/check-api-docs.lua
+	./sacmrun tools/check-api-annotations.lua
 
 # luacheck (Debian's lua-check) over every Lua file of the tree; .luacheckrc names the globals
 # the runtime, busted, the policy sandbox and Prosody define. Zero warnings is the bar.

@@ -6,19 +6,7 @@
 -- Exits 1 naming every function without an entry, and the page to add it to.
 local fs = require "sacm.fs"
 
--- module -> its page (docs/api/README.md's table)
-local PAGES = {
-  ["sacm.task"] = "task.md", ["sacm.timer"] = "timer.md", ["sacm.sync"] = "sync.md",
-  ["sacm.proc"] = "proc.md", ["sacm.fs"] = "fs.md", ["sacm.xml"] = "xml.md",
-  ["sacm.crypto"] = "crypto.md", ["sacm.time"] = "time.md", ["sacm.log"] = "log.md",
-  ["sacm.error"] = "error.md", ["sacm.shutdown"] = "shutdown.md", ["sacm.sqlite"] = "sqlite.md",
-  ["sacm.pg"] = "pg.md", ["sacm.pretty"] = "pretty.md", ["sacm.collect"] = "collect.md",
-  ["sacm.policy"] = "policy.md", ["sacm.xccdf"] = "xccdf.md", ["sacm.http"] = "http.md",
-  ["sacm.http.client"] = "http.md", ["sacm.rolie"] = "rolie.md", ["sacm.xmpp"] = "xmpp.md",
-  ["sacm.xmpp.stanza"] = "xmpp.md", ["sacm.xmpp.jid"] = "xmpp.md", ["sacm.xmpp.disco"] = "disco.md",
-  ["sacm.xmpp.caps"] = "caps.md", ["sacm.xmpp.pubsub"] = "pubsub.md", ["sacm.xmpp.forms"] = "forms.md",
-  ["sacm.xmpp.commands"] = "commands.md", ["sacm.xmpp.ccm2"] = "ccm2.md",
-}
+local PAGES = dofile("tools/api-modules.lua").PAGES
 
 local function plain(s) return (s:gsub("%p", "%%%0")) end
 

@@ -75,6 +75,8 @@ local function run_actions(actions)
   end
 end
 
+---@param t sacm.Task
+---@return boolean handled
 task.on_unhandled_failure = function(t)
   if t ~= main_task then return false end
   if getmetatable(t.error) == LoadErrorMT then

@@ -46,6 +46,7 @@ local function search_dirs()
 end
 
 --- kinds() -> sorted list of the kind names found on package.path. Waits (lists directories).
+---@return string[] kinds
 function M.kinds()
   local seen, list = {}, {}
   for _, d in ipairs(search_dirs()) do
@@ -76,6 +77,9 @@ end
 
 --- module(kind) -> the collection module | nil, err. err.condition: "item-not-found" (no such
 -- kind), "internal-error" (the file fails to load or is not a collection module).
+---@param kind string
+---@return table? module
+---@return sacm.Error? err item-not-found | internal-error
 function M.module(kind)
   check_kind("collect.module", kind)
   if not kind:match(KIND_PATTERN) then
@@ -105,6 +109,8 @@ end
 --- text(s) -> s as valid UTF-8 without control characters (other than tab and newlines): each
 -- offending byte becomes "\xNN". For modules that pass on names and paths found on the host,
 -- which can hold any bytes.
+---@param s string
+---@return string
 function M.text(s)
   if valid_text(s) then return s end
   local out, i, n = {}, 1, #s
@@ -158,6 +164,9 @@ end
 --- validate(data) -> true | nil, text. Checks data against the contract: exactly
 -- {attributes = {key = scalar}, items = {{key = scalar}, ...}}, keys matching [%w_][%w_./-]*,
 -- scalars strings (valid UTF-8, no control characters), finite numbers or booleans.
+---@param data any
+---@return true? ok
+---@return string? problem
 function M.validate(data)
   if type(data) ~= "table" then return nil, ("data must be a table, got %s"):format(type(data)) end
   for k in pairs(data) do
@@ -256,6 +265,10 @@ end
 -- killed), "not-applicable" (applicable() said no; err.text is its reason), "item-not-found"
 -- (no such kind), "internal-error" (the module raised, or returned malformed data), or what the
 -- module returned as nil, err.
+---@param kind string
+---@param opts? table passed to the module's collect; opts.timeout seconds (20)
+---@return {attributes: table<string, any>, items: table[]}? data
+---@return sacm.Error? err timeout | not-applicable | item-not-found | internal-error | the module's
 function M.run(kind, opts)
   check_kind("collect.run", kind)
   if opts ~= nil and type(opts) ~= "table" then
@@ -310,6 +323,9 @@ end
 --- run_all([kinds] [, opts]) -> {kind = {data = data} | {error = err}}. Runs the collections at
 -- once, each under its own opts.timeout. kinds defaults to kinds(). Every module gets opts;
 -- opts.options[kind] (a table), when present, is merged over it for that kind.
+---@param kinds? string[] default: kinds()
+---@param opts? table as run's; opts.options[kind] merged over it per kind
+---@return table<string, {data: table?, error: sacm.Error?}> outcomes
 function M.run_all(kinds, opts)
   if kinds ~= nil and type(kinds) ~= "table" then
     error(("collect.run_all: kinds must be a list of names, got %s"):format(type(kinds)), 2)

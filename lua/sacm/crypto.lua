@@ -2,17 +2,34 @@
 -- Digests return raw bytes; crypto.hex() turns them into lowercase hex.
 local core = require "sacm._crypto"
 
+---@class sacm.crypto.Key a private key (generate_key, load_key)
+---@field pem fun(self: sacm.crypto.Key): string unencrypted PKCS#8 PEM
+---@field public_der fun(self: sacm.crypto.Key): string the public key, DER
+---@field description fun(self: sacm.crypto.Key): string such as "EC P-256"
+
 local M = {
+  ---@type fun(name: string, data: string): string raw digest by OpenSSL name; unknown names raise
   digest = core.digest,
+  ---@type fun(name: string, key: string, data: string): string raw MAC
   hmac = core.hmac,
+  ---@type fun(name: string, password: string, salt: string, iterations: integer, length: integer): string
   pbkdf2 = core.pbkdf2,
+  ---@type fun(bytes: string): string
   base64_encode = core.base64_encode,
+  ---@type fun(text: string): string?, sacm.Error? bytes, or nil, err (bad-format)
   base64_decode = core.base64_decode,
+  ---@type fun(n: integer): string n cryptographically secure random bytes
   random = core.random,
 }
 
+---@param data string
+---@return string digest raw bytes
 function M.sha1(data) return core.digest("sha1", data) end
+---@param data string
+---@return string digest raw bytes
 function M.sha256(data) return core.digest("sha256", data) end
+---@param data string
+---@return string digest raw bytes
 function M.sha512(data) return core.digest("sha512", data) end
 
 ---@param bytes string
@@ -24,6 +41,7 @@ end
 --- from_hex(text) -> bytes, or nil, err
 ---@param text string
 ---@return string? bytes
+---@return sacm.Error? err
 function M.from_hex(text)
   if #text % 2 ~= 0 or text:find("[^%x]") then
     return nil, require("sacm.error").new("bad-format", "not a hex string")
@@ -53,7 +71,7 @@ end
 -- object: key:pem() (unencrypted PKCS#8 PEM; write it with fs.write(path, pem, {mode = 0x180})),
 -- key:public_der(), key:description() ("EC P-256"). The default is EC P-256.
 ---@param opts? table
----@return table? key
+---@return sacm.crypto.Key? key
 ---@return sacm.Error? err
 function M.generate_key(opts)
   opts = opts or {}
@@ -77,7 +95,7 @@ end
 
 --- load_key(pem) -> key, or nil, err (bad-format). Unencrypted PEM (PKCS#8 or traditional).
 ---@param pem string
----@return table? key
+---@return sacm.crypto.Key? key
 ---@return sacm.Error? err
 function M.load_key(pem)
   if type(pem) ~= "string" then error("crypto.load_key: pem must be a string", 2) end

@@ -254,6 +254,9 @@ function M.hash(path, algorithm)
 end
 
 ---------------------------------------------------------------------------- watch
+---@class sacm.Watcher
+---@field path string
+---@field closed boolean?
 local Watcher = {}
 Watcher.__index = Watcher
 
@@ -332,6 +335,7 @@ function M.watch(path, fn, opts)
 end
 
 --- watcher:close(): stops watching; idempotent.
+---(no parameters, no results)
 function Watcher:close()
   if self.closed then return end
   self.closed = true

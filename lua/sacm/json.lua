@@ -10,6 +10,8 @@ local M = {}
 M.array = setmetatable({}, { __name = "json.array" })
 
 --- json.as_array(t) -> t, marked to be written as an array even when empty.
+---@param t? table
+---@return table t
 function M.as_array(t)
   return setmetatable(t or {}, M.array)
 end
@@ -88,6 +90,9 @@ local function encode(v, out, indent, depth, seen)
 end
 
 --- json.encode(value [, {indent = "  "}]) -> string
+---@param v any
+---@param opts? {indent?: string}
+---@return string
 function M.encode(v, opts)
   local out = {}
   encode(v, out, opts and opts.indent, 0, {})

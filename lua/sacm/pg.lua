@@ -25,11 +25,15 @@ local M = {
 local BYTEA = core.bytea_metatable
 
 --- bytea(s) -> a value that is sent as bytea (binary, any bytes) instead of text
+---@param s string any bytes
+---@return table bytea
 function M.bytea(s)
   if type(s) ~= "string" then error(("pg.bytea: expects a string, got %s"):format(type(s)), 2) end
   return setmetatable({ s }, BYTEA)
 end
 
+---@class sacm.pg.Connection
+---@field escape_identifier fun(self: sacm.pg.Connection, s: string): string s quoted as an SQL identifier
 local Connection = core.Connection
 local metatable = core.metatable
 local states = setmetatable({}, { __mode = "k" }) -- connection -> its Lua-side state
@@ -221,6 +225,7 @@ local function state_of(self, what)
 end
 
 ---------------------------------------------------------------------------- close
+---(no parameters, no results)
 local function close(self)
   local st = states[self]
   if st and not st.closed then
@@ -236,25 +241,35 @@ Connection.close = close
 metatable.__close = close
 
 --- db:in_flight() -> requests sent whose answers have not all come
+---@return integer
 function Connection:in_flight() return (self:_info()) end
 --- db:transaction_status() -> "idle", "active" (a request runs), "intrans", "inerror" or "unknown"
+---@return "idle"|"active"|"intrans"|"inerror"|"unknown"
 function Connection:transaction_status() return (select(2, self:_info())) end
+---@return integer pid of the server process
 function Connection:backend_pid() return (select(3, self:_info())) end
 --- db:server_version() -> 150018 for 15.18
+---@return integer version 150018 for 15.18
 function Connection:server_version() return select(4, self:_info()) end
 
+---@return boolean
 function Connection:is_open()
   local st = states[self]
   return st ~= nil and not st.closed and not st.lost
 end
 
 --- db:error() -> why the connection was lost, or nil
+---@return sacm.Error? why the connection was lost
 function Connection:error()
   local st = states[self]
   return st and st.lost
 end
 
 --- connect(conninfo [, {connect_timeout = s}]) / connect({host=, port=, ...}) -> db | nil, err
+---@param target string|table a conninfo string or URI, or a table of libpq keys (and connect_timeout)
+---@param opts? {connect_timeout?: number}
+---@return sacm.pg.Connection? db
+---@return sacm.Error? err connection-failed | timeout
 function M.connect(target, opts)
   local conninfo, timeout = check_target(target, opts)
   local me = task._require_task("pg.connect", 3)
@@ -347,6 +362,10 @@ local function check_sql(sql, what)
 end
 
 --- db:query(sql [, params]) -> rows | nil, err
+---@param sql string
+---@param params? any[] $1, $2, ...
+---@return table[]? rows with rows.columns, rows.changes, rows.command
+---@return sacm.Error? err
 function Connection:query(sql, params)
   local st = state_of(self, "db:query")
   check_sql(sql, "db:query")
@@ -357,6 +376,10 @@ function Connection:query(sql, params)
 end
 
 --- db:first(sql [, params]) -> row | nil | nil, err
+---@param sql string
+---@param params? any[]
+---@return table? row nil when there is none
+---@return sacm.Error? err
 function Connection:first(sql, params)
   local st = state_of(self, "db:first")
   check_sql(sql, "db:first")
@@ -367,6 +390,10 @@ function Connection:first(sql, params)
 end
 
 --- db:run(sql [, params]) -> changes, command | nil, err
+---@param sql string
+---@param params? any[]
+---@return integer? changes
+---@return string|sacm.Error|nil command the command tag, or err
 function Connection:run(sql, params)
   local st = state_of(self, "db:run")
   check_sql(sql, "db:run")
@@ -380,6 +407,9 @@ end
 -- statements: { {sql, params}, ... } sent at once, ended by one sync: they run in one implicit
 -- transaction, all or nothing. A failure gives nil, err with err.index (the statements after it
 -- were not run).
+---@param stmts {[1]: string, [2]: any[]?}[] {sql, params} pairs
+---@return table[]? results one per statement
+---@return sacm.Error? err err.index: the failing statement
 function Connection:pipeline(stmts)
   local st = state_of(self, "db:pipeline")
   if type(stmts) ~= "table" then error("db:pipeline: expects a list of {sql, params}", 2) end
@@ -410,6 +440,9 @@ local function release(st)
 end
 
 --- db:exec(script) -> true | nil, err: several statements separated by ';', no parameters.
+---@param script string statements separated by ';', no parameters
+---@return true? ok
+---@return sacm.Error? err
 function Connection:exec(script)
   local st = state_of(self, "db:exec")
   check_sql(script, "db:exec")
@@ -490,6 +523,9 @@ end
 --- db:transaction(fn, ...) -> fn's results | nil, err
 -- BEGIN, fn(db, ...), COMMIT; a SAVEPOINT when nested. While it runs, other tasks' statements
 -- on this connection wait (fn may wait for anything: nothing can join its transaction).
+---@param fn fun(db: sacm.pg.Connection, ...: any): any its results are the call's; nil, err rolls back
+---@param ... any passed to fn
+---@return any ... fn's results, or nil, err
 function Connection:transaction(fn, ...)
   local st = state_of(self, "db:transaction")
   if type(fn) ~= "function" then
@@ -512,6 +548,10 @@ end
 ---------------------------------------------------------------------------- LISTEN / NOTIFY
 --- db:listen(channel, fn) -> true | nil, err: fn(payload, channel, pid) runs in a task of its
 -- own for every notification on channel. A connection with listeners stays open until closed.
+---@param channel string
+---@param fn fun(payload: string, channel: string, pid: integer)
+---@return true? ok
+---@return sacm.Error? err
 function Connection:listen(channel, fn)
   local st = state_of(self, "db:listen")
   if type(channel) ~= "string" or channel == "" then error("db:listen: channel must be a non-empty string", 2) end
@@ -532,6 +572,10 @@ function Connection:listen(channel, fn)
 end
 
 --- db:unlisten(channel [, fn]) -> true | nil, err: without fn, every listener of channel.
+---@param channel string
+---@param fn? function one listener (all of channel's without it)
+---@return true? ok
+---@return sacm.Error? err
 function Connection:unlisten(channel, fn)
   local st = state_of(self, "db:unlisten")
   local list = st.listeners[channel]
@@ -548,6 +592,10 @@ function Connection:unlisten(channel, fn)
 end
 
 --- db:notify(channel, payload) -> true | nil, err
+---@param channel string
+---@param payload string
+---@return true? ok
+---@return sacm.Error? err
 function Connection:notify(channel, payload)
   local ok, err = self:run("SELECT pg_notify($1, $2)", { channel, payload or "" })
   if not ok then return nil, err end

@@ -17,6 +17,8 @@ local escapes = { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n", ["\r"] = "\\r"
   ["\a"] = "\\a", ["\b"] = "\\b", ["\f"] = "\\f", ["\v"] = "\\v" }
 
 --- quote(s) -> s as a Lua string literal, one line; valid UTF-8 stays readable.
+---@param s string
+---@return string literal
 function M.quote(s)
   local q = s:gsub('[%c\\"]', function(c) return escapes[c] or ("\\%03d"):format(c:byte()) end)
   if not utf8.len(q) then
@@ -195,6 +197,9 @@ end
 
 --- format(value [, opts]) -> string. opts: depth (4: deeper tables show as {...}), items (50
 -- per table), width (80: a table that fits stays on one line), indent ("  ").
+---@param v any
+---@param opts? {depth?: integer, items?: integer, width?: integer, indent?: string}
+---@return string
 function M.format(v, opts)
   local o = {}
   for k, d in pairs(DEFAULTS) do o[k] = opts and opts[k] or d end
@@ -202,6 +207,8 @@ function M.format(v, opts)
 end
 
 --- format_values(...) -> every argument formatted, separated by tabs (how the REPL shows results).
+---@param ... any
+---@return string
 function M.format_values(...)
   local out = {}
   for i = 1, select("#", ...) do out[i] = M.format((select(i, ...))) end

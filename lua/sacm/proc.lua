@@ -199,6 +199,10 @@ function M.run(argv, opts)
   return result, err
 end
 
+---@class sacm.Process
+---@field pid integer
+---@field argv string[]
+---@field result table? run()'s result once it exited
 local Process = {}
 Process.__index = Process
 
@@ -227,17 +231,25 @@ function M.spawn(argv, opts)
   return self
 end
 
+---@param signal? string|integer default "SIGTERM"
+---@return boolean? sent false when it already exited
+---@return sacm.Error? err the signal could not be sent
 function Process:kill(signal)
   if self.result or not self.handle then return false end
   return self.handle:kill(signal or "SIGTERM")
 end
 
+---@param timeout? number seconds
+---@return table? result as proc.run's
+---@return sacm.Error? err timeout
 function Process:wait(timeout)
   local ok, err = self.exited:wait(timeout)
   if not ok then return nil, err end
   return self.result
 end
 
+---@param grace? number seconds between SIGTERM and SIGKILL (5)
+---@return table result as proc.run's
 function Process:stop(grace)
   if self.result then return self.result end
   self:kill("SIGTERM")
@@ -250,6 +262,7 @@ function Process:stop(grace)
   return self:wait()
 end
 
+---(no parameters, no results)
 function Process:close()
   if self.handle then
     self.handle:close()

@@ -22,6 +22,8 @@ M.COMMAND_LIMITS = {
 }
 M.MAX_KEYS = 10000
 
+---@class sacm.ratelimit.Limiter token buckets per key (ratelimit.new)
+---@field refused integer how many takes were refused
 local Limiter = {}
 Limiter.__index = Limiter
 
@@ -35,6 +37,8 @@ end
 --- new({rate, burst [, max_keys] [, clock]}) -> limiter. rate: tokens regained per second;
 -- burst: the most a key may hold (and take in a row); clock: a function giving seconds
 -- (default sacm.time.monotonic).
+---@param opts {rate: number, burst: number, max_keys?: integer, clock?: fun(): number}
+---@return sacm.ratelimit.Limiter
 function M.new(opts)
   if type(opts) ~= "table" then error("ratelimit.new({rate =, burst =})", 2) end
   return setmetatable({
@@ -56,6 +60,9 @@ end
 
 --- limiter:take(key) -> true | nil, seconds until a token is there again. With more than max_keys
 -- busy keys at once a new key is refused too (the table of peers stays bounded).
+---@param key any
+---@return true? ok
+---@return number? wait seconds until a token is there again
 function Limiter:take(key)
   local now = self.clock()
   local b = self.buckets[key]
@@ -80,6 +87,7 @@ function Limiter:take(key)
 end
 
 --- limiter:describe() -> "2 a second, bursts of 10", for error texts.
+---@return string
 function Limiter:describe()
   return ("%g a second, bursts of %g"):format(self.rate, self.burst)
 end
@@ -91,6 +99,9 @@ end
 --- for_command(name [, overrides]) -> limiter | nil. The limiter of a grid command from
 -- COMMAND_LIMITS, or from overrides[name] ({rate, burst}, or false for none), as role options
 -- (rate_limits) give them.
+---@param name string a grid command's name
+---@param overrides? table<string, {rate: number, burst: number}|false>
+---@return sacm.ratelimit.Limiter? limiter nil: no limit
 function M.for_command(name, overrides)
   local limits = M.COMMAND_LIMITS[name]
   if overrides and overrides[name] ~= nil then limits = overrides[name] end

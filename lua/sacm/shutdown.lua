@@ -13,6 +13,8 @@ local exit_code
 local begun = false
 
 --- on_shutdown(fn) -> registration with :cancel(). fn(reason) runs as a task at shutdown.
+---@param fn fun(reason: string?)
+---@return {cancel: fun()} registration
 function M.on_shutdown(fn)
   if type(fn) ~= "function" then error("on_shutdown expects a function", 2) end
   local reg = { fn = fn }
@@ -26,6 +28,8 @@ function M.on_shutdown(fn)
 end
 
 --- begin(code, reason): starts the shutdown once; later calls only keep the first code.
+---@param code integer the exit status
+---@param reason? string for the debug log
 function M.begin(code, reason)
   if begun then return end
   begun = true
@@ -46,15 +50,18 @@ function M.begin(code, reason)
   end)
 end
 
+---@return integer? code the exit status once shutdown began
 function M.exit_code()
   return exit_code
 end
 
+---@return boolean
 function M.is_shutting_down()
   return begun
 end
 
 --- exit([code]): shuts down with this exit status. Inside a task it does not return.
+---@param code? integer|boolean true or nil: 0, false: 1
 function M.exit(code)
   if code == true or code == nil then code = 0 elseif code == false then code = 1 end
   if math.type(code) ~= "integer" then error("exit code must be an integer or boolean", 2) end
@@ -65,6 +72,7 @@ function M.exit(code)
   end
 end
 
+---(no parameters, no results)
 function M.install_signal_handler()
   loop.on_signal(function(name, signum)
     if begun then return end

@@ -12,12 +12,46 @@
 local core = require "sacm._sqlite"
 local serror = require "sacm.error"
 
+---@class sacm.sqlite.OpenOptions
+---@field readonly? boolean open for reading only (false)
+---@field create? boolean create the file if missing (true)
+---@field busy_timeout? number seconds to wait for another connection's lock (2)
+---@field wal? boolean journal_mode = WAL (true)
+---@field synchronous? "NORMAL"|"FULL"|"EXTRA"|"OFF"
+---@field foreign_keys? boolean enforce REFERENCES (true)
+
 local M = {
   version = core.version, -- the SQLite library's version, "3.40.1"
+  ---@type fun(bytes: string): table a value bound as a BLOB rather than TEXT
   blob = core.blob,
   DEFAULT_BUSY_TIMEOUT = 2, -- seconds
 }
 
+-- values bound by position (?) or by name (:name)
+---@alias sacm.sqlite.Params any[]|table<string, any>
+
+---@class sacm.sqlite.Statement
+---@field bind fun(self: sacm.sqlite.Statement, ...: any): sacm.sqlite.Statement by position, or from one table of params
+---@field step fun(self: sacm.sqlite.Statement): table|false|nil, sacm.Error? the next row, false when no more, or nil, err
+---@field rows fun(self: sacm.sqlite.Statement): fun(): table? for a generic for; raises a stepping error
+---@field reset fun(self: sacm.sqlite.Statement): sacm.sqlite.Statement
+---@field columns fun(self: sacm.sqlite.Statement): string[]
+---@field sql fun(self: sacm.sqlite.Statement): string
+---@field finalize fun(self: sacm.sqlite.Statement) idempotent; also __close and __gc
+
+---@class sacm.sqlite.Database
+---@field exec fun(self: sacm.sqlite.Database, sql: string): true?, sacm.Error? every statement of a script
+---@field run fun(self: sacm.sqlite.Database, sql: string, params?: sacm.sqlite.Params): integer?, integer|sacm.Error|nil changes and last_insert_rowid, or nil, err
+---@field query fun(self: sacm.sqlite.Database, sql: string, params?: sacm.sqlite.Params): table[]?, sacm.Error? every row, keyed by column name
+---@field first fun(self: sacm.sqlite.Database, sql: string, params?: sacm.sqlite.Params): table?, sacm.Error? the first row, nil when none
+---@field prepare fun(self: sacm.sqlite.Database, sql: string): sacm.sqlite.Statement?, sacm.Error?
+---@field close fun(self: sacm.sqlite.Database) idempotent; also __close and __gc
+---@field in_transaction fun(self: sacm.sqlite.Database): boolean
+---@field changes fun(self: sacm.sqlite.Database): integer of the last statement
+---@field last_insert_rowid fun(self: sacm.sqlite.Database): integer
+---@field busy_timeout fun(self: sacm.sqlite.Database, ms: integer) the lock wait, in milliseconds
+---@field path fun(self: sacm.sqlite.Database): string the absolute file name ("" in memory)
+---@field is_open fun(self: sacm.sqlite.Database): boolean
 local Database = core.Database
 
 local OPTIONS = {
@@ -79,6 +113,10 @@ end
 -- opts: readonly (false), create (true), busy_timeout (seconds, DEFAULT_BUSY_TIMEOUT),
 -- wal (true), synchronous ("NORMAL" with WAL, else "FULL"), foreign_keys (true).
 -- ":memory:" opens a private in-memory database.
+---@param path string a file name, or ":memory:"
+---@param opts? sacm.sqlite.OpenOptions
+---@return sacm.sqlite.Database? db
+---@return sacm.Error? err
 function M.open(path, opts)
   if type(path) ~= "string" then
     error(("sqlite.open: path must be a string, got %s"):format(type(path)), 2)
@@ -144,6 +182,9 @@ end
 -- Runs fn(db, ...) in a transaction (BEGIN IMMEDIATE; inside another one, a SAVEPOINT). Commits
 -- when fn returns; rolls back and re-raises when fn raises; rolls back and returns nil, err when
 -- fn returns nil (or false) and an error. nil, err also when BEGIN or COMMIT fail (SQLITE_BUSY).
+---@param fn fun(db: sacm.sqlite.Database, ...: any): any its results are the call's; nil, err rolls back
+---@param ... any passed to fn
+---@return any ... fn's results, or nil, err
 function Database:transaction(fn, ...)
   if type(fn) ~= "function" then
     error(("db:transaction: fn must be a function, got %s"):format(type(fn)), 2)
@@ -194,6 +235,9 @@ end
 -- is applied in a transaction of its own, in order; a failure rolls that one back and returns
 -- nil, err with err.migration = i (the ones before it stay applied). A database newer than the
 -- list gives nil, err with condition "schema-too-new".
+---@param migrations (string|fun(db: sacm.sqlite.Database): true?, sacm.Error?)[]
+---@return integer? version the schema version reached
+---@return sacm.Error? err err.migration: the failing entry; schema-too-new
 function Database:migrate(migrations)
   if type(migrations) ~= "table" then
     error(("db:migrate: migrations must be a list, got %s"):format(type(migrations)), 2)

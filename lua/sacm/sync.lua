@@ -26,6 +26,7 @@ local function wake_first(waiters, value)
 end
 
 ---------------------------------------------------------------------------- event
+---@class sacm.Event
 local Event = {}
 Event.__index = Event
 
@@ -35,6 +36,7 @@ function M.event()
 end
 
 --- event:set(): wakes every waiter; later waits return at once until clear().
+---(no parameters, no results)
 function Event:set()
   self.is_set_ = true
   local waiters = self.waiters
@@ -42,13 +44,18 @@ function Event:set()
   for _, waiter in ipairs(waiters) do task.wake(waiter, true) end
 end
 
+---(no parameters, no results)
 function Event:clear() self.is_set_ = false end
 function Event:__tostring()
   return ("event (%s, %d waiting)"):format(self.is_set_ and "set" or "not set", #self.waiters)
 end
+---@return boolean
 function Event:is_set() return self.is_set_ end
 
 --- event:wait([timeout]) -> true, or nil, err (timeout).
+---@param timeout? number seconds
+---@return true? set
+---@return sacm.Error? err timeout
 function Event:wait(timeout)
   if self.is_set_ then return true end
   local value = wait_in(self.waiters, timeout, "event:wait")
@@ -59,6 +66,9 @@ function Event:wait(timeout)
 end
 
 ---------------------------------------------------------------------------- queue
+---@class sacm.Queue
+---@field max integer? its maxsize
+---@field closed boolean?
 local Queue = {}
 Queue.__index = Queue
 
@@ -75,6 +85,7 @@ function M.queue(maxsize)
   }, Queue)
 end
 
+---@return integer count values queued
 function Queue:len() return self.tail - self.head + 1 end
 Queue.__len = Queue.len
 function Queue:__tostring()
@@ -96,6 +107,10 @@ local function pop(self)
 end
 
 --- queue:put(value [, timeout]) -> true, or nil, err (timeout | closed). Waits while full.
+---@param value any not nil
+---@param timeout? number seconds to wait while full
+---@return true? ok
+---@return sacm.Error? err timeout | closed
 function Queue:put(value, timeout)
   if value == nil then error("a queue cannot hold nil", 2) end
   while true do
@@ -115,6 +130,8 @@ function Queue:put(value, timeout)
 end
 
 --- queue:try_put(value) -> true, or false when full or closed. Never waits (usable from any code).
+---@param value any not nil
+---@return boolean ok false when full or closed
 function Queue:try_put(value)
   if value == nil then error("a queue cannot hold nil", 2) end
   if self.closed then return false end
@@ -125,6 +142,9 @@ function Queue:try_put(value)
 end
 
 --- queue:get([timeout]) -> value, or nil, err (timeout | closed once drained).
+---@param timeout? number seconds
+---@return any value nil on failure
+---@return sacm.Error? err timeout | closed (once drained)
 function Queue:get(timeout)
   if self:len() > 0 then
     local value = pop(self)
@@ -141,6 +161,7 @@ function Queue:get(timeout)
 end
 
 --- queue:close(): no more puts; getters drain what is left, then get nil, closed.
+---(no parameters, no results)
 function Queue:close()
   if self.closed then return end
   self.closed = true
@@ -150,6 +171,7 @@ function Queue:close()
 end
 
 --- for value in queue:iter() do ... end: until the queue is closed and drained.
+---@return fun(): any iterator the next value, nil once closed and drained
 function Queue:iter()
   return function()
     local value = self:get()

@@ -14,6 +14,13 @@ local log = require("sacm.log").new("task")
 
 local M = {}
 
+---@class sacm.Task
+---@field id integer
+---@field name string
+---@field status "ready"|"running"|"suspended"|"done"|"failed"|"cancelled"
+---@field error any what it raised (failed) or the cancelled error
+---@field results table? table.pack of what its function returned (done)
+---@field traceback string? where it failed
 local Task = {}
 Task.__index = Task
 Task.__fields = { id = true, name = true, status = true, error = true, results = true, traceback = true }
@@ -270,6 +277,7 @@ local function step(t, n, a, b)
 end
 
 --- Runs every ready task. Called after each callback from the loop.
+---(no parameters, no results)
 function M.run_ready()
   if draining then return end
   draining = true
@@ -392,6 +400,7 @@ end
 
 --- yield(): lets the loop and other tasks run once, then continues: the task resumes after the
 -- loop has polled for I/O, so a long computation that yields keeps sockets served.
+---(no parameters, no results)
 function M.yield()
   local t = require_task("yield")
   next_turn(t)
@@ -425,6 +434,11 @@ local function forget(t)
   end
 end
 
+---@param list table the waiters' list the entry goes into
+---@param entry any what a waker finds in list
+---@param timeout? number seconds
+---@param what string the caller's name, for errors
+---@return any value the first value passed to wake, or task.TIMED_OUT
 function M.wait_in(list, entry, timeout, what)
   local me = require_task(what, 4)
   local ms = timeout and seconds_to_ms(timeout, what .. " timeout")
@@ -457,6 +471,8 @@ end
 --- task:await([timeout]) -> the task's results.
 -- A failure is raised again here; a cancelled task gives nil, err (cancelled); a timeout gives
 -- nil, err (timeout) and leaves the task running.
+---@param timeout? number seconds
+---@return any ... the task's results; nil, err (cancelled | timeout)
 function Task:await(timeout)
   if not finished(self) then
     local me = require_task("await")
@@ -474,6 +490,8 @@ end
 
 --- task:cancel([reason]) -> true if the task was still running and is now being cancelled.
 -- The task sees a `cancelled` error raised where it waits, so its pcall/<close> cleanup runs.
+---@param reason? string the cancelled error's text
+---@return boolean cancelling
 function Task:cancel(reason)
   if finished(self) or self.cancelled then return false end
   self.cancelled = true
@@ -503,11 +521,14 @@ function Task:cancel(reason)
 end
 
 --- task:done() -> true once the task finished (done, failed or cancelled).
+---@return boolean
 function Task:done()
   return finished(self)
 end
 
 --- task:result() -> ok, values... or false, err without waiting (nil if not finished).
+---@return boolean? ok nil while it runs
+---@return any ... its results, or its error
 function Task:result()
   if self.status == "done" then return true, unpack(self.results, 1, self.results.n) end
   if self.status == "failed" or self.status == "cancelled" then return false, self.error end

@@ -6,6 +6,7 @@ local errors = require "sacm.error"
 
 local M = {}
 
+---@type fun(): number wall-clock seconds since the epoch, with microseconds
 M.now = loop.time
 
 ---@return number seconds from an arbitrary origin, never going back

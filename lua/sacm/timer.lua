@@ -4,6 +4,10 @@ local task = require "sacm.task"
 local new_timer = require("sacm._timer").new
 
 local M = {}
+---@class sacm.Timer
+---@field name string
+---@field fired integer how many times it fired
+---@field skipped integer? ticks skipped while a run was still going
 local Timer = {}
 Timer.__index = Timer
 Timer.__fields = { name = true, fired = true, skipped = true }
@@ -54,6 +58,7 @@ function M.every(seconds, fn, opts)
 end
 
 --- timer:cancel(): stops it; a run already started goes on.
+---(no parameters, no results)
 function Timer:cancel()
   if self.handle then
     self.handle:close()
@@ -65,6 +70,7 @@ function Timer:__tostring()
   return ("timer %s (%s, fired %d times)"):format(self.name, self:active() and "active" or "stopped", self.fired)
 end
 
+---@return boolean
 function Timer:active()
   return self.handle ~= nil and self.handle:active()
 end

@@ -35,6 +35,9 @@ local NCNAME_BAD = "[^%w%._%-]"
 
 --- id(kind, name) -> "xccdf_org.sacmrun_<kind>_<name>", name made an NCName (other characters
 -- become "-").
+---@param kind string
+---@param name any
+---@return string id an XCCDF id
 function M.id(kind, name)
   return M.PREFIX .. kind .. "_" .. tostring(name):gsub(NCNAME_BAD, "-")
 end
@@ -93,6 +96,8 @@ end
 --   parts    instead of results/target/times: a list of { results, target, start_time,
 --            end_time, test_result_id }, one TestResult each (an assessment of several endpoints).
 -- Raises on a missing rule for a result (a programmer error).
+---@param opts table rules, results, policies, target, start_time, end_time, benchmark, test_result_id, parts
+---@return string xml
 function M.document(opts)
   local benchmark
   for _, o in ipairs(M.parts(opts)) do
@@ -104,6 +109,8 @@ function M.document(opts)
 end
 
 --- parts(opts) -> a list of options for elements(), one per part (opts itself without parts).
+---@param opts table as document's
+---@return table[] parts options for elements(), one per part
 function M.parts(opts)
   if not opts.parts then return { opts } end
   assert(#opts.parts > 0, "xccdf: opts.parts is empty")
@@ -118,6 +125,8 @@ function M.parts(opts)
 end
 
 --- serialize(element) -> the XML text of a whole document (declaration, indentation).
+---@param el sacm.xml.Element
+---@return string xml with the declaration, indented
 function M.serialize(el)
   return '<?xml version="1.0" encoding="UTF-8"?>\n' .. xml.serialize(el, { indent = "  " }) .. "\n"
 end
@@ -127,6 +136,10 @@ end
 -- apart: the Benchmark as the report request, the TestResult as the report. opts as document(),
 -- plus benchmark_href: the TestResult's <benchmark href> (ARF: "#<data stream component id>").
 -- summary = { version, score, counts = { result = n }, hostname, start_time, end_time }.
+---@param opts table as document's, plus benchmark_href
+---@return sacm.xml.Element benchmark without TestResult
+---@return sacm.xml.Element test_result
+---@return {version: string, score: number, counts: table<string, integer>, hostname: string?, start_time: number, end_time: number} summary
 function M.elements(opts)
   assert(type(opts) == "table" and type(opts.rules) == "table" and type(opts.results) == "table",
     "xccdf.document: opts.rules and opts.results are required")

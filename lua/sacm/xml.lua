@@ -4,6 +4,11 @@
 -- stanzas arrive as the same tables.
 local core = require "sacm._xml"
 
+---@class sacm.xml.Element an element: name, ns, attr and children (elements or strings) at 1..n
+---@field name string
+---@field ns string? its namespace URI
+---@field attr table<string, string>
+---@field [integer] sacm.xml.Element|string
 local Element = core.metatable
 local methods = Element.__index
 
@@ -20,14 +25,21 @@ local cursors = setmetatable({}, { __mode = "k" })
 
 --- parse(s [, opts]) -> element | nil, err. opts.max_depth (256, at most 1000), opts.max_bytes
 -- (16 MiB), opts.max_memory (8 x #s + 1 MiB: what the tree may cost).
+---@type fun(s: string, opts?: {max_depth?: integer, max_bytes?: integer, max_memory?: integer}): sacm.xml.Element?, sacm.Error?
 xml.parse = core.parse
 
 --- serialize(el [, opts]) -> string. opts.indent pretty-prints. Raises on invalid data.
+---@type fun(el: sacm.xml.Element, opts?: {indent?: string}): string
 xml.serialize = core.serialize
 
 --- clean_text(s [, max_bytes]) -> string, replaced, cut. Makes s valid XML character data:
 -- invalid UTF-8 bytes and characters XML 1.0 forbids become U+FFFD; with max_bytes the result is
 -- cut to at most that many bytes on a character boundary. Numbers are converted with tostring.
+---@param s string|number
+---@param max_bytes? integer cut the result to at most this many bytes
+---@return string text valid XML character data
+---@return integer replaced how many characters became U+FFFD
+---@return boolean cut whether max_bytes cut it
 function xml.clean_text(s, max_bytes)
   if type(s) == "number" then s = tostring(s) end
   if type(s) ~= "string" then error("clean_text: expected a string, got " .. type(s), 2) end
@@ -35,6 +47,8 @@ function xml.clean_text(s, max_bytes)
 end
 
 --- is_element(v): true for tables made by parse, element, clone or the XMPP code.
+---@param v any
+---@return boolean
 function xml.is_element(v)
   return type(v) == "table" and getmetatable(v) == Element
 end
@@ -51,6 +65,9 @@ local function attr_equal(a, b)
 end
 
 --- equal(a, b): deep structural equality of name, ns, attr and children.
+---@param a any
+---@param b any
+---@return boolean
 local function equal(a, b)
   if rawequal(a, b) then return true end
   if type(a) ~= "table" or type(b) ~= "table" then return false end
@@ -97,6 +114,9 @@ local function new_element(name, attr, ns, level)
 end
 
 --- element(name [, attr]) -> element. attr.xmlns sets the namespace.
+---@param name string
+---@param attr? table<string, string> attr.xmlns sets the namespace
+---@return sacm.xml.Element
 function xml.element(name, attr)
   return new_element(name, attr, nil, 3)
 end
@@ -124,6 +144,9 @@ end
 
 --- el:tag(name [, attr]): appends a child at the cursor and moves the cursor into it. The child
 -- inherits the cursor element's ns unless attr.xmlns is given.
+---@param name string
+---@param attr? table<string, string>
+---@return sacm.xml.Element self
 function methods:tag(name, attr)
   local cur = cursor_of(self)
   local child = new_element(name, attr, cur.ns, 3)
@@ -138,6 +161,8 @@ function methods:tag(name, attr)
 end
 
 --- el:text(s): appends text at the cursor.
+---@param s string|number
+---@return sacm.xml.Element self
 function methods:text(s)
   local ts = type(s)
   if ts == "number" then
@@ -150,6 +175,7 @@ function methods:text(s)
 end
 
 --- el:up(): moves the cursor to the parent of the cursor element.
+---@return sacm.xml.Element self
 function methods:up()
   local path = cursors[self]
   if not path or #path < 2 then
@@ -160,12 +186,15 @@ function methods:up()
 end
 
 --- el:reset(): moves the cursor back to the root.
+---@return sacm.xml.Element self
 function methods:reset()
   cursors[self] = nil
   return self
 end
 
 --- el:add(child): appends an existing element or a string at the cursor (the cursor stays).
+---@param child sacm.xml.Element|string
+---@return sacm.xml.Element self
 function methods:add(child)
   local tc = type(child)
   if tc == "string" or tc == "number" then
@@ -193,6 +222,9 @@ local function matches(c, name, ns)
 end
 
 --- el:child([name [, ns]]) -> the first element child matching, or nil.
+---@param name? string
+---@param ns? string nil: any namespace, "": none
+---@return sacm.xml.Element? child
 function methods:child(name, ns)
   for i = 1, #self do
     local c = self[i]
@@ -202,6 +234,9 @@ function methods:child(name, ns)
 end
 
 --- el:children([name [, ns]]) -> iterator over the matching element children.
+---@param name? string
+---@param ns? string nil: any namespace, "": none
+---@return fun(): sacm.xml.Element? iterator
 function methods:children(name, ns)
   local i = 0
   return function()
@@ -214,6 +249,8 @@ function methods:children(name, ns)
   end
 end
 
+---@param el sacm.xml.Element
+---@return string text
 local function get_text(el)
   local parts = {}
   for i = 1, #el do
@@ -293,11 +330,15 @@ end
 --- el:find(path) -> element, string or nil. Steps are "name", "{ns}name" or "*" separated by
 -- '/', relative to el's children; a last "@attr" (or "@{ns}attr") gives an attribute, "#" the
 -- text. e.g. iq:find("{http://jabber.org/protocol/disco#info}query/identity@category")
+---@param path string
+---@return sacm.xml.Element|string|nil found
 function methods:find(path)
   local steps, final, key = parse_path(path)
   return search(self, steps, 1, final, key)
 end
 
+---@param el sacm.xml.Element
+---@return sacm.xml.Element copy
 local function clone(el)
   local attr = {}
   if el.attr then
@@ -315,6 +356,7 @@ end
 methods.clone = clone
 
 --- el:pretty() -> the element serialized with two-space indentation.
+---@return string xml
 function methods:pretty()
   return core.serialize(self, { indent = "  " })
 end

@@ -24,6 +24,8 @@ local log = require("sacm.log").new("delivery")
 M.MAX_BACKOFF = 30   -- seconds between attempts at most
 M.FIRST_BACKOFF = 0.5
 
+---@class sacm.grid.Delivery sends spooled documents to the repository until they are stored (delivery.new)
+---@field spool sacm.grid.Spool
 local Delivery = {}
 Delivery.__index = Delivery
 
@@ -106,6 +108,7 @@ local function run(self)
 end
 
 --- d:wake(): retry everything now.
+---(no parameters, no results)
 function Delivery:wake()
   self.spool:wake()
   self.kick:set()
@@ -114,6 +117,12 @@ end
 --- d:submit(id, kind, body [, wait]) -> "delivered" | "pending", err | "refused", err
 -- Spools the document and waits up to `wait` seconds (default 30) for it to be delivered.
 -- "pending" means it is safe in the spool and will be resent; err says why it is late.
+---@param id string
+---@param kind string
+---@param body string
+---@param wait? number seconds (30)
+---@return "delivered"|"pending"|"refused" state
+---@return sacm.Error? err why it is late or was refused
 function Delivery:submit(id, kind, body, wait)
   local added, err = self.spool:add({ id = id, kind = kind, body = body })
   if added == nil then return "refused", errors.new("internal-error", "cannot spool " .. id .. ": " .. tostring(err)) end
@@ -131,12 +140,15 @@ function Delivery:submit(id, kind, body, wait)
 end
 
 --- d:stats() -> {spooled, delivered, refused}
+---@return {spooled: integer, delivered: integer, refused: integer}
 function Delivery:stats()
   return { spooled = self.spool:count(), delivered = self.delivered_count, refused = self.refused_count }
 end
 
 --- delivery.new(opts) -> delivery. opts: member, spool, client (sacm.grid.upload client),
 -- announce(entry, receipt) -> true | nil, err, refused(entry, err), max_backoff (seconds).
+---@param opts {member: sacm.grid.Member, spool: sacm.grid.Spool, client: table, announce: (fun(entry: sacm.grid.SpoolEntry, receipt: table): true?, sacm.Error?), refused: fun(entry: sacm.grid.SpoolEntry, err: sacm.Error), max_backoff?: number}
+---@return sacm.grid.Delivery
 function M.new(opts)
   local self = setmetatable({ member = opts.member, spool = opts.spool, client = opts.client,
     announce = opts.announce, refused = opts.refused or function() end, max_backoff = opts.max_backoff or M.MAX_BACKOFF,
@@ -155,6 +167,13 @@ end
 -- (opts.spool, default in memory), joins the grid (mopts: the member.join options), and starts
 -- delivering through an upload client to the repository's online JID; the delivery is woken each
 -- time the repository comes online. handlers: announce, refused (as for new).
+---@param role string
+---@param mopts table the member.join options
+---@param opts table the role's options (repository, spool)
+---@param handlers {announce: function, refused: function}
+---@return sacm.grid.Member? member
+---@return sacm.grid.Delivery|sacm.Error delivery, or err
+---@return table? client the upload client
 function M.producer(role, mopts, opts, handlers)
   if not opts.repository then
     return nil, errors.new("bad-config", ("%s.start needs repository: the JID of the grid's repository, which "
@@ -181,6 +200,7 @@ end
 
 --- d:close(): stops delivering (what is left stays in the spool for the next start) and closes
 -- the spool.
+---(no parameters, no results)
 function Delivery:close()
   if self.closed then return end
   self.closed = true

@@ -36,6 +36,9 @@ M.ADMISSION_TIMEOUT = 30 -- seconds a member waits for the repository to admit i
 local NOT_YET = { ["forbidden"] = true, ["not-authorized"] = true, ["item-not-found"] = true,
   ["not-allowed"] = true, ["closed-node"] = true, ["not-subscribed"] = true, ["presence-subscription-required"] = true }
 
+---@class sacm.grid.Member a grid role's presence on the grid (member.join)
+---@field role string
+---@field conn sacm.xmpp.Connection
 local Member = {}
 Member.__index = Member
 
@@ -46,6 +49,9 @@ local CONNECT_KEYS = { "jid", "password", "client_cert", "client_key", "host", "
 
 --- member.parse_servers(list) -> {{host, port}, ...} | nil, err (bad-config): the XMPP servers of
 -- a cluster, as xmpp.parse_servers reads them.
+---@param list (string|{host: string, port: integer})[]
+---@return {host: string, port: integer}[]? servers
+---@return sacm.Error? err bad-config
 function M.parse_servers(list)
   local servers, text = xmpp.parse_servers(list)
   if not servers then return nil, errors.new("bad-config", text) end
@@ -63,6 +69,9 @@ end
 
 --- member.allowed(list) -> function(from) for commands.provider's `allowed`: the JIDs of list
 -- (full, bare or domains), and always our own account.
+---@param list string[] full JIDs, bare JIDs or domains
+---@param own? string our own JID: always allowed
+---@return fun(from: string): boolean allowed
 function M.allowed(list, own)
   return function(from)
     if own and jidlib.bare(from) == jidlib.bare(own) then return true end
@@ -112,6 +121,8 @@ end
 
 --- m:repository_jid() -> the full JID of the grid's repository | nil, err (not online, or none
 -- configured).
+---@return string? jid the repository's full JID
+---@return sacm.Error? err
 function Member:repository_jid()
   local r = self.repository
   if not r then return nil, errors.new("item-not-found", "no repository is configured (the `repository` option)") end
@@ -126,6 +137,7 @@ function Member:repository_jid()
 end
 
 --- m:on_repository(fn): fn(full_jid) runs as a task each time the repository comes online.
+---@param fn fun(full_jid: string)
 function Member:on_repository(fn)
   self.repository_watchers[#self.repository_watchers + 1] = fn
 end
@@ -141,12 +153,14 @@ local function describe(self)
 end
 
 --- m:advertise_role(): adds the role's feature, when join deferred it (defer_role_feature).
+---(no parameters, no results)
 function Member:advertise_role()
   self.disco:add_feature(proto.FEATURE[self.role])
 end
 
 --- m:update_info([fields]): replaces the role's XEP-0128 info fields (var -> string or list; the
 -- role is always there); caps are re-advertised when they change.
+---@param fields? table<string, string|string[]>
 function Member:update_info(fields)
   if fields then self.info_fields = fields end
   local all = { role = self.role }
@@ -156,6 +170,9 @@ end
 
 --- m:set_features(key, prefix_fn, names): advertises exactly prefix_fn(name) for each name, withdrawing
 -- ones from an earlier call (kinds a collector collects, policies an evaluator holds).
+---@param key string which set of features this is
+---@param prefix_fn fun(name: string): string the feature of a name
+---@param names string[]
 function Member:set_features(key, prefix_fn, names)
   self.feature_sets = self.feature_sets or {}
   local old = self.feature_sets[key] or {}
@@ -206,6 +223,10 @@ end
 --- m:subscribe(node_key, fn) -> handler: subscribes our bare JID to a grid node (once: an existing
 -- subscription is reused) and calls fn(item, event) for each published item. Until the
 -- repository has made the node and admitted us it is retried, for up to admission_timeout seconds.
+---@param key string a grid node's key (sacm.grid.protocol NODE)
+---@param fn fun(item: sacm.xmpp.pubsub.Item, event: sacm.xmpp.pubsub.Event)
+---@return sacm.xmpp.Handler? handler
+---@return sacm.Error? err
 function Member:subscribe(key, fn)
   local node = assert(proto.NODE[key], "unknown grid node")
   local bare = jidlib.bare(self.conn.jid)
@@ -239,12 +260,23 @@ end
 
 --- m:publish(node_key, id, element) -> id | nil, err. Re-sent after a reconnect (the id makes it
 -- idempotent), so an item published around a drop is not lost.
+---@param key string a grid node's key
+---@param id string the item id
+---@param el sacm.xml.Element
+---@return string? id
+---@return sacm.Error? err
 function Member:publish(key, id, el)
   return self.pubsub:publish(assert(proto.NODE[key], "unknown grid node"), id, el)
 end
 
 --- m:status(type, [fields, text, correlation]): publishes a status notification (best effort:
 -- failures are logged, not raised).
+---@param stype string the status type ("online", "heartbeat", ...)
+---@param fields? table<string, any>
+---@param text? string
+---@param correlation? string
+---@return string? id the published item's (failures are also logged)
+---@return sacm.Error? err
 function Member:status(stype, fields, text, correlation)
   local el = payload.status({ type = stype, component = self.conn.jid, role = self.role,
     correlation = correlation, text = text, fields = fields })
@@ -264,6 +296,9 @@ end
 -- to fix the resource; we register with it by presence, and track where it is online), owner
 -- (true for the repository: create and configure the grid's nodes), admission_timeout (seconds,
 -- default M.ADMISSION_TIMEOUT).
+---@param opts table the xmpp.connect options, and role, pubsub, peers, accept, node_config, info, features, extensions, caps_cache, heartbeat, repository, owner, admission_timeout
+---@return sacm.grid.Member? member
+---@return sacm.Error? err
 function M.join(opts)
   assert(type(opts) == "table" and proto.FEATURE[opts.role], "member.join needs a grid role")
   local copts = {}
@@ -341,6 +376,7 @@ function M.join(opts)
 end
 
 --- m:close(): says goodbye (status offline), stops handlers and disconnects.
+---(no parameters, no results)
 function Member:close()
   if self.closed then return end
   self.closed = true

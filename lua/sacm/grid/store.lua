@@ -136,6 +136,25 @@ M.MIGRATIONS = {
   ]],
 }
 
+---@class sacm.grid.StoreQuery what store:query selects
+---@field type? "posture"|"results"|"history"
+---@field endpoint? string an id or a hostname
+---@field kind? string
+---@field attribute? string posture with that single-valued attribute
+---@field rule? string
+---@field policy? string
+---@field result? string
+---@field correlation? string
+---@field since? string XEP-0082
+---@field ["until"] string? XEP-0082
+---@field max? integer page size
+---@field after? string the previous page's cursor
+---@field before? string a cursor: the page runs newest first from just below it
+---@field newest? boolean the page runs newest first from the newest row
+
+---@class sacm.grid.Store the repository's store of posture and results (store.open), on SQLite or PostgreSQL
+---@field backend "postgres"? nil on SQLite
+---@field bind_first_use boolean? false: endpoints are bound only ahead (bind_endpoint)
 local Store = {}
 Store.__index = Store
 
@@ -202,6 +221,9 @@ local function write(self, what, fn)
 end
 
 --- store:store_posture(element) -> true (stored), false (already had it) | nil, err (not posture)
+---@param el sacm.xml.Element a posture element
+---@return boolean? stored false when it was already there
+---@return sacm.Error? err
 function Store:store_posture(el)
   local p, err = payload.parse_posture(el)
   if not p then return nil, err end
@@ -214,6 +236,9 @@ function Store:store_posture(el)
 end
 
 --- store:store_result(element) -> true (stored), false (already had it) | nil, err (not a result)
+---@param el sacm.xml.Element a result element
+---@return boolean? stored false when it was already there
+---@return sacm.Error? err
 function Store:store_result(el)
   local r, err = payload.parse_result(el)
   if not r then return nil, err end
@@ -229,6 +254,8 @@ end
 -- result's endpoint (so uploaded by the collector bound to it, with every check that implies).
 -- A result of `error` may name posture that never arrived: judging undelivered posture an error
 -- is what evaluators are for.
+---@param set table a result set, parsed
+---@return string? reason nil when every result's posture is proven
 function Store:unproven_posture(set)
   local known = {}
   for _, r in ipairs(set.results or {}) do
@@ -256,6 +283,8 @@ end
 
 --- store:content_key(id) -> the key that makes a content URL for id valid (HMAC of the id with
 -- the repository's own secret, which is made once and kept in the database).
+---@param id string
+---@return string key
 function Store:content_key(id)
   return crypto.hex(crypto.hmac("sha256", self.secret, id)):sub(1, 32)
 end
@@ -266,6 +295,8 @@ local function content_entry(self, id, text)
 end
 
 --- store:endpoint_owner(endpoint) -> the bare JID of the collector the endpoint is bound to | nil
+---@param endpoint string
+---@return string? collector its bare JID
 function Store:endpoint_owner(endpoint)
   local row = self.db:first("SELECT collector FROM endpoint_binding WHERE endpoint = ?", { endpoint })
   return row and row.collector
@@ -273,6 +304,10 @@ end
 
 --- store:bind_endpoint(endpoint, collector_bare) -> true | nil, err: binds (or re-binds, as an
 -- administrator's decision) an endpoint to a collector account.
+---@param endpoint string
+---@param collector string the collector account's bare JID
+---@return true? ok
+---@return sacm.Error? err
 function Store:bind_endpoint(endpoint, collector)
   local ok, err = self.db:run([[INSERT INTO endpoint_binding (endpoint, collector, bound) VALUES (?, ?, ?)
     ON CONFLICT (endpoint) DO UPDATE SET collector = excluded.collector, bound = excluded.bound]],
@@ -287,6 +322,11 @@ end
 -- With collector_bare, the set's endpoint must be bound to that account (it is bound now if it
 -- is bound to none, unless store.bind_first_use is false); posture of an endpoint bound to
 -- another, or to none when bindings are made only ahead, gives nil, err (forbidden).
+---@param set table parsed by payload.parse_posture_set
+---@param uploader string the uploader's JID
+---@param collector? string the bare JID the endpoint must be bound to
+---@return {id: string, stored: integer, duplicates: integer, contents: table[]}? receipt
+---@return sacm.Error? err forbidden, ...
 function Store:put_posture_set(set, uploader, collector)
   local texts = {}
   for i, el in ipairs(set.elements) do texts[i] = xml.serialize(el) end
@@ -325,6 +365,11 @@ end
 
 --- store:put_result_set(set, uploader) -> receipt | nil, err (as put_posture_set; the one content
 -- entry is the set itself, which is what a result notification refers to).
+---@param set table parsed by payload.parse_result_set
+---@param el sacm.xml.Element the result set element
+---@param uploader string the uploader's JID
+---@return {id: string, stored: integer, duplicates: integer, contents: table[]}? receipt
+---@return sacm.Error? err
 function Store:put_result_set(set, el, uploader)
   local text = xml.serialize(el)
   local texts = {}
@@ -349,6 +394,9 @@ end
 
 --- store:content(id) -> text, digest of a stored posture, posture set (a collection, rebuilt from
 -- its postures), or result set | nil (unknown id)
+---@param id string
+---@return string? text
+---@return string? digest
 function Store:content(id)
   local row = self.db:first("SELECT xml, digest FROM posture WHERE id = ?", { id })
     or self.db:first("SELECT xml, digest FROM result_set WHERE id = ?", { id })
@@ -366,6 +414,9 @@ function Store:content(id)
 end
 
 --- store:refused(uploader, what, reason): records an upload that was refused.
+---@param uploader string?
+---@param what string
+---@param reason string
 function Store:refused(uploader, what, reason)
   self.db:run("INSERT INTO refusal (at, uploader, what, reason) VALUES (?, ?, ?, ?)",
     { time.now(), uploader, what, reason })
@@ -395,6 +446,9 @@ end
 -- cursor or from the newest row, and next continues towards older rows. page.newest and
 -- page.oldest are the cursors of the page's own first and last rows by age (ROLIE feeds page both
 -- ways with them).
+---@param q sacm.grid.StoreQuery
+---@return {rows: table[], next: string?, columns: string[], newest: string?, oldest: string?}? page
+---@return sacm.Error? err
 function Store:query(q)
   local qtype = q.type or "results"
   local tbl = TABLE[qtype]
@@ -484,6 +538,9 @@ function Store:query(q)
 end
 
 --- store:get(id) -> the stored posture or result element | nil, err (item-not-found)
+---@param id string
+---@return sacm.xml.Element? element
+---@return sacm.Error? err item-not-found
 function Store:get(id)
   local row = self.db:first("SELECT xml FROM posture WHERE id = ?", { id })
     or self.db:first("SELECT xml FROM result WHERE id = ?", { id })
@@ -491,6 +548,7 @@ function Store:get(id)
   return xml.parse(row.xml)
 end
 
+---@return table<string, integer> totals result -> count of current results
 function Store:totals()
   local t = {}
   for _, row in ipairs(self.db:query("SELECT result, count(*) AS n FROM current_result GROUP BY result") or {}) do
@@ -504,6 +562,10 @@ end
 -- but never the current result of a rule on an endpoint (nor the result set it came in) nor the
 -- newest posture of a kind on an endpoint. Works in transactions of `batch` rows (1000) per table so that a large prune does not
 -- hold the database (or the loop) for long.
+---@param before number epoch seconds
+---@param batch? integer rows per transaction (1000)
+---@return {posture: integer, results: integer, result_sets: integer, history: integer, refusals: integer}? removed
+---@return sacm.Error? err
 function Store:prune(before, batch)
   batch = batch or 1000
   local removed = { posture = 0, results = 0, result_sets = 0, history = 0, refusals = 0 }
@@ -534,11 +596,14 @@ function Store:prune(before, batch)
 end
 
 --- store:refusals([n]) -> the newest n (default 10) refused uploads: {at, uploader, what, reason}
+---@param n? integer (10)
+---@return {at: number, uploader: string?, what: string, reason: string}[]
 function Store:refusals(n)
   return self.db:query("SELECT at, uploader, what, reason FROM refusal ORDER BY seq DESC LIMIT ?", { n or 10 }) or {}
 end
 
 --- store:stats() -> {posture, results, changes, endpoints, refused} as stored now.
+---@return {posture: integer, results: integer, changes: integer, endpoints: integer, refused: integer}
 function Store:stats()
   local n = function(sql) local r = self.db:first(sql); return r and r.n or 0 end
   return {
@@ -566,6 +631,10 @@ end
 -- `path` into the new file `dest` (mode 0600), while the repository goes on writing. SQLite's
 -- VACUUM INTO reads one snapshot of the WAL database (as the backup API would, but in one
 -- statement and compacted); a restore is copying `dest` back while the repository is stopped.
+---@param path string the database file
+---@param dest string a new file
+---@return true? ok
+---@return sacm.Error? err
 function M.backup(path, dest)
   if fs.stat(dest) then return nil, errors.new("EEXIST", ("%s exists: a backup goes to a new file"):format(dest)) end
   local ok, err = fs.write(dest, "", { mode = 384 }) -- VACUUM INTO takes an empty file; it keeps its mode
@@ -588,6 +657,9 @@ end
 --- store.open(path) -> store | nil, err. Creates the file (mode 0600) and brings its schema up
 -- to date. A postgresql:// URL, or a table {backend = "postgres", <sacm.pg connect options>},
 -- opens the store on PostgreSQL instead (sacm.grid.store_pg: same queries and semantics).
+---@param path string|table a file, a postgresql:// URL, or {backend = "postgres", <sacm.pg connect options>}
+---@return sacm.grid.Store? store
+---@return sacm.Error? err
 function M.open(path)
   if type(path) == "table" or (type(path) == "string" and path:find("^postgres")) then
     local db, name = require("sacm.grid.store_pg").open(path, M.MIGRATIONS)
@@ -628,12 +700,15 @@ end
 -- moves when another connection, another process, commits). PostgreSQL: nil, since several
 -- repository processes share one database and a counter here cannot see the others' writes
 -- without a query as costly as the one it would save; nothing is cached there.
+---@return integer? writes nil on PostgreSQL
+---@return integer? data_version
 function Store:version()
   if self.backend == "postgres" then return nil end
   local row = self.db:first("PRAGMA data_version")
   return self.writes, row and row.data_version or 0
 end
 
+---(no parameters, no results)
 function Store:close()
   if self.db then self.db:close() end
 end

@@ -203,6 +203,8 @@ local function bind(t, params)
 end
 
 ---------------------------------------------------------------------------- the database object
+---@class sacm.grid.store_pg.DB the store's database on PostgreSQL, with the calls of a sacm.sqlite database the store makes
+---@field conn sacm.pg.Connection?
 local DB = {}
 DB.__index = DB
 
@@ -213,6 +215,10 @@ local function conn_of(self)
 end
 
 --- db:run(sql [, params]) -> changes, seq of the inserted row (INSERT into a seq table) | nil, err
+---@param sql string SQLite-style SQL, translated
+---@param params? table
+---@return integer? changes
+---@return integer|sacm.Error|nil seq of the inserted row, or err
 function DB:run(sql, params)
   local t = translated(sql)
   local c = conn_of(self)
@@ -226,16 +232,27 @@ function DB:run(sql, params)
   return changes
 end
 
+---@param sql string
+---@param params? table
+---@return table[]? rows
+---@return sacm.Error? err
 function DB:query(sql, params)
   local t = translated(sql)
   return conn_of(self):query(t.sql, bind(t, params))
 end
 
+---@param sql string
+---@param params? table
+---@return table? row
+---@return sacm.Error? err
 function DB:first(sql, params)
   local t = translated(sql)
   return conn_of(self):first(t.sql, bind(t, params))
 end
 
+---@param script string
+---@return true? ok
+---@return sacm.Error? err
 function DB:exec(script)
   return conn_of(self):exec(script)
 end
@@ -246,6 +263,9 @@ end
 
 --- db:transaction(fn, ...) -> fn's results | nil, err: SERIALIZABLE, retried on serialization
 -- failures (fn must be safe to run again: the store's write functions only touch the database).
+---@param fn fun(db: sacm.grid.store_pg.DB, ...: any): any its results are the call's; nil, err rolls back
+---@param ... any passed to fn
+---@return any ... fn's results, or nil, err
 function DB:transaction(fn, ...)
   local c = conn_of(self)
   local args = table.pack(...)
@@ -266,6 +286,7 @@ function DB:transaction(fn, ...)
   end
 end
 
+---(no parameters, no results)
 function DB:close()
   if self.conn then
     self.conn:close()
@@ -273,10 +294,13 @@ function DB:close()
   end
 end
 
+---@return boolean
 function DB:is_open() return self.conn ~= nil and self.conn:is_open() end
 
 ---------------------------------------------------------------------------- opening
 --- wants(database) -> true when the store's database setting names PostgreSQL
+---@param database any the store's database setting
+---@return boolean
 function M.wants(database)
   if type(database) == "table" then return database.backend == "postgres" or database.backend == "postgresql" end
   return type(database) == "string" and (database:find("^postgres://") or database:find("^postgresql://")) ~= nil
@@ -320,6 +344,10 @@ end
 
 --- open(database, sqlite_migrations) -> db object, display name | nil, err
 -- database: a postgresql:// URL or {backend = "postgres", <pg.connect options>}.
+---@param database string|table a postgresql:// URL or {backend = "postgres", <pg.connect options>}
+---@param sqlite_migrations table the SQLite store's migrations (their count is the schema version)
+---@return sacm.grid.store_pg.DB? db
+---@return string|sacm.Error display name, or err
 function M.open(database, sqlite_migrations)
   if #M.MIGRATIONS ~= #sqlite_migrations then
     return nil, errors.new("internal-server-error", ("store_pg: sacm.grid.store has %d schema versions and "
@@ -350,6 +378,8 @@ function M.open(database, sqlite_migrations)
 end
 
 --- version(db) -> the schema version recorded in the database
+---@param db sacm.grid.store_pg.DB
+---@return integer? version
 function M.version(db)
   local row = db:first("SELECT version FROM sacm_schema")
   return row and row.version

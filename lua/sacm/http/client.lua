@@ -45,6 +45,9 @@ end
 
 --- parse_url(url) -> {host, port, target, authority}, or nil, err (bad-url).
 -- Only https URLs: a SACM repository's data is not for plain HTTP (RFC 8322 requires TLS).
+---@param url string https only
+---@return {host: string, port: integer, target: string, authority: string}? parts
+---@return sacm.Error? err bad-url
 function M.parse_url(url)
   if type(url) ~= "string" then error("http.request: url must be a string", 3) end
   if url:find("[%z\1-\32\127]") then return bad_url(url, "spaces or control characters in the URL") end
@@ -281,6 +284,26 @@ local function check(opts)
            keep_alive = opts.keep_alive ~= false }
 end
 
+---@class sacm.http.RequestOptions
+---@field url string https only
+---@field method? string "GET"
+---@field headers? table<string, string|string[]>
+---@field body? string
+---@field cafile? string default: the system trust store
+---@field cert? string client certificate (PEM file)
+---@field key? string
+---@field insecure? boolean no verification (logged)
+---@field timeout? number seconds for everything (30)
+---@field max_body? integer bytes (16 MiB)
+---@field keep_alive? boolean false: a connection of its own
+---@class sacm.http.Response
+---@field status integer
+---@field reason string
+---@field version string
+---@field headers table<string, string> lower-case names
+---@field body string
+---@field tls {version: string, cipher: string}
+
 --- request(opts) -> res, or nil, err. Waits (suspends the calling task).
 -- opts: url (https only), method ("GET"), headers ({name = value or {values}}), body (string),
 -- cafile (default: the system trust store), cert, key (a client certificate), insecure (true:
@@ -289,6 +312,9 @@ end
 -- res: {status, reason, version, headers = {lowercase name = value}, body, tls = {version, cipher}}.
 -- err.condition: a libuv name (ECONNREFUSED, EAI_NONAME...), tls-verification-failed, tls-failed,
 -- tls-config, timeout, bad-response, too-large, bad-url.
+---@param opts sacm.http.RequestOptions
+---@return sacm.http.Response? res
+---@return sacm.Error? err
 function M.request(opts)
   local o = check(opts)
   local me = task._require_task("http.request", 3)

@@ -18,6 +18,34 @@ local log = require("sacm.log").new("http")
 
 local M = {}
 
+---@class sacm.http.Request what a handler receives
+---@field method string
+---@field target string as sent
+---@field path string percent-decoded
+---@field raw_path string
+---@field query table<string, string>
+---@field raw_query string?
+---@field headers table<string, string> lower-case names
+---@field body string
+---@field version string
+---@field keep_alive boolean
+---@field remote string
+---@field remote_port integer
+---@field tls {version: string, cipher: string, peer: table?} peer: a verified client certificate's facts
+---@class sacm.http.ListenOptions
+---@field host? string numeric address ("127.0.0.1")
+---@field port? integer 0 or absent: ephemeral
+---@field cert string PEM file
+---@field key string PEM file
+---@field ca? string PEM file of the CAs client certificates must chain to
+---@field verify_client? "optional"|"required"
+---@field backlog? integer
+---@field limits? {connections?: integer, per_address?: integer, header_size?: integer, headers?: integer, url?: integer, body?: integer}
+---@field timeouts? {handshake?: number, headers?: number, body?: number, idle?: number, write?: number, handler?: number, linger?: number}
+
+---@class sacm.http.Server a listening HTTPS server (http.listen)
+---@field host string the address it listens on
+---@field port integer
 local Server = {}
 Server.__index = Server
 Server.__fields = { host = true, port = true, closed = true }
@@ -41,6 +69,8 @@ local REASONS = {
 }
 
 --- status_text(code) -> the reason phrase ("Not Found"), or "Unknown".
+---@param code integer
+---@return string reason
 function M.status_text(code)
   return REASONS[code] or "Unknown"
 end
@@ -50,6 +80,9 @@ end
 local function hex_byte(h) return string.char(tonumber(h, 16)) end
 
 --- url_decode(s [, plus_is_space]) -> s with %XX sequences decoded (and + as space for forms).
+---@param s string
+---@param plus_is_space? boolean
+---@return string
 function M.url_decode(s, plus_is_space)
   if plus_is_space then s = s:gsub("+", " ") end
   return (s:gsub("%%(%x%x)", hex_byte))
@@ -66,6 +99,8 @@ end
 
 --- decode_query(text) -> {name = value}. application/x-www-form-urlencoded, as in query strings
 -- and form bodies; of a repeated name the first value counts (see query_values for all).
+---@param text string
+---@return table<string, string> values
 function M.decode_query(text)
   local t = {}
   if text and text ~= "" then
@@ -77,6 +112,9 @@ function M.decode_query(text)
 end
 
 --- query_values(req, name) -> every value given for name in the query string, in order.
+---@param req sacm.http.Request
+---@param name string
+---@return string[] values
 function M.query_values(req, name)
   local list = {}
   if req.raw_query then
@@ -88,6 +126,9 @@ end
 --- basic_auth(req) -> user, password, or nil, err (not-authorized).
 -- HTTP Basic credentials (RFC 7617). The password travels in clear inside the connection, so
 -- this refuses requests that did not arrive over TLS (the server never accepts any other).
+---@param req sacm.http.Request
+---@return string? user
+---@return string|sacm.Error password, or err (not-authorized)
 function M.basic_auth(req)
   if not req.tls then
     return nil, errors.new("not-authorized", "Basic credentials are accepted over TLS only")
@@ -224,6 +265,10 @@ local TIMEOUTS = { handshake = "handshake_ms", headers = "headers_ms", body = "b
 -- headers, url, body}, timeouts = {handshake, headers, body, idle, write, handler, linger}
 -- (seconds).
 -- handler(req) -> status, headers, body runs as its own task for every request.
+---@param opts sacm.http.ListenOptions
+---@param handler fun(req: sacm.http.Request): integer, table<string, string|string[]>?, string?
+---@return sacm.http.Server? server
+---@return sacm.Error? err
 function M.listen(opts, handler)
   if type(opts) ~= "table" then error("http.listen: opts must be a table", 2) end
   if type(handler) ~= "function" then error("http.listen: handler must be a function", 2) end
@@ -256,11 +301,13 @@ end
 
 --- server:stats() -> {accepted, active, refused, shed, requests, responses, tls_failures,
 -- bad_requests, timeouts}: counters since listen.
+---@return {accepted: integer, active: integer, refused: integer, shed: integer, requests: integer, responses: integer, tls_failures: integer, bad_requests: integer, timeouts: integer}
 function Server:stats()
   return self._last_stats or self._core:stats()
 end
 
 --- server:close(): stops listening; idle connections close now, busy ones after their response.
+---(no parameters, no results)
 function Server:close()
   if self._core and not self.closed then
     self.closed = true

@@ -77,6 +77,8 @@ end
 --- take(key) -> an open idle connection for key (now no longer in the pool), or nil.
 -- The most recently used comes first: it is the likeliest to be still open, and the others
 -- can time out when traffic drops.
+---@param key string where the connection goes and with which TLS options
+---@return userdata? conn
 function M.take(key)
   local list = idle[key]
   if not list then return nil end
@@ -96,6 +98,9 @@ function M.take(key)
 end
 
 --- put(key, conn, seconds): parks conn for up to `seconds`, or closes it if it cannot be parked.
+---@param key string
+---@param conn userdata an open connection
+---@param seconds number
 function M.put(key, conn, seconds)
   if seconds <= 0 or not conn:park() then
     conn:close()
@@ -119,17 +124,20 @@ end
 
 --- drop(key): closes key's idle connections (after one of them turned out closed by the
 -- server: the others were most likely closed at the same time, by a restart or its idle timer).
+---@param key string
 function M.drop(key)
   for _, e in ipairs(idle[key] or {}) do close_entry(e) end
   idle[key] = nil
 end
 
 --- opened(): counts a new connection (for stats).
+---(no parameters, no results)
 function M.opened()
   counters.opened = counters.opened + 1
 end
 
 --- close_idle(): closes every idle connection (the counters stay).
+---(no parameters, no results)
 function M.close_idle()
   for key in pairs(idle) do M.drop(key) end
   if sweeper then sweeper:stop() end
@@ -137,6 +145,7 @@ end
 
 --- stats() -> {idle = open idle connections now, reused = requests sent on a pooled connection,
 -- opened = connections opened}, the counters since the program started.
+---@return {idle: integer, reused: integer, opened: integer}
 function M.stats()
   local due = sweep(loop.now())
   if sweeper and not due then sweeper:stop() end

@@ -266,10 +266,31 @@ end
 
 ---------------------------------------------------------------------------- the engine
 
+---@class sacm.policy.EngineOptions
+---@field dir string the directory of *.lua policy files
+---@field instructions? integer per check (1e6)
+---@field policy_instructions? integer per policy file and evaluation (5e7)
+---@field evaluation_instructions? integer per evaluation (2e8)
+---@field memory? integer|false bytes the Lua state may grow by (16 MiB)
+---@field debounce? number seconds of quiet after a file change (0.05)
+---@class sacm.policy.Result one rule's outcome
+---@field policy_id string
+---@field policy_version string?
+---@field rule_id string
+---@field title string?
+---@field severity string?
+---@field result "pass"|"fail"|"error"|"notapplicable"|"notchecked"|string
+---@field evidence string[]?
+---@field requires string[]?
+---@field duration number seconds
+---@class sacm.policy.Engine a policy set loaded from a directory (policy.engine)
+---@field dir string
 local Engine = {}
 Engine.__index = Engine
 
 --- engine({dir, instructions, memory, debounce}) -> engine. Nothing is loaded until load_all().
+---@param opts sacm.policy.EngineOptions
+---@return sacm.policy.Engine
 function M.engine(opts)
   if type(opts) ~= "table" or type(opts.dir) ~= "string" or opts.dir == "" then
     error("policy.engine: opts.dir (the policy directory) is required", 2)
@@ -415,6 +436,8 @@ end
 --- engine:load_all() -> report | nil, err. (Re)loads every *.lua file in the directory and
 -- drops policies whose file is gone. report = {loaded = {events}, removed = {events},
 -- rejected = {events}}. Must run inside a task.
+---@return {loaded: table[], removed: table[], rejected: table[]}? report
+---@return sacm.Error? err
 function Engine:load_all()
   local entries, err = fs.list(self.dir)
   if not entries then return nil, err end
@@ -433,6 +456,9 @@ end
 
 --- engine:watch([on_event]) -> true | nil, err. Reloads files as they change (added, edited,
 -- deleted), debounced; on_event(event) is called for each change (see docs/api/policy.md).
+---@param on_event? fun(event: table)
+---@return true? ok
+---@return sacm.Error? err
 function Engine:watch(on_event)
   if self.watcher then error("engine:watch: already watching", 2) end
   self.on_event = on_event
@@ -444,6 +470,7 @@ function Engine:watch(on_event)
 end
 
 --- engine:close(): stops watching. The loaded policies stay usable.
+---(no parameters, no results)
 function Engine:close()
   if self.watcher then
     self.watcher:close()
@@ -458,6 +485,7 @@ function Engine:__tostring()
 end
 
 --- engine:policies() -> {{id, title, description, version, file, rules = count}, ...} by id.
+---@return {id: string, title: string?, description: string?, version: string?, file: string, rules: integer}[]
 function Engine:policies()
   local out = {}
   for i, p in ipairs(self.set.policies) do
@@ -481,6 +509,10 @@ end
 -- are free in the loaded set (a file of the same name may reuse its own), without evaluating any
 -- posture and without loading it. Errors: bad-request (does not compile or validate), conflict
 -- (an id is taken).
+---@param text string the policy file's text
+---@param file string its file name
+---@return table? summary id, title, description, version, file, rules
+---@return sacm.Error? err bad-request | conflict
 function Engine:check(text, file)
   if type(text) ~= "string" or type(file) ~= "string" then error("engine:check(text, file)", 2) end
   if #text > M.MAX_FILE_BYTES then
@@ -501,6 +533,7 @@ end
 
 --- engine:rules() -> {{policy_id, policy_version, rule_id, title, severity, rationale,
 -- requires}, ...} in evaluation order.
+---@return table[] rules policy_id, policy_version, rule_id, title, severity, rationale, requires
 function Engine:rules()
   local out = {}
   for _, p in ipairs(self.set.policies) do
@@ -530,6 +563,8 @@ end
 -- given itself; preparing once pays off when one posture is evaluated more than once (after a
 -- reload, or policy by policy). The view reads the scalars of the original items: do not change
 -- posture after preparing it.
+---@param posture table<string, table> {[kind] = data}
+---@return table prepared read-only
 function M.prepare(posture)
   if sandbox.is_frozen(posture) then return posture end
   if type(posture) ~= "table" then error("policy.prepare: posture must be a table", 2) end
@@ -588,6 +623,10 @@ end
 -- Reads the policy set once, so it sees one snapshot of it; inside a task it yields between
 -- rules every M.SLICE seconds. Rules share the engine's budgets per policy file and per
 -- evaluation (policy_instructions, evaluation_instructions).
+---@param posture table<string, table> {[kind] = data}, or what prepare made of it
+---@param endpoint_info? table
+---@param opts? {policies?: string[], kinds?: string[]}
+---@return sacm.policy.Result[] results
 function Engine:evaluate(posture, endpoint_info, opts)
   if type(posture) ~= "table" then error("engine:evaluate: posture must be a table", 2) end
   posture = M.prepare(posture)

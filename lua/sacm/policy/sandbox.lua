@@ -114,12 +114,17 @@ end
 --- freeze(value) -> a read-only view of value (tables deeply; scalars as they are). Reading,
 -- ipairs, pairs and # work; writing raises; functions, userdata and threads inside are left out.
 -- The view reads the original's scalars, so do not change the original while the view is used.
+---@generic T
+---@param value T
+---@return T view read-only
 function M.freeze(value)
   if type(value) ~= "table" then return value end
   return freeze_table(value, {})
 end
 
 --- is_frozen(value) -> true for a view made by freeze.
+---@param value any
+---@return boolean
 function M.is_frozen(value)
   local mt = dgetmetatable(value)
   return type(value) == "table" and mt ~= nil and mt.__newindex == deny_write
@@ -269,6 +274,8 @@ end
 
 --- new_env([extra]) -> a fresh environment for sandboxed code: the safe standard functions
 -- (copies, so changing them affects only this environment) and the entries of extra.
+---@param extra? table<string, any> more entries of the environment
+---@return table env
 function M.new_env(extra)
   local env = {
     _VERSION = _VERSION,
@@ -290,6 +297,8 @@ end
 
 ---------------------------------------------------------------------------- the runner
 
+---@class sacm.policy.Runner runs functions within instruction and memory budgets (sandbox.runner)
+---@field used integer what the last run cost in instructions
 local Runner = {}
 Runner.__index = Runner
 
@@ -310,6 +319,8 @@ local STEP = 1000
 --- runner({instructions, memory}) -> runner. instructions: the count of Lua VM instructions one
 -- run may take (default 1e6); memory: bytes the state may grow by during one run (default 16 MiB;
 -- false for no cap).
+---@param opts? {instructions?: integer, memory?: integer|false}
+---@return sacm.policy.Runner
 function M.runner(opts)
   opts = opts or {}
   local instructions = opts.instructions or M.DEFAULT_INSTRUCTIONS
@@ -347,6 +358,13 @@ end
 -- limit: instructions for this run when fewer than the runner's (what is left of a larger
 -- budget). Afterwards runner.used is what the run cost in instructions (counted in steps of
 -- 1,000, pattern work included). Runs to completion without yielding; a run cannot start inside another.
+---@param fn fun(a: any, b: any): any, any
+---@param a any
+---@param b any
+---@param limit? integer instructions for this run, when fewer than the runner's
+---@return boolean ok
+---@return any r1 or kind: "instructions"|"memory"|"yield"|"error"
+---@return any r2 or message
 function Runner:run(fn, a, b, limit)
   if active then error("sandbox: a run cannot start while another is running", 2) end
   limit = math.min(limit or self.instructions, self.instructions)
@@ -385,6 +403,8 @@ function Runner:run(fn, a, b, limit)
   return false, "error", describe(mark)
 end
 
+---@param n integer bytes
+---@return string text "16 MiB", "4 KiB", "100 bytes"
 function M.format_bytes(n)
   if n >= 1024 * 1024 and n % (1024 * 1024) == 0 then return ("%d MiB"):format(n // (1024 * 1024)) end
   if n >= 1024 and n % 1024 == 0 then return ("%d KiB"):format(n // 1024) end

@@ -34,6 +34,9 @@ local function badge(kind, n)
 end
 
 --- render(assessment [, {title = ...}]) -> HTML text
+---@param a sacm.report.Assessment
+---@param opts? {title?: string}
+---@return string html
 function M.render(a, opts)
   opts = opts or {}
   local out = {}

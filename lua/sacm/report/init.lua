@@ -12,12 +12,17 @@ local json = require "sacm.json"
 local time = require "sacm.time"
 local proto = require "sacm.grid.protocol"
 
+-- what orchestrator:assess returns (docs/api/roles.md)
+---@alias sacm.report.Assessment table
+
 local M = {}
 
 local ORDER = { fail = 1, error = 2, notchecked = 3, pass = 4, notapplicable = 5 }
 local SEVERITY_ORDER = { high = 1, medium = 2, low = 3, info = 4 }
 
 --- report.totals(results) -> {pass = n, fail = n, error = n, notapplicable = n, notchecked = n, total = n}
+---@param results sacm.policy.Result[]
+---@return {pass: integer, fail: integer, error: integer, notapplicable: integer, notchecked: integer, total: integer}
 function M.totals(results)
   local t = { total = 0 }
   for _, r in ipairs(proto.RESULTS) do t[r] = 0 end
@@ -29,6 +34,8 @@ function M.totals(results)
 end
 
 --- report.totals_line(totals) -> "totals: pass=3 fail=1 error=0 notapplicable=2 notchecked=0"
+---@param t table<string, integer> as totals() returns
+---@return string line
 function M.totals_line(t)
   local parts = {}
   for i, r in ipairs(proto.RESULTS) do parts[i] = ("%s=%d"):format(r, t[r] or 0) end
@@ -37,6 +44,9 @@ end
 
 --- report.posture_age(result, assessment) -> seconds between the collection of the oldest posture
 -- the result judged and the start of the assessment (nil when unknown; 0 or less: collected by it)
+---@param r sacm.policy.Result
+---@param a sacm.report.Assessment
+---@return number? seconds
 function M.posture_age(r, a)
   if not r.posture_collected then return nil end
   local ref = a and a.started or r.evaluated
@@ -78,6 +88,9 @@ end
 M.by_endpoint = by_endpoint
 
 --- report.text(assessment [, {evidence = true, color = false}]) -> string; the last line is the totals.
+---@param a sacm.report.Assessment
+---@param opts? {evidence?: boolean, stale?: number}
+---@return string text
 function M.text(a, opts)
   opts = opts or {}
   local show_evidence = opts.evidence ~= false
@@ -128,6 +141,8 @@ M.SCHEMA = "https://sacmrun.example/schema/report-1.json"
 
 --- report.data(assessment) -> the report as plain Lua data, as report.json writes it
 -- (docs/report.schema.json): the Lua result field names, times as XEP-0082 strings.
+---@param a sacm.report.Assessment
+---@return table data as docs/report.schema.json describes
 function M.data(a)
   local endpoints = {}
   for _, g in ipairs(by_endpoint(a.results or {})) do
@@ -153,14 +168,23 @@ function M.data(a)
 end
 
 --- report.json(assessment [, {indent = "  "}]) -> JSON text of report.data(assessment).
+---@param a sacm.report.Assessment
+---@param opts? {indent?: string}
+---@return string json
 function M.json(a, opts)
   return json.encode(M.data(a), { indent = opts and opts.indent or "  " })
 end
 
 --- report.junit(assessment) -> JUnit XML (see sacm.report.junit).
+---@param a sacm.report.Assessment
+---@param opts? table
+---@return string xml JUnit
 function M.junit(a, opts) return require("sacm.report.junit").render(a, opts) end
 
 --- report.html(assessment) -> a self-contained HTML page (see sacm.report.html).
+---@param a sacm.report.Assessment
+---@param opts? {title?: string}
+---@return string html
 function M.html(a, opts) return require("sacm.report.html").render(a, opts) end
 
 return M

@@ -30,6 +30,8 @@ local function testcase(r)
 end
 
 --- render(assessment) -> JUnit XML text.
+---@param a sacm.report.Assessment
+---@return string xml
 function M.render(a)
   local root = xml.element("testsuites", { name = "sacmrun assessment " .. (a.correlation or "") })
   local all = report.totals(a.results)

@@ -30,6 +30,10 @@ local log = require("sacm.log").new("collector")
 M.TIMEOUT = 30 -- default time budget of one kind, seconds
 M.DELIVERY_WAIT = 20 -- seconds a collection waits for the repository before reporting its posture as late
 
+---@class sacm.roles.Collector a collector role (collector.start)
+---@field member table its sacm.grid.member
+---@field endpoint string the endpoint it speaks for
+---@field closed boolean?
 local Collector = {}
 Collector.__index = Collector
 
@@ -123,6 +127,7 @@ end
 
 --- c:all_kinds() -> what a collection of "every kind" covers: the kinds advertised, and those not
 -- applicable on this endpoint (reported as such, so rules that need them say notapplicable).
+---@return string[] kinds
 function Collector:all_kinds()
   local kinds = { table.unpack(self.kinds) }
   for kind in pairs(self.inapplicable) do kinds[#kinds + 1] = kind end
@@ -132,6 +137,10 @@ end
 
 --- c:collect(kinds, correlation, timeout) -> summary {collection, published, failed, spooled, kinds}.
 -- Collects the kinds concurrently, then delivers them as one posture set.
+---@param kinds? string[] default: every kind
+---@param correlation? string the assessment's id
+---@param budget? number seconds per kind
+---@return {collection: string, published: integer, failed: table, spooled: boolean?, kinds: string[]} summary
 function Collector:collect(kinds, correlation, budget)
   local collection = crypto.uuid()
   if not kinds or #kinds == 0 then kinds = self:all_kinds() end
@@ -295,6 +304,9 @@ end
 -- default 30 s), interval (seconds between scheduled collections; none by default), endpoint
 -- (name of this endpoint; default the machine id), allowed (who may run commands: JIDs/domains;
 -- default the peers).
+---@param opts table the sacm.grid.member options, and kinds, options, timeout, interval, endpoint, allowed
+---@return sacm.roles.Collector? collector
+---@return sacm.Error? err
 function M.start(opts)
   local self = setmetatable({ options = opts.options or {}, timeout = opts.timeout or M.TIMEOUT,
     running = {}, published = 0, announced = {} }, Collector)
@@ -321,6 +333,7 @@ function M.start(opts)
   return self
 end
 
+---(no parameters, no results)
 function Collector:close()
   if self.closed then return end
   self.closed = true

@@ -32,6 +32,10 @@ M.KEEP_CORRELATIONS = 64 -- correlation ids whose posture is kept for the evalua
 M.AUTO_DELAY = 0.3       -- seconds to wait for the other kinds of the same collection
 M.DELIVERY_WAIT = 20     -- seconds an evaluation waits for the repository to take its results
 
+---@class sacm.roles.Evaluator an evaluator role (evaluator.start)
+---@field member table its sacm.grid.member
+---@field engine sacm.policy.Engine
+---@field closed boolean?
 local Evaluator = {}
 Evaluator.__index = Evaluator
 
@@ -143,6 +147,12 @@ end
 --- e:evaluate(endpoint, [correlation], [policy_ids]) -> totals {pass = n, ...}, results | nil, err
 -- Evaluates the newest posture of the endpoint (the correlation's posture first, when given) and
 -- publishes every result.
+---@param endpoint string
+---@param correlation? string the correlation's posture first
+---@param policy_ids? string[]
+---@param kinds? string[] only rules all of whose posture kinds are among these
+---@return table<string, integer>? totals result -> count
+---@return sacm.policy.Result[]|sacm.Error results, or err (item-not-found: no posture)
 function Evaluator:evaluate(endpoint, correlation, policy_ids, kinds)
   local merged = {}
   for kind, p in pairs(self.latest[endpoint] or {}) do merged[kind] = p end
@@ -398,6 +408,9 @@ end
 -- memory (budgets per rule evaluation), auto (evaluate scheduled posture as it arrives; default
 -- true), allowed (who may run commands; default the peers), shard (true or a group name: share the
 -- fleet with the other evaluators of the group, sacm.grid.shard).
+---@param opts table the sacm.grid.member options, and policies, instructions, memory, auto, allowed, shard
+---@return sacm.roles.Evaluator? evaluator
+---@return sacm.Error? err
 function M.start(opts)
   local self = setmetatable({ latest = {}, hostnames = {}, by_correlation = {}, correlation_order = {},
     pending = {}, evaluations = 0, auto = opts.auto ~= false, endpoint_owner = {} }, Evaluator)
@@ -449,6 +462,7 @@ function M.start(opts)
   return self
 end
 
+---(no parameters, no results)
 function Evaluator:close()
   if self.closed then return end
   self.closed = true

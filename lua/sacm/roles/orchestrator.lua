@@ -29,6 +29,9 @@ local log = require("sacm.log").new("orchestrator")
 M.COMMAND_TIMEOUT = 30
 M.CAPS_RETRY = 3 -- seconds before a failed caps lookup of a component is tried again
 
+---@class sacm.roles.Orchestrator an orchestrator role (orchestrator.start)
+---@field member table its sacm.grid.member
+---@field conn sacm.xmpp.Connection
 local Orchestrator = {}
 Orchestrator.__index = Orchestrator
 
@@ -127,6 +130,8 @@ end
 
 --- o:components(role) -> sorted list of {jid, info, kinds, policies, endpoint, hostname} with that
 -- role's feature (endpoint and hostname: a collector's, from its info form).
+---@param role "collector"|"evaluator"|"repository"|string
+---@return {jid: string, info: table, kinds: string[]?, policies: string[]?, endpoint: string?, hostname: string?}[]
 function Orchestrator:components(role)
   local out = {}
   for _, jid in ipairs(self.cache:find(proto.FEATURE[role])) do
@@ -141,6 +146,10 @@ end
 --- o:discover{collectors = n, evaluators = n, repositories = n, timeout = s} -> found | nil, err
 -- Waits until at least the given numbers of each role are known (default: one collector and one
 -- evaluator). found: role -> list of components.
+---@param opts? {collectors?: integer, evaluators?: integer, repositories?: integer, timeout?: number}
+---@return table<string, table[]>? found role -> components
+---@return sacm.Error? err timeout
+---@return table<string, table[]>? found what was found by then
 function Orchestrator:discover(opts)
   opts = opts or {}
   local want = { collector = opts.collectors or 1, evaluator = opts.evaluators or 1,
@@ -166,6 +175,8 @@ end
 
 --- o:collect{collectors = {jids} (default: all), kinds = {...}, timeout = s, correlation = id}
 -- -> run {correlation, collectors = {jid -> {state, published, failed, error}}, posture = {...}}
+---@param opts? {collectors?: string[], kinds?: string[], timeout?: number, correlation?: string, kind_timeout?: number}
+---@return {correlation: string, collectors: table<string, table>, posture: table[]} run
 function Orchestrator:collect(opts)
   opts = opts or {}
   local correlation = opts.correlation or crypto.uuid()
@@ -253,6 +264,8 @@ end
 
 --- o:evaluate{correlation = id, evaluators = {jids} (default all), endpoints = {...}, policies = {...},
 -- kinds = {...} (only rules all of whose posture kinds are among these), timeout = s} -> run {correlation, evaluators = {jid -> {state, totals}}, results = {...}}
+---@param opts {correlation: string, evaluators?: string[], endpoints?: string[], policies?: string[], kinds?: string[], timeout?: number}
+---@return {correlation: string, evaluators: table<string, table>, results: sacm.policy.Result[], expected: integer?} run
 function Orchestrator:evaluate(opts)
   local correlation = assert(opts and opts.correlation, "evaluate needs the correlation id of the posture")
   local deadline = time.monotonic() + (opts.timeout or 60)
@@ -333,6 +346,10 @@ local function posture_lost(evaluation)
   return false
 end
 
+---@param opts? {kinds?: string[], collectors?: string[], evaluators?: string[], policies?: string[], timeout?: number}
+---@return table? assessment correlation, collection, evaluation, posture, results, started, finished, incomplete
+---@return sacm.Error? err
+---@return table? collection the collection run, when the evaluation failed
 function Orchestrator:assess(opts)
   opts = opts or {}
   local started = time.monotonic()
@@ -369,11 +386,18 @@ end
 
 --- o:on_status(fn): fn(status) for every status notification of the grid (heartbeats, policy
 -- changes, collections...).
+---@param fn fun(status: table)
 function Orchestrator:on_status(fn)
   self.status_handlers[#self.status_handlers + 1] = fn
 end
 
 --- o:command(jid, node, values) -> session | nil, err: runs any grid command (status, query, ...).
+---@param jid string
+---@param node string a grid command's name or node
+---@param values? table
+---@param timeout? number seconds
+---@return sacm.xmpp.commands.ClientSession? session
+---@return sacm.Error? err
 function Orchestrator:command(jid, node, values, timeout)
   return commands.execute(self.conn, jid, proto.CMD[node] or node, values, timeout or M.COMMAND_TIMEOUT)
 end
@@ -381,6 +405,9 @@ end
 --- orchestrator.start(opts) -> orchestrator | nil, err
 -- opts: the sacm.grid.member options; accept (JIDs/domains whose presence subscriptions are
 -- approved: the components; default our domain).
+---@param opts table the sacm.grid.member options, and accept
+---@return sacm.roles.Orchestrator? orchestrator
+---@return sacm.Error? err
 function M.start(opts)
   local mopts = {}
   for k, v in pairs(opts) do mopts[k] = v end
@@ -405,6 +432,7 @@ function M.start(opts)
   return self
 end
 
+---(no parameters, no results)
 function Orchestrator:close()
   self.member:close()
 end

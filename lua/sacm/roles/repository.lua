@@ -25,6 +25,10 @@ local log = require("sacm.log").new("repository")
 
 M.MIGRATIONS = store.MIGRATIONS
 
+---@class sacm.roles.Repository a repository role (repository.start)
+---@field store sacm.grid.Store
+---@field member table its sacm.grid.member
+---@field rolie sacm.rolie.Provider? when started with rolie options
 local Repository = {}
 Repository.__index = Repository
 
@@ -52,6 +56,9 @@ local function glob_matcher(entry)
 end
 
 --- repository.role_policy(roles) -> function(bare, role) -> whether the account may hold the role | nil, err
+---@param roles? table<string, string[]> role -> JIDs, domains, "collector-*@d" patterns
+---@return (fun(bare: string, role: string): boolean)? allowed
+---@return sacm.Error? err
 function M.role_policy(roles)
   if roles == nil then
     return function(bare, role)
@@ -195,6 +202,9 @@ local function add_commands(self, allowed, limits)
 end
 
 --- repository.open(path) -> the store alone (sacm.grid.store), no grid connection | nil, err
+---@param path string|table as sacm.grid.store.open's
+---@return sacm.grid.Store? store
+---@return sacm.Error? err
 function M.open(path)
   return store.open(path)
 end
@@ -211,6 +221,9 @@ end
 -- the current results and the newest posture of each kind stay), allowed (who may run
 -- commands; default the peers), rolie (the options of sacm.rolie.serve but repository: serve
 -- the store as ROLIE feeds over HTTPS; the provider is r.rolie).
+---@param opts table the sacm.grid.member options, and database, upload, admit, endpoints, endpoint_binding, roles, retention, allowed, rolie
+---@return sacm.roles.Repository? repository
+---@return sacm.Error? err
 function M.start(opts)
   if opts.endpoint_binding ~= nil and opts.endpoint_binding ~= "first-use" and opts.endpoint_binding ~= "configured" then
     return nil, errors.new("bad-config", ("endpoint_binding is '%s': say \"first-use\" (the default: an endpoint is "
@@ -288,12 +301,26 @@ function M.start(opts)
 end
 
 --- r:query(q), r:get(id), r:totals(), r:store_posture(el), r:store_result(el): the store's.
+---@param q table as sacm.grid.Store:query's
+---@return table? page
+---@return sacm.Error? err
 function Repository:query(q) return self.store:query(q) end
+---@param id string
+---@return sacm.xml.Element? element
+---@return sacm.Error? err
 function Repository:get(id) return self.store:get(id) end
+---@return table<string, integer> totals
 function Repository:totals() return self.store:totals() end
+---@param el sacm.xml.Element
+---@return boolean? stored
+---@return sacm.Error? err
 function Repository:store_posture(el) return self.store:store_posture(el) end
+---@param el sacm.xml.Element
+---@return boolean? stored
+---@return sacm.Error? err
 function Repository:store_result(el) return self.store:store_result(el) end
 
+---(no parameters, no results)
 function Repository:close()
   if self.closed then return end
   self.closed = true

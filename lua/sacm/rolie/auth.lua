@@ -24,6 +24,9 @@ local DUMMY = ("pbkdf2-sha256$%d$%s$%s"):format(M.DEFAULT_ITERATIONS, b64(("\0")
 -- opts.iterations (default M.DEFAULT_ITERATIONS). Verification runs on the loop thread, so the
 -- count trades brute-force cost against a stall per login (20000 is about 10 ms); successful
 -- logins are cached, so it is paid once per user and password.
+---@param password string
+---@param opts? {iterations?: integer}
+---@return string hash "pbkdf2-sha256$ITERATIONS$SALT$KEY"
 function M.hash_password(password, opts)
   if type(password) ~= "string" then error("hash_password: password must be a string", 2) end
   local iterations = opts and opts.iterations or M.DEFAULT_ITERATIONS

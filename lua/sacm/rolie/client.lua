@@ -17,12 +17,26 @@ local M = {}
 
 M.MAX_PAGES = 1000 -- a feed whose next links go on longer than this is refused (a loop, or hostile)
 
+---@class sacm.rolie.ClientOptions
+---@field url string the provider's base URL or its service document's
+---@field cafile? string
+---@field cert? string
+---@field key? string
+---@field insecure? boolean
+---@field timeout? number
+---@field max_body? integer
+---@field user? string HTTP Basic
+---@field password? string
+---@class sacm.rolie.Client a client of a ROLIE provider (rolie.client)
+---@field service_url string
 local Client = {}
 Client.__index = Client
 function Client:__tostring() return "ROLIE client for " .. self.service_url end -- never its credentials
 
 --- new{url, cafile, cert, key, insecure, timeout, max_body, user, password} -> client.
 -- url: the provider's base URL ("https://host:port") or its service document's URL.
+---@param opts sacm.rolie.ClientOptions
+---@return sacm.rolie.Client
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.url) ~= "string" then error("rolie.client.new: url is required", 2) end
   local url = opts.url:gsub("/+$", "")
@@ -38,6 +52,12 @@ function M.new(opts)
 end
 
 --- client:request(method, url [, headers [, body]]) -> res | nil, err. Any status is a result.
+---@param method string
+---@param url string
+---@param headers? table<string, string>
+---@param body? string
+---@return sacm.http.Response? res any status
+---@return sacm.Error? err
 function Client:request(method, url, headers, body)
   local h = {}
   for k, v in pairs(headers or {}) do h[k] = v end
@@ -48,6 +68,10 @@ function Client:request(method, url, headers, body)
 end
 
 -- GET that wants a 200 and a body of one of the expected media types.
+---@param url string
+---@param accept string the media types wanted
+---@return sacm.http.Response? res a 200 with a body
+---@return sacm.Error? err not-authorized | forbidden | item-not-found | bad-response
 function Client:get(url, accept)
   local res, err = self:request("GET", url, { Accept = accept })
   if not res then return nil, err end
@@ -99,6 +123,8 @@ end
 
 --- client:service() -> {workspaces = {{title, collections = {{title, href, accept = {...},
 -- categories = {...}, information_type}}}}} | nil, err
+---@return {workspaces: table[]}? service
+---@return sacm.Error? err
 function Client:service()
   local res, err = self:get(self.service_url, atom.TYPE_SERVICE)
   if not res then return nil, err end
@@ -126,6 +152,9 @@ end
 
 --- client:collections([filter]) -> list of collections (as in service()) | nil, err.
 -- filter: information_type, title, workspace (titles), writable (accepts POSTs).
+---@param filter? {information_type?: string, title?: string, workspace?: string, writable?: boolean}
+---@return table[]? collections
+---@return sacm.Error? err
 function Client:collections(filter)
   filter = filter or {}
   local s, err = self:service()
@@ -161,6 +190,9 @@ end
 
 --- client:feed(url) -> {id, title, updated, links, link = {rel = href}, categories,
 -- information_type, entries = {...}} | nil, err. One page; link.next is the following one.
+---@param url string
+---@return table? feed id, title, updated, links, link, categories, information_type, entries
+---@return sacm.Error? err
 function Client:feed(url)
   local res, err = self:get(url, atom.TYPE_FEED)
   if not res then return nil, err end
@@ -178,6 +210,9 @@ end
 --- client:entries(url [, opts]) -> iterator over every entry of the feed, following rel="next"
 -- from page to page (opts.max_pages, default M.MAX_PAGES). A failing page raises from the
 -- iterator as an error value; use client:each for nil, err.
+---@param url string
+---@param opts? {max_pages?: integer}
+---@return fun(): table? iterator raises an error value when a page fails
 function Client:entries(url, opts)
   local pages, seen = 0, {}
   local max_pages = opts and opts.max_pages or M.MAX_PAGES
@@ -204,6 +239,11 @@ function Client:entries(url, opts)
 end
 
 --- client:each(url, fn [, opts]) -> count | nil, err: fn(entry) for every entry of every page.
+---@param url string
+---@param fn fun(entry: table)
+---@param opts? {max_pages?: integer}
+---@return integer? count
+---@return sacm.Error? err
 function Client:each(url, fn, opts)
   local n = 0
   local ok, err = pcall(function()
@@ -217,6 +257,9 @@ function Client:each(url, fn, opts)
 end
 
 --- client:entry(url) -> entry | nil, err: an entry document (the href of its rel="self" link).
+---@param url string
+---@return table? entry
+---@return sacm.Error? err
 function Client:entry(url)
   local res, err = self:get(url, atom.TYPE_ENTRY)
   if not res then return nil, err end
@@ -228,6 +271,10 @@ end
 --- client:content(entry [, media_type]) -> body, content_type | nil, err.
 -- Without media_type: the entry's atom:content. With one (e.g. "application/json"): the
 -- alternate link of that type, or the content when it has that type.
+---@param entry table
+---@param media_type? string
+---@return string? body
+---@return string|sacm.Error|nil content_type, or err
 function Client:content(entry, media_type)
   local url
   if entry.content and (not media_type or entry.content.type == media_type) then
@@ -249,6 +296,12 @@ end
 --- client:post(collection_href, body, content_type [, slug]) -> location, entry | nil, err.
 -- A new member (RFC 5023 9.2); for a sacmrun provider's policies collection, a policy file as
 -- "application/x-lua". err.status is the HTTP status; err.text has the server's reason.
+---@param href string the collection's
+---@param body string
+---@param content_type string
+---@param slug? string
+---@return string? location
+---@return table|sacm.Error|nil entry, or err (err.status: the HTTP status)
 function Client:post(href, body, content_type, slug)
   local res, err = self:request("POST", href, { ["Content-Type"] = content_type, Slug = slug }, body)
   if not res then return nil, err end

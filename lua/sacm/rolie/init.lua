@@ -8,6 +8,8 @@ local M = {}
 
 M.serve = require("sacm.rolie.server").serve
 M.hash_password = require("sacm.rolie.auth").hash_password
+---@param opts sacm.rolie.ClientOptions
+---@return sacm.rolie.Client
 M.client = function(opts) return require("sacm.rolie.client").new(opts) end
 
 return M

@@ -37,6 +37,10 @@ M.ENTRY_CACHE = 5000
 -- finished feed pages kept until the store changes: two generations of this many bytes of body
 M.FEED_CACHE_BYTES = 4 * 1024 * 1024
 
+---@class sacm.rolie.Provider a serving ROLIE provider (rolie.serve)
+---@field base_url string
+---@field port integer
+---@field server sacm.http.Server
 local Provider = {}
 Provider.__index = Provider
 
@@ -466,6 +470,9 @@ local OPTIONS = { repository = true, policies_dir = true, listen = true, base_ur
 
 --- serve(opts) -> provider | nil, err. Must run in a task (it loads the policy directory).
 -- See docs/api/rolie.md.
+---@param opts {repository?: table, policies_dir?: string, listen: sacm.http.ListenOptions, base_url?: string, users?: table<string, string>, access?: table, information_types?: table<string, string>, page_size?: integer, author?: string, realm?: string}
+---@return sacm.rolie.Provider? provider
+---@return sacm.Error? err
 function M.serve(opts)
   if type(opts) ~= "table" then error("rolie.serve: opts must be a table", 2) end
   for k in pairs(opts) do
@@ -511,6 +518,7 @@ function M.serve(opts)
 end
 
 --- provider:close(): stops serving and watching the policy directory. Idempotent.
+---(no parameters, no results)
 function Provider:close()
   if self.server then self.server:close() end
   if self.engine then self.engine:close() end

@@ -85,6 +85,8 @@ local function hashed_forms(info)
 end
 
 --- string(info) -> S, the string XEP-0115 5.1 hashes (identities, features, extension forms).
+---@param info sacm.xmpp.disco.Info|sacm.xml.Element a disco info table or a disco#info <query/>
+---@return string S
 function M.string(info)
   info = as_info(info)
   local ids = {}
@@ -120,6 +122,9 @@ end
 
 --- ver(info [, hash]) -> the verification string: base64 of the hash (default sha-1) of string(info).
 -- info: a disco info table (disco.info, provider:info()) or a disco#info <query/> element.
+---@param info sacm.xmpp.disco.Info|sacm.xml.Element a disco info table or a disco#info <query/>
+---@param hash? string a XEP-0115 hash name ("sha-1")
+---@return string ver
 function M.ver(info, hash)
   hash = hash or M.DEFAULT_HASH
   local name = M.HASHES[hash]
@@ -129,6 +134,9 @@ end
 
 --- well_formed(info) -> true, or false, reason (XEP-0115 5.4 steps 3.3-3.5: no duplicate
 -- identity, feature or FORM_TYPE, and one value per FORM_TYPE).
+---@param info sacm.xmpp.disco.Info|sacm.xml.Element a disco info table or a disco#info <query/>
+---@return boolean ok
+---@return string? reason
 function M.well_formed(info)
   info = as_info(info)
   local seen = {}
@@ -156,6 +164,11 @@ function M.well_formed(info)
 end
 
 --- verify(info, ver [, hash]) -> true, or false, reason.
+---@param info sacm.xmpp.disco.Info|sacm.xml.Element a disco info table or a disco#info <query/>
+---@param ver string
+---@param hash? string ("sha-1")
+---@return boolean ok
+---@return string? reason
 function M.verify(info, ver, hash)
   hash = hash or M.DEFAULT_HASH
   if not M.HASHES[hash] then return false, "unsupported hash " .. tostring(hash) end
@@ -168,12 +181,31 @@ function M.verify(info, ver, hash)
 end
 
 --- element(node, ver [, hash]) -> <c xmlns='http://jabber.org/protocol/caps' hash= node= ver=/>
+---@param node string
+---@param ver string
+---@param hash? string ("sha-1")
+---@return sacm.xml.Element c
 function M.element(node, ver, hash)
   return xml.element("c", { xmlns = M.NS, hash = hash or M.DEFAULT_HASH, node = node, ver = ver })
 end
 
 -------------------------------------------------------------------------------- advertising
 
+---@class sacm.xmpp.caps.AdvertiseOptions
+---@field node? string a URI naming the software
+---@field hash? string "sha-1"
+---@field broadcast? boolean a presence without 'to' (true)
+---@field to? string|string[] directed presence to each
+---@field show? string
+---@field status? string
+---@field priority? integer
+---@field debounce? number seconds (0.1)
+
+---@class sacm.xmpp.caps.Advertiser sends presence with our caps (caps.advertise)
+---@field conn sacm.xmpp.Connection
+---@field node string
+---@field ver string the current verification string
+---@field hash string
 local Advertiser = {}
 Advertiser.__index = Advertiser
 function Advertiser:__tostring()
@@ -231,6 +263,9 @@ end
 -- (default true: a presence without 'to', which goes to the roster and makes us available),
 -- to (a JID or list: directed presence to each), show, status, priority, debounce (0.1 s).
 -- Calling it again on the same connection reconfigures and returns the same advertiser.
+---@param conn sacm.xmpp.Connection
+---@param opts? sacm.xmpp.caps.AdvertiseOptions
+---@return sacm.xmpp.caps.Advertiser
 function M.advertise(conn, opts)
   if type(conn) ~= "table" or type(conn.on) ~= "function" then error("caps.advertise: expects a connection", 2) end
   opts = opts or {}
@@ -269,6 +304,8 @@ function M.advertise(conn, opts)
 end
 
 --- advertiser(conn) -> the connection's running advertiser, or nil.
+---@param conn sacm.xmpp.Connection
+---@return sacm.xmpp.caps.Advertiser? advertiser
 function M.advertiser(conn)
   local self = advertisers[conn]
   if self and not self.stopped then return self end
@@ -283,6 +320,7 @@ function Advertiser:_schedule()
 end
 
 --- adv:configure(opts): changes show/status/priority/to/broadcast/node and re-sends presence.
+---@param opts sacm.xmpp.caps.AdvertiseOptions
 function Advertiser:configure(opts)
   if opts.hash and opts.hash ~= self.hash then
     if not M.HASHES[opts.hash] then error("unsupported caps hash '" .. tostring(opts.hash) .. "'", 2) end
@@ -302,6 +340,7 @@ function Advertiser:configure(opts)
 end
 
 --- adv:update(): recomputes the ver and sends presence now, changed or not.
+---(no parameters, no results)
 function Advertiser:update()
   if self.stopped then return end
   refresh(self)
@@ -310,11 +349,13 @@ end
 
 --- adv:set_presence{show=, status=, priority=}: a new presence (with caps) to everyone.
 -- Use this, not a presence of your own, so every presence carries caps (XEP-0115 4); false clears.
+---@param p {show?: string, status?: string, priority?: integer}|false false clears
 function Advertiser:set_presence(p)
   self:configure({ show = p.show, status = p.status, priority = p.priority })
 end
 
 --- adv:add_target(jid): also send directed presence to jid (now and on every change).
+---@param jid string
 function Advertiser:add_target(jid)
   if type(jid) ~= "string" then error("add_target expects a JID", 2) end
   for _, t in ipairs(self.targets) do if jidlib.equal(t, jid) then return end end
@@ -323,6 +364,7 @@ function Advertiser:add_target(jid)
 end
 
 --- adv:remove_target(jid): stop sending to jid and send it unavailable presence.
+---@param jid string
 function Advertiser:remove_target(jid)
   for i = #self.targets, 1, -1 do
     if jidlib.equal(self.targets[i], jid) then
@@ -333,12 +375,14 @@ function Advertiser:remove_target(jid)
 end
 
 --- adv:element() -> the <c/> element for the current ver (to put in a presence of your own).
+---@return sacm.xml.Element c
 function Advertiser:element()
   return M.element(self.node, self.ver, self.hash)
 end
 
 --- adv:stop([opts]): no more presence; removes the node#ver alias and the caps feature.
 -- opts.unavailable = true first sends unavailable presence (broadcast and to each target).
+---@param opts? {unavailable?: boolean}
 function Advertiser:stop(opts)
   if self.stopped then return end
   if opts and opts.unavailable then
@@ -356,6 +400,14 @@ end
 
 -------------------------------------------------------------------------------- the cache
 
+---@class sacm.xmpp.caps.Entity what a full JID last advertised
+---@field hash string
+---@field ver string
+---@field node string
+---@field info sacm.xmpp.disco.Info? verified
+---@field rejected string? why its caps were refused
+
+---@class sacm.xmpp.caps.Cache the caps of the entities whose presence a connection sees (caps.cache)
 local Cache = {}
 Cache.__index = Cache
 function Cache:__tostring()
@@ -599,6 +651,9 @@ end
 -- presence the connection receives (roster broadcasts and directed presence alike).
 -- opts: timeout (disco#info query, 10 s), retry_after (seconds before asking an entity again after
 -- a failed query, 30), max_lookups (queries in flight, 8), max_entries (verified vers kept, 1000).
+---@param conn sacm.xmpp.Connection
+---@param opts? {timeout?: number, retry_after?: number, max_lookups?: integer, max_entries?: integer}
+---@return sacm.xmpp.caps.Cache
 function M.cache(conn, opts)
   if type(conn) ~= "table" or type(conn.on) ~= "function" then error("caps.cache: expects a connection", 2) end
   local self = caches[conn]
@@ -631,12 +686,16 @@ end
 
 --- cache:info_for(jid) -> the verified info the full JID advertises, or nil (unknown, not yet
 -- verified, or rejected).
+---@param jid string a full JID
+---@return sacm.xmpp.disco.Info? info
 function Cache:info_for(jid)
   local e = self.entities[jidlib.normalize(jid) or jid]
   return e and e.info or nil
 end
 
 --- cache:entity(jid) -> {hash, ver, node, info, rejected} as last advertised, or nil.
+---@param jid string a full JID
+---@return sacm.xmpp.caps.Entity? entity
 function Cache:entity(jid)
   local e = self.entities[jidlib.normalize(jid) or jid]
   if not e then return nil end
@@ -644,6 +703,8 @@ function Cache:entity(jid)
 end
 
 --- cache:find(feature) -> sorted list of the full JIDs whose verified caps include feature.
+---@param feature string
+---@return string[] jids
 function Cache:find(feature)
   local out = {}
   for jid, e in pairs(self.entities) do
@@ -654,11 +715,13 @@ function Cache:find(feature)
 end
 
 --- cache:looking_up() -> true while a disco#info lookup of some entity's caps is in flight.
+---@return boolean
 function Cache:looking_up()
   return next(self.lookups) ~= nil
 end
 
 --- cache:jids() -> sorted list of the full JIDs with verified caps.
+---@return string[] jids
 function Cache:jids()
   local out = {}
   for jid, e in pairs(self.entities) do
@@ -671,6 +734,8 @@ end
 --- cache:on_update(fn) -> handle with :remove(). fn(jid, info, cache) runs as a task when a full
 -- JID's verified caps become known or change (info), or when it leaves or its new ver is not
 -- verified yet (info == nil).
+---@param fn fun(jid: string, info: sacm.xmpp.disco.Info?, cache: sacm.xmpp.caps.Cache)
+---@return sacm.xmpp.Handler handle
 function Cache:on_update(fn)
   if type(fn) ~= "function" then error("on_update expects a function", 2) end
   return handlers.add(self.watchers, { fn = fn })
@@ -678,6 +743,11 @@ end
 
 --- cache:wait(pred [, timeout]) -> pred's first truthy value, or nil, err (timeout). pred(cache)
 -- is called now, after every update and after every finished lookup.
+---@generic T
+---@param pred fun(cache: sacm.xmpp.caps.Cache): T?
+---@param timeout? number seconds
+---@return T? value
+---@return sacm.Error? err timeout
 function Cache:wait(pred, timeout)
   local v = pred(self)
   if v then return v end
@@ -702,11 +772,16 @@ function Cache:wait(pred, timeout)
 end
 
 --- cache:wait_for(jid [, timeout]) -> info once jid's caps are verified, or nil, err (timeout).
+---@param jid string a full JID
+---@param timeout? number seconds
+---@return sacm.xmpp.disco.Info? info
+---@return sacm.Error? err timeout
 function Cache:wait_for(jid, timeout)
   return self:wait(function(c) return c:info_for(jid) end, timeout)
 end
 
 --- cache:clear(): forgets every entity (not the verified vers).
+---(no parameters, no results)
 function Cache:clear()
   local jids = {}
   for jid in pairs(self.entities) do jids[#jids + 1] = jid end
@@ -714,6 +789,7 @@ function Cache:clear()
 end
 
 --- cache:close(): stops watching presence.
+---(no parameters, no results)
 function Cache:close()
   if self.closed then return end
   self.closed = true

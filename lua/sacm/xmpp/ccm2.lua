@@ -36,6 +36,9 @@ end
 
 --- features(conn) -> {add = bool, list = bool, revoke = bool}, or nil, err. The three features
 -- are advertised separately in the disco#info of the account's server (its domain).
+---@param conn sacm.xmpp.Connection
+---@return {add: boolean, list: boolean, revoke: boolean}? features
+---@return sacm.Error? err
 function M.features(conn)
   check_conn(conn, "features")
   local info, err = disco.info(conn, conn.domain)
@@ -77,6 +80,10 @@ end
 -- The files are written only once the server's certificate has been checked; nothing is left
 -- behind on failure. Errors: feature-not-implemented, the server's stanza errors (bad-request,
 -- not-acceptable, forbidden, resource-constraint, ...), bad-format for an unusable answer.
+---@param conn sacm.xmpp.Connection
+---@param opts {name: string, key_file: string, cert_file: string, key?: sacm.crypto.Key, key_type?: "ec"|"rsa", curve?: string, bits?: integer, subject?: table<string, string>, xmpp_addr?: string}
+---@return table? certificate name, fingerprint, not_before, not_after, subject, issuer, serial, xmpp_addrs, pem, key_file, cert_file
+---@return sacm.Error? err
 function M.add(conn, opts)
   check_conn(conn, "add")
   if type(opts) ~= "table" then error("ccm2.add: opts must be a table", 2) end
@@ -151,6 +158,9 @@ end
 --- list(conn) -> list of {name, fingerprint, not_before, not_after, last_used (seconds since the
 -- epoch, nil if never used), resources (the sessions logged in with it now), subject, issuer,
 -- serial, xmpp_addrs, pem}, in the server's order (oldest first), or nil, err.
+---@param conn sacm.xmpp.Connection
+---@return table[]? certificates name, fingerprint, not_before, not_after, last_used, resources, ...
+---@return sacm.Error? err
 function M.list(conn)
   check_conn(conn, "list")
   local ok, err = require_feature(conn, "list", M.NS_LIST)
@@ -189,6 +199,10 @@ end
 --- revoke(conn, fingerprint) -> true, or nil, err (item-not-found for a fingerprint the account
 -- does not have). fingerprint: SHA-256 of the DER certificate in hex (colons and case ignored).
 -- The server closes the sessions that logged in with the certificate, this one included.
+---@param conn sacm.xmpp.Connection
+---@param fingerprint string SHA-256 of the DER, hex (colons and case ignored)
+---@return true? ok
+---@return sacm.Error? err item-not-found
 function M.revoke(conn, fingerprint)
   check_conn(conn, "revoke")
   if type(fingerprint) ~= "string" then error("ccm2.revoke: fingerprint must be a hex string", 2) end
@@ -209,6 +223,10 @@ end
 
 --- needs_renewal(cert_file [, fraction]) -> boolean, info; or nil, err. True once less than
 -- fraction (default 1/3) of the certificate's lifetime is left, or when it has expired.
+---@param cert_file string
+---@param fraction? number of the lifetime (1/3)
+---@return boolean? renew
+---@return table|sacm.Error info (crypto.cert_info's), or err
 function M.needs_renewal(cert_file, fraction)
   local pem, err = fs.read(cert_file)
   if not pem then return nil, err end

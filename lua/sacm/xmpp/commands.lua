@@ -57,6 +57,8 @@ end
 
 --- commands.bad_payload(text) -> an error for a command's run to return (nil, err): bad-request
 -- with XEP-0050's <bad-payload/>, for values the form's types cannot say are wrong.
+---@param text string
+---@return sacm.Error err bad-request with <bad-payload/>
 function M.bad_payload(text)
   local e = errors.new("bad-request", text)
   e.app = app_condition("bad-payload")
@@ -65,6 +67,19 @@ end
 
 -- Provider ---------------------------------------------------------------------------------------
 
+---@class sacm.xmpp.commands.Spec a command offered with provider:add
+---@field name? string default: the node
+---@field run fun(session: sacm.xmpp.commands.Session, values: table?): any the result (a form definition), or nil, err
+---@field form? sacm.xmpp.forms.Definition|fun(session: sacm.xmpp.commands.Session): sacm.xmpp.forms.Definition
+---@field allowed? true|string[]|fun(from: string, node: string): boolean nil: our own account only
+---@field prev? boolean offer going back a stage
+---@field idle_timeout? number seconds
+---@field max_sessions? integer
+---@field rate? table a sacm.ratelimit limiter
+---@field end_on_refusal? boolean
+
+---@class sacm.xmpp.commands.Provider the ad-hoc commands a connection offers (commands.provider)
+---@field conn sacm.xmpp.Connection
 local Provider = {}
 Provider.__index = Provider
 function Provider:__tostring()
@@ -72,6 +87,14 @@ function Provider:__tostring()
 end
 M.Provider = Provider
 
+---@class sacm.xmpp.commands.Session a running command, on the provider's side
+---@field id string
+---@field node string
+---@field from string the requester
+---@field stage integer
+---@field status string
+---@field conn sacm.xmpp.Connection
+---@field data table the command's own state across stages
 local Session = {}
 Session.__index = Session
 M.Session = Session
@@ -207,6 +230,9 @@ end
 
 --- session:note(text [, type]): a note (type "info", "warn" or "error"; default "info") sent
 -- with the next response.
+---@param text string
+---@param ntype? "info"|"warn"|"error"
+---@return sacm.xmpp.commands.Session self
 function Session:note(text, ntype)
   ntype = ntype or "info"
   if not NOTE_TYPES[ntype] then error("note type must be info, warn or error", 2) end
@@ -248,6 +274,9 @@ end
 -- opts.note is a note (string) to send with the form.
 -- Cancellation by the requester or an idle timeout end the command's task (a `cancelled` error
 -- raised here, so <close> and pcall cleanup run).
+---@param def sacm.xmpp.forms.Definition|sacm.xml.Element
+---@param opts? {last?: boolean, note?: string}
+---@return table<string, any> values validated and typed
 function Session:ask(def, opts)
   check_in_session(self, "ask")
   if type(def) ~= "table" then error("session:ask expects a form definition or element", 2) end
@@ -540,6 +569,9 @@ end
 -- again up to there), idle_timeout, max_sessions, rate (a sacm.ratelimit limiter: sessions per
 -- requester, refused with policy-violation type 'wait'). Adding a node again replaces the command
 -- (running sessions finish with the old one).
+---@param node string
+---@param spec sacm.xmpp.commands.Spec
+---@return sacm.xmpp.commands.Provider self
 function Provider:add(node, spec)
   check_node(node)
   if type(spec) ~= "table" then error("provider:add expects a spec table", 2) end
@@ -567,6 +599,8 @@ function Provider:add(node, spec)
 end
 
 --- provider:remove(node) -> boolean. Running sessions of the command finish.
+---@param node string
+---@return boolean removed
 function Provider:remove(node)
   if not self.commands[node] then return false end
   self.commands[node] = nil
@@ -578,6 +612,7 @@ function Provider:remove(node)
 end
 
 --- provider:sessions() -> list of open sessions (id, node, from, stage, status).
+---@return sacm.xmpp.commands.Session[] sessions by id
 function Provider:sessions()
   local list = {}
   for _, s in pairs(self.by_id) do list[#list + 1] = s end
@@ -587,6 +622,7 @@ end
 
 --- provider:close(): stops answering commands, cancels every open session, withdraws the disco
 -- entries. commands.provider(conn) makes a fresh provider.
+---(no parameters, no results)
 function Provider:close()
   if self.closed then return end
   self.closed = true
@@ -604,6 +640,9 @@ end
 --- provider(conn [, options]) -> the connection's command provider (made on first use).
 -- options: idle_timeout (300 s), max_sessions (per requester's bare JID, 10),
 -- max_total_sessions (1000). Options given later update the provider.
+---@param conn sacm.xmpp.Connection
+---@param options? {idle_timeout?: number, max_sessions?: integer, max_total_sessions?: integer}
+---@return sacm.xmpp.commands.Provider
 function M.provider(conn, options)
   if type(conn) ~= "table" or type(conn.on) ~= "function" then error("commands.provider expects a connection", 2) end
   if options ~= nil and type(options) ~= "table" then error("commands.provider: options must be a table", 2) end
@@ -635,6 +674,16 @@ end
 
 -- Client -----------------------------------------------------------------------------------------
 
+---@class sacm.xmpp.commands.ClientSession a command we run at another entity (commands.start, execute)
+---@field jid string
+---@field node string
+---@field status "executing"|"completed"|"canceled"
+---@field sessionid string?
+---@field form sacm.xmpp.forms.Form? the form to fill in, or the result
+---@field values table<string, any>?
+---@field result sacm.xmpp.forms.Form?
+---@field notes {type: string, text: string}[]?
+---@field actions string[]?
 local ClientSession = {}
 ClientSession.__index = ClientSession
 M.ClientSession = ClientSession
@@ -692,6 +741,7 @@ local function send(self, action, payload)
 end
 
 --- session:default_action() -> the action the responder suggests ("next", "complete", ...).
+---@return string action
 function ClientSession:default_action()
   local a = self.actions or {}
   if a.execute then return a.execute end
@@ -704,6 +754,10 @@ end
 -- values (a table: forms.submit fills in the form's defaults for the rest). action defaults to
 -- the responder's. On an error (bad-request with err.app_condition "bad-payload" for invalid
 -- values) the session stays where it was, so it can be submitted again.
+---@param values? table<string, any>
+---@param action? string default: the responder's
+---@return sacm.xmpp.commands.ClientSession? session
+---@return sacm.Error? err
 function ClientSession:submit(values, action)
   if self.status ~= "executing" then error("the command session is " .. tostring(self.status), 2) end
   if values ~= nil and type(values) ~= "table" then error("session:submit: values must be a table", 2) end
@@ -717,21 +771,32 @@ function ClientSession:submit(values, action)
   return send(self, action, payload)
 end
 
+---@param values? table<string, any>
+---@return sacm.xmpp.commands.ClientSession? session
+---@return sacm.Error? err
 function ClientSession:next(values) return self:submit(values, "next") end
+---@param values? table<string, any>
+---@return sacm.xmpp.commands.ClientSession? session
+---@return sacm.Error? err
 function ClientSession:complete(values) return self:submit(values, "complete") end
 
 --- session:prev() -> session (showing the previous form again), or nil, err.
+---@return sacm.xmpp.commands.ClientSession? session
+---@return sacm.Error? err
 function ClientSession:prev()
   if self.status ~= "executing" then error("the command session is " .. tostring(self.status), 2) end
   return send(self, "prev")
 end
 
 --- session:cancel() -> session (status "canceled"), or nil, err.
+---@return sacm.xmpp.commands.ClientSession? session
+---@return sacm.Error? err
 function ClientSession:cancel()
   if self.status ~= "executing" then return self end
   return send(self, "cancel")
 end
 
+---@return boolean
 function ClientSession:done()
   return self.status ~= "executing"
 end
@@ -748,6 +813,11 @@ end
 
 --- list(conn, jid [, timeout]) -> {{node=, name=, jid=}}, or nil, err: the commands jid offers us
 -- (disco#items of node http://jabber.org/protocol/commands).
+---@param conn sacm.xmpp.Connection
+---@param jid string
+---@param timeout? number seconds
+---@return {node: string, name: string?, jid: string}[]? commands
+---@return sacm.Error? err
 function M.list(conn, jid, timeout)
   check_client(conn, jid, false, "commands.list")
   local items, err = disco.items(conn, jid, M.NS, timeout)
@@ -763,6 +833,12 @@ end
 -- the session for interactive use: session.status ("executing", "completed", "canceled"),
 -- sessionid, form (the parsed form to fill in, or the result), values, result, notes, actions;
 -- :submit(values), :next(values), :complete(values), :prev(), :cancel(), :done().
+---@param conn sacm.xmpp.Connection
+---@param jid string
+---@param node string
+---@param timeout? number seconds
+---@return sacm.xmpp.commands.ClientSession? session
+---@return sacm.Error? err
 function M.start(conn, jid, node, timeout)
   check_client(conn, jid, node, "commands.start")
   local self = setmetatable({ conn = conn, jid = jid, node = node, timeout = timeout, notes = {} }, ClientSession)
@@ -777,6 +853,13 @@ M.MAX_STAGES = 64
 -- (nil cancels the command). Returns the finished session: status, sessionid, form/result (the
 -- parsed result form), values (its values), notes. A refused answer (validation) cancels the
 -- session and returns nil, err (err.app_condition "bad-payload").
+---@param conn sacm.xmpp.Connection
+---@param jid string
+---@param node string
+---@param values? table|table[]|fun(form: sacm.xmpp.forms.Form, session: sacm.xmpp.commands.ClientSession): table?
+---@param timeout? number seconds
+---@return sacm.xmpp.commands.ClientSession? session finished
+---@return sacm.Error? err
 function M.execute(conn, jid, node, values, timeout)
   check_client(conn, jid, node, "commands.execute")
   if values ~= nil and type(values) ~= "table" and type(values) ~= "function" then

@@ -64,11 +64,15 @@ local function form_type(form)
 end
 
 --- form_type(form) -> the FORM_TYPE value of a data form element (nil when it has none).
+---@param form sacm.xml.Element a jabber:x:data form
+---@return string? form_type
 function M.form_type(form)
   return (form_type(form))
 end
 
 --- form_values(form) -> {var = {value, ...}} for every field of a data form with a var.
+---@param form sacm.xml.Element a jabber:x:data form
+---@return table<string, string[]> values
 function M.form_values(form)
   local out = {}
   for field in form:children("field", M.NS_DATA) do
@@ -83,6 +87,9 @@ function M.form_values(form)
 end
 
 --- extension(info, form_type) -> the first XEP-0128 form in info whose FORM_TYPE is form_type.
+---@param info sacm.xmpp.disco.Info?
+---@param ft string the FORM_TYPE
+---@return sacm.xml.Element? form
 function M.extension(info, ft)
   for _, form in ipairs(info and info.forms or {}) do
     if form_type(form) == ft then return form end
@@ -131,6 +138,8 @@ end
 --- parse_info(query) -> info: {identities = {{category, type, name, lang}}, features = {list and
 -- set}, forms = {<x/> elements}, node}. Duplicates are kept in the lists as received (XEP-0115
 -- verification needs to see them).
+---@param query sacm.xml.Element a disco#info <query/>
+---@return sacm.xmpp.disco.Info info
 function M.parse_info(query)
   local info = { identities = {}, features = {}, forms = {}, node = query.attr.node }
   for child in query:children() do
@@ -153,6 +162,9 @@ function M.parse_info(query)
 end
 
 --- info_query(info [, node]) -> a <query xmlns='disco#info'/> element describing info.
+---@param info {identities?: sacm.xmpp.disco.Identity[], features?: string[]|table<string, boolean>, forms?: sacm.xml.Element[]}
+---@param node? string
+---@return sacm.xml.Element query
 function M.info_query(info, node)
   local q = xml.element("query", { xmlns = M.NS_INFO, node = node })
   for _, id in ipairs(info.identities or {}) do
@@ -164,6 +176,9 @@ function M.info_query(info, node)
 end
 
 --- items_query(items [, node]) -> a <query xmlns='disco#items'/> element listing items.
+---@param items? sacm.xmpp.disco.Item[]
+---@param node? string
+---@return sacm.xml.Element query
 function M.items_query(items, node)
   local q = xml.element("query", { xmlns = M.NS_ITEMS, node = node })
   for _, item in ipairs(items or {}) do
@@ -193,6 +208,12 @@ end
 -- info.identities: list of {category=, type=, name=, lang=}; info.features: feature -> true and
 -- the features in order (info.features[1], ...); info.forms: XEP-0128 <x/> elements; info.node.
 -- err comes from conn:iq: item-not-found, service-unavailable, remote-server-timeout, ...
+---@param conn sacm.xmpp.Connection
+---@param jid string
+---@param node? string
+---@param timeout? number seconds
+---@return sacm.xmpp.disco.Info? info
+---@return sacm.Error? err
 function M.info(conn, jid, node, timeout)
   local query, err = request(conn, M.NS_INFO, jid, node, timeout, "disco.info")
   if not query then return nil, err end
@@ -203,6 +224,12 @@ function M.info(conn, jid, node, timeout)
 end
 
 --- items(conn, jid [, node [, timeout]]) -> list of {jid=, node=, name=}, or nil, err.
+---@param conn sacm.xmpp.Connection
+---@param jid string
+---@param node? string
+---@param timeout? number seconds
+---@return sacm.xmpp.disco.Item[]? items
+---@return sacm.Error? err
 function M.items(conn, jid, node, timeout)
   local query, err = request(conn, M.NS_ITEMS, jid, node, timeout, "disco.items")
   if not query then return nil, err end
@@ -219,6 +246,9 @@ function M.items(conn, jid, node, timeout)
 end
 
 --- has_feature(info, feature) -> boolean
+---@param info sacm.xmpp.disco.Info?
+---@param feature string
+---@return boolean
 function M.has_feature(info, feature)
   if type(info) ~= "table" or type(info.features) ~= "table" then return false end
   if info.features[feature] == true then return true end
@@ -228,6 +258,23 @@ end
 
 -------------------------------------------------------------------------------- provider
 
+---@class sacm.xmpp.disco.Identity
+---@field category string
+---@field type string
+---@field name string?
+---@field lang string?
+---@class sacm.xmpp.disco.Item
+---@field jid string
+---@field node string?
+---@field name string?
+---@class sacm.xmpp.disco.Info what disco.info answers (parse_info)
+---@field identities sacm.xmpp.disco.Identity[]
+---@field features table the features in order ([1], [2], ...) and as a set (feature -> true)
+---@field forms sacm.xml.Element[] XEP-0128 forms
+---@field node string?
+---@field jid string? who answered
+---@class sacm.xmpp.disco.Provider what this connection answers to disco#info and disco#items (disco.provider)
+---@field conn sacm.xmpp.Connection
 local Provider = {}
 Provider.__index = Provider
 M.Provider = Provider
@@ -249,6 +296,11 @@ end
 
 --- provider:add_identity(category, type [, name [, lang]]). The first one replaces the default
 -- identity (client/bot "sacmrun"). One identity per category/type/lang: adding again renames it.
+---@param category string
+---@param type_ string
+---@param name? string
+---@param lang? string
+---@return sacm.xmpp.disco.Provider self
 function Provider:add_identity(category, type_, name, lang)
   check_string(category, "identity category")
   check_string(type_, "identity type")
@@ -270,6 +322,10 @@ end
 
 --- provider:remove_identity(category, type [, lang]) -> boolean. With none left, the default
 -- identity is answered again.
+---@param category string
+---@param type_ string
+---@param lang? string
+---@return boolean removed
 function Provider:remove_identity(category, type_, lang)
   local key = identity_key(category, type_, lang)
   for i, id in ipairs(self.identities) do
@@ -283,6 +339,8 @@ function Provider:remove_identity(category, type_, lang)
 end
 
 --- provider:add_feature(ns); provider:remove_feature(ns) -> boolean.
+---@param ns string
+---@return sacm.xmpp.disco.Provider self
 function Provider:add_feature(ns)
   check_string(ns, "feature")
   if self.features[ns] then return self end
@@ -292,6 +350,8 @@ function Provider:add_feature(ns)
   return self
 end
 
+---@param ns string
+---@return boolean removed
 function Provider:remove_feature(ns)
   check_string(ns, "feature")
   if ALWAYS[ns] then error(ns .. " is always advertised (XEP-0030)", 2) end
@@ -304,6 +364,8 @@ function Provider:remove_feature(ns)
   return true
 end
 
+---@param ns string
+---@return boolean
 function Provider:has_feature(ns)
   return self.features[ns] == true
 end
@@ -311,6 +373,8 @@ end
 --- provider:add_extension(form) -> self. A XEP-0128 form: a jabber:x:data element with a hidden
 -- FORM_TYPE field, or {form_type = "urn:...", fields = {var = value | {values}}}. A form with the
 -- same FORM_TYPE is replaced (XEP-0115 forbids two).
+---@param form sacm.xml.Element|{form_type: string, fields?: table<string, string|string[]>}
+---@return sacm.xmpp.disco.Provider self
 function Provider:add_extension(form)
   local copy = extension_form(form)
   local ft = form_type(copy)
@@ -328,6 +392,8 @@ function Provider:add_extension(form)
 end
 
 --- provider:remove_extension(form_type) -> boolean
+---@param ft string the FORM_TYPE
+---@return boolean removed
 function Provider:remove_extension(ft)
   for i, f in ipairs(self.forms) do
     if form_type(f) == ft then
@@ -341,6 +407,8 @@ end
 
 --- provider:add_item({jid=, node=, name=}) / provider:remove_item(jid [, node]): the entity's own
 -- disco#items (without a node). jid defaults to the connection's JID.
+---@param item {jid?: string, node?: string, name?: string}
+---@return sacm.xmpp.disco.Provider self
 function Provider:add_item(item)
   if type(item) ~= "table" then error("add_item expects {jid=, node=, name=}", 2) end
   local jid = item.jid or self.conn.jid
@@ -350,6 +418,9 @@ function Provider:add_item(item)
   return self
 end
 
+---@param jid string
+---@param node? string
+---@return boolean removed
 function Provider:remove_item(jid, node)
   for i = #self.items, 1, -1 do
     local it = self.items[i]
@@ -366,6 +437,9 @@ end
 -- provider) returning a list of {jid=, node=, name=} (jid defaults to ours) or nil, err. Functions
 -- run in the iq handler's task and may wait. Without info, the node answers a hierarchy identity
 -- (branch with items, leaf without) and the disco features.
+---@param node string
+---@param spec {name?: string, info?: table|(fun(request: sacm.xml.Element, provider: sacm.xmpp.disco.Provider): table?, sacm.Error?), items?: table|(fun(request: sacm.xml.Element, provider: sacm.xmpp.disco.Provider): table?, sacm.Error?)}
+---@return sacm.xmpp.disco.Provider self
 function Provider:add_node(node, spec)
   check_string(node, "node")
   if type(spec) ~= "table" then error("add_node expects a spec table", 2) end
@@ -381,6 +455,8 @@ end
 
 --- provider:add_alias(node): node answers exactly what the entity itself answers (XEP-0115's
 -- node#ver).
+---@param node string
+---@return sacm.xmpp.disco.Provider self
 function Provider:add_alias(node)
   check_string(node, "node")
   self.nodes[node] = { alias = true }
@@ -388,18 +464,24 @@ function Provider:add_alias(node)
 end
 
 --- provider:remove_node(node) -> boolean (also removes aliases)
+---@param node string
+---@return boolean removed
 function Provider:remove_node(node)
   local had = self.nodes[node] ~= nil
   self.nodes[node] = nil
   return had
 end
 
+---@param node string
+---@return boolean
 function Provider:has_node(node)
   return self.nodes[node] ~= nil
 end
 
 --- provider:set_access(fn): fn(from, node, kind) decides who may ask ("info" or "items"); a false
 -- or nil answer gets service-unavailable, as if nothing were there. nil removes the check.
+---@param fn? fun(from: string, node: string?, kind: "info"|"items"): boolean? nil removes the check
+---@return sacm.xmpp.disco.Provider self
 function Provider:set_access(fn)
   if fn ~= nil and type(fn) ~= "function" then error("set_access expects a function or nil", 2) end
   self.access = fn
@@ -409,12 +491,15 @@ end
 --- provider:on_change(fn) -> handle with :remove(). fn(provider, what) runs (synchronously)
 -- after the entity's own answer changed: what is "identity", "feature" or "extension". Node
 -- changes do not count (they do not change an XEP-0115 ver).
+---@param fn fun(provider: sacm.xmpp.disco.Provider, what: "identity"|"feature"|"extension")
+---@return sacm.xmpp.Handler handle
 function Provider:on_change(fn)
   if type(fn) ~= "function" then error("on_change expects a function", 2) end
   return handlers.add(self.watchers, { fn = fn })
 end
 
 --- provider:info() -> the entity's own info {identities, features, forms} (copies).
+---@return {identities: sacm.xmpp.disco.Identity[], features: string[], forms: sacm.xml.Element[]} info copies
 function Provider:info()
   local ids = {}
   local source = #self.identities > 0 and self.identities or { M.DEFAULT_IDENTITY }
@@ -494,6 +579,8 @@ local function answer_items(self, request)
 end
 
 --- provider(conn) -> the connection's provider, created (and its iq handlers installed) on first use.
+---@param conn sacm.xmpp.Connection
+---@return sacm.xmpp.disco.Provider
 function M.provider(conn)
   if type(conn) ~= "table" or type(conn.on) ~= "function" then error("disco.provider: expects a connection", 2) end
   local self = providers[conn]
@@ -522,6 +609,7 @@ end
 
 --- provider:close(): removes the iq handlers (requests then get service-unavailable) and forgets
 -- the provider; disco.provider(conn) makes a fresh one.
+---(no parameters, no results)
 function Provider:close()
   for _, h in ipairs(self.handlers) do h.remove() end
   self.handlers = {}
@@ -529,6 +617,8 @@ function Provider:close()
 end
 
 --- existing(conn) -> the connection's provider if one was made, else nil.
+---@param conn sacm.xmpp.Connection
+---@return sacm.xmpp.disco.Provider? provider
 function M.existing(conn)
   return providers[conn]
 end

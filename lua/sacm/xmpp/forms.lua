@@ -46,6 +46,8 @@ local FIELD_TYPES = {
 M.FIELD_TYPES = FIELD_TYPES
 
 --- is_multi(type) -> true for the field types whose value is a list.
+---@param ftype string a XEP-0004 field type
+---@return boolean
 function M.is_multi(ftype)
   return FIELD_TYPES[ftype or "text-single"] == "multi"
 end
@@ -163,11 +165,36 @@ local function copy_list(t)
   return c
 end
 
+---@class sacm.xmpp.forms.Field
+---@field var string?
+---@field type string? a XEP-0004 field type ("text-single", "boolean", "list-multi", ...)
+---@field label string?
+---@field desc string?
+---@field required boolean?
+---@field value any single fields
+---@field values any[]? multi fields
+---@field options {label: string?, value: string}[]?
+---@field datatype string? XEP-0122 ("xs:integer", ...)
+
+---@class sacm.xmpp.forms.Definition
+---@field type? "form"|"submit"|"result"|"cancel"
+---@field title? string
+---@field instructions? string
+---@field form_type? string the hidden FORM_TYPE field
+---@field fields? sacm.xmpp.forms.Field[]
+---@field reported? sacm.xmpp.forms.Field[]
+---@field items? table<string, any>[]
+
+---@class sacm.xmpp.forms.Form: sacm.xmpp.forms.Definition a parsed form
+---@field values table<string, any> var -> typed value
+
 --- new(definition) -> <x xmlns='jabber:x:data'/> element.
 -- definition: type ("form" | "submit" | "result" | "cancel", default "form"), title,
 -- instructions (a string; each line becomes one <instructions/>), form_type (the hidden FORM_TYPE
 -- field, XEP-0068), fields = {{var, type, label, desc, required, value | values, options}},
 -- reported = {fields} and items = {{var = value, ...}} for multi-item results.
+---@param def sacm.xmpp.forms.Definition|sacm.xml.Element an element is returned as it is
+---@return sacm.xml.Element x
 function M.new(def)
   if xml.is_element(def) then return def end
   if type(def) ~= "table" then error("forms.new expects a definition table", 2) end
@@ -309,6 +336,10 @@ end
 -- Lua integers), value (single) or values (multi), raw = the texts), values (var -> typed value; FORM_TYPE is not among them), and for multi-item results
 -- reported (fields) and items (list of var -> typed value). A definition (table, parsed form or
 -- element) supplies the types of fields the element does not type, as in submissions.
+---@param x sacm.xml.Element
+---@param def? sacm.xmpp.forms.Definition|sacm.xml.Element types of the fields x leaves untyped
+---@return sacm.xmpp.forms.Form? form
+---@return sacm.Error? err bad-request
 function M.parse(x, def)
   if not xml.is_element(x) or x.name ~= "x" or x.ns ~= M.NS then
     return nil, errors.new("bad-request", "not a data form (expected <x xmlns='jabber:x:data'/>)")
@@ -378,6 +409,9 @@ function M.parse(x, def)
 end
 
 --- find(parent [, form_type]) -> the first data form child of parent (with that FORM_TYPE), or nil.
+---@param parent sacm.xml.Element
+---@param form_type? string
+---@return sacm.xml.Element? x
 function M.find(parent, form_type)
   if not xml.is_element(parent) then return nil end
   for x in parent:children("x", M.NS) do
@@ -410,6 +444,9 @@ end
 -- (other keys of values are ignored), typed by it, with its FORM_TYPE, and a field without a value
 -- in `values` keeps the form's default (as a person accepting the default would). With form = nil
 -- every key of values is sent, converted by its Lua type.
+---@param def sacm.xmpp.forms.Definition|sacm.xml.Element|sacm.xmpp.forms.Field[]|nil
+---@param values table<string, any>
+---@return sacm.xml.Element x type='submit'
 function M.submit(def, values)
   values = values or {}
   if type(values) ~= "table" then error("forms.submit: values must be a table", 2) end
@@ -577,6 +614,10 @@ end
 -- The clean values are typed by the form (booleans, lists for the multi types); a missing
 -- boolean is false (XEP-0004's default); keys the form does not define are left out.
 -- err.condition is "bad-request", err.fields maps each bad var to its reason, err.text lists them.
+---@param def sacm.xmpp.forms.Definition|sacm.xml.Element|sacm.xmpp.forms.Field[]
+---@param values table<string, any>
+---@return table<string, any>? values clean, typed by the form
+---@return sacm.Error? err bad-request, with err.fields
 function M.validate(def, values)
   def = as_definition(def, "forms.validate")
   values = values or {}

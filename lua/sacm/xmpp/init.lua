@@ -67,6 +67,10 @@ local HANDLER_TASK_NAMES = { message = "message handler", presence = "presence h
 -- Each call of fn runs as its own task. For iq requests fn(stanza, conn) returns the reply:
 -- an element (the result's payload), true (an empty result), a full iq stanza, or nil, err
 -- (err.condition becomes the stanza error); an error raised becomes internal-server-error.
+---@param kind "message"|"presence"|"iq"|"status"
+---@param filter? sacm.xmpp.Filter|function the handler when fn is left out
+---@param fn? fun(stanza: sacm.xml.Element, conn: sacm.xmpp.Connection): any
+---@return sacm.xmpp.Handler handler
 function Connection:on(kind, filter, fn)
   if fn == nil then fn, filter = filter, {} end
   if type(fn) ~= "function" then error("handler must be a function", 2) end
@@ -96,6 +100,9 @@ end
 
 --- conn:send(stanza) -> true, or nil, err. While reconnecting, stanzas wait in a bounded outbox
 -- and go out once the stream is back; nothing is silently dropped.
+---@param s sacm.xml.Element|string a stanza, or its serialized text
+---@return true? ok
+---@return sacm.Error? err
 function Connection:send(s)
   if self.closed then return nil, errors.new("not-connected", "connection is closed") end
   local text = type(s) == "string" and s or xml.serialize(s)
@@ -207,6 +214,10 @@ end
 -- idempotent requests such as publishing an item with an id).
 -- err.condition is the stanza error condition of an error reply (item-not-found, forbidden, ...),
 -- remote-server-timeout when no reply came in time, or connection-lost.
+---@param s sacm.xml.Element an iq stanza
+---@param options? number|{timeout?: number, resend?: boolean} a timeout in seconds, or options
+---@return sacm.xml.Element? reply
+---@return sacm.Error? err
 function Connection:iq(s, options)
   if not xml.is_element(s) or s.name ~= "iq" or (s.attr.type ~= "get" and s.attr.type ~= "set") then
     error("iq() needs an <iq type='get'|'set'> element", 2)
@@ -578,6 +589,9 @@ end
 
 --- xmpp.parse_servers(list) -> {{host =, port =}, ...} | nil, text: the nodes of a cluster, each
 -- "host:port" ("[v6]:port" for an IPv6 address) or {host =, port =}.
+---@param list (string|{host: string, port: integer})[]
+---@return {host: string, port: integer}[]? servers
+---@return string? problem what is wrong with list
 function M.parse_servers(list)
   if type(list) ~= "table" or #list == 0 then
     return nil, 'servers must be a non-empty list of "host:port" strings or {host =, port =} tables'
@@ -640,6 +654,9 @@ end
 -- (logged as a warning); timeout (default request timeout, 30 s); connect_timeout (15 s);
 -- reconnect (default true), max_backoff (30 s); disable_sm; direct_tls; ping_interval (60 s
 -- without inbound traffic before a ping; false disables), ping_timeout (20 s).
+---@param options sacm.xmpp.ConnectOptions
+---@return sacm.xmpp.Connection? connection
+---@return sacm.Error? err
 function M.connect(options)
   if type(options) ~= "table" then error("connect expects an options table", 2) end
   task._require_task("connect")
@@ -723,6 +740,7 @@ function M.connect(options)
 end
 
 --- conn:close(): ends the stream (pending requests fail with connection-lost) and frees it.
+---(no parameters, no results)
 function Connection:close()
   if self.closed then return end
   self.closed = true
@@ -739,6 +757,10 @@ end
 Connection.__close = errors.closer(Connection.close)
 
 --- conn:ping([to [, timeout]]) -> round-trip seconds, or nil, err (XEP-0199).
+---@param to? string default: the server
+---@param timeout? number seconds
+---@return number? seconds the round trip
+---@return sacm.Error? err
 function Connection:ping(to, timeout)
   local start = require("sacm.time").monotonic()
   local reply, err = self:iq(st.iq({ type = "get", to = to or self.domain }):tag("ping", { xmlns = "urn:xmpp:ping" }):up(),

@@ -3,6 +3,10 @@
 local M = {}
 
 --- split(jid) -> localpart or nil, domain, resource or nil. nil for a malformed JID.
+---@param jid string
+---@return string? localpart nil also for a malformed JID
+---@return string? domain
+---@return string? resource
 function M.split(jid)
   if type(jid) ~= "string" or jid == "" then return nil end
   local rest, resource = jid:match("^([^/]*)/(.+)$")
@@ -13,6 +17,10 @@ function M.split(jid)
   return node, domain:lower(), resource
 end
 
+---@param node? string
+---@param domain string
+---@param resource? string
+---@return string jid
 function M.join(node, domain, resource)
   local s = domain
   if node then s = node .. "@" .. s end
@@ -21,17 +29,23 @@ function M.join(node, domain, resource)
 end
 
 --- bare(jid) -> localpart@domain (or domain)
+---@param jid string
+---@return string? bare nil for a malformed JID
 function M.bare(jid)
   local node, domain = M.split(jid)
   if not domain then return nil end
   return M.join(node, domain)
 end
 
+---@param jid string
+---@return string? domain
 function M.domain(jid)
   local _, domain = M.split(jid)
   return domain
 end
 
+---@param jid string
+---@return string? resource
 function M.resource(jid)
   local _, _, resource = M.split(jid)
   return resource
@@ -44,6 +58,8 @@ local CACHE_LIMIT = 512
 local cache, cached = {}, 0
 
 --- normalize(jid): the domain lowercased; nil if malformed
+---@param jid string
+---@return string? jid normalized; nil if malformed
 function M.normalize(jid)
   local hit = cache[jid]
   if hit ~= nil then return hit or nil end
@@ -59,6 +75,9 @@ end
 
 --- equal(a, b): true if both are the same JID once normalized; a malformed JID equals only
 -- the identical string.
+---@param a string
+---@param b string
+---@return boolean
 function M.equal(a, b)
   if a == b then return type(a) == "string" end
   local na = M.normalize(a)

@@ -72,6 +72,9 @@ end
 
 -- submit_form(form_type, values) -> <x xmlns='jabber:x:data' type='submit'> with FORM_TYPE first
 -- and the other fields in sorted order (deterministic output).
+---@param form_type string
+---@param values? table<string, any> short names (max_items) or full vars
+---@return sacm.xml.Element x type='submit'
 local function submit_form(form_type, values)
   if values ~= nil and type(values) ~= "table" then error("options must be a table", 3) end
   local fields, by_var = {}, {}
@@ -91,6 +94,9 @@ end
 
 --- parse_form(x) -> the sacm.xmpp.forms view of a pubsub form, the registered fields typed even when
 -- the element leaves them untyped (booleans as booleans, max_items and friends as integers).
+---@param x sacm.xml.Element a pubsub data form
+---@return sacm.xmpp.forms.Form? form
+---@return sacm.Error? err
 local function parse_form(x)
   return forms.parse(x, FIELD_HINTS)
 end
@@ -149,6 +155,10 @@ M.Service = Service
 -- opts.timeout: seconds to wait for each answer (default: the connection's request timeout).
 -- opts.resend: true sends idempotent requests (reads, publish with an id, configure, subscribe,
 -- purge, set_affiliations) again after a reconnect instead of failing with connection-lost.
+---@param conn sacm.xmpp.Connection
+---@param jid string the pubsub service
+---@param opts? {timeout?: number, resend?: boolean}
+---@return sacm.xmpp.pubsub.Service
 function M.service(conn, jid, opts)
   if type(conn) ~= "table" or type(conn.iq) ~= "function" or type(conn.on) ~= "function" then
     error("pubsub.service expects an xmpp connection", 2)
@@ -197,6 +207,10 @@ end
 
 --- svc:create(node [, config]) -> node name, or nil, err. node nil asks for an instant node (the
 -- service picks the name). config: node options {access_model = "whitelist", max_items = 10, ...}.
+---@param node? string nil: an instant node
+---@param config? table<string, any> node options by short name
+---@return string? node the node's name
+---@return sacm.Error? err
 function Service:create(node, config)
   if node ~= nil then check_node(node) end
   local iq = request(self, "set", M.NS, "create", { node = node })
@@ -215,6 +229,9 @@ end
 
 --- svc:get_config(node) -> config (short names: {access_model = "open", max_items = 10, ...}), form;
 -- or nil, err. form is the parsed XEP-0004 form (fields with labels, types and options).
+---@param node string
+---@return table<string, any>? config short names
+---@return sacm.xmpp.forms.Form|sacm.Error form, or err
 function Service:get_config(node)
   check_node(node)
   local what = ("get configuration of node '%s'"):format(node)
@@ -228,6 +245,8 @@ function Service:get_config(node)
 end
 
 --- svc:default_config() -> the service's default node configuration (as get_config), or nil, err.
+---@return table<string, any>? config short names
+---@return sacm.xmpp.forms.Form|sacm.Error form, or err
 function Service:default_config()
   local what = "get the default node configuration"
   local reply, err = send(self, request(self, "get", M.NS_OWNER, "default", nil), what, true)
@@ -240,6 +259,10 @@ function Service:default_config()
 end
 
 --- svc:configure(node, config) -> true, or nil, err. Only the options given change.
+---@param node string
+---@param config table<string, any> the options to change
+---@return true? ok
+---@return sacm.Error? err
 function Service:configure(node, config)
   check_node(node)
   if type(config) ~= "table" then error("config must be a table", 2) end
@@ -251,6 +274,10 @@ function Service:configure(node, config)
 end
 
 --- svc:delete(node [, redirect_uri]) -> true, or nil, err. Subscribers are notified.
+---@param node string
+---@param redirect? string a URI for the subscribers
+---@return true? ok
+---@return sacm.Error? err
 function Service:delete(node, redirect)
   check_node(node)
   local iq = request(self, "set", M.NS_OWNER, "delete", { node = node })
@@ -264,6 +291,9 @@ function Service:delete(node, redirect)
 end
 
 --- svc:purge(node) -> true, or nil, err. Removes every item; subscribers get a purge notification.
+---@param node string
+---@return true? ok
+---@return sacm.Error? err
 function Service:purge(node)
   check_node(node)
   local reply, err = send(self, request(self, "set", M.NS_OWNER, "purge", { node = node }),
@@ -286,6 +316,11 @@ end
 -- sent presence). options: subscribe options {deliver = true, include_body = false, ...}.
 -- state is "subscribed", "pending" (the owner must approve) or "unconfigured"; options_required is
 -- true when the service wants options before it delivers.
+---@param node string
+---@param options? table<string, any> subscribe options
+---@param jid? string default: the connection's full JID
+---@return sacm.xmpp.pubsub.Subscription? subscription
+---@return sacm.Error? err
 function Service:subscribe(node, options, jid)
   check_node(node)
   jid = jid or self.conn.jid
@@ -306,6 +341,11 @@ function Service:subscribe(node, options, jid)
 end
 
 --- svc:unsubscribe(node [, subid [, jid]]) -> true, or nil, err.
+---@param node string
+---@param subid? string
+---@param jid? string
+---@return true? ok
+---@return sacm.Error? err
 function Service:unsubscribe(node, subid, jid)
   check_node(node)
   jid = jid or self.conn.jid
@@ -321,6 +361,12 @@ end
 -- id nil: the service assigns one and it is returned. payload: an element (or nil for an item
 -- without payload). publish_options: node options the node must have ({access_model = "whitelist"}),
 -- else the publish fails with conflict / pubsub_condition precondition-not-met.
+---@param node string
+---@param id? string nil: the service assigns one
+---@param payload? sacm.xml.Element
+---@param publish_options? table<string, any> node options the node must have
+---@return string? id the item's id
+---@return sacm.Error? err
 function Service:publish(node, id, payload, publish_options)
   check_node(node)
   if id ~= nil and (type(id) ~= "string" or id == "") then error("item id must be a non-empty string or nil", 2) end
@@ -355,6 +401,11 @@ end
 
 --- svc:retract(node, id [, notify]) -> true, or nil, err. notify = true asks the service to notify
 -- subscribers (Prosody notifies only when asked).
+---@param node string
+---@param id string
+---@param notify? boolean ask the service to notify subscribers
+---@return true? ok
+---@return sacm.Error? err
 function Service:retract(node, id, notify)
   check_node(node)
   if type(id) ~= "string" or id == "" then error("item id must be a non-empty string", 2) end
@@ -378,6 +429,10 @@ end
 --- svc:items(node [, {max = N} | {ids = {...}}]) -> list of {id, payload, publisher}, or nil, err.
 -- Without options: every item the node keeps. max: the latest N. ids: those items (missing ones
 -- are left out). The list is in the service's order (Prosody: oldest first).
+---@param node string
+---@param opts? {max?: integer, ids?: string[]}
+---@return sacm.xmpp.pubsub.Item[]? items
+---@return sacm.Error? err
 function Service:items(node, opts)
   check_node(node)
   if opts ~= nil and type(opts) ~= "table" then error("items options must be a table", 2) end
@@ -404,6 +459,9 @@ function Service:items(node, opts)
 end
 
 --- svc:subscriptions([node]) -> list of {node, jid, subid, state} for this account, or nil, err.
+---@param node? string
+---@return sacm.xmpp.pubsub.Subscription[]? subscriptions
+---@return sacm.Error? err
 function Service:subscriptions(node)
   if node ~= nil then check_node(node) end
   local reply, err = send(self, request(self, "get", M.NS, "subscriptions", { node = node }),
@@ -418,6 +476,9 @@ function Service:subscriptions(node)
 end
 
 --- svc:node_subscriptions(node) -> list of {node, jid, subid, state} of every subscriber (owner), or nil, err.
+---@param node string
+---@return sacm.xmpp.pubsub.Subscription[]? subscriptions
+---@return sacm.Error? err
 function Service:node_subscriptions(node)
   check_node(node)
   local reply, err = send(self, request(self, "get", M.NS_OWNER, "subscriptions", { node = node }),
@@ -433,6 +494,9 @@ end
 
 --- svc:affiliations([node]) -> list of {node, affiliation} for this account (XEP-0060 5.7), or nil, err.
 -- Prosody 0.12 does not implement this request (service-unavailable); node_affiliations does.
+---@param node? string
+---@return {node: string, affiliation: string}[]? affiliations
+---@return sacm.Error? err
 function Service:affiliations(node)
   if node ~= nil then check_node(node) end
   local reply, err = send(self, request(self, "get", M.NS, "affiliations", { node = node }),
@@ -451,6 +515,9 @@ end
 --- svc:node_affiliations(node) -> list of {jid, affiliation} (owner, XEP-0060 8.9.1), sorted by
 -- JID, or nil, err. An entry without a jid or affiliation makes the reply malformed (an error):
 -- dropping it could hide an owner.
+---@param node string
+---@return {jid: string, affiliation: string}[]? affiliations sorted by JID
+---@return sacm.Error? err
 function Service:node_affiliations(node)
   check_node(node)
   local what = ("list affiliations of node '%s'"):format(node)
@@ -520,6 +587,10 @@ end
 -- affiliation to anything but owner: from an owner, Prosody 0.12 applies it and the account
 -- (even an admin of the service) can no longer manage the node (ejabberd ignores it); from
 -- anyone else it could only be refused.
+---@param node string
+---@param changes table<string, string>|{jid: string, affiliation: string}[] bare JID -> affiliation
+---@return true? ok
+---@return sacm.Error? err
 function Service:set_affiliations(node, changes)
   check_node(node)
   local list = affiliation_changes(changes)
@@ -544,6 +615,8 @@ function Service:set_affiliations(node, changes)
 end
 
 --- svc:nodes() -> list of node names the service lists (disco#items), or nil, err.
+---@return string[]? nodes
+---@return sacm.Error? err
 function Service:nodes()
   local iq = st.iq({ type = "get", to = self.jid }):tag("query", { xmlns = M.NS_DISCO_ITEMS }):up()
   local reply, err = send(self, iq, "list nodes", true)
@@ -565,6 +638,8 @@ end
 -- items = {{id, payload, publisher}}, retracts = {ids}, subids = {...} (SHIM headers), delay
 -- (XEP-0203 stamp), redirect (delete), config (configuration with a form), jid/state/subid
 -- (subscription), message (the stanza)}.
+---@param s sacm.xml.Element a message stanza
+---@return sacm.xmpp.pubsub.Event? event
 function M.parse_event(s)
   local event_el = s:child("event", M.NS_EVENT)
   if not event_el then return nil end
@@ -724,6 +799,10 @@ end
 --- pubsub.on_event(conn, {service = jid, node = name or nil}, fn) -> handler with :remove().
 -- fn(event) runs as a task for each notification from that service (for that node, if given).
 -- Notifications from any other JID are dropped and logged.
+---@param conn sacm.xmpp.Connection
+---@param filter {service: string, node?: string}
+---@param fn fun(event: sacm.xmpp.pubsub.Event)
+---@return sacm.xmpp.Handler handler
 function M.on_event(conn, filter, fn)
   if type(conn) ~= "table" or type(conn.on) ~= "function" then error("on_event expects an xmpp connection", 2) end
   if type(filter) ~= "table" then error("on_event expects a filter {service = jid [, node = name]}", 2) end
@@ -736,12 +815,17 @@ function M.on_event(conn, filter, fn)
 end
 
 --- pubsub.stats(conn) -> {accepted, rejected, malformed} notification counts of this connection.
+---@param conn sacm.xmpp.Connection
+---@return {accepted: integer, rejected: integer, malformed: integer}
 function M.stats(conn)
   local c = stats_of(conn)
   return { accepted = c.accepted, rejected = c.rejected, malformed = c.malformed }
 end
 
 --- svc:on_event([node,] fn) -> handler with :remove().
+---@param node? string|fun(event: sacm.xmpp.pubsub.Event) the handler when fn is left out
+---@param fn? fun(event: sacm.xmpp.pubsub.Event)
+---@return sacm.xmpp.Handler handler
 function Service:on_event(node, fn)
   if fn == nil then node, fn = nil, node end
   return M.on_event(self.conn, { service = self.jid, node = node }, fn)
@@ -767,11 +851,15 @@ function Stream:_push(ev)
 end
 
 --- stream:get([timeout]) -> event, or nil, err (timeout; closed once closed and drained).
+---@param timeout? number seconds
+---@return sacm.xmpp.pubsub.Event? event
+---@return sacm.Error? err timeout | closed
 function Stream:get(timeout)
   return self.queue:get(timeout)
 end
 
 --- stream:close(): stops listening; events already queued can still be read.
+---(no parameters, no results)
 function Stream:close()
   if self.closed then return end
   self.closed = true
@@ -797,6 +885,12 @@ Stream.__len = function(self) return #self.queue end
 -- so when it is full new events are dropped, counted in stream.dropped and logged. The stream
 -- of one node ends after that node's delete notification; stream:close() (or leaving the for
 -- loop, which closes it) stops it.
+---@param node? string
+---@param opts? {limit?: integer}
+---@return sacm.xmpp.pubsub.Stream stream also its own iterator
+---@return nil
+---@return nil
+---@return sacm.xmpp.pubsub.Stream closing the for loop's to-be-closed value
 function Service:events(node, opts)
   if type(node) == "table" and opts == nil then node, opts = nil, node end
   if node ~= nil then check_node(node) end

@@ -11,6 +11,7 @@ local next_id = 0
 local id_prefix = require("sacm.crypto").hex(require("sacm.crypto").random(4))
 
 --- new_id() -> a fresh stanza id, unique within this process and unpredictable across processes.
+---@return string id
 function M.new_id()
   next_id = next_id + 1
   return id_prefix .. "-" .. next_id
@@ -22,11 +23,19 @@ local function stanza(name, attr)
   return element_in(name, attr, M.NS_CLIENT)
 end
 
+---@param attr? table<string, string> to, from, type, id, ...
+---@return sacm.xml.Element iq in jabber:client
 function M.iq(attr) return stanza("iq", attr) end
+---@param attr? table<string, string>
+---@return sacm.xml.Element message
 function M.message(attr) return stanza("message", attr) end
+---@param attr? table<string, string>
+---@return sacm.xml.Element presence
 function M.presence(attr) return stanza("presence", attr) end
 
 --- reply(st) -> a result iq (or message/presence) addressed back to st's sender, same id.
+---@param st sacm.xml.Element the stanza to answer
+---@return sacm.xml.Element reply
 function M.reply(st)
   local attr = { id = st.attr.id, to = st.attr.from, from = st.attr.to }
   if st.name == "iq" then attr.type = "result" else attr.type = st.attr.type end
@@ -46,6 +55,12 @@ local DEFAULT_TYPES = {
 M.ERROR_TYPES = DEFAULT_TYPES
 
 --- error_reply(st, condition [, text [, type [, app_element]]]) -> an error stanza (RFC 6120 8.3).
+---@param st sacm.xml.Element the stanza to answer
+---@param condition string an RFC 6120 stanza error condition (others become undefined-condition)
+---@param text? string
+---@param etype? "auth"|"cancel"|"continue"|"modify"|"wait" default: the condition's usual type
+---@param app? sacm.xml.Element an application-specific condition element
+---@return sacm.xml.Element reply
 function M.error_reply(st, condition, text, etype, app)
   -- the runtime's own names for a failure (timeout, internal-error) go out as their RFC 6120 names
   if not DEFAULT_TYPES[condition] and DEFAULT_TYPES[errors.SAME[condition]] then condition = errors.SAME[condition] end
@@ -62,6 +77,8 @@ function M.error_reply(st, condition, text, etype, app)
 end
 
 --- to_error(st) -> a sacm.error for an error stanza: condition, type, text, stanza.
+---@param st sacm.xml.Element an error stanza
+---@return sacm.Error err with err.type and err.stanza
 function M.to_error(st)
   local err = st:child("error")
   local condition, text = "undefined-condition", nil
@@ -77,6 +94,8 @@ function M.to_error(st)
 end
 
 --- payload(st) -> the first child element (the request or result payload), if any.
+---@param st sacm.xml.Element
+---@return sacm.xml.Element? payload
 function M.payload(st)
   for child in st:children() do return child end
 end
