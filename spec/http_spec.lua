@@ -544,3 +544,20 @@ print("headers %.1f %s" % (t0_answer - t0, got.split(b"\r\n")[0].decode()))
     end
   end)
 end)
+
+describe("sacm.http helpers", function()
+  local http = require "sacm.http"
+
+  it("writes and reads IMF-fixdate (RFC 9110 5.6.7), the one date form it sends", function()
+    assert.equal("Thu, 01 Jan 1970 00:00:00 GMT", http.date(0))
+    assert.equal("Tue, 14 Nov 2023 22:13:20 GMT", http.date(1700000000.9))
+    for _, t in ipairs({ 0, 951782400, 1700000000, 4102444799 }) do
+      assert.equal(t, http.parse_date(http.date(t)))
+    end
+    -- the obsolete forms, a wrong month and nothing at all are not dates
+    assert.is_nil(http.parse_date("Sunday, 06-Nov-94 08:49:37 GMT"))
+    assert.is_nil(http.parse_date("Sun Nov  6 08:49:37 1994"))
+    assert.is_nil(http.parse_date("Sun, 06 Now 1994 08:49:37 GMT"))
+    assert.is_nil(http.parse_date(nil))
+  end)
+end)

@@ -15,6 +15,7 @@ local task = require "sacm.task"
 local errors = require "sacm.error"
 local crypto = require "sacm.crypto"
 local log = require("sacm.log").new("http")
+local time = require "sacm.time"
 
 local M = {}
 
@@ -153,11 +154,29 @@ end
 local OWNED = { ["content-length"] = true, ["transfer-encoding"] = true, ["date"] = true, ["connection"] = true }
 
 local date_second, date_text
+local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10,
+  Nov = 11, Dec = 12 }
+
+--- date(seconds) -> the time as an IMF-fixdate (RFC 9110 5.6.7), for Date and Last-Modified.
+---@param t number seconds since the epoch (a fraction is cut)
+---@return string date
+function M.date(t)
+  return os.date("!%a, %d %b %Y %H:%M:%S GMT", math.floor(t))
+end
+
+--- parse_date(text) -> seconds | nil. IMF-fixdate only (what every current client sends).
+---@param s string?
+---@return integer? seconds
+function M.parse_date(s)
+  local d, mon, y, hh, mm, ss = (s or ""):match("^%a%a%a, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  if not d or not MONTHS[mon] then return nil end
+  return time.parse(("%s-%02d-%sT%s:%s:%sZ"):format(y, MONTHS[mon], d, hh, mm, ss))
+end
+
+-- the Date header of every response: formatted once a second
 local function http_date()
   local now = os.time()
-  if now ~= date_second then
-    date_second, date_text = now, os.date("!%a, %d %b %Y %H:%M:%S GMT", now)
-  end
+  if now ~= date_second then date_second, date_text = now, M.date(now) end
   return date_text
 end
 

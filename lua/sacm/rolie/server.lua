@@ -46,21 +46,6 @@ Provider.__index = Provider
 
 ---------------------------------------------------------------------------- HTTP details
 
-local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10,
-  Nov = 11, Dec = 12 }
-
---- http_date(seconds) -> IMF-fixdate (RFC 9110 5.6.7).
-function M.http_date(t)
-  return os.date("!%a, %d %b %Y %H:%M:%S GMT", math.floor(t))
-end
-
---- parse_http_date(text) -> seconds | nil. IMF-fixdate only (what every current client sends).
-function M.parse_http_date(s)
-  local d, mon, y, hh, mm, ss = (s or ""):match("^%a%a%a, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
-  if not d or not MONTHS[mon] then return nil end
-  return time.parse(("%s-%02d-%sT%s:%s:%sZ"):format(y, MONTHS[mon], d, hh, mm, ss))
-end
-
 -- RFC 9110 13.1.2: weak comparison; "*" matches any current representation.
 local function etag_matches(header, etag)
   if header == etag then return true end -- what a client sends back most of the time
@@ -75,7 +60,7 @@ end
 local function not_modified(req, etag, last_modified)
   local inm = req.headers["if-none-match"]
   if inm then return etag_matches(inm, etag) end -- If-Modified-Since is ignored when this is present
-  local ims = M.parse_http_date(req.headers["if-modified-since"])
+  local ims = http.parse_date(req.headers["if-modified-since"])
   return ims ~= nil and last_modified ~= nil and math.floor(last_modified) <= ims
 end
 
@@ -92,7 +77,7 @@ end
 -- A body with its validators, worked out once: {body, ctype, etag, last_modified, last_modified_text}.
 local function validated(ctype, body, last_modified)
   return { body = body, ctype = ctype, etag = '"' .. crypto.hex(crypto.sha256(body)):sub(1, 32) .. '"',
-    last_modified = last_modified, last_modified_text = last_modified and M.http_date(last_modified) }
+    last_modified = last_modified, last_modified_text = last_modified and http.date(last_modified) }
 end
 
 -- The answer for a validated body, 304 when the client's copy is current.
