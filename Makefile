@@ -7,14 +7,18 @@ SHAREDIR  = $(PREFIX)/share/sacmrun
 MANDIR    = $(PREFIX)/share/man/man1
 
 # The binary links only what every script needs. OpenSSL and libstrophe cost more at exec than
-# the whole runtime (docs/performance.md), so the modules that use them (crypto.c, xmpp.c) are a
-# shared object loaded on first require; so is sqlite.c (libsqlite3 added 11% to start-up), and
-# pg.c (libpq pulls in OpenSSL, Kerberos and LDAP: no plain script should map those).
+# the whole runtime (docs/performance.md), so the modules that use them are shared objects loaded
+# on first require, one per concern so a script maps only what it uses: crypto (digests, X.509:
+# libcrypto), xmpp (libstrophe), http (server and client: libssl, http-parser). So is sqlite.c
+# (libsqlite3 added 11% to start-up), and pg.c (libpq pulls in OpenSSL, Kerberos and LDAP: no
+# plain script should map those). What they share lives in the binary (sacm_*, exports.list).
 CORE_PKGS = lua5.4 libuv expat
-TLS_PKGS  = lua5.4 libuv openssl libstrophe
+CRYPTO_PKGS = lua5.4 libuv libcrypto
+XMPP_PKGS = lua5.4 libuv libstrophe libcrypto
+HTTP_PKGS = lua5.4 libuv openssl
 SQLITE_PKGS = lua5.4 sqlite3
 PG_PKGS   = lua5.4 libpq
-PKGS      = $(CORE_PKGS) $(TLS_PKGS) $(SQLITE_PKGS) $(PG_PKGS)
+PKGS      = $(CORE_PKGS) $(HTTP_PKGS) $(XMPP_PKGS) $(SQLITE_PKGS) $(PG_PKGS)
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARNINGS = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -23,33 +27,35 @@ WARNINGS += -Werror
 endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CORE_LIBS  := $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -ldl -lm
-TLS_LIBS   := $(shell pkg-config --libs $(TLS_PKGS) 2>/dev/null) -lhttp_parser
+CRYPTO_LIBS := $(shell pkg-config --libs $(CRYPTO_PKGS) 2>/dev/null)
+XMPP_LIBS  := $(shell pkg-config --libs $(XMPP_PKGS) 2>/dev/null)
+HTTP_LIBS  := $(shell pkg-config --libs $(HTTP_PKGS) 2>/dev/null) -lhttp_parser
 SQLITE_LIBS := $(shell pkg-config --libs $(SQLITE_PKGS) 2>/dev/null)
 PG_LIBS    := $(shell pkg-config --libs $(PG_PKGS) 2>/dev/null || echo -lpq)
 # readline also costs every start (about 0.5 ms and 300 KB): the REPL is a module of its own too.
 REPL_LIBS  := $(shell pkg-config --libs readline 2>/dev/null || echo -lreadline)
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
              -DSACM_SHAREDIR='"$(SHAREDIR)"' -DSACM_LIBDIR='"$(LIBDIR)"'
-# the runtime's sacm_* functions, for the TLS module
+# the runtime's sacm_* functions, for the loadable modules
 EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 
-TLS_SRCS  = runtime/crypto.c runtime/x509.c runtime/xmpp.c runtime/xmpp_error.c runtime/xmpp_stanza.c runtime/http.c \
-            runtime/http_conn.c runtime/http_tls.c runtime/http_client.c runtime/http_client_tls.c \
-            runtime/http_common.c
+CRYPTO_SRCS = runtime/crypto.c runtime/x509.c
+XMPP_SRCS = runtime/xmpp.c runtime/xmpp_error.c runtime/xmpp_stanza.c
+HTTP_SRCS = runtime/http.c runtime/http_conn.c runtime/http_tls.c runtime/http_client.c \
+            runtime/http_client_tls.c runtime/http_common.c
 SQLITE_SRCS = runtime/sqlite.c runtime/sqlite_stmt.c
 PG_SRCS   = runtime/pg.c
 REPL_SRCS = runtime/repl.c
-SRCS      = $(filter-out $(TLS_SRCS) $(SQLITE_SRCS) $(PG_SRCS) $(REPL_SRCS),$(wildcard runtime/*.c))
+# The loadable modules, NAME:VARIABLE: <binary>-NAME.so in the tree (sacmrun-NAME.so installed under
+# LIBDIR), built from VARIABLE_SRCS and linked with VARIABLE_LIBS only.
+MODULES   = crypto:CRYPTO xmpp:XMPP http:HTTP sqlite:SQLITE pg:PG repl:REPL
+module_name = $(firstword $(subst :, ,$(1)))
+module_var  = $(lastword $(subst :, ,$(1)))
+MODULE_SOS  = $(foreach m,$(MODULES),sacmrun-$(call module_name,$(m)).so)
+ASAN_MODULE_SOS = $(foreach m,$(MODULES),sacmrun-asan-$(call module_name,$(m)).so)
+SRCS      = $(filter-out $(foreach m,$(MODULES),$($(call module_var,$(m))_SRCS)),$(wildcard runtime/*.c))
 OBJS      = $(SRCS:runtime/%.c=build/obj/%.o)
-TLS_OBJS  = $(TLS_SRCS:runtime/%.c=build/obj/%.o)
 ASAN_OBJS = $(SRCS:runtime/%.c=build/asan/%.o)
-ASAN_TLS_OBJS = $(TLS_SRCS:runtime/%.c=build/asan/%.o)
-SQLITE_OBJS = $(SQLITE_SRCS:runtime/%.c=build/obj/%.o)
-ASAN_SQLITE_OBJS = $(SQLITE_SRCS:runtime/%.c=build/asan/%.o)
-PG_OBJS   = $(PG_SRCS:runtime/%.c=build/obj/%.o)
-ASAN_PG_OBJS = $(PG_SRCS:runtime/%.c=build/asan/%.o)
-REPL_OBJS = $(REPL_SRCS:runtime/%.c=build/obj/%.o)
-ASAN_REPL_OBJS = $(REPL_SRCS:runtime/%.c=build/asan/%.o)
 SANITIZE  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 # Installed commands: examples/SCRIPT.lua as PREFIX/bin/sacm-NAME (SCRIPT:NAME).
@@ -58,7 +64,7 @@ COMMANDS = grid/repository:repository grid/evaluator:evaluator grid/collector:co
 
 .PHONY: all deps test test-fast test-unit test-asan test-c lint check-docs check-install demo bench install uninstall clean FORCE fuzz fuzz-build fuzz-smoke
 
-all: sacmrun sacmrun-tls.so sacmrun-sqlite.so sacmrun-pg.so sacmrun-repl.so
+all: sacmrun $(MODULE_SOS)
 
 deps:
 	@tools/install-deps.sh
@@ -66,16 +72,15 @@ deps:
 sacmrun: $(OBJS) runtime/exports.list
 	$(CC) $(CFLAGS) $(EXPORTS) -o $@ $(OBJS) $(CORE_LIBS)
 
-# In the source tree the module sits next to the binary as <binary>-tls.so.
-sacmrun-tls.so: $(TLS_OBJS)
-	$(CC) $(CFLAGS) -shared -o $@ $(TLS_OBJS) $(TLS_LIBS)
-
-sacmrun-sqlite.so: $(SQLITE_OBJS)
-	$(CC) $(CFLAGS) -shared -o $@ $(SQLITE_OBJS) $(SQLITE_LIBS)
-sacmrun-pg.so: $(PG_OBJS)
-	$(CC) $(CFLAGS) -shared -o $@ $(PG_OBJS) $(PG_LIBS)
-sacmrun-repl.so: $(REPL_OBJS)
-	$(CC) $(CFLAGS) -shared -o $@ $(REPL_OBJS) $(REPL_LIBS)
+# One rule pair per module: sacmrun-NAME.so and its instrumented twin sacmrun-asan-NAME.so
+# (the ASan binary loads <binary>-NAME.so, so it gets its own copy).
+define module_rules
+sacmrun-$(1).so: $$($(2)_SRCS:runtime/%.c=build/obj/%.o)
+	$$(CC) $$(CFLAGS) -shared -o $$@ $$^ $$($(2)_LIBS)
+sacmrun-asan-$(1).so: $$($(2)_SRCS:runtime/%.c=build/asan/%.o)
+	$$(CC) $$(CFLAGS) $$(SANITIZE) -shared -o $$@ $$^ $$($(2)_LIBS)
+endef
+$(foreach m,$(MODULES),$(eval $(call module_rules,$(call module_name,$(m)),$(call module_var,$(m)))))
 
 # Header dependencies come from the compiler (-MMD writes build/*/NAME.d beside each object,
 # -MP adds an empty rule per header so a deleted header does not stop the build).
@@ -95,18 +100,8 @@ FORCE:
 
 # The same binary with AddressSanitizer and UBSan. It lives in the source tree's root as
 # sacmrun-asan so it finds lua/ the same way ./sacmrun does.
-sacmrun-asan: $(ASAN_OBJS) runtime/exports.list sacmrun-asan-tls.so sacmrun-asan-sqlite.so sacmrun-asan-pg.so sacmrun-asan-repl.so
+sacmrun-asan: $(ASAN_OBJS) runtime/exports.list $(ASAN_MODULE_SOS)
 	$(CC) $(CFLAGS) $(SANITIZE) $(EXPORTS) -o $@ $(ASAN_OBJS) $(CORE_LIBS)
-
-sacmrun-asan-tls.so: $(ASAN_TLS_OBJS)
-	$(CC) $(CFLAGS) $(SANITIZE) -shared -o $@ $(ASAN_TLS_OBJS) $(TLS_LIBS)
-
-sacmrun-asan-sqlite.so: $(ASAN_SQLITE_OBJS)
-	$(CC) $(CFLAGS) $(SANITIZE) -shared -o $@ $(ASAN_SQLITE_OBJS) $(SQLITE_LIBS)
-sacmrun-asan-pg.so: $(ASAN_PG_OBJS)
-	$(CC) $(CFLAGS) $(SANITIZE) -shared -o $@ $(ASAN_PG_OBJS) $(PG_LIBS)
-sacmrun-asan-repl.so: $(ASAN_REPL_OBJS)
-	$(CC) $(CFLAGS) $(SANITIZE) -shared -o $@ $(ASAN_REPL_OBJS) $(REPL_LIBS)
 
 build/asan/%.o: runtime/%.c | build/asan
 	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -O1 $(SANITIZE) -c -o $@ $<
@@ -159,7 +154,7 @@ build/fuzz/obj/harness.o: fuzz/harness.c fuzz/harness.h runtime/sacmrun.h | buil
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -DFUZZ_DIR='"$(CURDIR)/fuzz"' -DFUZZ_LUA_DIR='"$(CURDIR)/lua"' -c -o $@ $<
 build/fuzz/%: fuzz/%.c fuzz/harness.h build/fuzz/obj/harness.o $(FUZZ_RUNTIME_OBJS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/obj/harness.o $(FUZZ_RUNTIME_OBJS) \
-	  $(CORE_LIBS) $(TLS_LIBS)
+	  $(CORE_LIBS) $(CRYPTO_LIBS) $(XMPP_LIBS) $(HTTP_LIBS)
 build/fuzz/obj:
 	mkdir -p $@
 
@@ -174,7 +169,7 @@ fuzz-smoke: fuzz-build
 # C-level table-driven tests (spec/c/): helpers Lua cannot drive piece by piece, under ASan+UBSan.
 C_TEST_SRCS = spec/c/runtime_test.c runtime/options.c runtime/http_common.c
 build/runtime_test: $(C_TEST_SRCS) runtime/options.h runtime/http_common.h | build/asan
-	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -o $@ $(C_TEST_SRCS) $(TLS_LIBS)
+	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -o $@ $(C_TEST_SRCS) $(HTTP_LIBS)
 test-c: build/runtime_test
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/runtime_test
 
@@ -200,6 +195,10 @@ check-install:
 	rm -rf "$$tmp/src"; \
 	out=$$(cd / && "$$tmp/prefix/bin/sacmrun" -e 'print(require("sacm._build").share_dir, sacm.crypto.uuid() ~= nil and require("sacm._xmpp").new ~= nil and require("sacm._sqlite").open(":memory:") ~= nil and require("sacm._pg").connect ~= nil)'); \
 	test "$$out" = "$$tmp/prefix/share/sacmrun	true" || { echo "check-install: got '$$out'"; exit 1; }; \
+	for so in $(MODULE_SOS); do test -f "$$tmp/prefix/lib/sacmrun/$$so" || { echo "check-install: $$so not installed"; exit 1; }; done; \
+	loaded=$$(cd / && "$$tmp/prefix/bin/sacmrun" -e 'for _, m in ipairs{"_crypto", "_x509", "_xmpp", "_http", "_http_client", "_sqlite", "_pg", "_repl"} do require("sacm." .. m) end; local seen = {}; for path in io.open("/proc/self/maps"):read("a"):gmatch("(/%S+/sacmrun%-[%w]+%.so)\n") do if not seen[path] then seen[path] = true; print(path) end end' | sort); \
+	want=$$(for so in $(MODULE_SOS); do echo "$$tmp/prefix/lib/sacmrun/$$so"; done | sort); \
+	test "$$loaded" = "$$want" || { echo "check-install: the modules mapped from the prefix were '$$loaded', wanted '$$want'"; exit 1; }; \
 	test -f "$$tmp/prefix/share/man/man1/sacmrun.1"; \
 	cd / && "$$tmp/prefix/bin/sacm-assess" --help | grep -q '^usage: sacm-assess' \
 	  || { echo "check-install: sacm-assess --help does not run from the prefix"; exit 1; }; \
@@ -210,7 +209,7 @@ check-install:
 	if command -v systemd-analyze >/dev/null; then \
 	  SYSTEMD_LOG_LEVEL=err systemd-analyze verify --man=no "$$tmp/prefix/share/sacmrun/systemd/"*.service "$$tmp/prefix/share/sacmrun/systemd/"*.timer \
 	    || { echo "check-install: systemd-analyze verify refused the installed units"; exit 1; }; fi; \
-	echo "check-install: installed sacmrun, its commands and units run from the prefix"
+	echo "check-install: installed sacmrun, its modules ($(MODULE_SOS)), commands and units run from the prefix"
 
 demo: deps
 	$(MAKE) all
@@ -223,10 +222,7 @@ bench: deps
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(SHAREDIR) $(DESTDIR)$(MANDIR)
 	install -m 0755 sacmrun $(DESTDIR)$(BINDIR)/sacmrun
-	install -m 0644 sacmrun-tls.so $(DESTDIR)$(LIBDIR)/sacmrun-tls.so
-	install -m 0644 sacmrun-sqlite.so $(DESTDIR)$(LIBDIR)/sacmrun-sqlite.so
-	install -m 0644 sacmrun-pg.so $(DESTDIR)$(LIBDIR)/sacmrun-pg.so
-	install -m 0644 sacmrun-repl.so $(DESTDIR)$(LIBDIR)/sacmrun-repl.so
+	install -m 0644 $(MODULE_SOS) $(DESTDIR)$(LIBDIR)/
 	cp -R lua $(DESTDIR)$(SHAREDIR)/
 	if [ -d policies ]; then cp -R policies $(DESTDIR)$(SHAREDIR)/; fi
 	# the grid's Prosody modules (ccm2 certificates, EXTERNAL against the ccm2 list): plugin_paths

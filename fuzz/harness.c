@@ -35,7 +35,7 @@ static void count_line(lua_State *L, lua_Debug *ar)
     previous_location = location >> 1;
 }
 
-/* The modules the runtime loads from sacmrun-tls.so on first require are linked into the
+/* The modules the runtime loads from sacmrun-crypto/-xmpp/-http.so on first require are linked into the
  * target instead: preload them directly. */
 static void preload_linked_modules(lua_State *L)
 {

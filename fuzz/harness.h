@@ -1,6 +1,6 @@
 /* fuzz/harness.h: what the libFuzzer targets share. Each target is one fuzz/<name>.c; those that
  * check Lua code run fuzz/<name>.lua in one Lua state set up as the runtime's (state.c), with the
- * modules of sacmrun-tls.so linked in, so the real lua/sacm modules run unchanged. */
+ * modules of sacmrun-crypto.so, -xmpp.so and -http.so linked in, so the real lua/sacm modules run unchanged. */
 #ifndef SACM_FUZZ_HARNESS_H
 #define SACM_FUZZ_HARNESS_H
 #include <stddef.h>

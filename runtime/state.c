@@ -21,16 +21,19 @@
 static lua_State *main_state;
 static int closing;
 
-/* Modules kept out of the binary because their libraries are costly to map at every start:
- * OpenSSL and libstrophe (sacmrun-tls.so), SQLite (sacmrun-sqlite.so), libpq (sacmrun-pg.so),
- * readline (sacmrun-repl.so).
- * Loaded on first require. */
+/* Modules kept out of the binary because their libraries are costly to map at every start, one
+ * shared object per concern so a script maps only the libraries it uses: libcrypto
+ * (sacmrun-crypto.so: digests, X.509), libstrophe (sacmrun-xmpp.so), libssl and http-parser
+ * (sacmrun-http.so: server and client), SQLite (sacmrun-sqlite.so), libpq (sacmrun-pg.so),
+ * readline (sacmrun-repl.so). Loaded on first require. */
 struct lazy_library {
     const char *suffix; /* the file is <binary>-<suffix>.so in the tree, sacmrun-<suffix>.so installed */
     char path[PATH_MAX + 16];
     void *handle;
 };
-static struct lazy_library tls_library = {"tls", "", NULL};
+static struct lazy_library crypto_library = {"crypto", "", NULL};
+static struct lazy_library xmpp_library = {"xmpp", "", NULL};
+static struct lazy_library http_library = {"http", "", NULL};
 static struct lazy_library sqlite_library = {"sqlite", "", NULL};
 static struct lazy_library pg_library = {"pg", "", NULL};
 static struct lazy_library repl_library = {"repl", "", NULL};
@@ -118,11 +121,11 @@ static void set_paths(lua_State *L)
     char share[PATH_MAX];
     int in_tree;
     find_share_dir(share, sizeof share, &in_tree);
-    /* In the tree the loadable modules sit beside the binary as <binary>-tls.so (so
+    /* In the tree the loadable modules sit beside the binary as <binary>-crypto.so (so
      * ./sacmrun-asan gets its own instrumented copies); installed, in the library directory. */
     char exe[PATH_MAX];
     ssize_t n = in_tree ? readlink("/proc/self/exe", exe, sizeof exe - 1) : -1;
-    struct lazy_library *libs[] = {&tls_library, &sqlite_library, &pg_library, &repl_library};
+    struct lazy_library *libs[] = {&crypto_library, &xmpp_library, &http_library, &sqlite_library, &pg_library, &repl_library};
     for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
         if (n > 0)
             snprintf(libs[i]->path, sizeof libs[i]->path, "%.*s-%s.so", (int)n, exe, libs[i]->suffix);
@@ -208,11 +211,11 @@ static void preload(lua_State *L)
         const char *name;
         struct lazy_library *lib;
     } lazy[] = {
-        {"sacm._crypto", &tls_library},
-        {"sacm._x509", &tls_library},
-        {"sacm._xmpp", &tls_library},
-        {"sacm._http", &tls_library},
-        {"sacm._http_client", &tls_library},
+        {"sacm._crypto", &crypto_library},
+        {"sacm._x509", &crypto_library},
+        {"sacm._xmpp", &xmpp_library},
+        {"sacm._http", &http_library},
+        {"sacm._http_client", &http_library},
         {"sacm._sqlite", &sqlite_library},
         {"sacm._pg", &pg_library},
         {"sacm._repl", &repl_library},
