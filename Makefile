@@ -42,7 +42,7 @@ EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 CRYPTO_SRCS = runtime/crypto.c runtime/x509.c
 XMPP_SRCS = runtime/xmpp.c runtime/xmpp_error.c runtime/xmpp_stanza.c
 HTTP_SRCS = runtime/http.c runtime/http_conn.c runtime/http_tls.c runtime/http_client.c \
-            runtime/http_client_tls.c runtime/http_common.c
+            runtime/http_client_tls.c runtime/http_common.c runtime/tls_stream.c
 SQLITE_SRCS = runtime/sqlite.c runtime/sqlite_stmt.c
 PG_SRCS   = runtime/pg.c
 REPL_SRCS = runtime/repl.c
@@ -166,12 +166,16 @@ fuzz: deps fuzz-build
 fuzz-smoke: fuzz-build
 	fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
-# C-level table-driven tests (spec/c/): helpers Lua cannot drive piece by piece, under ASan+UBSan.
+# C-level table-driven tests (spec/c/): helpers Lua cannot drive piece by piece (options, headers,
+# the TLS stream of the HTTP server and client), under ASan+UBSan.
 C_TEST_SRCS = spec/c/runtime_test.c runtime/options.c runtime/http_common.c
-build/runtime_test: $(C_TEST_SRCS) runtime/options.h runtime/http_common.h | build/asan
+build/runtime_test: $(C_TEST_SRCS) spec/c/check.h runtime/options.h runtime/http_common.h | build/asan
 	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -o $@ $(C_TEST_SRCS) $(HTTP_LIBS)
-test-c: build/runtime_test
+build/tls_stream_test: spec/c/tls_stream_test.c spec/c/check.h runtime/tls_stream.c runtime/tls_stream.h | build/asan
+	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -o $@ spec/c/tls_stream_test.c runtime/tls_stream.c $(HTTP_LIBS)
+test-c: build/runtime_test build/tls_stream_test
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/runtime_test
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/tls_stream_test
 
 # Every public function of the main Lua modules has an entry in docs/api/ (tools/check-api-docs.lua)
 # and LuaCATS annotations (tools/check-api-annotations.lua); tools/api-modules.lua lists them.

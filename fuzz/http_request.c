@@ -34,7 +34,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     lua_State *L = fuzz_state();
-    luaL_requiref(L, "sacm._http", luaopen_sacm__http, 0); /* sets up the parser callbacks */
+    luaL_requiref(L, "sacm._http", luaopen_sacm__http, 0); /* defines the connection type */
     lua_pop(L, 1);
     lua_target = fuzz_lua_target("http_request.lua");
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua_target);
@@ -68,13 +68,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     conn->self_ref = conn->tls_ref = LUA_NOREF;
     uv_timer_init(sacm_loop(), &conn->timer); /* deadlines are armed, never run: no loop */
     conn->timer.data = conn;
-    conn->ssl = SSL_new(server->ctx);
-    conn->rbio = BIO_new(BIO_s_mem());
-    conn->wbio = BIO_new(BIO_s_mem());
-    if (!conn->ssl || !conn->rbio || !conn->wbio)
+    if (hs_tls_start(conn) < 0)
         abort();
-    SSL_set_bio(conn->ssl, conn->rbio, conn->wbio);
-    SSL_set_accept_state(conn->ssl);
     return 0;
 }
 
@@ -83,24 +78,19 @@ static void conn_reset(conn_t *c)
 {
     lua_State *L = fuzz_state();
     uv_timer_stop(&c->timer);
-    buf_free(&c->head);
-    buf_free(&c->body);
+    http_message_free(&c->msg);
     buf_free(&c->pending);
-    headers_free(&c->headers);
     luaL_unref(L, LUA_REGISTRYINDEX, c->tls_ref);
     uv_timer_t timer = c->timer;
-    SSL *ssl = c->ssl;
-    BIO *rbio = c->rbio, *wbio = c->wbio;
+    tls_stream tls = c->tls;
     memset(c, 0, sizeof *c);
     c->timer = timer;
-    c->ssl = ssl;
-    c->rbio = rbio;
-    c->wbio = wbio;
+    c->tls = tls;
     c->srv = server;
     c->self_ref = c->tls_ref = LUA_NOREF;
     box.c = c;
     c->box = &box;
-    c->handshake_done = 0; /* hs_send_error writes nothing then: the status is what counts */
+    c->tls.handshake_done = 0; /* hs_send_error writes nothing then: the status is what counts */
     snprintf(c->remote, sizeof c->remote, "127.0.0.1");
     c->remote_port = 40000;
     c->state = ST_HANDSHAKE;

@@ -1,8 +1,8 @@
 /* sacm._http: an HTTPS/1.1 server on the libuv loop.
  *
- * Each connection is a uv_tcp_t whose bytes go through an OpenSSL SSL object over a pair of
- * memory BIOs (http_tls.c; nothing here ever blocks). Connections from accept to close, their
- * deadlines and the connection limits are in http_conn.c. Requests are parsed by
+ * Each connection is a uv_tcp_t whose bytes go through a TLS stream over memory BIOs
+ * (tls_stream.c, used as http_tls.c says; nothing here ever blocks). Connections from accept to
+ * close, their deadlines and the connection limits are in http_conn.c. Requests are parsed by
  * http-parser, never by hand. One request per connection is in Lua at a time: the parser is
  * paused when a message is complete, so pipelined requests are answered in order, and reading
  * stops until the response is written (back-pressure on a client that floods us).
@@ -70,7 +70,7 @@ static int fail_request(conn_t *c, int status)
 
 static int check_head(conn_t *c)
 {
-    if (c->head.len > c->srv->max_header_size)
+    if (c->msg.head.len > c->srv->max_header_size)
         return fail_request(c, 431);
     return 0;
 }
@@ -78,12 +78,12 @@ static int check_head(conn_t *c)
 static int on_message_begin(http_parser *p)
 {
     conn_t *c = p->data;
-    c->head.len = 0;
+    c->msg.head.len = 0;
     c->url_len = 0;
-    headers_clear(&c->headers);
+    headers_clear(&c->msg.headers);
     c->has_query = 0;
-    buf_reset(&c->head, 16384);
-    buf_reset(&c->body, 65536);
+    buf_reset(&c->msg.head, 16384);
+    buf_reset(&c->msg.body, 65536);
     if (c->state != ST_HEADERS)
         hs_enter(c, ST_HEADERS);
     return 0;
@@ -94,7 +94,7 @@ static int on_url(http_parser *p, const char *at, size_t len)
     conn_t *c = p->data;
     if (c->url_len + len > c->srv->max_url)
         return fail_request(c, 414);
-    if (buf_append(&c->head, at, len) < 0)
+    if (buf_append(&c->msg.head, at, len) < 0)
         return fail_request(c, 500);
     c->url_len += len;
     return check_head(c);
@@ -118,9 +118,9 @@ static int check_version(conn_t *c)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
-    if (c->headers.n == 0 && check_version(c) < 0)
+    if (c->msg.headers.n == 0 && check_version(c) < 0)
         return -1;
-    switch (headers_add_field(&c->headers, &c->head, at, len, c->srv->max_headers)) {
+    switch (headers_add_field(&c->msg.headers, &c->msg.head, at, len, c->srv->max_headers)) {
     case HEADERS_TOO_MANY:
         return fail_request(c, 431);
     case HEADERS_NO_MEMORY:
@@ -132,7 +132,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
-    switch (headers_add_value(&c->headers, &c->head, at, len)) {
+    switch (headers_add_value(&c->msg.headers, &c->msg.head, at, len)) {
     case HEADERS_NO_NAME:
         return fail_request(c, 400);
     case HEADERS_NO_MEMORY:
@@ -146,9 +146,9 @@ static const header_span *find_header(conn_t *c, const char *name, int *count)
     size_t n = strlen(name);
     const header_span *found = NULL;
     *count = 0;
-    for (int i = 0; i < c->headers.n; i++) {
-        const header_span *h = &c->headers.spans[i];
-        if (h->name_len == n && memcmp(c->head.p + h->name_off, name, n) == 0) {
+    for (int i = 0; i < c->msg.headers.n; i++) {
+        const header_span *h = &c->msg.headers.spans[i];
+        if (h->name_len == n && memcmp(c->msg.head.p + h->name_off, name, n) == 0) {
             if (found == NULL)
                 found = h;
             (*count)++;
@@ -166,7 +166,7 @@ static int on_headers_complete(http_parser *p)
     /* the request target: origin-form, absolute-form, or "*" (OPTIONS) */
     struct http_parser_url u;
     http_parser_url_init(&u);
-    const char *url = c->head.p;
+    const char *url = c->msg.head.p;
     if (c->url_len == 1 && url[0] == '*') {
         c->path_off = 0;
         c->path_len = 1;
@@ -192,7 +192,7 @@ static int on_headers_complete(http_parser *p)
         return fail_request(c, 413);
     int expects;
     const header_span *expect = find_header(c, "expect", &expects);
-    if (expect && expect->value_len == 12 && strncasecmp(c->head.p + expect->value_off, "100-continue", 12) == 0 &&
+    if (expect && expect->value_len == 12 && strncasecmp(c->msg.head.p + expect->value_off, "100-continue", 12) == 0 &&
         p->http_minor >= 1) {
         static const char go_on[] = "HTTP/1.1 100 Continue\r\n\r\n";
         if (hs_tls_write(c, go_on, sizeof go_on - 1) < 0)
@@ -207,7 +207,7 @@ static int on_headers_complete(http_parser *p)
 static int on_chunk_header(http_parser *p)
 {
     conn_t *c = p->data;
-    if (p->content_length > c->srv->max_body - c->body.len)
+    if (p->content_length > c->srv->max_body - c->msg.body.len)
         return fail_request(c, 413);
     return 0;
 }
@@ -215,9 +215,9 @@ static int on_chunk_header(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
-    if (c->body.len + len > c->srv->max_body)
+    if (c->msg.body.len + len > c->srv->max_body)
         return fail_request(c, 413);
-    if (buf_append(&c->body, at, len) < 0)
+    if (buf_append(&c->msg.body, at, len) < 0)
         return fail_request(c, 500);
     return 0;
 }
@@ -272,7 +272,7 @@ static int deliver_lua(lua_State *L)
 {
     conn_t *c = lua_touserdata(L, 1);
     http_parser *p = &c->parser;
-    const char *h = c->head.p ? c->head.p : "";
+    const char *h = c->msg.head.p ? c->msg.head.p : "";
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->srv->cb_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
     lua_createtable(L, 0, 12);
@@ -290,14 +290,14 @@ static int deliver_lua(lua_State *L)
     lua_setfield(L, -2, "version");
     lua_pushboolean(L, http_should_keep_alive(p) && !c->close_after);
     lua_setfield(L, -2, "keep_alive");
-    lua_pushlstring(L, c->body.p ? c->body.p : "", c->body.len);
+    lua_pushlstring(L, c->msg.body.p ? c->msg.body.p : "", c->msg.body.len);
     lua_setfield(L, -2, "body");
     lua_pushstring(L, c->remote);
     lua_setfield(L, -2, "remote");
     lua_pushinteger(L, c->remote_port);
     lua_setfield(L, -2, "remote_port");
 
-    headers_push(L, &c->headers, h);
+    headers_push(L, &c->msg.headers, h);
     lua_setfield(L, -2, "headers");
 
     if (c->tls_ref == LUA_NOREF) {
@@ -393,7 +393,7 @@ static int l_respond(lua_State *L)
         hs_flush(c);
         hs_enter(c, ST_IDLE);
         if (!c->in_process) {
-            if (c->pending.len > 0 || BIO_ctrl_pending(c->rbio) > 0 || SSL_pending(c->ssl) > 0) {
+            if (c->pending.len > 0 || tls_stream_has_input(&c->tls)) {
                 /* a pipelined request is buffered: parse it from the loop, not from this task */
                 hs_schedule(c);
             } else {
@@ -452,7 +452,7 @@ static void server_close(lua_State *L, server_t *s, int graceful)
         s->box->s = NULL;
     s->box = NULL;
     for (conn_t *c = s->conns; c; c = c->next) {
-        if (!graceful || !c->handshake_done)
+        if (!graceful || !c->tls.handshake_done)
             hs_conn_close(c);
         else if (c->busy)
             c->close_after = 1; /* its handler answers, then it closes */

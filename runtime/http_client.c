@@ -1,9 +1,8 @@
 /* sacm._http_client: HTTPS connections that carry one request at a time, on the libuv loop.
  *
- * The connection is a uv_tcp_t whose bytes go through an OpenSSL SSL object over a pair of
- * memory BIOs, as in http.c: libuv reads ciphertext into the read BIO, whatever OpenSSL puts
- * into the write BIO goes to uv_write, so neither the handshake nor a slow server ever blocks
- * the loop. The response is parsed by http-parser. Lua (lua/sacm/http/client.lua) parses the
+ * The connection is a uv_tcp_t whose bytes go through a TLS stream over memory BIOs, the
+ * server's kind (tls_stream.c), so neither the handshake nor a slow server ever blocks the
+ * loop. The response is parsed by http-parser. Lua (lua/sacm/http/client.lua) parses the
  * URL, resolves the name, writes the request head, keeps the deadline and tries the next
  * address; this file connects, verifies the server, sends the bytes and reads the response.
  *
@@ -29,14 +28,15 @@
 #include <http_parser.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include "sacmrun.h"
 #include "options.h"
 #include "http_common.h"
 #include "http_client_tls.h"
+#include "tls_stream.h"
 
 #define CONN_MT "sacm.HttpClientConnection"
 #define READ_CHUNK 65536
-#define PLAIN_CHUNK 16384
 /* The status line and headers of a response: more is not a server we want to talk to. */
 #define MAX_HEAD (64 * 1024)
 #define MAX_HEADERS 256
@@ -46,24 +46,21 @@ struct conn_box;
 typedef struct conn {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
-    SSL *ssl;
-    BIO *rbio, *wbio;
+    tls_stream tls;
     http_parser parser;
     struct conn_box *box;
     int cb_ref, self_ref;
     /* the connection: parked = idle in the pool, reading only to see it end */
-    int closed, handshake_done, parked, requests;
+    int closed, parked, requests;
     /* the current request; finished once its callback ran (or it was abandoned) */
     int finished, close_notify, headers_done, message_done, head_only, got_bytes, reusable;
     int peer_gone; /* the failure was the server closing or resetting the connection */
     size_t max_body;
     buffer out; /* the request, sent when the handshake is done */
 
-    /* the response: reason phrase, then header names (lowercased) and values, in `head` */
-    buffer head;
+    /* the response: reason phrase, then header names (lowercased) and values, in msg.head */
+    http_message msg;
     size_t reason_len;
-    header_list headers;
-    buffer body;
 
     const char *error;  /* a condition when the request failed, NULL otherwise */
     char error_text[320];
@@ -101,12 +98,9 @@ static void on_closed(uv_handle_t *handle)
     conn_t *c = handle->data;
     if (c->box)
         c->box->c = NULL;
-    if (c->ssl)
-        SSL_free(c->ssl); /* frees both BIOs */
+    tls_stream_free(&c->tls);
     buf_free(&c->out);
-    buf_free(&c->head);
-    buf_free(&c->body);
-    headers_free(&c->headers);
+    http_message_free(&c->msg);
     free(c);
 }
 
@@ -135,7 +129,7 @@ static void conn_close(conn_t *c)
 
 static void push_response(lua_State *L, conn_t *c)
 {
-    const char *h = c->head.p ? c->head.p : "";
+    const char *h = c->msg.head.p ? c->msg.head.p : "";
     lua_createtable(L, 0, 6);
     lua_pushinteger(L, c->parser.status_code);
     lua_setfield(L, -2, "status");
@@ -143,15 +137,11 @@ static void push_response(lua_State *L, conn_t *c)
     lua_setfield(L, -2, "reason");
     lua_pushfstring(L, "HTTP/%d.%d", (int)c->parser.http_major, (int)c->parser.http_minor);
     lua_setfield(L, -2, "version");
-    headers_push(L, &c->headers, h);
+    headers_push(L, &c->msg.headers, h);
     lua_setfield(L, -2, "headers");
-    lua_pushlstring(L, c->body.p ? c->body.p : "", c->body.len);
+    lua_pushlstring(L, c->msg.body.p ? c->msg.body.p : "", c->msg.body.len);
     lua_setfield(L, -2, "body");
-    lua_createtable(L, 0, 2);
-    lua_pushstring(L, SSL_get_version(c->ssl));
-    lua_setfield(L, -2, "version");
-    lua_pushstring(L, SSL_get_cipher_name(c->ssl));
-    lua_setfield(L, -2, "cipher");
+    tls_stream_push_info(L, &c->tls, 0);
     lua_setfield(L, -2, "tls");
 }
 
@@ -181,14 +171,12 @@ static void finish(conn_t *c)
     }
     /* The server answered before libuv handed all of our request to the kernel: it did not read
      * it all, and what it did not read would be taken for the next request. */
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0 || BIO_ctrl_pending(c->wbio) > 0)
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0 || tls_stream_has_output(&c->tls))
         c->reusable = 0;
     push_response(L, c);
     lua_pushboolean(L, c->reusable);
     /* a posture document can be megabytes: an idle connection holds none of it */
-    buf_free(&c->body);
-    buf_free(&c->head);
-    headers_clear(&c->headers);
+    http_message_free(&c->msg);
     if (c->reusable) {
         release_refs(c);
         uv_unref((uv_handle_t *)&c->tcp);
@@ -225,7 +213,7 @@ static void flush(conn_t *c)
 {
     if (c->closed)
         return;
-    int rc = tls_send_pending(c->wbio, (uv_stream_t *)&c->tcp, c, on_write);
+    int rc = tls_stream_flush(&c->tls);
     if (rc == UV_ENOMEM) {
         fail(c, "ENOMEM", "out of memory");
     } else if (rc < 0) {
@@ -234,21 +222,11 @@ static void flush(conn_t *c)
     }
 }
 
-/* Encrypts the request into the write BIO (a memory BIO never refuses a write). */
+/* Encrypts the request for the server (flush sends it). */
 static int send_request(conn_t *c)
 {
-    const char *data = c->out.p;
-    size_t len = c->out.len;
-    while (len > 0) {
-        ERR_clear_error();
-        int n = SSL_write(c->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
-        if (n <= 0) {
-            char text[200];
-            return fail(c, "tls-failed", "TLS write to %s failed: %s", c->peer, SSL_FAILURE_TEXT(text));
-        }
-        data += n;
-        len -= (size_t)n;
-    }
+    if (tls_stream_write(&c->tls, c->out.p, c->out.len) < 0)
+        return fail(c, "tls-failed", "TLS write to %s failed: %s", c->peer, c->tls.reason);
     buf_free(&c->out);
     return 0;
 }
@@ -257,7 +235,7 @@ static int send_request(conn_t *c)
 
 static int check_head(conn_t *c)
 {
-    if (c->head.len > MAX_HEAD)
+    if (c->msg.head.len > MAX_HEAD)
         return fail(c, "bad-response", "the response head from %s is larger than %d KiB", c->peer, MAX_HEAD / 1024);
     return 0;
 }
@@ -266,9 +244,9 @@ static int on_message_begin(http_parser *p)
 {
     conn_t *c = p->data;
     /* also after an interim (1xx) response: only the final one counts */
-    c->head.len = 0;
+    c->msg.head.len = 0;
     c->reason_len = 0;
-    headers_clear(&c->headers);
+    headers_clear(&c->msg.headers);
     c->headers_done = 0;
     return 0;
 }
@@ -276,7 +254,7 @@ static int on_message_begin(http_parser *p)
 static int on_status(http_parser *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
-    if (buf_append(&c->head, at, len) < 0)
+    if (buf_append(&c->msg.head, at, len) < 0)
         return fail(c, "ENOMEM", "out of memory");
     c->reason_len += len;
     return check_head(c);
@@ -285,7 +263,7 @@ static int on_status(http_parser *p, const char *at, size_t len)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
-    switch (headers_add_field(&c->headers, &c->head, at, len, MAX_HEADERS)) {
+    switch (headers_add_field(&c->msg.headers, &c->msg.head, at, len, MAX_HEADERS)) {
     case HEADERS_TOO_MANY:
         return fail(c, "bad-response", "more than %d header fields from %s", MAX_HEADERS, c->peer);
     case HEADERS_NO_MEMORY:
@@ -297,7 +275,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
-    switch (headers_add_value(&c->headers, &c->head, at, len)) {
+    switch (headers_add_value(&c->msg.headers, &c->msg.head, at, len)) {
     case HEADERS_NO_NAME:
         return fail(c, "bad-response", "a header value without a name from %s", c->peer);
     case HEADERS_NO_MEMORY:
@@ -321,12 +299,12 @@ static int on_headers_complete(http_parser *p)
             return -1;
         }
         /* the exact size at once: growing by doubling would hold up to twice the body */
-        if (p->content_length > c->body.cap) {
-            char *b = realloc(c->body.p, (size_t)p->content_length);
+        if (p->content_length > c->msg.body.cap) {
+            char *b = realloc(c->msg.body.p, (size_t)p->content_length);
             if (b == NULL)
                 return fail(c, "ENOMEM", "out of memory");
-            c->body.p = b;
-            c->body.cap = (size_t)p->content_length;
+            c->msg.body.p = b;
+            c->msg.body.cap = (size_t)p->content_length;
         }
     }
     return 0;
@@ -335,10 +313,10 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     conn_t *c = p->data;
-    if (c->body.len + len > c->max_body)
+    if (c->msg.body.len + len > c->max_body)
         return fail(c, "too-large", "the response body from %s is larger than the limit of %zu bytes", c->peer,
                     c->max_body);
-    if (buf_append(&c->body, at, len) < 0)
+    if (buf_append(&c->msg.body, at, len) < 0)
         return fail(c, "ENOMEM", "out of memory");
     return 0;
 }
@@ -372,7 +350,7 @@ static void end_of_stream(conn_t *c)
     if (c->message_done || c->error)
         return;
     c->peer_gone = 1;
-    if (!c->handshake_done) {
+    if (!c->tls.handshake_done) {
         fail(c, "tls-failed", "%s closed the connection during the TLS handshake", c->peer);
     } else if (c->headers_done && !(c->parser.flags & (F_CHUNKED | F_CONTENTLENGTH))) {
         /* A body that ends with the connection: only a TLS close_notify tells a complete body
@@ -389,21 +367,27 @@ static void end_of_stream(conn_t *c)
         fail(c, "bad-response", "%s closed the connection before the response ended", c->peer);
 }
 
-/* ---------------------------------------------------------------- the TLS pump */
+/* ---------------------------------------------------------------- the pump */
 
-static void handshake_failed(conn_t *c, int rc)
+static void handshake_failed(conn_t *c)
 {
-    char text[200];
-    long verify = SSL_get_verify_result(c->ssl);
-    if (verify != X509_V_OK) {
-        ERR_clear_error();
+    const tls_stream *t = &c->tls;
+    if (t->verify_result != X509_V_OK)
         fail(c, "tls-verification-failed", "the certificate of %s did not verify: %s", c->peer,
-             X509_verify_cert_error_string(verify));
-    } else if (SSL_get_error(c->ssl, rc) == SSL_ERROR_SYSCALL && ERR_peek_last_error() == 0) {
+             X509_verify_cert_error_string(t->verify_result));
+    else if (t->peer_ended)
         fail(c, "tls-failed", "%s closed the connection during the TLS handshake", c->peer);
-    } else {
-        fail(c, "tls-failed", "TLS handshake with %s failed: %s", c->peer, SSL_FAILURE_TEXT(text));
-    }
+    else
+        fail(c, "tls-failed", "TLS handshake with %s failed: %s", c->peer, t->reason);
+}
+
+/* The TLS stream's plaintext: the response, parsed as it comes. */
+static int on_plain(void *owner, const char *data, size_t len)
+{
+    conn_t *c = owner;
+    c->got_bytes = 1;
+    feed(c, data, len);
+    return c->error || c->message_done;
 }
 
 /* Advances the handshake, sends the request, reads and parses what has arrived. */
@@ -411,39 +395,27 @@ static void pump(conn_t *c)
 {
     if (c->closed || c->finished)
         return;
-    if (!c->handshake_done) {
-        ERR_clear_error();
-        int rc = SSL_do_handshake(c->ssl);
-        if (rc != 1) {
-            int e = SSL_get_error(c->ssl, rc);
-            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
-                handshake_failed(c, rc);
+    if (!c->tls.handshake_done) {
+        int rc = tls_stream_handshake(&c->tls);
+        if (rc != TLS_STREAM_DONE) {
+            if (rc == TLS_STREAM_FAILED)
+                handshake_failed(c);
             flush(c); /* the next handshake message, or an alert that says why we stop */
             if (c->error)
                 finish(c);
             return;
         }
-        c->handshake_done = 1;
         send_request(c);
     }
-    char plain[PLAIN_CHUNK];
-    while (!c->error && !c->message_done) {
-        ERR_clear_error();
-        int n = SSL_read(c->ssl, plain, sizeof plain);
-        if (n > 0) {
-            c->got_bytes = 1;
-            feed(c, plain, (size_t)n);
-            continue;
-        }
-        int e = SSL_get_error(c->ssl, n);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-            break;
-        if (e == SSL_ERROR_ZERO_RETURN) {
+    if (!c->error && !c->message_done) {
+        switch (tls_stream_read(&c->tls, on_plain)) {
+        case TLS_STREAM_CLOSED:
             c->close_notify = 1;
             end_of_stream(c);
-        } else {
-            char text[200];
-            fail(c, "tls-failed", "TLS read from %s failed: %s", c->peer, SSL_FAILURE_TEXT(text));
+            break;
+        case TLS_STREAM_FAILED:
+            fail(c, "tls-failed", "TLS read from %s failed: %s", c->peer, c->tls.reason);
+            break;
         }
     }
     flush(c);
@@ -462,12 +434,18 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
  * (its idle timeout, a restart) or sent bytes nobody asked for. It closes at once then, and the
  * pool finds it dead instead of sending a request into it. A TLS 1.3 session ticket or key
  * update is no reason: SSL_read handles those and wants more. */
+/* Plaintext while parked is what nobody asked for: the connection is no longer usable. */
+static int unasked_plain(void *owner, const char *data, size_t len)
+{
+    (void)owner;
+    (void)data;
+    (void)len;
+    return 1;
+}
+
 static void parked_input(conn_t *c)
 {
-    char plain[256];
-    ERR_clear_error();
-    int n = SSL_read(c->ssl, plain, sizeof plain);
-    if (n <= 0 && SSL_get_error(c->ssl, n) == SSL_ERROR_WANT_READ) {
+    if (tls_stream_read(&c->tls, unasked_plain) == TLS_STREAM_WANT) {
         flush(c); /* a key update may want its answer */
         return;
     }
@@ -481,7 +459,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (c->closed)
         return;
     if (c->parked) {
-        if (nread < 0 || BIO_write(c->rbio, buf->base, (int)nread) != (int)nread)
+        if (nread < 0 || tls_stream_input(&c->tls, buf->base, (size_t)nread) < 0)
             conn_close(c);
         else if (nread > 0)
             parked_input(c);
@@ -505,7 +483,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    if (BIO_write(c->rbio, buf->base, (int)nread) != (int)nread) {
+    if (tls_stream_input(&c->tls, buf->base, (size_t)nread) < 0) {
         fail(c, "ENOMEM", "out of memory");
         finish(c);
         return;
@@ -616,13 +594,12 @@ static int l_request(lua_State *L)
     c->box = box;
 
     ERR_clear_error();
-    c->ssl = tls_memory_session(cbox->ctx, 0, &c->rbio, &c->wbio);
-    if (c->ssl == NULL) {
+    if (tls_stream_init(&c->tls, cbox->ctx, 0, (uv_stream_t *)&c->tcp, c, on_write) < 0) {
         conn_close(c);
         return luaL_error(L, "out of memory");
     }
 
-    if (client_tls_expect(c->ssl, cbox, host) < 0) {
+    if (client_tls_expect(c->tls.ssl, cbox, host) < 0) {
         char text[200];
         conn_close(c);
         return sacm_fail(L, "bad-url", "cannot use \"%s\" as a TLS server name: %s", host,

@@ -6,7 +6,7 @@
 
 #include <lua.h>
 #include <openssl/ssl.h>
-#include "http_common.h"
+#include "tls_stream.h"
 
 typedef struct {
     SSL_CTX *ctx;

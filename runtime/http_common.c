@@ -2,7 +2,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/err.h>
 #include <lauxlib.h>
 #include "http_common.h"
 
@@ -110,64 +109,9 @@ void headers_push(lua_State *L, const header_list *h, const char *head)
     }
 }
 
-SSL *tls_memory_session(SSL_CTX *ctx, int server, BIO **rbio, BIO **wbio)
+void http_message_free(http_message *m)
 {
-    SSL *ssl = SSL_new(ctx);
-    BIO *r = BIO_new(BIO_s_mem()), *w = BIO_new(BIO_s_mem());
-    if (ssl == NULL || r == NULL || w == NULL) {
-        SSL_free(ssl);
-        BIO_free(r);
-        BIO_free(w);
-        return NULL;
-    }
-    /* an empty read BIO means "wait for more", not the end of the stream */
-    BIO_set_mem_eof_return(r, -1);
-    SSL_set_bio(ssl, r, w);
-    if (server)
-        SSL_set_accept_state(ssl);
-    else
-        SSL_set_connect_state(ssl);
-    *rbio = r;
-    *wbio = w;
-    return ssl;
+    buf_free(&m->head);
+    headers_free(&m->headers);
+    buf_free(&m->body);
 }
-
-typedef struct {
-    uv_write_t req; /* first: on_write frees the request */
-    char data[];
-} pending_write;
-
-int tls_send_pending(BIO *wbio, uv_stream_t *stream, void *data, uv_write_cb on_write)
-{
-    size_t n = BIO_ctrl_pending(wbio);
-    if (n == 0)
-        return 0;
-    pending_write *w = malloc(sizeof *w + n);
-    if (w == NULL)
-        return UV_ENOMEM;
-    int got = BIO_read(wbio, w->data, (int)n);
-    if (got <= 0) {
-        free(w);
-        return 0;
-    }
-    w->req.data = data;
-    uv_buf_t buf = uv_buf_init(w->data, (unsigned)got);
-    int rc = uv_write(&w->req, stream, &buf, 1, on_write);
-    if (rc < 0) {
-        free(w);
-        return rc;
-    }
-    return 1;
-}
-
-const char *ssl_error_text(char *out, size_t size, const char *fallback)
-{
-    unsigned long e = ERR_peek_last_error();
-    if (e == 0)
-        snprintf(out, size, "%s", fallback);
-    else
-        ERR_error_string_n(e, out, size);
-    ERR_clear_error();
-    return out;
-}
-

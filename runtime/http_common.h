@@ -1,13 +1,10 @@
-/* What the HTTPS server (http.c) and client (http_client.c) share: a growable byte buffer, the
- * header fields http-parser hands over in pieces, and OpenSSL's error text. */
+/* What the HTTPS server (http.c) and client (http_client.c) share besides their TLS stream
+ * (tls_stream.h): a growable byte buffer and the header fields http-parser hands over in pieces. */
 #ifndef SACM_HTTP_COMMON_H
 #define SACM_HTTP_COMMON_H
 
 #include <stddef.h>
 #include <lua.h>
-#include <openssl/bio.h>
-#include <openssl/ssl.h>
-#include <uv.h>
 
 typedef struct {
     char *p;
@@ -40,17 +37,14 @@ void headers_free(header_list *h);
 /* Pushes {name = value}; a repeated field becomes one comma-separated value (RFC 9110 5.3). */
 void headers_push(lua_State *L, const header_list *h, const char *head);
 
-/* A TLS session over a pair of memory BIOs, so that the loop does all socket I/O: ciphertext read
- * from the socket goes into *rbio, what OpenSSL wants sent comes out of *wbio (see
- * tls_send_pending). The session owns both BIOs. NULL when out of memory. */
-SSL *tls_memory_session(SSL_CTX *ctx, int server, BIO **rbio, BIO **wbio);
+/* A message as it is read: its head (the start line's text, then the header fields, as spans
+ * into it) and its body. */
+typedef struct {
+    buffer head;
+    header_list headers;
+    buffer body;
+} http_message;
 
-/* Writes what OpenSSL left in the write BIO to stream as one uv_write whose req->data is `data`;
- * on_write must free(req). Returns 1 when a write was started, 0 when there was nothing to send,
- * or a negative libuv error (UV_ENOMEM included) when none was started. */
-int tls_send_pending(BIO *wbio, uv_stream_t *stream, void *data, uv_write_cb on_write);
-
-/* OpenSSL's last error as text (and clears the queue), or `fallback` when it holds none. */
-const char *ssl_error_text(char *out, size_t size, const char *fallback);
+void http_message_free(http_message *m);
 
 #endif

@@ -21,8 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include "http_server.h"
 
 static void http_date(char out[32])
@@ -69,12 +67,9 @@ static void on_conn_closed(uv_handle_t *handle)
         luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, c->tls_ref);
     }
-    if (c->ssl)
-        SSL_free(c->ssl); /* frees both BIOs */
-    buf_free(&c->head);
-    buf_free(&c->body);
+    tls_stream_free(&c->tls);
+    http_message_free(&c->msg);
     buf_free(&c->pending);
-    headers_free(&c->headers);
     free(c);
     hs_server_maybe_free(s);
 }
@@ -106,9 +101,8 @@ void hs_conn_finish(conn_t *c)
         return;
     c->closing = 1;
     c->busy = 0;
-    if (c->handshake_done) {
-        ERR_clear_error();
-        SSL_shutdown(c->ssl);
+    if (c->tls.handshake_done) {
+        tls_stream_shutdown(&c->tls);
         hs_flush(c);
     }
     if (c->closed)
@@ -141,7 +135,7 @@ void hs_send_error(conn_t *c, int status)
             reason = reasons[i].reason;
     if (status < 500 || status == 505) /* the client's fault */
         c->srv->bad_requests++;
-    if (c->handshake_done && !c->closing) {
+    if (c->tls.handshake_done && !c->closing) {
         char date[32], msg[512];
         http_date(date);
         int body_len = (int)strlen(reason) + 1;
@@ -166,7 +160,7 @@ static void on_timer(uv_timer_t *timer)
     switch (c->state) {
     case ST_HANDSHAKE:
         sacm_log(SACM_LOG_DEBUG, "http", "%s:%d: no request in time", c->remote, c->remote_port);
-        if (c->handshake_done)
+        if (c->tls.handshake_done)
             hs_conn_finish(c);
         else
             hs_conn_close(c);
@@ -205,7 +199,7 @@ void hs_arm_timer(conn_t *c)
     case ST_HANDSHAKE:
         /* the handshake within its own deadline; the first request's headers within t_headers
          * of connecting, whatever came before (a deadline never restarts for trickled bytes) */
-        if (!c->handshake_done) {
+        if (!c->tls.handshake_done) {
             ms = s->t_handshake < s->t_headers ? s->t_handshake : s->t_headers;
             ms = c->started + ms > now ? c->started + ms - now : 1;
             break;
@@ -234,54 +228,77 @@ void hs_enter(conn_t *c, enum conn_state st)
     hs_arm_timer(c);
 }
 
+/* Whether no more input should be taken now: the connection is ending, Lua has a request, or
+ * the client does not read what we send. */
+static int must_pause(conn_t *c)
+{
+    if (c->closing || c->busy)
+        return 1;
+    if (c->tcp.write_queue_size > WRITE_HIGH_WATER) {
+        c->write_blocked = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Feeds plaintext to the parser, answers an error it found or hands over a complete request;
+ * 1 when no more input should be taken now. */
+static int take(conn_t *c, const char *data, size_t len)
+{
+    hs_feed(c, data, len);
+    if (c->error_status) {
+        hs_send_error(c, c->error_status);
+        return 1;
+    }
+    if (c->request_ready)
+        hs_deliver(c);
+    else if (c->parser.upgrade)
+        return 1;
+    return 0;
+}
+
+/* The pipelined requests read before, then as much as may be taken. */
+static int take_pending(conn_t *c)
+{
+    while (!must_pause(c)) {
+        if (c->pending.len == 0)
+            return 0;
+        if (take(c, c->pending.p, c->pending.len))
+            return 1;
+    }
+    return 1;
+}
+
+/* Plaintext from the TLS stream: parsed, requests handed over one at a time; nonzero stops
+ * the pump (tls_stream_read). */
+static int on_plain(void *owner, const char *data, size_t len)
+{
+    conn_t *c = owner;
+    return take(c, data, len) || take_pending(c);
+}
+
 void hs_process(conn_t *c)
 {
     if (c->closing || c->in_process)
         return;
     c->in_process = 1;
-    char plain[PLAIN_CHUNK];
-    while (!c->closing) {
-        if (!c->handshake_done) {
-            if (!hs_handshake(c))
-                break;
-            hs_arm_timer(c); /* now the headers' deadline, counted from connecting */
-        }
-        if (c->busy)
-            break;
-        if (c->tcp.write_queue_size > WRITE_HIGH_WATER) {
-            c->write_blocked = 1;
-            break;
-        }
-        if (c->pending.len > 0) {
-            hs_feed(c, c->pending.p, c->pending.len);
-        } else {
-            ERR_clear_error();
-            int n = SSL_read(c->ssl, plain, sizeof plain);
-            if (n <= 0) {
-                int e = SSL_get_error(c->ssl, n);
-                if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-                    break;
-                if (e == SSL_ERROR_ZERO_RETURN) {
-                    hs_conn_finish(c); /* the client's close_notify */
-                } else {
-                    char text[200];
-                    sacm_log(SACM_LOG_DEBUG, "http", "TLS read from %s:%d failed: %s", c->remote, c->remote_port,
-                             SSL_FAILURE_TEXT(text));
-                    hs_conn_close(c);
-                }
-                break;
-            }
-            hs_feed(c, plain, (size_t)n);
-        }
-        if (c->error_status) {
-            hs_send_error(c, c->error_status);
-            break;
-        }
-        if (c->request_ready)
-            hs_deliver(c);
-        else if (c->parser.upgrade)
-            break;
+    int handshaking = !c->tls.handshake_done;
+    if (!hs_handshake(c))
+        goto out;
+    if (handshaking)
+        hs_arm_timer(c); /* now the headers' deadline, counted from connecting */
+    if (take_pending(c))
+        goto out;
+    switch (tls_stream_read(&c->tls, on_plain)) {
+    case TLS_STREAM_CLOSED:
+        hs_conn_finish(c); /* the client's close_notify */
+        break;
+    case TLS_STREAM_FAILED:
+        sacm_log(SACM_LOG_DEBUG, "http", "TLS read from %s:%d failed: %s", c->remote, c->remote_port, c->tls.reason);
+        hs_conn_close(c);
+        break;
     }
+out:
     c->in_process = 0;
     hs_flush(c);
     hs_update_reading(c);
@@ -308,7 +325,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     if (c->state == ST_LINGER)
         return; /* discarded: only the client's EOF matters now */
-    if (BIO_write(c->rbio, buf->base, (int)nread) != (int)nread) {
+    if (tls_stream_input(&c->tls, buf->base, (size_t)nread) < 0) {
         hs_conn_close(c);
         return;
     }

@@ -3,7 +3,8 @@
  *   http.c       request parsing (http-parser callbacks), delivery to Lua, the Lua API, listen()
  *   http_conn.c  connection lifecycle: accepting (limits, shedding), deadlines, the read/parse
  *                pump, error answers, closing
- *   http_tls.c   TLS over memory BIOs: the context, handshakes, writes, peer certificate info
+ *   http_tls.c   the server's use of its TLS stream (tls_stream.c): the context, handshakes,
+ *                writes and their completion, peer certificate info
  *
  * Functions shared between them are prefixed hs_. */
 #ifndef SACM_HTTP_SERVER_H
@@ -16,11 +17,12 @@
 #include <openssl/ssl.h>
 #include "sacmrun.h"
 #include "http_common.h"
+#include "tls_stream.h"
 
 #define SERVER_MT "sacm.HttpServer"
 #define CONN_MT "sacm.HttpConnection"
 #define READ_CHUNK 65536
-#define PLAIN_CHUNK 16384
+#define PLAIN_CHUNK 16384 /* a response head and body up to this size go out in one TLS write */
 /* Responses not yet taken by the kernel above which no further request is read: a client that
  * pipelines requests but never reads the answers must not make us buffer them all. */
 #define WRITE_HIGH_WATER (256 * 1024)
@@ -46,9 +48,7 @@ typedef struct conn {
     struct conn *ready_next; /* in the server's list of connections with buffered input */
     int queued;
 
-    SSL *ssl;
-    BIO *rbio, *wbio;
-    int handshake_done;
+    tls_stream tls;
 
     http_parser parser;
     enum conn_state state;
@@ -61,11 +61,9 @@ typedef struct conn {
     int request_ready;
     unsigned writes_pending;
 
-    /* the request being read: url, then header names (lowercased) and values, in `head` */
-    buffer head;
+    /* the request being read: url, then header names (lowercased) and values, in msg.head */
+    http_message msg;
     size_t url_len;
-    header_list headers;
-    buffer body;
     buffer pending; /* plaintext read but not yet parsed (a pipelined request) */
     size_t path_off, path_len, query_off, query_len;
     int has_query;
@@ -105,11 +103,6 @@ typedef struct server_box {
     server_t *s;
 } server_box;
 
-
-
-/* The server's OpenSSL failures happen in the handshake or while loading its files. */
-#define SSL_FAILURE_TEXT(out) ssl_error_text(out, sizeof out, "connection ended during the handshake")
-
 /* ---- http.c */
 void hs_parser_init(conn_t *c);
 /* Feeds plaintext to the parser; what it did not consume (after a complete request) is kept. */
@@ -143,12 +136,12 @@ typedef struct {
 } hs_tls_opts;
 /* The server's TLS context, or NULL with nil, err (tls-config) pushed. */
 SSL_CTX *hs_tls_context(lua_State *L, const hs_tls_opts *o);
-/* A new connection's SSL object over memory BIOs, in accept state; -1 when out of memory. */
+/* A new connection's TLS stream, in accept state; -1 when out of memory. */
 int hs_tls_start(conn_t *c);
 /* Advances the handshake: 1 when it is done, 0 while it waits or after it failed (then the
  * connection is finishing). */
 int hs_handshake(conn_t *c);
-/* Encrypts data into the write BIO (hs_flush sends it): 0, or -1 when TLS failed. */
+/* Encrypts data for the client (hs_flush sends it): 0, or -1 when TLS failed. */
 int hs_tls_write(conn_t *c, const char *data, size_t len);
 /* Sends whatever OpenSSL produced. */
 void hs_flush(conn_t *c);

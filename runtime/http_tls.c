@@ -1,7 +1,7 @@
-/* http_tls.c: the HTTPS server's TLS, over a pair of memory BIOs so nothing ever blocks:
- * ciphertext read by libuv is written into the read BIO, and whatever OpenSSL puts into the write
- * BIO is handed to uv_write. Also the server's TLS context and the peer certificate as Lua sees
- * it (req.tls). */
+/* http_tls.c: the HTTPS server's use of its connections' TLS streams (tls_stream.c: TLS over
+ * memory BIOs, so nothing ever blocks): what a finished write means for the connection, what a
+ * failed handshake or write does to it, the server's TLS context and the peer certificate as
+ * Lua sees it (req.tls). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +39,7 @@ void hs_flush(conn_t *c)
 {
     if (c->closed)
         return;
-    int rc = tls_send_pending(c->wbio, (uv_stream_t *)&c->tcp, c, on_write);
+    int rc = tls_stream_flush(&c->tls);
     if (rc < 0)
         hs_conn_close(c);
     else if (rc > 0)
@@ -48,36 +48,20 @@ void hs_flush(conn_t *c)
 
 int hs_tls_write(conn_t *c, const char *data, size_t len)
 {
-    while (len > 0) {
-        ERR_clear_error();
-        int n = SSL_write(c->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
-        if (n <= 0) {
-            char text[160];
-            sacm_log(SACM_LOG_DEBUG, "http", "TLS write to %s:%d failed: %s", c->remote, c->remote_port,
-                     SSL_FAILURE_TEXT(text));
-            return -1;
-        }
-        data += n;
-        len -= (size_t)n;
+    if (tls_stream_write(&c->tls, data, len) < 0) {
+        sacm_log(SACM_LOG_DEBUG, "http", "TLS write to %s:%d failed: %s", c->remote, c->remote_port, c->tls.reason);
+        return -1;
     }
     return 0;
 }
 
 int hs_handshake(conn_t *c)
 {
-    ERR_clear_error();
-    int r = SSL_do_handshake(c->ssl);
-    if (r == 1) {
-        c->handshake_done = 1;
-        return 1;
-    }
-    int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-        return 0;
-    char text[200];
+    int rc = tls_stream_handshake(&c->tls);
+    if (rc != TLS_STREAM_FAILED)
+        return rc == TLS_STREAM_DONE;
     c->srv->tls_failures++;
-    sacm_log(SACM_LOG_INFO, "http", "TLS handshake with %s:%d failed: %s", c->remote, c->remote_port,
-             SSL_FAILURE_TEXT(text));
+    sacm_log(SACM_LOG_INFO, "http", "TLS handshake with %s:%d failed: %s", c->remote, c->remote_port, c->tls.reason);
     hs_flush(c); /* the alert tells the client why */
     hs_conn_finish(c);
     return 0;
@@ -85,13 +69,9 @@ int hs_handshake(conn_t *c)
 
 void hs_push_tls_info(lua_State *L, conn_t *c)
 {
-    lua_createtable(L, 0, 3);
-    lua_pushstring(L, SSL_get_version(c->ssl));
-    lua_setfield(L, -2, "version");
-    lua_pushstring(L, SSL_get_cipher_name(c->ssl));
-    lua_setfield(L, -2, "cipher");
-    X509 *cert = SSL_get0_peer_certificate(c->ssl);
-    if (cert == NULL || SSL_get_verify_result(c->ssl) != X509_V_OK)
+    tls_stream_push_info(L, &c->tls, 1);
+    X509 *cert = SSL_get0_peer_certificate(c->tls.ssl);
+    if (cert == NULL || SSL_get_verify_result(c->tls.ssl) != X509_V_OK)
         return;
     lua_createtable(L, 0, 8);
     lua_pushboolean(L, 1);
@@ -206,7 +186,7 @@ static int tls_fail(lua_State *L, SSL_CTX *ctx, const char *what, const char *pa
 {
     char text[200];
     SSL_CTX_free(ctx);
-    return sacm_fail(L, "tls-config", "%s %s: %s", what, path, SSL_FAILURE_TEXT(text));
+    return sacm_fail(L, "tls-config", "%s %s: %s", what, path, ssl_error_text(text, sizeof text, "OpenSSL gave no reason"));
 }
 
 SSL_CTX *hs_tls_context(lua_State *L, const hs_tls_opts *o)
@@ -255,6 +235,5 @@ SSL_CTX *hs_tls_context(lua_State *L, const hs_tls_opts *o)
 
 int hs_tls_start(conn_t *c)
 {
-    c->ssl = tls_memory_session(c->srv->ctx, 1, &c->rbio, &c->wbio);
-    return c->ssl ? 0 : -1;
+    return tls_stream_init(&c->tls, c->srv->ctx, 1, (uv_stream_t *)&c->tcp, c, on_write);
 }

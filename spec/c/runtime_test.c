@@ -10,14 +10,8 @@
 #include <lualib.h>
 #include "../../runtime/http_common.h"
 #include "../../runtime/options.h"
+#include "check.h"
 
-static int failures;
-
-static void fail(const char *what, const char *detail)
-{
-    failures++;
-    fprintf(stderr, "FAIL %s: %s\n", what, detail);
-}
 
 /* ---- options ---- */
 
@@ -218,11 +212,8 @@ int main(void)
 {
     test_options();
     test_headers();
-    if (failures) {
-        fprintf(stderr, "runtime_test: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("runtime_test: %zu option cases, %zu header cases (each cut at every byte) passed\n",
-           sizeof option_cases / sizeof *option_cases, sizeof header_cases / sizeof *header_cases);
-    return 0;
+    char passed[120];
+    snprintf(passed, sizeof passed, "%zu option cases, %zu header cases (each cut at every byte)",
+             sizeof option_cases / sizeof *option_cases, sizeof header_cases / sizeof *header_cases);
+    return finish("runtime_test", passed);
 }
