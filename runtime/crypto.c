@@ -211,10 +211,8 @@ static void hash_work(uv_work_t *work)
 static void hash_done(uv_work_t *work, int status)
 {
     hash_req *r = work->data;
-    if (!sacm_state_closing()) {
-        lua_State *L = sacm_main_state();
-        lua_rawgeti(L, LUA_REGISTRYINDEX, r->cb_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, r->cb_ref);
+    lua_State *L = sacm_take_callback(&r->cb_ref);
+    if (L != NULL) {
         if (status < 0) {
             lua_pushnil(L);
             sacm_push_uv_error(L, status, r->path);

@@ -14,10 +14,10 @@ typedef struct {
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     resolve_req *r = req->data;
-    lua_State *L = sacm_main_state();
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->cb_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, r->cb_ref);
-    if (status < 0) {
+    lua_State *L = sacm_take_callback(&r->cb_ref);
+    if (L == NULL) {
+        /* the state is closing: the answer goes with the request */
+    } else if (status < 0) {
         lua_pushnil(L);
         sacm_push_uv_error(L, status, "resolve");
         sacm_invoke(L, 2);

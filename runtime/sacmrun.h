@@ -57,6 +57,9 @@ int sacm_msgh(lua_State *L);
 void sacm_invoke(lua_State *L, int nargs);
 /* Pushes the function stored at ref and calls it with nargs arguments already on the stack. */
 void sacm_invoke_ref(lua_State *L, int ref, int nargs);
+/* For a request the threadpool or resolver finished: the main state with the request's Lua
+ * callback pushed and *ref released, or NULL while the state closes (nobody is left to tell). */
+lua_State *sacm_take_callback(int *ref);
 
 /* ---- memlimit.c: the state's counting allocator, with a temporary limit (sacm._mem) ---- */
 /* Replaces the allocator of a fresh state; call before anything else uses it. */

@@ -84,6 +84,17 @@ void sacm_invoke_ref(lua_State *L, int ref, int nargs)
     sacm_invoke(L, nargs);
 }
 
+lua_State *sacm_take_callback(int *ref)
+{
+    if (closing)
+        return NULL;
+    lua_State *L = sacm_main_state();
+    lua_rawgeti(L, LUA_REGISTRYINDEX, *ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+    *ref = LUA_NOREF;
+    return L;
+}
+
 static int set_dispatcher(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);

@@ -152,10 +152,8 @@ static void keygen_work(uv_work_t *work)
 static void keygen_done(uv_work_t *work, int status)
 {
     keygen_req *r = work->data;
-    if (!sacm_state_closing()) {
-        lua_State *L = sacm_main_state();
-        lua_rawgeti(L, LUA_REGISTRYINDEX, r->cb_ref);
-        luaL_unref(L, LUA_REGISTRYINDEX, r->cb_ref);
+    lua_State *L = sacm_take_callback(&r->cb_ref);
+    if (L != NULL) {
         if (status < 0) {
             lua_pushnil(L);
             sacm_push_uv_error(L, status, "generate_key");
@@ -314,45 +312,54 @@ static int is_pem(const char *data, size_t len)
     return len >= 11 && memmem(data, len, "-----BEGIN ", 11) != NULL;
 }
 
-static X509 *parse_cert(const char *data, size_t len)
+/* The DER bytes in data: data itself, or the contents of its first PEM block of that label (as
+ * OpenSSL matches labels); *owned is then what to OPENSSL_free. NULL when there is no such block. */
+static const unsigned char *der_bytes(const char *data, size_t len, const char *label, long *der_len,
+                                      unsigned char **owned)
 {
+    *owned = NULL;
     if (len > 0x7fffffff)
         return NULL;
-    if (is_pem(data, len)) {
-        BIO *bio = BIO_new_mem_buf(data, (int)len);
-        if (bio == NULL)
-            return NULL;
-        X509 *c = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-        BIO_free(bio);
-        return c;
+    if (!is_pem(data, len)) {
+        *der_len = (long)len;
+        return (const unsigned char *)data;
     }
-    const unsigned char *p = (const unsigned char *)data;
-    X509 *c = d2i_X509(NULL, &p, (long)len);
-    if (c != NULL && p != (const unsigned char *)data + len) { /* trailing bytes: not one DER certificate */
-        X509_free(c);
+    BIO *bio = BIO_new_mem_buf(data, (int)len);
+    if (bio == NULL)
         return NULL;
+    char *name = NULL;
+    int ok = PEM_bytes_read_bio(owned, der_len, &name, label, bio, NULL, NULL);
+    BIO_free(bio);
+    OPENSSL_free(name);
+    return ok ? *owned : NULL;
+}
+
+/* Trailing bytes after the structure mean it is not one DER object: refused. */
+static X509 *parse_cert(const char *data, size_t len)
+{
+    long n = 0;
+    unsigned char *owned;
+    const unsigned char *der = der_bytes(data, len, PEM_STRING_X509, &n, &owned), *p = der;
+    X509 *c = der ? d2i_X509(NULL, &p, n) : NULL;
+    if (c != NULL && p != der + n) {
+        X509_free(c);
+        c = NULL;
     }
+    OPENSSL_free(owned);
     return c;
 }
 
 static X509_REQ *parse_req(const char *data, size_t len)
 {
-    if (len > 0x7fffffff)
-        return NULL;
-    if (is_pem(data, len)) {
-        BIO *bio = BIO_new_mem_buf(data, (int)len);
-        if (bio == NULL)
-            return NULL;
-        X509_REQ *r = PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL);
-        BIO_free(bio);
-        return r;
-    }
-    const unsigned char *p = (const unsigned char *)data;
-    X509_REQ *r = d2i_X509_REQ(NULL, &p, (long)len);
-    if (r != NULL && p != (const unsigned char *)data + len) {
+    long n = 0;
+    unsigned char *owned;
+    const unsigned char *der = der_bytes(data, len, PEM_STRING_X509_REQ, &n, &owned), *p = der;
+    X509_REQ *r = der ? d2i_X509_REQ(NULL, &p, n) : NULL;
+    if (r != NULL && p != der + n) {
         X509_REQ_free(r);
-        return NULL;
+        r = NULL;
     }
+    OPENSSL_free(owned);
     return r;
 }
 

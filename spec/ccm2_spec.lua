@@ -12,6 +12,7 @@ local st = require "sacm.xmpp.stanza"
 local fs = require "sacm.fs"
 local task = require "sacm.task"
 local time = require "sacm.time"
+local proc = require "sacm.proc"
 
 local KEY_MODE, CERT_MODE = tonumber("600", 8), tonumber("644", 8)
 
@@ -59,6 +60,22 @@ describe("sacm.crypto keys and certificate requests", function()
     assert.has_error(function() crypto.generate_key({ type = "dsa" }) end)
     assert.has_error(function() crypto.generate_key({ type = "ec", curve = "P-192" }) end)
     assert.has_error(function() crypto.generate_key({ type = "rsa", bits = 1024 }) end)
+  end)
+
+  it("reads a certificate as PEM or DER alike, and refuses trailing bytes and the wrong PEM block", function()
+    local dir = tmp.dir("x509-forms")
+    finally(function() tmp.remove(dir) end)
+    local ca = require("support.certs").ca(dir, "ca", "Forms CA")
+    local pem = assert(fs.read(ca.cert))
+    local der = assert(proc.run({ "openssl", "x509", "-in", ca.cert, "-outform", "DER" }, { timeout = 30 })).stdout
+    local from_pem, from_der = assert(crypto.cert_info(pem)), assert(crypto.cert_info(der))
+    assert.equal(from_pem.fingerprint, from_der.fingerprint)
+    assert.equal("CN=Forms CA", from_der.subject)
+    assert.equal("bad-format", select(2, crypto.cert_info(der .. "\0")).condition)
+    -- a CSR is no certificate, nor a certificate a CSR, whichever form
+    local _, csr_der = assert(crypto.csr({ key = assert(crypto.generate_key()), xmpp_addr = "x@grid.test" }))
+    assert.equal("bad-format", select(2, crypto.cert_info(csr_der)).condition)
+    assert.equal("bad-format", select(2, crypto.csr_info(pem)).condition)
   end)
 end)
 
