@@ -11,7 +11,7 @@
  * block it frees or resizes, so no header is needed; for that to hold, every block of the state
  * must come from here, which is why the state is made with sacm_memlimit_newstate. The lists are
  * bounded, so a burst of garbage goes back to malloc. Under AddressSanitizer there are no lists:
- * a reused block would hide a use after free. */
+ * a reused block would hide a use after free. One state per process (the lists are static). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,15 +82,22 @@ static void *pooled_realloc(struct memlimit *m, void *ptr, size_t old, size_t ns
 {
     if (ptr == NULL)
         return nsize <= CLASS_MAX ? class_alloc(m, class_of(nsize)) : malloc(nsize);
-    if (old > CLASS_MAX)
-        return realloc(ptr, nsize <= CLASS_MAX ? CLASS_SIZE(class_of(nsize)) : nsize);
-    if (nsize <= CLASS_MAX && class_of(nsize) == class_of(old))
+    void *block;
+    if (old > CLASS_MAX) {
+        block = realloc(ptr, nsize <= CLASS_MAX ? CLASS_SIZE(class_of(nsize)) : nsize);
+    } else if (nsize <= CLASS_MAX && class_of(nsize) == class_of(old)) {
         return ptr;
-    void *block = nsize <= CLASS_MAX ? class_alloc(m, class_of(nsize)) : malloc(nsize);
-    if (block == NULL)
-        return NULL;
-    memcpy(block, ptr, old < nsize ? old : nsize);
-    class_free(m, class_of(old), ptr);
+    } else {
+        block = nsize <= CLASS_MAX ? class_alloc(m, class_of(nsize)) : malloc(nsize);
+        if (block) {
+            memcpy(block, ptr, old < nsize ? old : nsize);
+            class_free(m, class_of(old), ptr);
+        }
+    }
+    /* Lua requires that shrinking never fails: keep the block, which is then larger than its
+     * class, and that is all (a block only ever serves sizes up to its own). */
+    if (block == NULL && nsize < old)
+        return ptr;
     return block;
 }
 
