@@ -170,20 +170,32 @@ $rounds_lines
 Load average (1, 5, 15 min) was $load_before before and $load_after after, on $(nproc) cores.$busy
 Versions: $versions.
 
-Where the client's cost per item sits, in instructions counted by callgrind (window 1, a run of
-1200 items minus one of 200, so login cancels out: \`PUBSUB_CLIENTS=sacmrun
-PUBSUB_WRAP="valgrind --tool=callgrind" ITEMS=... WINDOWS=1 ROUNDS=1 ./sacmrun
-bench/pubsub_run.lua OUT bench/out/pubsub_ref\`): sacmrun 510k, the C client 244k. The libstrophe,
-expat and OpenSSL work is the same in both. The extra is the Lua VM running the publish/notify
-path (interpreter, tables, C API, string interning: about 190k), twice the malloc/free traffic,
-runtime C (the XML serializer, the counting allocator) and libstrophe's log formatting (about 7k:
-libstrophe formats every RECV/SENT line before it calls a log handler, and the handler is what
-records why a connection failed, so it stays installed). Stream management's \`<r/>\`/\`<a/>\`,
-3 of the 5 stanzas per item, are no longer converted for Lua (-23k). Syscalls: about 16 per item
-against the C client's 11, most of the difference the pump's quiet rounds (5.7 pselect per
+Where the client's cost per item sits, in instructions counted by callgrind (a run of 1200 items
+minus one of 200, so login cancels out: \`PUBSUB_CLIENTS=sacmrun PUBSUB_WRAP="valgrind
+--tool=callgrind" ITEMS=... WINDOWS=1 ROUNDS=1 ./sacmrun bench/pubsub_run.lua OUT
+bench/out/pubsub_ref\`): window 1, sacmrun 459k (498k before issue 15's pubsub work), the C client
+248k; window 16, 400k (444k) and 196k. The libstrophe, expat and OpenSSL work is the same in both
+(each spends about 72k in libstrophe's xmpp_stanza_to_text, for instance). The extra is the
+Lua VM on the publish/notify path (about 150k: the interpreter loop 46k, table reads and writes
+25k, the C API 19k, new strings 11k, calls 10k, the collector 7k) running about 1,200 VM
+instructions per item: the task scheduler about 350 (a suspend, wake and resume for the publisher
+and for the reader of the events), sacm.xmpp.pubsub about 340 (building the publish, reading the
+result and the notification, dispatching it to the stream), the connection's request and receive
+path about 270, sacm.xml 120 and the benchmark's own loop 90. Then libc beyond malloc (18k more
+than the C client, 6k of it the RECV/SENT lines libstrophe formats for the log handler, which
+records why connections fail, before the handler drops them), malloc/free 46k against 40k (the
+Lua state's small blocks come from free lists by size class, runtime/memlimit.c), and runtime C
+about 25k (the XML serializer 10k, the free lists 8.5k, the stanza conversion). Syscalls (not changed by
+that work): about 16 per item against the C client's 11, most of the difference the pump's quiet rounds (5.7 pselect per
 item against 1.8): each wakeup runs libstrophe until four rounds in a row read no stanza, because
 a TLS record begun in one round may still hold 12 KB inside OpenSSL with the socket empty, and
-libstrophe does not say whether OpenSSL holds bytes.
+libstrophe does not say whether OpenSSL holds bytes. The CPU-time ratio in the table is larger
+than the instruction ratio (window 1 1.85, window 16 2.04) mostly in user time: measured by hand
+with /usr/bin/time over 10,000 items at window 1, sacmrun spent 1.5-1.9 s user and 0.6-1.0 s
+system, the C client 0.6-0.8 s and 0.5-0.8 s, so each of the interpreter's instructions costs more
+time (memory stalls, branch misses) than libstrophe's. The quiet rounds cost system time only: a
+build that stops after one quiet round (not correct for large stanzas) spent the same
+instructions and about 0.1-0.2 s less system time per 10,000 items.
 EOF
 echo "wrote $out/pubsub.md"
 echo "RATIO pubsub-vs-c $ratio_c"

@@ -62,8 +62,9 @@ void sacm_invoke_ref(lua_State *L, int ref, int nargs);
 lua_State *sacm_take_callback(int *ref);
 
 /* ---- memlimit.c: the state's counting allocator, with a temporary limit (sacm._mem) ---- */
-/* Replaces the allocator of a fresh state; call before anything else uses it. */
-void sacm_memlimit_install(lua_State *L);
+/* A new Lua state whose every block comes from the counting allocator (with lauxlib's panic and
+ * warning behaviour), or NULL. */
+lua_State *sacm_memlimit_newstate(void);
 int luaopen_sacm__mem(lua_State *L);
 
 

@@ -247,11 +247,10 @@ static void preload(lua_State *L)
 lua_State *sacm_state_new(const char *argv0)
 {
     (void)argv0;
-    lua_State *L = luaL_newstate();
+    lua_State *L = sacm_memlimit_newstate();
     if (L == NULL)
         return NULL;
     main_state = L;
-    sacm_memlimit_install(L);
     luaL_openlibs(L);
     set_paths(L);
     preload(L);

@@ -10,6 +10,14 @@
  * sit in stack slots for the whole tree (no registry or string-table lookups per element). */
 enum { SLOT_MT = 2, SLOT_NAME, SLOT_NS, SLOT_ATTR, SLOT_FIRST_FREE };
 
+/* lua_pushstring goes through Lua's cache of C string addresses, which rarely hits here (every
+ * stanza's strings are new allocations) and costs two strcmp per miss: with the length, the
+ * string goes straight to interning. */
+static inline void push_text(lua_State *L, const char *s)
+{
+    lua_pushlstring(L, s, strlen(s));
+}
+
 /* Pushes the element for s. parent_ns: stack index of the inherited namespace string, or 0. */
 static void push_stanza(lua_State *L, xmpp_stanza_t *s, int parent_ns, int depth)
 {
@@ -24,7 +32,7 @@ static void push_stanza(lua_State *L, xmpp_stanza_t *s, int parent_ns, int depth
     int el = lua_gettop(L);
     const char *name = xmpp_stanza_get_name(s);
     lua_pushvalue(L, SLOT_NAME);
-    lua_pushstring(L, name ? name : "");
+    push_text(L, name ? name : "");
     lua_rawset(L, el);
 
     const char *own_ns = xmpp_stanza_get_ns(s);
@@ -34,7 +42,7 @@ static void push_stanza(lua_State *L, xmpp_stanza_t *s, int parent_ns, int depth
         luaL_error(L, "namespace '%s' of <%s> is not a URI (it holds a space)", own_ns, name ? name : "");
     int ns = 0; /* stack index of this element's namespace, children inherit it */
     if (own_ns) {
-        lua_pushstring(L, own_ns);
+        push_text(L, own_ns);
         ns = lua_gettop(L);
     } else if (parent_ns) {
         lua_pushvalue(L, parent_ns);
@@ -63,8 +71,8 @@ static void push_stanza(lua_State *L, xmpp_stanza_t *s, int parent_ns, int depth
             /* libstrophe drops attribute namespaces; in XMPP the only one in use is xml:lang */
             if (strcmp(key, "lang") == 0)
                 key = "xml:lang";
-            lua_pushstring(L, key);
-            lua_pushstring(L, attrs[i + 1]);
+            push_text(L, key);
+            push_text(L, attrs[i + 1]);
             lua_rawset(L, attr - 2);
         }
         if (attrs != small)
@@ -80,7 +88,7 @@ static void push_stanza(lua_State *L, xmpp_stanza_t *s, int parent_ns, int depth
             const char *text = xmpp_stanza_get_text_ptr(c);
             if (text == NULL)
                 continue;
-            lua_pushstring(L, text);
+            push_text(L, text);
         } else if (xmpp_stanza_is_tag(c)) {
             push_stanza(L, c, ns, depth + 1);
         } else {

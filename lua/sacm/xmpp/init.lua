@@ -219,14 +219,17 @@ end
 ---@return sacm.xml.Element? reply
 ---@return sacm.Error? err
 function Connection:iq(s, options)
+  if type(options) == "table" then
+    return self:_request(s, options.timeout, options.resend)
+  end
+  return self:_request(s, options) -- tail calls: errors still point at the caller of iq()
+end
+
+-- conn:_request(stanza, timeout, resend): iq() with its options as arguments, for library
+-- modules that send a request per item (sacm.xmpp.pubsub), so no options table is made for each.
+function Connection:_request(s, timeout, resend)
   if not xml.is_element(s) or s.name ~= "iq" or (s.attr.type ~= "get" and s.attr.type ~= "set") then
     error("iq() needs an <iq type='get'|'set'> element", 2)
-  end
-  local timeout, resend
-  if type(options) == "table" then
-    timeout, resend = options.timeout, options.resend
-  else
-    timeout = options
   end
   timeout = timeout or self.options.timeout or DEFAULT_TIMEOUT
   local ms = task._seconds_to_ms(timeout, "iq timeout") -- nil: no timeout

@@ -22,6 +22,7 @@ local sync = require "sacm.sync"
 local forms = require "sacm.xmpp.forms"
 
 local element_in = xml._element_in
+local Element = require("sacm._xml").metatable
 
 local M = {}
 
@@ -191,7 +192,14 @@ end
 -- what says what was being done, for the error; with further arguments it is a format for them,
 -- applied only when there is an error (publish is on the hot path).
 local function send(self, iq, what, idempotent, ...)
-  local reply, err = self.conn:iq(iq, { timeout = self.timeout, resend = idempotent and self.resend or nil })
+  local conn = self.conn
+  -- (conn._request where the connection has it: iq() without an options table per request)
+  local reply, err
+  if conn._request then
+    reply, err = conn:_request(iq, self.timeout, idempotent and self.resend or nil)
+  else
+    reply, err = conn:iq(iq, { timeout = self.timeout, resend = idempotent and self.resend or nil })
+  end
   if not reply then
     if select("#", ...) > 0 then what = what:format(...) end
     return nil, request_error(err, what, self)
@@ -199,10 +207,20 @@ local function send(self, iq, what, idempotent, ...)
   return reply
 end
 
+-- The first child element of el named name in namespace ns, or nil: el:child(name, ns) without
+-- the method lookup and call per child, for what runs per item (publish results, notifications).
+local function child_in(el, name, ns)
+  for i = 1, #el do
+    local c = el[i]
+    if type(c) == "table" and c.name == name and c.ns == ns then return c end
+  end
+  return nil
+end
+
 -- The reply's <pubsub xmlns=ns><name> element, or nil.
 local function reply_child(reply, ns, name)
-  local ps = reply:child("pubsub", ns)
-  return ps and ps:child(name, ns)
+  local ps = child_in(reply, "pubsub", ns)
+  return ps and child_in(ps, name, ns)
 end
 
 --- svc:create(node [, config]) -> node name, or nil, err. node nil asks for an instant node (the
@@ -373,23 +391,21 @@ function Service:publish(node, id, payload, publish_options)
   if payload ~= nil and not xml.is_element(payload) then
     error("payload must be an element (sacm.xml), got " .. type(payload), 2)
   end
-  -- built from elements rather than with tag()/up(): this runs for every item published
-  local item = element_in("item", { id = id }, M.NS)
-  item[1] = payload
-  local publish = element_in("publish", { node = node }, M.NS)
-  publish[1] = item
-  local ps = element_in("pubsub", nil, M.NS)
-  ps[1] = publish
+  -- Built as element tables directly (not with tag()/up() or element()'s checked copy of each
+  -- attribute table): this runs for every item published, and every value here is a checked
+  -- string already.
+  local ps = setmetatable({ name = "pubsub", ns = M.NS, attr = {},
+    setmetatable({ name = "publish", ns = M.NS, attr = { node = node },
+      setmetatable({ name = "item", ns = M.NS, attr = { id = id }, payload }, Element) }, Element) }, Element)
   if publish_options ~= nil then
     if type(publish_options) ~= "table" then error("publish_options must be a table", 2) end
     ps[2] = element_in("publish-options", nil, M.NS):add(submit_form(M.FORM_PUBLISH_OPTIONS, publish_options))
   end
-  local iq = st.iq({ type = "set", to = self.jid })
-  iq[1] = ps
+  local iq = setmetatable({ name = "iq", ns = st.NS_CLIENT, attr = { type = "set", to = self.jid }, ps }, Element)
   local reply, err = send(self, iq, "publish to node '%s'", id ~= nil, node)
   if not reply then return nil, err end
   local published = reply_child(reply, M.NS, "publish")
-  item = published and published:child("item", M.NS)
+  local item = published and child_in(published, "item", M.NS)
   -- XEP-0060 7.1.2: the result may be empty when the publisher chose the id
   local got = item and item.attr.id or id
   if not got then
@@ -633,6 +649,8 @@ end
 
 ---------------------------------------------------------------------------- notifications
 
+local NS_EVENT, NS_SHIM, NS_DELAY = M.NS_EVENT, M.NS_SHIM, M.NS_DELAY
+
 --- pubsub.parse_event(message) -> event, or nil if the message carries no pubsub event we know.
 -- event: {type = "items"|"retract"|"delete"|"purge"|"configuration"|"subscription", node, from,
 -- items = {{id, payload, publisher}}, retracts = {ids}, subids = {...} (SHIM headers), delay
@@ -641,12 +659,26 @@ end
 ---@param s sacm.xml.Element a message stanza
 ---@return sacm.xmpp.pubsub.Event? event
 function M.parse_event(s)
-  local event_el = s:child("event", M.NS_EVENT)
+  -- one pass over the message's children for the three this reads (each the first of its kind)
+  local event_el, headers, delay
+  for i = 1, #s do
+    local c = s[i]
+    if type(c) == "table" then
+      local ns, name = c.ns, c.name
+      if ns == NS_EVENT then
+        if name == "event" and not event_el then event_el = c end
+      elseif ns == NS_SHIM then
+        if name == "headers" and not headers then headers = c end
+      elseif ns == NS_DELAY then
+        if name == "delay" and not delay then delay = c end
+      end
+    end
+  end
   if not event_el then return nil end
   local what
   for i = 1, #event_el do
     local c = event_el[i]
-    if c.ns == M.NS_EVENT then what = c break end -- (text children are strings: no ns)
+    if c.ns == NS_EVENT then what = c break end -- (text children are strings: no ns)
   end
   if not what then return nil end
   local ev = { node = what.attr.node, from = s.attr.from, message = s }
@@ -655,7 +687,7 @@ function M.parse_event(s)
     ev.items, ev.retracts = items, retracts
     for i = 1, #what do
       local c = what[i]
-      if c.ns == M.NS_EVENT then
+      if c.ns == NS_EVENT then
         if c.name == "item" then
           items[#items + 1] = item_of(c)
         elseif c.name == "retract" and c.attr.id then
@@ -666,7 +698,7 @@ function M.parse_event(s)
     ev.type = (#ev.items == 0 and #ev.retracts > 0) and "retract" or "items"
   elseif what.name == "delete" then
     ev.type = "delete"
-    local r = what:child("redirect", M.NS_EVENT)
+    local r = what:child("redirect", NS_EVENT)
     ev.redirect = r and r.attr.uri
   elseif what.name == "purge" then
     ev.type = "purge"
@@ -681,16 +713,14 @@ function M.parse_event(s)
     return nil
   end
   if ev.node == nil then return nil end
-  local headers = s:child("headers", M.NS_SHIM)
   if headers then
-    for h in headers:children("header", M.NS_SHIM) do
+    for h in headers:children("header", NS_SHIM) do
       if h.attr.name == "SubID" then
         ev.subids = ev.subids or {}
         ev.subids[#ev.subids + 1] = h:get_text()
       end
     end
   end
-  local delay = s:child("delay", M.NS_DELAY)
   if delay then ev.delay = delay.attr.stamp end
   return ev
 end
