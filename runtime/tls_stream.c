@@ -8,6 +8,80 @@
 #include "tls_stream.h"
 
 #define PLAIN_CHUNK 16384
+#define RECORD_OVERHEAD 256 /* more than a TLS record adds to its 16 KiB: header, tag, padding */
+
+/* The output buffer is handed to uv_write as it is, its request in front. */
+struct tls_output {
+    uv_write_t req; /* first: on_write frees the request */
+    char data[];
+};
+
+/* Room for `more` bytes after what the buffer holds; -1 when out of memory. */
+static int reserve_output(tls_stream *t, size_t more)
+{
+    if (t->out_cap - t->out_len >= more && t->out != NULL)
+        return 0;
+    /* doubling, but never far past what is asked: a response's records are reserved at once, and
+     * a buffer rounded up past glibc's mmap threshold would be mapped and unmapped per response */
+    size_t want = t->out_len + more, cap = t->out_cap * 2;
+    if (cap < want)
+        cap = want < 4096 ? 4096 : want;
+    struct tls_output *grown = realloc(t->out, sizeof *grown + cap);
+    if (grown == NULL)
+        return -1;
+    t->out = grown;
+    t->out_cap = cap;
+    return 0;
+}
+
+static int output_write(BIO *b, const char *data, int len)
+{
+    tls_stream *t = BIO_get_data(b);
+    if (len <= 0)
+        return 0;
+    if (reserve_output(t, (size_t)len) < 0)
+        return -1;
+    memcpy(t->out->data + t->out_len, data, (size_t)len);
+    t->out_len += (size_t)len;
+    return len;
+}
+
+static long output_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num, (void)ptr;
+    tls_stream *t = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1; /* tls_stream_flush sends it */
+    case BIO_CTRL_PENDING:
+    case BIO_CTRL_WPENDING:
+        return t ? (long)t->out_len : 0;
+    default:
+        return 0;
+    }
+}
+
+static int output_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+/* One method for every stream, made on first use and kept for the life of the process. */
+static BIO_METHOD *output_method(void)
+{
+    static BIO_METHOD *method;
+    if (method == NULL) {
+        BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "sacmrun TLS output");
+        if (m == NULL || !BIO_meth_set_write(m, output_write) || !BIO_meth_set_ctrl(m, output_ctrl) ||
+            !BIO_meth_set_create(m, output_create)) {
+            BIO_meth_free(m);
+            return NULL;
+        }
+        method = m;
+    }
+    return method;
+}
 
 const char *ssl_error_text(char *out, size_t size, const char *fallback)
 {
@@ -29,7 +103,8 @@ int tls_stream_init(tls_stream *t, SSL_CTX *ctx, int server, uv_stream_t *socket
     t->on_write = on_write;
     t->verify_result = X509_V_OK;
     SSL *ssl = SSL_new(ctx);
-    BIO *r = BIO_new(BIO_s_mem()), *w = BIO_new(BIO_s_mem());
+    BIO_METHOD *out = output_method();
+    BIO *r = BIO_new(BIO_s_mem()), *w = out ? BIO_new(out) : NULL;
     if (ssl == NULL || r == NULL || w == NULL) {
         SSL_free(ssl);
         BIO_free(r);
@@ -38,6 +113,7 @@ int tls_stream_init(tls_stream *t, SSL_CTX *ctx, int server, uv_stream_t *socket
     }
     /* an empty read BIO means "wait for more", not the end of the stream */
     BIO_set_mem_eof_return(r, -1);
+    BIO_set_data(w, t);
     SSL_set_bio(ssl, r, w);
     if (server)
         SSL_set_accept_state(ssl);
@@ -54,6 +130,9 @@ void tls_stream_free(tls_stream *t)
     SSL_free(t->ssl); /* frees both BIOs */
     t->ssl = NULL;
     t->rbio = t->wbio = NULL;
+    free(t->out);
+    t->out = NULL;
+    t->out_len = t->out_cap = 0;
 }
 
 int tls_stream_input(tls_stream *t, const char *data, size_t len)
@@ -68,7 +147,18 @@ int tls_stream_has_input(const tls_stream *t)
 
 int tls_stream_has_output(const tls_stream *t)
 {
-    return BIO_ctrl_pending(t->wbio) > 0;
+    return t->out_len > 0;
+}
+
+size_t tls_stream_take_output(tls_stream *t, char *buf, size_t size)
+{
+    size_t n = t->out_len < size ? t->out_len : size;
+    if (n == 0)
+        return 0;
+    memcpy(buf, t->out->data, n);
+    memmove(t->out->data, t->out->data + n, t->out_len - n);
+    t->out_len -= n;
+    return n;
 }
 
 int tls_stream_handshake(tls_stream *t)
@@ -113,7 +203,12 @@ int tls_stream_read(tls_stream *t, tls_stream_read_cb on_plain)
 
 int tls_stream_write(tls_stream *t, const char *data, size_t len)
 {
-    /* a memory BIO never refuses a write: SSL_write fails only when TLS does */
+    /* room for all the records at once, so the buffer is not grown (and copied) record by record;
+     * past that, the output BIO refuses a write only when memory runs out */
+    if (reserve_output(t, len + (len / 16384 + 1) * RECORD_OVERHEAD) < 0) {
+        snprintf(t->reason, sizeof t->reason, "out of memory for %zu bytes of TLS output", len);
+        return TLS_STREAM_FAILED;
+    }
     while (len > 0) {
         ERR_clear_error();
         int n = SSL_write(t->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
@@ -133,26 +228,15 @@ void tls_stream_shutdown(tls_stream *t)
     SSL_shutdown(t->ssl);
 }
 
-typedef struct {
-    uv_write_t req; /* first: on_write frees the request */
-    char data[];
-} pending_write;
-
 int tls_stream_flush(tls_stream *t)
 {
-    size_t n = BIO_ctrl_pending(t->wbio);
-    if (n == 0)
+    if (t->out_len == 0)
         return 0;
-    pending_write *w = malloc(sizeof *w + n);
-    if (w == NULL)
-        return UV_ENOMEM;
-    int got = BIO_read(t->wbio, w->data, (int)n);
-    if (got <= 0) {
-        free(w);
-        return 0;
-    }
+    struct tls_output *w = t->out;
+    uv_buf_t buf = uv_buf_init(w->data, (unsigned)t->out_len);
     w->req.data = t->owner;
-    uv_buf_t buf = uv_buf_init(w->data, (unsigned)got);
+    t->out = NULL; /* the write owns it now: on_write frees it */
+    t->out_len = t->out_cap = 0;
     int rc = uv_write(&w->req, t->socket, &buf, 1, t->on_write);
     if (rc < 0) {
         free(w);

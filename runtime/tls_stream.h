@@ -1,10 +1,12 @@
 /* tls_stream.h: one TLS stream over a libuv socket, used by the HTTPS server (http_conn.c,
  * http_tls.c) and client (http_client.c), so that they speak only HTTP.
  *
- * OpenSSL runs over a pair of memory BIOs and never touches the socket: the owner hands the
- * ciphertext libuv read to tls_stream_input, and tls_stream_flush hands what OpenSSL wants sent
- * to uv_write. So neither a handshake nor a slow peer ever blocks the loop, and libuv stays the
- * only thing doing socket I/O. A step that fails records why (OpenSSL's reason) in the stream. */
+ * OpenSSL never touches the socket: the owner hands the ciphertext libuv read to
+ * tls_stream_input (a memory BIO), and OpenSSL's records go into an output buffer of the stream's
+ * own (a BIO of ours) that tls_stream_flush hands to uv_write as it is. So neither a handshake nor
+ * a slow peer ever blocks the loop, libuv stays the only thing doing socket I/O, and a response is
+ * copied once on its way out (by OpenSSL, into a record) where a memory BIO would clear, fill and
+ * copy it again. A step that fails records why (OpenSSL's reason) in the stream. */
 #ifndef SACM_TLS_STREAM_H
 #define SACM_TLS_STREAM_H
 
@@ -16,6 +18,8 @@
 typedef struct tls_stream {
     SSL *ssl;
     BIO *rbio, *wbio; /* owned by ssl */
+    struct tls_output *out; /* what OpenSSL wrote and tls_stream_flush has not sent yet */
+    size_t out_len, out_cap;
     uv_stream_t *socket;
     void *owner;         /* req->data of every write, and the first argument of read callbacks */
     uv_write_cb on_write; /* the owner's: it must free(req) */
@@ -62,6 +66,9 @@ void tls_stream_shutdown(tls_stream *t);
 int tls_stream_flush(tls_stream *t);
 /* Whether encrypted output is still waiting for tls_stream_flush. */
 int tls_stream_has_output(const tls_stream *t);
+/* Moves up to size bytes of that output into buf instead (streams joined in memory, as the C
+ * tests do); how many. */
+size_t tls_stream_take_output(tls_stream *t, char *buf, size_t size);
 
 /* Pushes {version = "TLSv1.3", cipher = ...} with room for `extra` more fields. */
 void tls_stream_push_info(lua_State *L, const tls_stream *t, int extra);

@@ -43,7 +43,7 @@ static int deliver(tls_stream *from, tls_stream *to)
 {
     char buf[16384];
     int moved = 0, n;
-    while ((n = BIO_read(from->wbio, buf, sizeof buf)) > 0) {
+    while ((n = (int)tls_stream_take_output(from, buf, sizeof buf)) > 0) {
         if (tls_stream_input(to, buf, (size_t)n) < 0)
             abort();
         moved = 1;
