@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <malloc.h>
 #include <lualib.h>
 #include "sacmrun.h"
 
@@ -210,6 +211,13 @@ int main(int argc, char **argv)
 {
     if (argv[0] && argv[0][0])
         progname = "sacmrun";
+    /* A server allocates and frees a response's buffers (tens to hundreds of KB) per request.
+     * With glibc's defaults the freed top of the heap goes back to the kernel after each one and
+     * is faulted in again for the next (1,400 brk calls in 3 s of ROLIE pages), and buffers past
+     * 128 KB are mapped and unmapped each time. Fixed thresholds keep that memory for reuse:
+     * peak RSS does not change, an idle process keeps at most 4 MB of free heap. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    mallopt(M_TRIM_THRESHOLD, 4 << 20);
     if (sacm_loop_init() < 0) {
         fprintf(stderr, "%s: cannot initialise the event loop\n", progname);
         return EXIT_FAILURE;
