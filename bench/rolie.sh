@@ -126,15 +126,18 @@ the median over the rounds; peak RSS is \`VmHWM\` of the serving process (nginx:
 would be as fast as serving a file). Each round: $round_ratios. Load average was $load_before
 before and $load_after after, on $(nproc) cores shared by wrk and the server. Versions: $version.
 
-Where a request's cost sits, in instructions counted by callgrind (load-independent: a server run
-answering 220 requests over one keep-alive connection minus one answering 20, 2000 results, the
-same 49 KB page): a page from the feed cache costs 0.62M instructions, a 304 for it 0.30M; before
-the cache every request cost 4.5M (the SHA-256 for the ETag a third of it, 50 rows turned into
-Lua tables, the document assembled). Of a cached 200, about 0.30M is OpenSSL encrypting the
-49 KB (the same for nginx), the response head and body are copied once into one buffer and again
-by SSL_write, and the Lua handler (path split, Basic credentials looked up in the check cache, the
-store's version read with \`PRAGMA data_version\`, a header table) is the rest. A miss (after any
-write) still costs the full 4.5M once per page and view.
+Where a request's cost sits, in instructions counted by callgrind (load-independent; the
+\`rolie_cost\` section and bench/rolie_cost.sh): a cached 67 KB page costs 0.59M instructions
+against 0.43M for the same bytes as a constant body from a Lua handler; before the feed cache every
+request cost 4.5M (the SHA-256 for the ETag a third of it, 50 rows turned into Lua tables, the
+document assembled). Of a cached 200, about 0.17M is OpenSSL encrypting the bytes (the same for
+nginx), the response is copied into OpenSSL's records and once into the buffer libuv writes, and
+the Lua handler (path split, Basic credentials looked up in the check cache, the store's version
+read with \`PRAGMA data_version\`, a header table) is the rest. A miss (after any write) still
+costs the full 4.5M once per page and view. Wall-clock runs before the allocator's thresholds were
+fixed (runtime/main.c) swung between 2,300 and 7,400 requests/s from round to round: glibc gave the
+heap top back to the kernel after each response and faulted it in again for the next (1,432 brk
+calls in 3 s against 13 now).
 MD
 
 echo "round ratios: $round_ratios"
