@@ -215,7 +215,7 @@ int main(int argc, char **argv)
      * With glibc's defaults the freed top of the heap goes back to the kernel after each one and
      * is faulted in again for the next (1,400 brk calls in 3 s of ROLIE pages), and buffers past
      * 128 KB are mapped and unmapped each time. Fixed thresholds keep that memory for reuse:
-     * peak RSS does not change, an idle process keeps at most 4 MB of free heap. */
+     * peak RSS does not change; what stays mapped is at most 4 MB of free space at the heap's top. */
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
     mallopt(M_TRIM_THRESHOLD, 4 << 20);
     if (sacm_loop_init() < 0) {
