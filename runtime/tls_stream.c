@@ -1,4 +1,5 @@
-/* tls_stream.c: TLS over memory BIOs on a libuv socket (see tls_stream.h). */
+/* tls_stream.c: TLS on a libuv socket, input through a memory BIO, output through a BIO of ours
+ * into the buffer uv_write sends (see tls_stream.h). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
