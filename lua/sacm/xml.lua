@@ -226,6 +226,14 @@ end
 ---@param ns? string nil: any namespace, "": none
 ---@return sacm.xml.Element? child
 function methods:child(name, ns)
+  if ns ~= nil and ns ~= "" and name ~= nil then
+    -- what stanza handlers and pubsub ask for on every stanza, compared in the loop itself
+    for i = 1, #self do
+      local c = self[i]
+      if c.name == name and c.ns == ns then return c end
+    end
+    return nil
+  end
   for i = 1, #self do
     local c = self[i]
     if matches(c, name, ns) then return c end

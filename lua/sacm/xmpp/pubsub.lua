@@ -207,20 +207,10 @@ local function send(self, iq, what, idempotent, ...)
   return reply
 end
 
--- The first child element of el named name in namespace ns, or nil: el:child(name, ns) without
--- the method lookup and call per child, for what runs per item (publish results, notifications).
-local function child_in(el, name, ns)
-  for i = 1, #el do
-    local c = el[i]
-    if type(c) == "table" and c.name == name and c.ns == ns then return c end
-  end
-  return nil
-end
-
 -- The reply's <pubsub xmlns=ns><name> element, or nil.
 local function reply_child(reply, ns, name)
-  local ps = child_in(reply, "pubsub", ns)
-  return ps and child_in(ps, name, ns)
+  local ps = reply:child("pubsub", ns)
+  return ps and ps:child(name, ns)
 end
 
 --- svc:create(node [, config]) -> node name, or nil, err. node nil asks for an instant node (the
@@ -405,7 +395,7 @@ function Service:publish(node, id, payload, publish_options)
   local reply, err = send(self, iq, "publish to node '%s'", id ~= nil, node)
   if not reply then return nil, err end
   local published = reply_child(reply, M.NS, "publish")
-  local item = published and child_in(published, "item", M.NS)
+  local item = published and published:child("item", M.NS)
   -- XEP-0060 7.1.2: the result may be empty when the publisher chose the id
   local got = item and item.attr.id or id
   if not got then
