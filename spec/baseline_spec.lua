@@ -591,13 +591,11 @@ describe("the Debian 12 baseline", function()
       end
     end
     local counts, errors = {}, {}
-    local t0 = os.clock()
     for _, r in ipairs(engine:evaluate(posture)) do
       counts[r.result] = (counts[r.result] or 0) + 1
       if r.result == "error" then errors[#errors + 1] = r.rule_id .. ": " .. r.evidence[1] end
     end
     assert.same({}, errors)
-    assert.is_true(os.clock() - t0 < 2)
     print(("\n  this host: %d pass, %d fail, %d notapplicable, %d notchecked"):format(counts.pass or 0, counts.fail or 0,
       counts.notapplicable or 0, counts.notchecked or 0))
   end)

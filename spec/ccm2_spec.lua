@@ -251,9 +251,9 @@ describe("ccm2 against Prosody with mod_sacm_ccm2 #e2e", function()
 
     local t0 = time.monotonic()
     assert(ccm2.revoke(manager, old.fingerprint))
-    while not closed_at and time.monotonic() - t0 < 1 do task.sleep(0.01) end
-    assert.is_not_nil(closed_at, "the session that logged in with the revoked certificate is still open after 1 s")
-    assert.truthy(closed_at - t0 < 1)
+    -- at once, not at its next login; 5 s is room for a loaded machine, not the expected time
+    while not closed_at and time.monotonic() - t0 < 5 do task.sleep(0.01) end
+    assert.is_not_nil(closed_at, "the session that logged in with the revoked certificate is still open after 5 s")
     assert.equal("disconnected", live.state)
 
     local refused, err = with_cert(old, "again")
