@@ -376,67 +376,17 @@ describe("hostile submissions and data #e2e", function()
     refused_at_once(repo.member.conn.jid, "query", { type = "posture", endpoint = "x' OR '1'='1" }, "endpoint: .* is not an identifier")
   end)
 
-  -- Opens a session of node at jid and submits a form of the given <field/> elements as it is on
-  -- the wire -> the error, and the seconds the role took from receiving the submission to
-  -- answering it (its command handler, timed in this process: a large stanza's trip through the
-  -- XMPP server is not the role's to bound).
-  local function submit_raw(conn, jid, node, fields)
-    local opened = assert(orch.conn:iq(st.iq({ type = "set", to = jid })
-      :tag("command", { xmlns = commands.NS, node = node, action = "execute" }):up()))
-    local sid = opened:child("command", commands.NS).attr.sessionid
-    local x = xml.element("x", { xmlns = forms.NS, type = "submit" })
-    x:tag("field", { var = "FORM_TYPE", type = "hidden" }):tag("value"):text(node):up():up()
-    for _, f in ipairs(fields) do x:add(f) end
-    local iq = st.iq({ type = "set", to = jid })
-      :tag("command", { xmlns = commands.NS, node = node, sessionid = sid, action = "complete" }):add(x):up()
-    local handler
-    for _, h in ipairs(conn.handlers.iq) do
-      if h.filter.ns == commands.NS then handler = h end
-    end
-    local original, took = handler.fn, nil
-    handler.fn = function(stanza, c)
-      local t0 = time.monotonic()
-      local r1, r2 = original(stanza, c)
-      if stanza.attr.id == iq.attr.id then took = time.monotonic() - t0 end
-      return r1, r2
-    end
-    local reply, err = orch.conn:iq(iq, { timeout = 20 })
-    handler.fn = original
-    assert.is_nil(reply, "a hostile form was accepted")
-    return err, took
-  end
-
-  local function field(var, values, ftype)
-    local f = xml.element("field", { xmlns = forms.NS, var = var, type = ftype })
-    for _, v in ipairs(values) do f:tag("value"):text(v):up() end
-    return f
-  end
+  local hostile = require "support.hostile_forms"
+  local field = hostile.field
 
   -- How fast each answer comes is measured, not asserted: timing belongs in bench/, and this
   -- spec runs under ASan on loaded machines too. What it asserts is the answer and the ping after.
   it("answers each hostile form with its error, and a ping right after", function()
-    local many_fields = {}
-    for i = 1, 5000 do many_fields[i] = xml.element("field", { xmlns = forms.NS, var = "j" .. i }) end
-    many_fields[#many_fields + 1] = field("timeout", { "abc" })
-    local three_thousand = {}
-    for i = 1, 3000 do three_thousand[i] = "os" end
-    local nested = field("correlation", {})
-    nested:tag("value"):tag("deep", { xmlns = "urn:junk" }):tag("deeper"):text("x"):up():up():up()
-    nested:tag("value"):text("two"):up()
-    local cases = {
-      { "wrong types", { field("timeout", { "1", "2" }), field("kinds", { "os" }, "boolean") }, "timeout: expects one value, got 2" },
-      { "bidirectional Unicode", { field("correlation", { "abc\u{202E}fdp.exe" }) }, "correlation: 'abc\u{202E}fdp.exe' is not an identifier" },
-      { "nested junk", { nested }, "correlation: expects one value, got 2" },
-      { "5,000 fields", many_fields, "invalid form: more than 500 fields %(5002%)" },
-      { "one 200 KB value", { field("correlation", { ("c"):rep(200 * 1024) }) }, "correlation: longer than 4096 bytes" },
-      { "3,000 values", { field("kinds", three_thousand, "list-multi") }, "kinds: more than 1000 values %(3000%)" },
-      { "timeout=-1e309", { field("timeout", { "-1e309" }) }, "timeout: not an integer %(xs:integer%): '%-1e309'" },
-      { "timeout=-1", { field("timeout", { "-1" }) }, "timeout: %-1 is out of range %(1 to 3600%)" },
-    }
+    local cases, many_fields, three_thousand = hostile.collect_cases()
     local jid = coll.member.conn.jid
     local slowest = 0
     for _, case in ipairs(cases) do
-      local err, took = submit_raw(coll.member.conn, jid, proto.CMD.collect, case[2])
+      local err, took = hostile.submit(orch.conn, coll.member.conn, proto.CMD.collect, case[2])
       assert.equal("bad-request", err.condition, case[1] .. ": " .. tostring(err))
       local app = err.stanza:child("error"):child("bad-payload", commands.NS)
       assert.is_not_nil(app, case[1] .. ": no bad-payload in " .. tostring(err))
@@ -454,7 +404,7 @@ describe("hostile submissions and data #e2e", function()
       { repo.member.conn, proto.CMD.query, many_fields, "more than 500 fields" },
       { repo.member.conn, proto.CMD.query, { field("max", { "-1e309" }) }, "max: not an integer" },
     } do
-      local err, took = submit_raw(target[1], target[1].jid, target[2], target[3])
+      local err, took = hostile.submit(orch.conn, target[1], target[2], target[3])
       local what = target[2] .. " " .. target[4]
       assert.equal("bad-request", err.condition, what .. ": " .. tostring(err))
       assert.matches(target[4], err.text, 1, false, what)
