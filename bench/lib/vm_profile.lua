@@ -6,8 +6,8 @@
 --   PUBSUB_CLIENTS=sacmrun PUBSUB_WRAP=bench/lib/vm_profile.sh ITEMS=3000 WINDOWS=1 ROUNDS=1 \
 --     ./sacmrun bench/pubsub_run.lua OUT bench/out/pubsub_ref
 --
--- A count hook samples every STEP VM instructions (VM_PROFILE_STEP, default 97: a prime, so the
--- samples do not line up with loops) in the main thread and in every coroutine, including the
+-- A count hook samples about every STEP VM instructions (VM_PROFILE_STEP, default 97; each step
+-- drawn at random around it) in the main thread and in every coroutine, including the
 -- task scheduler's (sacm.task keeps coroutine.create in a local, so that one is replaced too).
 -- Writes the table to VM_PROFILE_OUT (default bench/out/vm_profile.txt) when the script returns.
 -- Hooks slow the script down several times: read the shares, not the times.
@@ -20,8 +20,19 @@ if not script then
 end
 
 local by_function, by_caller = {}, {}
-local getinfo = debug.getinfo
-local function sample()
+local getinfo, sethook, random = debug.getinfo, debug.sethook, math.random
+local counted = 0 -- VM instructions the samples stand for
+local sample
+-- A fixed step would alias with work that repeats exactly (every item of a benchmark runs the
+-- same instructions) and keep sampling the same few places: each next step is drawn at random
+-- between STEP/2 and 3*STEP/2.
+local function rearm()
+  local step = random(STEP // 2, STEP * 3 // 2)
+  counted = counted + step
+  sethook(sample, "", step)
+end
+function sample()
+  rearm() -- the thread the hook runs in is the one it samples
   local f = getinfo(2, "S")
   if not f then return end
   local key = f.short_src .. ":" .. f.linedefined
@@ -36,7 +47,7 @@ end
 local plain_create = coroutine.create
 local function hooked_create(fn)
   local co = plain_create(fn)
-  debug.sethook(co, sample, "", STEP)
+  sethook(co, sample, "", STEP)
   return co
 end
 coroutine.create = hooked_create -- luacheck: ignore 122 (on purpose: every coroutine made from here on is sampled)
@@ -56,8 +67,8 @@ local function replace_create(fn)
   end
 end
 for _, fn in pairs(require "sacm.task") do replace_create(fn) end
-debug.sethook(sample, "", STEP)                          -- this task's coroutine
-debug.sethook(debug.getregistry()[1], sample, "", STEP) -- the main thread: callbacks from C
+sethook(sample, "", STEP)                          -- this task's coroutine
+sethook(debug.getregistry()[1], sample, "", STEP) -- the main thread: callbacks from C
 
 local chunk = assert(loadfile(script))
 chunk(table.unpack(arg, 2))
@@ -73,7 +84,8 @@ local function sorted(counts)
 end
 local out = assert(io.open(OUT, "w"))
 local list, total = sorted(by_function)
-out:write(("%d samples, one every %d VM instructions: about %d instructions\n\n"):format(total, STEP, total * STEP))
+out:write(("%d samples, one every %d VM instructions on average: about %d instructions\n\n"):format(total, STEP,
+  counted))
 out:write("by function (where it is defined):\n")
 for i = 1, math.min(60, #list) do
   out:write(("%7d %5.1f%%  %s\n"):format(list[i][2], 100 * list[i][2] / total, list[i][1]))
