@@ -129,8 +129,11 @@ static void pump(int quiet)
         in_run_once = 1;
         /* links closed meanwhile are only marked; links made meanwhile are at the head */
         for (link_t *l = links; l; l = l->next)
-            if (!l->released)
+            if (!l->released) {
+                sacm_xmpp_trust_running(l);
                 xmpp_run_once(l->ctx, 0);
+            }
+        sacm_xmpp_trust_running(NULL);
         in_run_once = 0;
         release_links();
         quiet_rounds = (sacm_xmpp_activity || dirty) ? 0 : quiet_rounds + 1;
@@ -268,6 +271,16 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error, 
     if (event == XMPP_CONN_RAW_CONNECT)
         return;
     sacm_xmpp_activity++;
+    if (event == XMPP_CONN_CONNECT && l->own_anchors && xmpp_conn_is_secured(conn) &&
+        sacm_xmpp_trust_hook_calls() == l->trust_calls_at_connect) {
+        /* fail closed: this session's certificate may have verified against the system store */
+        snprintf(l->diag.setup, sizeof l->diag.setup, "%s",
+                 "the TLS set-up did not go through sacmrun's trust hook (runtime/xmpp_trust.c), so the "
+                 "system's CAs were trusted beside cafile/capath; this build links OpenSSL differently: "
+                 "report it with the output of `sacmrun -v`");
+        xmpp_disconnect(conn);
+        return;
+    }
     l->session_up = event == XMPP_CONN_CONNECT;
     if (event != XMPP_CONN_CONNECT) {
         stop_poll(l);
@@ -437,6 +450,7 @@ static int l_new(lua_State *L)
         xmpp_conn_set_cafile(l->conn, cafile);
     if (capath)
         xmpp_conn_set_capath(l->conn, capath);
+    l->own_anchors = cafile != NULL || capath != NULL;
     xmpp_conn_set_certfail_handler(l->conn, sacm_xmpp_certfail);
     xmpp_conn_set_sockopt_callback(l->conn, sockopt_cb);
     xmpp_handler_add(l->conn, stanza_handler, NULL, NULL, NULL, l);
@@ -480,6 +494,7 @@ static int l_connect(lua_State *L)
                          (int)port, rc);
     }
     l->last_read = uv_now(sacm_loop());
+    l->trust_calls_at_connect = sacm_xmpp_trust_hook_calls();
     /* While the network holds it, the connection object must not be collected. */
     if (l->self_ref == LUA_NOREF) {
         lua_pushvalue(L, 1);

@@ -70,6 +70,44 @@ describe("sacm.xmpp #e2e", function()
     assert.matches("set cafile to the CA that issued the server's certificate", err.text)
   end)
 
+  -- libstrophe loads the system store before a connection's cafile; runtime/xmpp_trust.c keeps
+  -- it out. OpenSSL reads SSL_CERT_FILE as the system store, so a child process whose
+  -- SSL_CERT_FILE is the server's CA shows which anchors a connection really trusts.
+  it("trusts only the cafile or capath it names, not the system store beside them", function()
+    local tmp = require "support.tmp"
+    local certs = require "support.certs"
+    local proc = require "sacm.proc"
+    local fs = require "sacm.fs"
+    local dir = tmp.dir("trust")
+    local other = certs.ca(dir, "other-ca", "sacmrun other test CA")
+    assert(fs.mkdir(dir .. "/capath"))
+    assert(fs.write(dir .. "/capath/other.pem", assert(fs.read(other.cert))))
+    assert(proc.run({ "openssl", "rehash", dir .. "/capath" }, { timeout = 20 }).code == 0)
+    local script = dir .. "/connect.lua"
+    assert(fs.write(script, [[
+local xmpp = require "sacm.xmpp"
+local jid, password, host, port, anchor, value = ...
+local opts = { jid = jid, password = password, host = host, port = math.tointeger(tonumber(port)), reconnect = false }
+if anchor ~= "none" then opts[anchor] = value end
+local conn, err = xmpp.connect(opts)
+if conn then print("connected") conn:close() else print(err.condition) end
+]]))
+    local function outcome(anchor, value)
+      local r = assert(proc.run({ os.getenv("SACMRUN_BIN") or "./sacmrun", script, server:jid("alice") .. "/trust",
+        "alice-secret", server.host, server.port, anchor, value or "" },
+        { timeout = 30, env = { SSL_CERT_FILE = server.ca_file, SSL_CERT_DIR = dir .. "/empty" } }))
+      assert.equal(0, r.code, r.stderr)
+      return (r.stdout:gsub("\n$", ""))
+    end
+    -- the control: with no anchors named, the system store is used, and it holds the server's CA
+    assert.equal("connected", outcome("none"))
+    assert.equal("connected", outcome("cafile", server.ca_file))
+    -- a CA file or directory of another CA: refused, although the system store would verify
+    assert.equal("tls-verification-failed", outcome("cafile", other.cert))
+    assert.equal("tls-verification-failed", outcome("capath", dir .. "/capath"))
+    tmp.remove(dir)
+  end)
+
   it("says which CA file cannot be loaded and why, before connecting", function()
     local conn, err = connect("alice", { cafile = "/nonexistent/ca.pem" })
     assert.is_nil(conn)
