@@ -271,8 +271,7 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error, 
     if (event == XMPP_CONN_RAW_CONNECT)
         return;
     sacm_xmpp_activity++;
-    if (event == XMPP_CONN_CONNECT && l->own_anchors && xmpp_conn_is_secured(conn) &&
-        sacm_xmpp_trust_hook_calls() == l->trust_calls_at_connect) {
+    if (event == XMPP_CONN_CONNECT && l->own_anchors && xmpp_conn_is_secured(conn) && !l->tls_set_up_here) {
         /* fail closed: this session's certificate may have verified against the system store */
         snprintf(l->diag.setup, sizeof l->diag.setup, "%s",
                  "the TLS set-up did not go through sacmrun's trust hook (runtime/xmpp_trust.c), so the "
@@ -494,7 +493,7 @@ static int l_connect(lua_State *L)
                          (int)port, rc);
     }
     l->last_read = uv_now(sacm_loop());
-    l->trust_calls_at_connect = sacm_xmpp_trust_hook_calls();
+    l->tls_set_up_here = 0;
     /* While the network holds it, the connection object must not be collected. */
     if (l->self_ref == LUA_NOREF) {
         lua_pushvalue(L, 1);

@@ -38,7 +38,7 @@ typedef struct link {
     uint64_t last_read; /* uv_now() when the socket last became readable, or the attempt began */
     xmpp_sm_state_t *sm_state; /* XEP-0198 state kept across a drop, to resume the session */
     int own_anchors; /* cafile or capath given: the system store is not trusted (xmpp_trust.c) */
-    unsigned long trust_calls_at_connect; /* sacm_xmpp_trust_hook_calls() when the attempt began */
+    int tls_set_up_here; /* this attempt's TLS set-up went through xmpp_trust.c */
     xmpp_diag_t diag;
     struct link *next;
 } link_t;
@@ -56,9 +56,8 @@ link_t *sacm_xmpp_link_of_ctx(const xmpp_ctx_t *ctx); /* xmpp.c */
 void sacm_xmpp_push_disconnect_info(lua_State *L, link_t *l, int error, const xmpp_stream_error_t *stream_error);
 int sacm_xmpp_check_tls_files(lua_State *L);
 
-/* xmpp_trust.c: the trust anchors of the link xmpp_run_once is about to run (NULL: none), and how
- * many TLS set-ups have come through sacmrun's SSL_CTX_set_default_verify_paths. */
-void sacm_xmpp_trust_running(const link_t *l);
-unsigned long sacm_xmpp_trust_hook_calls(void);
+/* xmpp_trust.c: the link xmpp_run_once is about to run (NULL: none), whose trust anchors a TLS
+ * set-up meanwhile is for. */
+void sacm_xmpp_trust_running(link_t *l);
 
 #endif

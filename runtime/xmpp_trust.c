@@ -17,24 +17,20 @@
 #include <openssl/x509_vfy.h>
 #include "xmpp_link.h"
 
-static int running_own_anchors; /* the link xmpp_run_once runs names its own trust anchors */
-static unsigned long hook_calls;
+static link_t *running; /* the link xmpp_run_once is running, NULL outside the pump */
 
-void sacm_xmpp_trust_running(const link_t *l)
+void sacm_xmpp_trust_running(link_t *l)
 {
-    running_own_anchors = l != NULL && l->own_anchors;
-}
-
-unsigned long sacm_xmpp_trust_hook_calls(void)
-{
-    return hook_calls;
+    running = l;
 }
 
 int SSL_CTX_set_default_verify_paths(SSL_CTX *ctx)
 {
-    hook_calls++;
-    if (running_own_anchors)
-        return 1;
+    if (running) {
+        running->tls_set_up_here = 1;
+        if (running->own_anchors)
+            return 1;
+    }
     /* OpenSSL's own, for the default library context that libstrophe's SSL_CTX_new uses */
     return X509_STORE_set_default_paths(SSL_CTX_get_cert_store(ctx));
 }
