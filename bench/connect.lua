@@ -3,11 +3,12 @@
 -- process and by bench/connect_ref.c (plain libstrophe), taking turns for ROUNDS rounds.
 -- Prints one line per client and round, then key/value lines for bench/connect.sh:
 --   sacmrun_cpu_ms, sacmrun_wall_ms, c_cpu_ms, c_wall_ms (medians of the rounds' medians), ratio
-package.path = "spec/?.lua;" .. package.path
+package.path = "spec/?.lua;bench/lib/?.lua;" .. package.path
 local prosody = require "support.prosody"
 local xmpp = require "sacm.xmpp"
 local proc = require "sacm.proc"
 local time = require "sacm.time"
+local median = require("stats").median
 
 local ref = arg[1]
 local n = math.tointeger(tonumber(arg[2] or "20"))
@@ -15,12 +16,6 @@ local rounds = math.tointeger(tonumber(arg[3] or "3"))
 assert(ref and n and n >= 1 and rounds and rounds >= 1, "usage: connect.lua REF_BINARY N ROUNDS")
 
 local server <close> = prosody.start({ users = { bench = "bench-pw" } })
-
-local function median(list)
-  local sorted = table.move(list, 1, #list, 1, {})
-  table.sort(sorted)
-  return sorted[(#sorted + 1) // 2]
-end
 
 local function sacmrun_round()
   local cpu, wall = {}, {}

@@ -8,7 +8,7 @@
 --
 -- Prints one line per case and, at the end, key/value lines for bench/hostile_forms.sh:
 --   open_median_ms, hostile_median_ms, hostile_p99_ms, hostile_max_ms, slowest_case, ratio
-package.path = "spec/?.lua;" .. package.path
+package.path = "spec/?.lua;bench/lib/?.lua;" .. package.path
 local prosody = require "support.prosody"
 local grid = require "support.grid"
 local tmp = require "support.tmp"
@@ -17,6 +17,7 @@ local proto = require "sacm.grid.protocol"
 local collector = require "sacm.roles.collector"
 local orchestrator = require "sacm.roles.orchestrator"
 local repository = require "sacm.roles.repository"
+local stats = require "stats"
 
 local rounds = math.tointeger(tonumber(arg[1] or "20"))
 assert(rounds and rounds >= 1, "usage: hostile_forms.lua ROUNDS")
@@ -31,11 +32,6 @@ local orch = g:start(orchestrator, "orchestrator")
 local coll = g:start(collector, "collector", { kinds = { "os" },
   rate_limits = { collect = { rate = 1000, burst = 1000 } } })
 assert(orch:discover({ collectors = 1, evaluators = 0, timeout = 15 }))
-
-local function median(list)
-  table.sort(list)
-  return list[math.max(1, (#list + 1) // 2)]
-end
 
 local cases = hostile.collect_cases()
 local per_case, all, opens = {}, {}, {}
@@ -59,17 +55,15 @@ end
 local slowest_case, slowest_median = nil, -1
 for _, case in ipairs(cases) do
   local times = per_case[case[1]]
-  local m = median(times)
-  print(("case %-24s median %7.2f ms  max %7.2f ms"):format(case[1], m, times[#times]))
+  local m = stats.median(times)
+  print(("case %-24s median %7.2f ms  max %7.2f ms"):format(case[1], m, stats.max(times)))
   if m > slowest_median then slowest_case, slowest_median = case[1], m end
 end
-local open_median = median(opens)
-table.sort(all)
-local p99 = all[math.max(1, math.ceil(0.99 * #all))]
+local open_median = stats.median(opens)
 print(("open_median_ms %.3f"):format(open_median))
-print(("hostile_median_ms %.3f"):format(median(all)))
-print(("hostile_p99_ms %.3f"):format(p99))
-print(("hostile_max_ms %.3f"):format(all[#all]))
+print(("hostile_median_ms %.3f"):format(stats.median(all)))
+print(("hostile_p99_ms %.3f"):format(stats.percentile(all, 0.99)))
+print(("hostile_max_ms %.3f"):format(stats.max(all)))
 print(("slowest_case %s"):format(slowest_case))
 print(("slowest_case_median_ms %.3f"):format(slowest_median))
 print(("ratio %.2f"):format(slowest_median / open_median))

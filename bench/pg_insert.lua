@@ -16,7 +16,7 @@ local ok, err = pcall(function()
   local db <close> = assert(pg.connect(server:conninfo()))
   assert(db:exec("CREATE TABLE bench (id int PRIMARY KEY, endpoint text, data bytea)"))
   local payload = pg.bytea(string.rep("x", 200))
-  local function median(xs) table.sort(xs); return xs[(#xs + 1) // 2] end
+  local median = dofile("bench/lib/stats.lua").median
   local function measure(name, fn)
     local rates = {}
     for r = 1, ROUNDS do

@@ -39,9 +39,10 @@ function M.collect_cases()
   }, many_fields, three_thousand
 end
 
--- Runs the role connection's command handler through fn(stanza) -> timed: the seconds the role
--- took from receiving a stanza to answering it (in this process: a large stanza's trip through
--- the XMPP server is not the role's to bound).
+-- Wraps the role connection's command handler to time its answer to the stanza with id want_id
+-- -> done(): puts the handler back and gives the seconds the role took from receiving that stanza
+-- to answering it (in this process: a large stanza's trip through the XMPP server is not the
+-- role's to bound).
 local function timed_handler(role_conn, want_id)
   local handler
   for _, h in ipairs(role_conn.handlers.iq) do
