@@ -14,7 +14,7 @@ MANDIR    = $(PREFIX)/share/man/man1
 # plain script should map those). What they share lives in the binary (sacm_*, exports.list).
 CORE_PKGS = lua5.4 libuv expat
 CRYPTO_PKGS = lua5.4 libuv libcrypto
-XMPP_PKGS = lua5.4 libuv libstrophe libcrypto
+XMPP_PKGS = lua5.4 libuv libstrophe libssl libcrypto
 HTTP_PKGS = lua5.4 libuv openssl
 SQLITE_PKGS = lua5.4 sqlite3
 PG_PKGS   = lua5.4 libpq
@@ -40,7 +40,7 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) \
 EXPORTS    = -Wl,--dynamic-list=runtime/exports.list
 
 CRYPTO_SRCS = runtime/crypto.c runtime/x509.c
-XMPP_SRCS = runtime/xmpp.c runtime/xmpp_error.c runtime/xmpp_stanza.c runtime/xmpp_trust.c
+XMPP_SRCS = runtime/xmpp.c runtime/xmpp_error.c runtime/xmpp_stanza.c runtime/xmpp_trust.c runtime/xmpp_hooks.c
 HTTP_SRCS = runtime/http.c runtime/http_conn.c runtime/http_tls.c runtime/http_client.c \
             runtime/http_client_tls.c runtime/http_common.c runtime/tls_stream.c
 SQLITE_SRCS = runtime/sqlite.c runtime/sqlite_stmt.c

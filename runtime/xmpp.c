@@ -7,8 +7,8 @@
  * - each connection has a libstrophe context of its own (so what libstrophe logs and reports about
  *   a failure is known to be about it: runtime/xmpp_error.c), and a pump runs xmpp_run_once(ctx, 0)
  *   on every connection's context;
- * - a readable socket pumps several times, because OpenSSL may hold decrypted bytes that no
- *   longer make the socket readable, and each call reads at most 4096 bytes;
+ * - a readable socket pumps as long as OpenSSL holds decrypted bytes that no longer make the
+ *   socket readable (each call reads at most 4096 bytes; xmpp_hooks.c asks OpenSSL);
  * - what Lua queued is flushed from prepare/check handles, never from inside libstrophe;
  * - a slow tick runs libstrophe's own timers (connect timeout, stream management).
  * Stanzas reach Lua as sacm.Element tables built straight from libstrophe's tree
@@ -27,7 +27,6 @@
 
 #define CONN_MT "sacm.XmppConnection"
 #define MODULE_MT "sacm.XmppModule"
-#define READ_ROUNDS 4    /* a 16 KiB TLS record is 4 reads of 4096 bytes (see pump) */
 #define MAX_ROUNDS 64    /* bound the work of one wakeup so timers and other I/O get their turn */
 #define TICK_MS 1000
 /* The tick period; tests lengthen it to show that reads never depend on it. */
@@ -105,39 +104,39 @@ static void update_tick(void)
         uv_timer_stop(&tick_handle);
 }
 
-/* Runs libstrophe until `quiet` rounds in a row deliver nothing and queue nothing. Never
- * re-entered: Lua code called from a libstrophe handler only queues.
- *
- * Why several quiet rounds: each round reads at most 4096 bytes, and OpenSSL decrypts a whole
- * record (up to 16 KiB) from the socket at once. A record whose first bytes were read in a round
- * that completed no stanza may still hold up to 12 KiB inside OpenSSL while the socket is empty,
- * and no poll event will say so. SSL_read never spans records, so READ_ROUNDS quiet rounds in a
- * row drain any record begun in the first of them. */
+/* Runs libstrophe, a round (xmpp_run_once on every link) at a time, while the last round had
+ * something to follow up: a stanza, a connection event or anything libstrophe logged (it may
+ * have queued data of its own, SM's <a/> or a stream header, which it writes in a later round and
+ * xmpp_conn_send_queue_len does not count), something Lua queued, or decrypted bytes OpenSSL
+ * still holds. The last
+ * matters because each round reads at most 4096 bytes and OpenSSL decrypts a whole record (up to
+ * 16 KiB): the rest of a record waits inside OpenSSL with the socket empty, and no poll event
+ * will say so; libstrophe reads it in a round only if asked to run one. xmpp_hooks.c learns it
+ * from OpenSSL after each read. Whatever the socket holds beyond that, the poll reports. Never
+ * re-entered: Lua code called from a libstrophe handler only queues. */
 static int more_to_read; /* the last pump stopped at MAX_ROUNDS while still busy */
 
-static void pump(int quiet)
+static void pump(void)
 {
     if (!initialized || in_run_once)
         return;
-    /* What one round reads, libstrophe answers in the next (xmpp_send only queues), so keep
-     * going while rounds see activity. */
-    int quiet_rounds = 0;
     more_to_read = 1;
     for (int round = 0; round < MAX_ROUNDS; round++) {
         dirty = 0;
         sacm_xmpp_activity = 0;
+        int buffered = 0;
         in_run_once = 1;
         /* links closed meanwhile are only marked; links made meanwhile are at the head */
         for (link_t *l = links; l; l = l->next)
             if (!l->released) {
-                sacm_xmpp_trust_running(l);
+                sacm_xmpp_running = l;
                 xmpp_run_once(l->ctx, 0);
+                buffered |= l->tls_buffered;
             }
-        sacm_xmpp_trust_running(NULL);
+        sacm_xmpp_running = NULL;
         in_run_once = 0;
         release_links();
-        quiet_rounds = (sacm_xmpp_activity || dirty) ? 0 : quiet_rounds + 1;
-        if (quiet_rounds >= quiet) {
+        if (!sacm_xmpp_activity && !dirty && !buffered) {
             more_to_read = 0;
             break;
         }
@@ -153,7 +152,7 @@ static void on_poll(uv_poll_t *poll, int status, int events)
         link_t *l = poll->data;
         l->last_read = uv_now(sacm_loop());
     }
-    pump(READ_ROUNDS);
+    pump();
 }
 
 /* After Lua queued stanzas: send them, and a pump cut short at MAX_ROUNDS goes on. Any round
@@ -162,21 +161,21 @@ static void on_prepare(uv_prepare_t *handle)
 {
     (void)handle;
     if (dirty || more_to_read)
-        pump(READ_ROUNDS);
+        pump();
 }
 
 static void on_check(uv_check_t *handle)
 {
     (void)handle;
     if (dirty || more_to_read)
-        pump(READ_ROUNDS);
+        pump();
 }
 
 static void on_tick(uv_timer_t *handle)
 {
     (void)handle;
     if (links)
-        pump(1);
+        pump();
 }
 
 static int sockopt_cb(xmpp_conn_t *conn, void *sockp)
@@ -237,6 +236,7 @@ static int stanza_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userda
 {
     (void)conn;
     link_t *l = userdata;
+    sacm_xmpp_stanza_delivered(stanza);
     if (l->stanza_ref == LUA_NOREF || sacm_state_closing())
         return 1;
     if (is_stream_management(stanza)) {
@@ -282,6 +282,7 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t event, int error, 
     }
     l->session_up = event == XMPP_CONN_CONNECT;
     if (event != XMPP_CONN_CONNECT) {
+        l->tls_buffered = 0; /* that TLS session is gone */
         stop_poll(l);
         /* Keep stream management state (unacked stanzas, the resumption id) for the next connect. */
         if (l->sm_state == NULL)

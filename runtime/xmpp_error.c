@@ -55,7 +55,6 @@ static void note(link_t *l, xmpp_log_level_t level, const char *area, const char
      * speaks before the session is up, so only then is a received <failure/> the server's SASL
      * answer; after that, stanza text is never searched (a message body could forge anything). */
     if (strncmp(msg, "RECV:", 5) == 0) {
-        sacm_xmpp_activity++;
         if (l->session_up)
             return;
         if ((p = strstr(msg, "<failure")) && strstr(p, "urn:ietf:params:xml:ns:xmpp-sasl") && !d->sasl_condition[0])
@@ -85,6 +84,10 @@ void sacm_xmpp_log_handler(void *userdata, xmpp_log_level_t level, const char *a
 {
     link_t *l = userdata;
     area = area ? area : "";
+    /* libstrophe logs what it does (a socket connected, a stanza queued or written, TLS set up);
+     * some of it queues data that xmpp_conn_send_queue_len does not count, written only in a
+     * round of its own, so a round with any message is followed by another (xmpp.c: pump) */
+    sacm_xmpp_activity++;
     if (l)
         note(l, level, area, msg);
     /* libstrophe's own words are for debugging: every failure it logs reaches the program as an

@@ -39,6 +39,7 @@ typedef struct link {
     xmpp_sm_state_t *sm_state; /* XEP-0198 state kept across a drop, to resume the session */
     int own_anchors; /* cafile or capath given: the system store is not trusted (xmpp_trust.c) */
     int tls_set_up_here; /* this attempt's TLS set-up went through xmpp_trust.c */
+    int tls_buffered; /* OpenSSL held decrypted bytes after libstrophe's last read (xmpp_hooks.c) */
     xmpp_diag_t diag;
     struct link *next;
 } link_t;
@@ -48,7 +49,7 @@ typedef struct link {
 int sacm_xmpp_convert_stanza(lua_State *L);
 
 /* xmpp_error.c */
-extern int sacm_xmpp_activity; /* stanzas or connection events seen in the current xmpp_run_once */
+extern int sacm_xmpp_activity; /* stanzas, events and libstrophe log messages in the current round */
 void sacm_xmpp_log_handler(void *userdata, xmpp_log_level_t level, const char *area, const char *msg);
 int sacm_xmpp_certfail(const xmpp_tlscert_t *cert, const char *const errormsg);
 link_t *sacm_xmpp_link_of_ctx(const xmpp_ctx_t *ctx); /* xmpp.c */
@@ -56,8 +57,10 @@ link_t *sacm_xmpp_link_of_ctx(const xmpp_ctx_t *ctx); /* xmpp.c */
 void sacm_xmpp_push_disconnect_info(lua_State *L, link_t *l, int error, const xmpp_stream_error_t *stream_error);
 int sacm_xmpp_check_tls_files(lua_State *L);
 
-/* xmpp_trust.c: the link xmpp_run_once is about to run (NULL: none), whose trust anchors a TLS
- * set-up meanwhile is for. */
-void sacm_xmpp_trust_running(link_t *l);
+/* xmpp_hooks.c: the link xmpp_run_once is running (NULL outside the pump), which the TLS set-up
+ * (xmpp_trust.c) and the reads and renders libstrophe does meanwhile are for. */
+extern link_t *sacm_xmpp_running;
+/* Called first by the stanza handler: teaches xmpp_hooks.c which render is libstrophe's log's. */
+void sacm_xmpp_stanza_delivered(const xmpp_stanza_t *stanza);
 
 #endif

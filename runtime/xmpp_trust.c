@@ -17,15 +17,9 @@
 #include <openssl/x509_vfy.h>
 #include "xmpp_link.h"
 
-static link_t *running; /* the link xmpp_run_once is running, NULL outside the pump */
-
-void sacm_xmpp_trust_running(link_t *l)
-{
-    running = l;
-}
-
 int SSL_CTX_set_default_verify_paths(SSL_CTX *ctx)
 {
+    link_t *running = sacm_xmpp_running;
     if (running) {
         running->tls_set_up_here = 1;
         if (running->own_anchors)

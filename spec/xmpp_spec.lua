@@ -390,14 +390,22 @@ describe("sacm.xmpp with several servers #e2e", function()
 end)
 
 describe("sacm.xmpp's log of a connection's life #e2e", function()
+  -- runs a script (it starts its own Prosody) in a child sacmrun at a log level: its result
+  local function run_logged(level, script)
+    local proc = require "sacm.proc"
+    local path = os.tmpname() .. ".lua"
+    local f = assert(io.open(path, "w"))
+    f:write('package.path = "spec/?.lua;" .. package.path\nlocal prosody = require "support.prosody"\n', script)
+    f:close()
+    local r = assert(proc.run({ os.getenv("SACMRUN_BIN") or "./sacmrun", "--log-level", level, path },
+      { timeout = 60 }))
+    os.remove(path)
+    return r
+  end
+
   it("at info: connecting, connected, lost (with the reason), reconnected after N s; none of libstrophe's noise",
     function()
-      local proc = require "sacm.proc"
-      local path = os.tmpname() .. ".lua"
-      local f = assert(io.open(path, "w"))
-      f:write([[
-package.path = "spec/?.lua;" .. package.path
-local prosody = require "support.prosody"
+      local r = run_logged("info", [[
 local xmpp = require "sacm.xmpp"
 local server = prosody.start({ users = { alice = "alice-secret" } })
 local conn = assert(xmpp.connect({ jid = server:jid("alice") .. "/log", password = "alice-secret",
@@ -411,10 +419,6 @@ assert(back:wait(20), "no reconnect")
 conn:close()
 server:stop()
 ]])
-      f:close()
-      local r = assert(proc.run({ os.getenv("SACMRUN_BIN") or "./sacmrun", "--log-level", "info", path },
-        { timeout = 60 }))
-      os.remove(path)
       assert.equal(0, r.code, r.stderr)
       local hostport, jid = r.stderr:match("HOSTPORT (%S+) (%S+)")
       local hp, j = hostport:gsub("%p", "%%%0"), jid:gsub("%p", "%%%0")
@@ -426,6 +430,32 @@ server:stop()
       assert.not_matches("%[strophe", r.stderr)
       assert.not_matches("Unrecoverable TLS error", r.stderr)
     end)
+
+  -- Once a session is up, libstrophe's text of each received stanza is not rendered unless
+  -- trace logging is on (runtime/xmpp_hooks.c); at trace it must still be there, whole.
+  it("at trace: every stanza received once the session is up, as libstrophe's RECV line", function()
+    local r = run_logged("trace", [[
+local xmpp = require "sacm.xmpp"
+local st = require "sacm.xmpp.stanza"
+local server <close> = prosody.start({ users = { alice = "alice-secret", bob = "bob-secret" } })
+local function connect(user)
+  return assert(xmpp.connect({ jid = server:jid(user) .. "/trace", password = user .. "-secret",
+    host = server.host, port = server.port, cafile = server.ca_file }))
+end
+local a, b = connect("alice"), connect("bob")
+local got = require("sacm.sync").queue()
+b:on("message", function(m) got:put(m:child("body"):get_text()) end)
+for i = 1, 3 do
+  a:send(st.message({ to = b.jid, type = "chat" }):tag("body"):text("trace-me-" .. i):up())
+  assert(got:get(20) == "trace-me-" .. i)
+end
+a:close(); b:close()
+]])
+    assert.equal(0, r.code, r.stderr)
+    for i = 1, 3 do
+      assert.matches("TRACE %[strophe%.xmpp%] RECV: <message[^\n]*<body>trace%-me%-" .. i .. "</body>", r.stderr)
+    end
+  end)
 end)
 
 describe("sacm.xmpp liveness (XEP-0199) #e2e", function()
